@@ -140,7 +140,8 @@ class Function:
     ``backward(ctx, grad) -> gradient or tuple of gradients`` (one per positional
     input, None where no gradient is needed) and are called as
     ``MyFunction.apply(*inputs, **params)``. Inputs may be Tensors, ndarrays or
-    Python scalars; only Tensors with ``requires_grad`` receive gradients.
+    Python scalars or None (passed to forward as None, e.g. a missing bias);
+    only Tensors with ``requires_grad`` receive gradients.
     """
 
     @staticmethod
@@ -154,7 +155,10 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         like = next((t.data for t in inputs if isinstance(t, Tensor)), None)
-        arrays = [as_array(t, like) if not isinstance(t, Tensor) else t.data for t in inputs]
+        arrays = [
+            t.data if isinstance(t, Tensor) else (None if t is None else as_array(t, like))
+            for t in inputs
+        ]
         ctx = Context(cls, inputs)
         out = cls.forward(ctx, *arrays, **params)
         if not isinstance(out, np.ndarray):
