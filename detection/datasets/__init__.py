@@ -1,0 +1,3 @@
+"""Datasets of detseg: the synthetic plate scenes, Pascal VOC and COCO readers and writers,
+and box- and mask-aware transforms."""
+from detection.datasets.classes import PLATE_CLASSES, CLASS_TO_ID, IGNORE_INDEX
