@@ -7,3 +7,4 @@ from nn.random import manual_seed, default_generator
 from nn.gradcheck import gradcheck, GradcheckError
 from nn.modules import *  # noqa: F401,F403  (Module, Parameter, layers)
 from nn import functional  # noqa: F401
+from nn import init  # noqa: F401
