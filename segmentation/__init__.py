@@ -1,0 +1,1 @@
+"""detseg.segmentation: FCN, U-Net, segmentation metrics and instance post-processing."""

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from segmentation.instances import (
+    classes_to_text, connected_instances, read_plate, reading_order, text_to_class_text,
+)
+
+
+def draw_plate(rows, h=24, w=48, char=(6, 3)):
+    """A class map with characters (class ids) placed in a grid, 2 px apart."""
+    m = np.zeros((h, w), np.uint8)
+    boxes = []
+    for r, row in enumerate(rows):
+        for c, cls in enumerate(row):
+            y, x = 2 + r * (char[0] + 3), 2 + c * (char[1] + 2)
+            m[y:y + char[0], x:x + char[1]] = cls
+            boxes.append([x, y, x + char[1], y + char[0]])
+    return m, np.array(boxes, np.float32)
+
+
+def test_one_row_plate_read_left_to_right():
+    m, boxes = draw_plate([[5, 13, 3, 12]])
+    out = read_plate(m)
+    assert out["text"] == "2#09"
+    np.testing.assert_array_equal(out["boxes"], boxes)
+    np.testing.assert_array_equal(out["rows"], [0, 0, 0, 0])
+
+
+def test_two_row_plate_read_row_by_row():
+    m, _ = draw_plate([[5, 12, 13], [4, 5, 6, 13, 7]])
+    assert read_plate(m)["text"] == "29# 123#4"
+
+
+def test_majority_vote_and_score():
+    m = np.zeros((10, 10), np.uint8)
+    m[2:8, 2:5] = 8  # 18 pixels of digit 5
+    m[2:4, 2:5] = 9  # 6 of them say digit 6
+    inst = connected_instances(m)
+    assert inst["labels"].tolist() == [8]
+    assert inst["scores"][0] == pytest.approx(12 / 18)
+    assert inst["areas"].tolist() == [18]
+
+
+def test_small_specks_dropped_and_masks():
+    m = np.zeros((10, 10), np.uint8)
+    m[1:5, 1:4] = 3
+    m[8, 8] = 4
+    inst = connected_instances(m, min_area=2, return_masks=True)
+    assert inst["labels"].tolist() == [3]
+    assert inst["masks"].shape == (1, 10, 10)
+    assert inst["masks"][0].sum() == 12
+
+
+def test_empty_map_and_ignore():
+    m = np.zeros((6, 6), np.uint8)
+    m[1:3, 1:3] = 255
+    inst = connected_instances(m, return_masks=True)
+    assert inst["boxes"].shape == (0, 4) and inst["masks"].shape == (0, 6, 6)
+    assert read_plate(m)["text"] == ""
+    order, rows = reading_order(np.zeros((0, 4)))
+    assert order.shape == (0,) and rows.shape == (0,)
+
+
+def test_text_helpers():
+    assert text_to_class_text("29A-123.45") == "29##123#45"
+    assert text_to_class_text("29-B1\n123.45") == "29##1 123#45"
+    assert classes_to_text([5, 13, 3], rows=[0, 0, 1]) == "2# 0"
+
+
+@pytest.mark.parametrize("bad, error", [(np.zeros((2, 2, 2), int), ValueError), (np.zeros((2, 2)), TypeError)])
+def test_bad_input(bad, error):
+    with pytest.raises(error):
+        connected_instances(bad)
