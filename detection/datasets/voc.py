@@ -1,0 +1,445 @@
+"""Pascal VOC on disk: write examples, read them back as (image, target) pairs.
+
+The layout is the one of the PASCAL VOC challenge (Everingham et al., "The PASCAL
+Visual Object Classes (VOC) Challenge", IJCV 2010)::
+
+    root/
+      JPEGImages/<id>.jpg | <id>.png      the image, RGB
+      Annotations/<id>.xml                filename, size, one <object> per box
+      SegmentationClass/<id>.png          palette PNG, pixel = class id, 255 = ignore
+      SegmentationObject/<id>.png         pixel = 1-based index of the object in the XML
+      ImageSets/Main/<split>.txt          one image id per line
+      ImageSets/Segmentation/<split>.txt
+
+Box convention. detseg's boxes are continuous ``xyxy`` (DESIGN.md): a box covering
+pixel columns ``0..9`` is ``x1 = 0, x2 = 10``. VOC writes 1-based *inclusive* pixel
+indices: the same box is ``xmin = 1, xmax = 10``. So, exactly for pixel-aligned boxes,
+
+    xmin = x1 + 1,   ymin = y1 + 1,   xmax = x2,   ymax = y2      (writing)
+    x1 = xmin - 1,   y1 = ymin - 1,   x2 = xmax,   y2 = ymax      (reading)
+
+Real VOC files hold integers; detseg's generator knows sub-pixel boxes, so a
+non-integer coordinate is written with up to 2 decimals (``12.5``, ``7.25``), which
+other VOC readers parse with ``float()`` as well. Reading then writing is exact for
+coordinates that are multiples of 0.01.
+
+Masks. ``SegmentationClass`` is a palette ("P" mode) PNG whose pixel *values* are
+class ids and whose palette is VOC's colour map, so image viewers show the familiar
+colours while ``np.asarray(Image.open(p))`` gives the ids. ``SegmentationObject``
+holds the 1-based index of the object (in XML order) on top at each pixel, 0 where
+there is none, and 255 for "void" pixels as in VOC. With more than 254 objects an
+index would collide with 255, so such masks are written as 16-bit greyscale PNGs
+(uint16, 0 = none, no void value); the reader handles both.
+
+Every file is written atomically (``detection.datasets.atomic``), and the XML is
+written last: an ``Annotations/<id>.xml`` exists only when its image and masks do.
+"""
+import io
+import os
+import xml.etree.ElementTree as ET
+from numbers import Integral, Real
+
+import numpy as np
+from PIL import Image
+
+from detection.datasets.atomic import atomic_write_bytes, atomic_write_text
+
+__all__ = [
+    "voc_palette", "write_voc_example", "write_image_sets", "read_voc_annotation",
+    "read_image_set",
+]
+
+# Keys an object dict may carry: "text" keeps the exact character of an object named
+# "char" ("A", "-", ".") so plate strings can be read back (see crops.PlateCropDataset).
+_OBJECT_KEYS = {"name", "bbox", "difficult", "truncated", "text"}
+_IMAGE_FORMATS = {"jpg": ("JPEG", ".jpg"), "png": ("PNG", ".png")}
+# uint8 instance masks reserve 255 for void (VOC), so at most 254 objects fit.
+_MAX_UINT8_OBJECTS = 254
+
+
+def voc_palette(num_colors=256):
+    """The PASCAL VOC colour map: colour ``i`` spreads the bits of ``i`` over R, G, B.
+
+    Bit ``3k`` of the id goes to bit ``7 - k`` of red, bit ``3k + 1`` to green, bit
+    ``3k + 2`` to blue, so neighbouring ids get very different colours (0 black,
+    1 dark red, 2 dark green, ..., 255 cream, VOC's "void").
+
+    Args:
+        num_colors (int): how many colours, 1..256.
+
+    Returns:
+        ndarray[num_colors, 3]: uint8 RGB colours.
+    """
+    if isinstance(num_colors, bool) or not isinstance(num_colors, Integral) \
+            or not 1 <= num_colors <= 256:
+        raise ValueError(f"num_colors must be an int in 1..256, got {num_colors!r}")
+    ids = np.arange(num_colors)
+    colors = np.zeros((num_colors, 3), dtype=np.int64)
+    for k in range(8):  # 8 groups of 3 bits cover ids up to 2**24; 256 needs only 3
+        for channel in range(3):
+            bit = (ids >> (3 * k + channel)) & 1
+            colors[:, channel] |= bit << (7 - k)
+    return colors.astype(np.uint8)
+
+
+_PALETTE_BYTES = voc_palette(256).tobytes()
+
+
+# --------------------------------------------------------------------------- writing
+def _check_image_id(image_id, argument="image_id"):
+    if not isinstance(image_id, str) or not image_id:
+        raise ValueError(f"{argument} must be a non-empty str, got {image_id!r}")
+    if image_id in (".", "..") or any(c in image_id for c in "/\\") \
+            or any(c.isspace() for c in image_id):
+        raise ValueError(
+            f"{argument} must be a plain file stem without slashes or whitespace, "
+            f"got {image_id!r}"
+        )
+
+
+def _check_flag(value, argument):
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, Integral) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{argument} must be a bool (or 0/1), got {value!r}")
+
+
+def _check_objects(objects, height, width):
+    """Validate the object dicts; return normalized copies (float bbox, bool flags)."""
+    if not isinstance(objects, (list, tuple)):
+        raise TypeError(f"objects must be a list of dicts, got {type(objects).__name__}")
+    checked = []
+    for i, obj in enumerate(objects):
+        where = f"objects[{i}]"
+        if not isinstance(obj, dict):
+            raise TypeError(f"{where} must be a dict, got {type(obj).__name__}")
+        unknown = set(obj) - _OBJECT_KEYS
+        if unknown:
+            raise ValueError(
+                f"{where} has unknown keys {sorted(unknown)}; allowed: {sorted(_OBJECT_KEYS)}"
+            )
+        name = obj.get("name")
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise ValueError(f"{where}['name'] must be a non-empty str without outer spaces, "
+                             f"got {name!r}")
+        bbox = obj.get("bbox")
+        if bbox is None or np.ndim(bbox) != 1 or len(bbox) != 4 or not all(
+                isinstance(v, Real) and not isinstance(v, bool) for v in np.asarray(bbox).tolist()):
+            raise ValueError(f"{where}['bbox'] must be 4 numbers (x1, y1, x2, y2), got {bbox!r}")
+        x1, y1, x2, y2 = (float(v) for v in bbox)
+        if not all(np.isfinite([x1, y1, x2, y2])):
+            raise ValueError(f"{where}['bbox'] must be finite, got {bbox!r}")
+        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+            raise ValueError(
+                f"{where}['bbox'] must satisfy 0 <= x1 < x2 <= W={width} and "
+                f"0 <= y1 < y2 <= H={height} (continuous xyxy), got {bbox!r}"
+            )
+        text = obj.get("text")
+        if text is not None and (not isinstance(text, str) or not text or "\n" in text):
+            raise ValueError(f"{where}['text'] must be a non-empty one-line str, got {text!r}")
+        checked.append({
+            "name": name,
+            "bbox": (x1, y1, x2, y2),
+            "difficult": _check_flag(obj.get("difficult", False), f"{where}['difficult']"),
+            "truncated": _check_flag(obj.get("truncated", False), f"{where}['truncated']"),
+            "text": text,
+        })
+    return checked
+
+
+def _format_coordinate(value):
+    """``12`` for integers, else up to 2 decimals without trailing zeros (``12.5``)."""
+    value = round(float(value), 2)
+    if value == int(value):
+        return str(int(value))
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _annotation_xml(image_id, filename, height, width, objects, segmented):
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "JPEGImages"
+    ET.SubElement(root, "filename").text = filename
+    source = ET.SubElement(root, "source")
+    ET.SubElement(source, "database").text = "detseg"
+    size = ET.SubElement(root, "size")
+    ET.SubElement(size, "width").text = str(width)
+    ET.SubElement(size, "height").text = str(height)
+    ET.SubElement(size, "depth").text = "3"
+    ET.SubElement(root, "segmented").text = "1" if segmented else "0"
+    for obj in objects:
+        node = ET.SubElement(root, "object")
+        ET.SubElement(node, "name").text = obj["name"]
+        if obj["text"] is not None:
+            ET.SubElement(node, "text").text = obj["text"]
+        ET.SubElement(node, "pose").text = "Unspecified"
+        ET.SubElement(node, "truncated").text = "1" if obj["truncated"] else "0"
+        ET.SubElement(node, "difficult").text = "1" if obj["difficult"] else "0"
+        box = ET.SubElement(node, "bndbox")
+        x1, y1, x2, y2 = obj["bbox"]
+        # continuous xyxy -> VOC 1-based inclusive (module docstring)
+        for tag, value in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
+            ET.SubElement(box, tag).text = _format_coordinate(value)
+    ET.indent(root, space="  ")
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _palette_png(mask):
+    """A uint8 (H, W) map as a palette PNG: pixel values stay the ids, colours are VOC's."""
+    height, width = mask.shape
+    image = Image.frombytes("P", (width, height), np.ascontiguousarray(mask).tobytes())
+    image.putpalette(_PALETTE_BYTES)
+    return _png_bytes(image)
+
+
+def write_voc_example(root, image_id, image, objects, class_mask=None, instance_mask=None,
+                      image_format="jpg", jpeg_quality=90):
+    """Write one example in the Pascal VOC layout (module docstring), atomically.
+
+    Everything is validated before the first byte is written; the annotation XML is
+    written last, so a complete XML means a complete example.
+
+    Args:
+        root (str | os.PathLike): dataset root; subdirectories are created as needed.
+        image_id (str): file stem, e.g. ``"000017"`` (no slashes or whitespace).
+        image (ndarray[H, W, 3]): uint8 RGB image.
+        objects (list[dict]): one dict per object, in XML order:
+            ``{"name": str, "bbox": (x1, y1, x2, y2)}`` in continuous xyxy pixels
+            inside the image, optional ``"difficult": bool``, ``"truncated": bool``
+            and ``"text": str`` (the exact character(s) of an object named ``"char"``,
+            written as a ``<text>`` element; ignored by other VOC readers).
+        class_mask (ndarray[H, W] | None): uint8 class ids (255 = ignore) →
+            ``SegmentationClass/<id>.png`` with the VOC palette.
+        instance_mask (ndarray[H, W] | None): integer, 1-based index into ``objects``
+            (0 = none; 255 = void allowed when there are at most 254 objects) →
+            ``SegmentationObject/<id>.png``: a uint8 palette PNG with at most 254
+            objects, else a 16-bit greyscale PNG.
+        image_format (str): ``"jpg"`` or ``"png"`` (lossless; use it for exact pixels).
+        jpeg_quality (int): 1..100, JPEG only.
+
+    Returns:
+        dict[str, str]: the paths written, keys ``"image"``, ``"annotation"`` and, when
+        given, ``"class_mask"``, ``"instance_mask"``.
+
+    Raises:
+        ValueError / TypeError: naming the bad argument, before anything is written.
+    """
+    root = os.fspath(root)
+    _check_image_id(image_id)
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
+            or image.shape[2] != 3:
+        raise ValueError(
+            "image must be a uint8 ndarray of shape (H, W, 3), got "
+            + (f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray)
+               else type(image).__name__)
+        )
+    height, width = image.shape[:2]
+    if height == 0 or width == 0:
+        raise ValueError(f"image must not be empty, got shape {image.shape}")
+    if image_format not in _IMAGE_FORMATS:
+        raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
+    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, Integral) \
+            or not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be an int in 1..100, got {jpeg_quality!r}")
+    checked = _check_objects(objects, height, width)
+
+    if class_mask is not None:
+        if not isinstance(class_mask, np.ndarray) or class_mask.dtype != np.uint8 \
+                or class_mask.shape != (height, width):
+            raise ValueError(
+                f"class_mask must be a uint8 ndarray of shape (H, W) = ({height}, {width}), got "
+                + (f"{class_mask.dtype} {class_mask.shape}" if isinstance(class_mask, np.ndarray)
+                   else type(class_mask).__name__)
+            )
+    if instance_mask is not None:
+        if not isinstance(instance_mask, np.ndarray) \
+                or not np.issubdtype(instance_mask.dtype, np.integer) \
+                or instance_mask.shape != (height, width):
+            raise ValueError(
+                f"instance_mask must be an integer ndarray of shape (H, W) = ({height}, {width}), "
+                "got " + (f"{instance_mask.dtype} {instance_mask.shape}"
+                          if isinstance(instance_mask, np.ndarray)
+                          else type(instance_mask).__name__)
+            )
+        wide = len(checked) > _MAX_UINT8_OBJECTS
+        values = instance_mask[instance_mask != 255] if not wide else instance_mask
+        if values.size and (values.min() < 0 or values.max() > len(checked)):
+            raise ValueError(
+                f"instance_mask values must be 0 (none), 1..{len(checked)} (object index)"
+                + ("" if wide else " or 255 (void)")
+                + f", got range [{int(instance_mask.min())}, {int(instance_mask.max())}]"
+            )
+
+    # Encode everything in memory first: a failing encoder leaves nothing on disk.
+    pil_format, extension = _IMAGE_FORMATS[image_format]
+    buffer = io.BytesIO()
+    if pil_format == "JPEG":
+        Image.fromarray(image).save(buffer, format="JPEG", quality=int(jpeg_quality))
+    else:
+        Image.fromarray(image).save(buffer, format="PNG")
+    files = [("image", "JPEGImages", image_id + extension, buffer.getvalue())]
+    if class_mask is not None:
+        files.append(("class_mask", "SegmentationClass", image_id + ".png",
+                      _palette_png(class_mask)))
+    if instance_mask is not None:
+        if len(checked) > _MAX_UINT8_OBJECTS:
+            png = _png_bytes(Image.fromarray(instance_mask.astype(np.uint16)))
+        else:
+            png = _palette_png(instance_mask.astype(np.uint8))
+        files.append(("instance_mask", "SegmentationObject", image_id + ".png", png))
+    xml = _annotation_xml(image_id, image_id + extension, height, width, checked,
+                          segmented=class_mask is not None or instance_mask is not None)
+
+    written = {}
+    for key, folder, name, data in files:
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+        path = os.path.join(root, folder, name)
+        atomic_write_bytes(path, data)
+        written[key] = path
+    # A stale image of the other format would make the example ambiguous for readers.
+    other = ".png" if extension == ".jpg" else ".jpg"
+    stale = os.path.join(root, "JPEGImages", image_id + other)
+    if os.path.exists(stale):
+        os.unlink(stale)
+    os.makedirs(os.path.join(root, "Annotations"), exist_ok=True)
+    written["annotation"] = os.path.join(root, "Annotations", image_id + ".xml")
+    atomic_write_text(written["annotation"], xml)
+    return written
+
+
+def write_image_sets(root, splits, segmentation=True):
+    """Write ``ImageSets/Main/<split>.txt`` (and ``ImageSets/Segmentation/<split>.txt``).
+
+    Args:
+        root (str | os.PathLike): dataset root.
+        splits (dict[str, list[str]]): split name (``"train"``, ``"val"``, ``"test"``, ...)
+            to image ids, one line each, in the given order.
+        segmentation (bool): also write the same lists under ``ImageSets/Segmentation``.
+
+    Returns:
+        list[str]: the paths written.
+    """
+    root = os.fspath(root)
+    if not isinstance(splits, dict):
+        raise TypeError(f"splits must be a dict of split name -> list of ids, "
+                        f"got {type(splits).__name__}")
+    for split, ids in splits.items():
+        _check_image_id(split, argument="split name")
+        if isinstance(ids, str) or not isinstance(ids, (list, tuple)):
+            raise TypeError(f"splits[{split!r}] must be a list of image ids, "
+                            f"got {type(ids).__name__}")
+        for i, image_id in enumerate(ids):
+            _check_image_id(image_id, argument=f"splits[{split!r}][{i}]")
+    folders = ["Main"] + (["Segmentation"] if segmentation else [])
+    written = []
+    for folder in folders:
+        directory = os.path.join(root, "ImageSets", folder)
+        os.makedirs(directory, exist_ok=True)
+        for split, ids in splits.items():
+            path = os.path.join(directory, split + ".txt")
+            atomic_write_text(path, "".join(image_id + "\n" for image_id in ids))
+            written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- reading
+def _xml_text(node, tag, path, required=True):
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        if required:
+            raise ValueError(f"malformed VOC annotation {path}: missing <{tag}>")
+        return None
+    return child.text.strip()
+
+
+def _xml_number(node, tag, path):
+    text = _xml_text(node, tag, path)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"malformed VOC annotation {path}: <{tag}> is not a number: "
+                         f"{text!r}") from None
+    if not np.isfinite(value):
+        raise ValueError(f"malformed VOC annotation {path}: <{tag}> is not finite: {text!r}")
+    return value
+
+
+def read_voc_annotation(path):
+    """Parse one VOC annotation XML.
+
+    Args:
+        path (str | os.PathLike): the ``Annotations/<id>.xml`` file.
+
+    Returns:
+        dict: ``"filename"`` str, ``"width"``, ``"height"`` int and ``"objects"``, a list
+        of dicts ``{"name", "bbox" (x1, y1, x2, y2) continuous xyxy floats,
+        "difficult", "truncated" bools, "text" str or None}`` in file order.
+
+    Raises:
+        FileNotFoundError: naming the missing file.
+        ValueError: naming the file, when the XML is malformed or a box is invalid.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VOC annotation not found: {path}")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise ValueError(f"malformed VOC annotation {path}: {exc}") from None
+    if root.tag != "annotation":
+        raise ValueError(f"malformed VOC annotation {path}: root element is <{root.tag}>, "
+                         "expected <annotation>")
+    size = root.find("size")
+    if size is None:
+        raise ValueError(f"malformed VOC annotation {path}: missing <size>")
+    width, height = _xml_number(size, "width", path), _xml_number(size, "height", path)
+    if width != int(width) or height != int(height) or width <= 0 or height <= 0:
+        raise ValueError(f"malformed VOC annotation {path}: <size> must be positive integers, "
+                         f"got width={width}, height={height}")
+    objects = []
+    for i, node in enumerate(root.findall("object")):
+        name = _xml_text(node, "name", path)
+        box = node.find("bndbox")
+        if box is None:
+            raise ValueError(f"malformed VOC annotation {path}: object {i} has no <bndbox>")
+        xmin, ymin, xmax, ymax = (_xml_number(box, t, path) for t in ("xmin", "ymin", "xmax", "ymax"))
+        # VOC 1-based inclusive -> continuous xyxy (module docstring)
+        bbox = (xmin - 1.0, ymin - 1.0, xmax, ymax)
+        if not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
+            raise ValueError(f"malformed VOC annotation {path}: object {i} ({name!r}) has an "
+                             f"empty box xmin={xmin}, ymin={ymin}, xmax={xmax}, ymax={ymax}")
+        flags = {}
+        for tag in ("difficult", "truncated"):
+            text = _xml_text(node, tag, path, required=False)
+            if text not in (None, "0", "1"):
+                raise ValueError(f"malformed VOC annotation {path}: object {i} <{tag}> must be "
+                                 f"0 or 1, got {text!r}")
+            flags[tag] = text == "1"
+        text_node = node.find("text")
+        objects.append({
+            "name": name,
+            "bbox": bbox,
+            "difficult": flags["difficult"],
+            "truncated": flags["truncated"],
+            "text": text_node.text if text_node is not None and text_node.text else None,
+        })
+    filename = _xml_text(root, "filename", path, required=False)
+    return {"filename": filename, "width": int(width), "height": int(height), "objects": objects}
+
+
+def read_image_set(root, split, folder="Main"):
+    """The image ids of ``ImageSets/<folder>/<split>.txt`` (blank lines skipped).
+
+    Raises:
+        FileNotFoundError: naming the missing split file.
+    """
+    path = os.path.join(os.fspath(root), "ImageSets", folder, f"{split}.txt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VOC image set not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        # VOC's per-class files carry "<id> <flag>"; the id is the first field.
+        return [line.split()[0] for line in f if line.strip()]
