@@ -1,2 +1,6 @@
 """Layers as Modules: thin holders of hyperparameters and weights around nn.functional."""
 from nn.modules.module import Module, Parameter, IncompatibleKeys
+from nn.modules.linear import Linear, Identity
+from nn.modules.activation import ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax
+from nn.modules.container import Sequential, ModuleList
+from nn.modules.dropout import Dropout

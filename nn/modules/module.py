@@ -46,14 +46,20 @@ class Module:
             raise AttributeError(
                 f"cannot assign {name!r} before Module.__init__() was called"
             )
-        for store in (self._parameters, self._modules, self._buffers):
-            store.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            target = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            target = self._modules
         elif name in self.__dict__.get("_buffer_names", ()):
-            self._buffers[name] = value
+            target = self._buffers
+        else:
+            target = None
+        for store in (self._parameters, self._modules, self._buffers):
+            if store is not target:
+                store.pop(name, None)
+        if target is not None:
+            # Assigning to an existing key keeps its position (state_dict order).
+            target[name] = value
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):

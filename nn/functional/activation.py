@@ -1,0 +1,290 @@
+"""Elementwise activations, softmax and dropout.
+
+Each activation is a pair of plain NumPy kernels (``*_forward`` / ``*_backward`` on
+ndarrays) and a thin autograd ``Function`` around them; the public functions
+(``relu``, ``softmax``, ...) accept Tensors or ndarrays and return Tensors.
+All kernels keep the input's dtype (float32 stays float32, float64 stays float64).
+
+Numerical stability: ``sigmoid`` never evaluates ``exp`` of a positive number, and
+``softmax``/``log_softmax`` subtract the maximum along the class axis first
+(``softmax(x) = softmax(x - max(x))``), so logits of ±1000 give exact results.
+"""
+import numbers
+
+import numpy as np
+
+from nn.random import get_generator
+from nn.tensor import Function, Tensor
+
+__all__ = [
+    "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
+    "sigmoid_forward", "log_sigmoid_forward", "softmax_forward", "log_softmax_forward",
+]
+
+
+def _check_float_input(x, name="x"):
+    """Raise TypeError unless ``x`` is a floating-point Tensor or ndarray."""
+    if isinstance(x, Tensor):
+        dtype = x.dtype
+    elif isinstance(x, np.ndarray):
+        dtype = x.dtype
+    else:
+        raise TypeError(f"{name} must be a Tensor or ndarray, got {type(x).__name__}")
+    if not np.issubdtype(dtype, np.floating):
+        raise TypeError(f"{name} must have a floating-point dtype, got {dtype}")
+
+
+def _check_axis(x, axis, name="axis"):
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(axis).__name__}")
+    ndim = x.ndim
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an input with {ndim} dimensions")
+    return int(axis) % ndim
+
+
+# ------------------------------------------------------------------- kernels
+def sigmoid_forward(x):
+    """Stable logistic function ``1 / (1 + exp(-x))`` on an ndarray.
+
+    Uses ``e = exp(-|x|) <= 1``: ``sigmoid(x) = 1/(1+e)`` for x >= 0 and ``e/(1+e)``
+    for x < 0, so nothing overflows.
+    """
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def log_sigmoid_forward(x):
+    """Stable ``log(sigmoid(x)) = -softplus(-x) = min(x, 0) - log1p(exp(-|x|))``."""
+    return (np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
+
+
+def softmax_forward(x, axis=-1):
+    """``exp(x - max) / sum(exp(x - max))`` along ``axis`` (ndarray in, ndarray out)."""
+    if x.shape[axis] == 0:
+        return x.copy()
+    shifted = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax_forward(x, axis=-1):
+    """``x - max - log(sum(exp(x - max)))`` along ``axis`` (ndarray in, ndarray out)."""
+    if x.shape[axis] == 0:
+        return x.copy()
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+# --------------------------------------------------------------- Functions
+class ReLUFunction(Function):
+    """``max(x, 0)``; the gradient at exactly 0 is 0 (PyTorch's choice)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        mask = x > 0
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask
+
+
+class LeakyReLUFunction(Function):
+    """``x`` for x > 0, ``negative_slope · x`` otherwise."""
+
+    @staticmethod
+    def forward(ctx, x, negative_slope=0.01):
+        mask = x > 0
+        ctx.save_for_backward(mask)
+        ctx.negative_slope = negative_slope
+        return np.where(mask, x, x * x.dtype.type(negative_slope))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return np.where(mask, grad, grad * grad.dtype.type(ctx.negative_slope))
+
+
+class SigmoidFunction(Function):
+    """``σ(x) = 1 / (1 + exp(-x))``; ``dσ/dx = σ (1 - σ)``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = sigmoid_forward(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * y * (1 - y)
+
+
+class TanhFunction(Function):
+    """``tanh(x)``; derivative ``1 - tanh²``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = np.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class SoftmaxFunction(Function):
+    """Softmax along ``axis``; backward ``y ⊙ (g - Σ g ⊙ y)`` (the Jacobian-vector product)."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        y = softmax_forward(x, axis)
+        ctx.save_for_backward(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return y * (grad - (grad * y).sum(axis=ctx.axis, keepdims=True))
+
+
+class LogSoftmaxFunction(Function):
+    """Log-softmax along ``axis``; backward ``g - softmax(x) ⊙ Σ g``."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        out = log_softmax_forward(x, axis)
+        ctx.save_for_backward(out)
+        ctx.axis = axis
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return grad - np.exp(out) * grad.sum(axis=ctx.axis, keepdims=True)
+
+
+class DropoutFunction(Function):
+    """Multiply by a fixed mask already scaled by ``1 / (1 - p)`` (inverted dropout)."""
+
+    @staticmethod
+    def forward(ctx, x, mask=None):
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask
+
+
+# ------------------------------------------------------------ public API
+def relu(x):
+    """Rectified linear unit ``max(x, 0)``.
+
+    Args:
+        x (Tensor or ndarray[...]): floating point.
+    Returns:
+        Tensor[...]: same shape and dtype.
+    """
+    _check_float_input(x)
+    return ReLUFunction.apply(x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """Leaky ReLU (Maas et al., 2013): ``x if x > 0 else negative_slope · x``.
+
+    Args:
+        x (Tensor or ndarray[...]): floating point.
+        negative_slope (float): slope for negative inputs.
+    Returns:
+        Tensor[...]: same shape and dtype.
+    """
+    _check_float_input(x)
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
+        raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
+    return LeakyReLUFunction.apply(x, negative_slope=float(negative_slope))
+
+
+def sigmoid(x):
+    """Logistic function ``1 / (1 + exp(-x))``, stable for any finite ``x``.
+
+    Args:
+        x (Tensor or ndarray[...]): floating point.
+    Returns:
+        Tensor[...]: values in [0, 1], same dtype.
+    """
+    _check_float_input(x)
+    return SigmoidFunction.apply(x)
+
+
+def tanh(x):
+    """Hyperbolic tangent.
+
+    Args:
+        x (Tensor or ndarray[...]): floating point.
+    Returns:
+        Tensor[...]: values in [-1, 1], same dtype.
+    """
+    _check_float_input(x)
+    return TanhFunction.apply(x)
+
+
+def softmax(x, axis=-1):
+    """Softmax ``exp(x_k) / Σ_j exp(x_j)`` along ``axis`` (the class axis, last by default).
+
+    Args:
+        x (Tensor or ndarray[..., K]): logits, floating point.
+        axis (int): axis of the classes.
+    Returns:
+        Tensor[..., K]: probabilities summing to 1 along ``axis``.
+    """
+    _check_float_input(x)
+    axis = _check_axis(x, axis)
+    return SoftmaxFunction.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    """``log(softmax(x))`` computed as ``x - logsumexp(x)``, stable for ±1000 logits.
+
+    Args:
+        x (Tensor or ndarray[..., K]): logits, floating point.
+        axis (int): axis of the classes.
+    Returns:
+        Tensor[..., K]: log-probabilities (<= 0).
+    """
+    _check_float_input(x)
+    axis = _check_axis(x, axis)
+    return LogSoftmaxFunction.apply(x, axis=axis)
+
+
+def dropout(x, p=0.5, training=True, generator=None):
+    """Inverted dropout (Srivastava et al., 2014): zero each element with probability
+    ``p`` and scale the rest by ``1 / (1 - p)``, so the expectation is unchanged.
+
+    Args:
+        x (Tensor or ndarray[...]): floating point.
+        p (float): drop probability in [0, 1]; p = 1 gives zeros.
+        training (bool): when False (or p = 0) the input is returned unchanged.
+        generator (np.random.Generator or int, optional): source of the mask; defaults
+            to the generator seeded by ``nn.manual_seed``.
+    Returns:
+        Tensor[...]: same shape and dtype.
+    """
+    _check_float_input(x)
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability p must be in [0, 1], got {p!r}")
+    if not training or p == 0.0:
+        return x if isinstance(x, Tensor) else Tensor(x)
+    rng = get_generator(generator)
+    dtype = x.dtype
+    keep = rng.random(x.shape) >= p
+    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+    mask = keep.astype(dtype) * dtype.type(scale)
+    return DropoutFunction.apply(x, mask=mask)
