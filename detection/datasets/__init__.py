@@ -1,4 +1,4 @@
 """Datasets of detseg: the synthetic plate scenes, Pascal VOC and COCO readers and writers,
 and box- and mask-aware transforms."""
 from detection.datasets.classes import PLATE_CLASSES, CLASS_TO_ID, IGNORE_INDEX
-from detection.datasets.voc import write_voc_example, write_image_sets, read_voc_annotation
+from detection.datasets.voc import write_voc_example, write_image_sets, read_voc_annotation, VOCDataset

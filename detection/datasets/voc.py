@@ -43,10 +43,11 @@ import numpy as np
 from PIL import Image
 
 from detection.datasets.atomic import atomic_write_bytes, atomic_write_text
+from detection.datasets.classes import PLATE_CLASSES
 
 __all__ = [
     "voc_palette", "write_voc_example", "write_image_sets", "read_voc_annotation",
-    "read_image_set",
+    "read_image_set", "VOCDataset",
 ]
 
 # Keys an object dict may carry: "text" keeps the exact character of an object named
@@ -443,3 +444,245 @@ def read_image_set(root, split, folder="Main"):
     with open(path, encoding="utf-8") as f:
         # VOC's per-class files carry "<id> <flag>"; the id is the first field.
         return [line.split()[0] for line in f if line.strip()]
+
+
+# --------------------------------------------------------------------------- dataset
+def _read_label_map(path):
+    """A class or instance map PNG as an integer (H, W) array of ids.
+
+    Palette and greyscale PNGs store the ids directly (VOC, detseg). An RGB PNG (some
+    tools save VOC masks in colour) is mapped back through the VOC palette.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VOC mask not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("P", "L", "I;16", "I"):
+                return np.asarray(image)
+            if image.mode not in ("RGB", "RGBA"):
+                raise ValueError(f"VOC mask {path} has unsupported mode {image.mode!r}")
+            rgb = np.asarray(image.convert("RGB")).astype(np.int64)
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read VOC mask {path}: {exc}") from None
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # (H, W) packed colours
+    palette = voc_palette().astype(np.int64)
+    palette_codes = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    order = np.argsort(palette_codes)
+    position = np.searchsorted(palette_codes[order], codes).clip(0, 255)
+    ids = order[position]
+    if not np.array_equal(palette_codes[ids], codes):
+        raise ValueError(f"VOC mask {path} is RGB with colours outside the VOC palette")
+    return ids.astype(np.uint8)
+
+
+def _read_rgb(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"VOC image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read VOC image {path}: {exc}") from None
+
+
+class VOCDataset:
+    """Pascal VOC (or detseg's synthetic plates) as ``(image, target)`` pairs.
+
+    Labels. Each XML object name is looked up in ``class_names``: with the default
+    ``PLATE_CLASSES`` a ``car`` is 1, a ``plate`` 2, digit ``d`` is ``3 + d``, ``char``
+    13 (``detection.datasets.classes``). For real VOC pass its 21 names
+    (``"background", "aeroplane", ...``). An object whose name is not in
+    ``class_names`` is an error naming the file.
+
+    Class subsets for a detector. ``classes=("car", "plate")`` keeps only those
+    objects and renumbers them ``1..n`` in the given order (0 stays background);
+    ``dataset.label_names[label]`` names a label and ``dataset.num_classes == n``.
+    A RetinaNet with ``num_classes=n`` sigmoid outputs then uses output column
+    ``label - 1`` for a box labelled ``label``: no further mapping in the trainer.
+    With ``classes`` the class map (``"masks"``) is renumbered the same way (pixels of
+    dropped classes become 0, ignore stays 255) and ``"instance_masks"`` keeps the
+    rows of the kept objects.
+
+    Args:
+        root (str | os.PathLike): dataset root (module docstring layout).
+        split (str): the image set, ``ImageSets/Main/<split>.txt``.
+        class_names (sequence[str]): names indexed by class id (the id space of the
+            XML names and of ``SegmentationClass``).
+        transforms (callable | None): ``transforms(image, target) -> (image, target)``,
+            e.g. ``detection.datasets.transforms.Compose([...])``.
+        return_masks (bool): add ``target["masks"]``, the class map.
+        return_instance_masks (bool): add ``target["instance_masks"]``.
+        keep_difficult (bool): keep objects marked ``<difficult>1``.
+        classes (sequence[str] | None): optional subset, renumbered ``1..n`` (above).
+
+    Items (``dataset[i]``):
+        image (ndarray[H, W, 3]): uint8 RGB (or what ``transforms`` returns).
+        target (dict): ``"boxes"`` float32 (G, 4) continuous xyxy, ``"labels"`` int64 (G,),
+        ``"difficult"`` bool (G,), ``"image_id"`` str; on request ``"masks"`` uint8 (H, W)
+        class ids (255 ignore) and ``"instance_masks"`` bool (G, H, W), object ``i`` being
+        the pixels of value ``i + 1`` in ``SegmentationObject`` (XML order).
+
+    Raises (at construction, naming the file): FileNotFoundError for a missing split
+    file, annotation, image or requested mask; ValueError for malformed XML or an
+    unknown class name. A mask whose size differs from its image raises ValueError
+    naming the mask when the item is read.
+    """
+
+    def __init__(self, root, split="train", class_names=PLATE_CLASSES, transforms=None,
+                 return_masks=False, return_instance_masks=False, keep_difficult=True,
+                 classes=None):
+        self.root = os.fspath(root)
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"VOC root directory not found: {self.root}")
+        if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names) \
+                or len(set(class_names)) != len(class_names) or not class_names:
+            raise ValueError(f"class_names must be a sequence of distinct str, got {class_names!r}")
+        self.class_names = tuple(class_names)
+        if classes is not None:
+            if isinstance(classes, str) or not classes:
+                raise ValueError(f"classes must be a non-empty sequence of names, got {classes!r}")
+            missing = [c for c in classes if c not in self.class_names]
+            if missing or len(set(classes)) != len(classes):
+                raise ValueError(f"classes must be distinct names from class_names, got {classes!r}"
+                                 + (f" (unknown: {missing})" if missing else ""))
+            self.classes = tuple(classes)
+            self.label_names = ("background",) + self.classes
+        else:
+            self.classes = None
+            self.label_names = self.class_names
+        self.num_classes = len(self.classes) if self.classes is not None else len(self.class_names)
+        # class id -> output label; -1 drops the object, 255 stays ignore in the class map.
+        lookup = np.full(256, -1, dtype=np.int64)
+        if self.classes is None:
+            lookup[:len(self.class_names)] = np.arange(len(self.class_names))
+        else:
+            for label, name in enumerate(self.classes, start=1):
+                lookup[self.class_names.index(name)] = label
+        self._label_of_id = lookup
+        mask_lookup = np.where(lookup >= 0, lookup, 0)
+        mask_lookup[255] = 255
+        self._mask_lookup = mask_lookup.astype(np.uint8)
+
+        if transforms is not None and not callable(transforms):
+            raise TypeError(f"transforms must be callable, got {type(transforms).__name__}")
+        self.split = split
+        self.transforms = transforms
+        self.return_masks = bool(return_masks)
+        self.return_instance_masks = bool(return_instance_masks)
+        self.keep_difficult = bool(keep_difficult)
+        self.ids = read_image_set(self.root, split)
+        self._records = [self._load_record(image_id) for image_id in self.ids]
+
+    def _load_record(self, image_id):
+        """Parse one annotation and resolve its files, so bad data fails at construction."""
+        path = os.path.join(self.root, "Annotations", image_id + ".xml")
+        annotation = read_voc_annotation(path)
+        class_ids, keep = [], []
+        for i, obj in enumerate(annotation["objects"]):
+            if obj["name"] not in self.class_names:
+                raise ValueError(
+                    f"unknown class name {obj['name']!r} (object {i}) in {path}; "
+                    f"class_names are {list(self.class_names)}"
+                )
+            class_id = self.class_names.index(obj["name"])
+            class_ids.append(class_id)
+            keep.append((self.keep_difficult or not obj["difficult"])
+                        and self._label_of_id[class_id] >= 0)
+        image_path = None
+        candidates = ([annotation["filename"]] if annotation["filename"] else []) \
+            + [image_id + ".jpg", image_id + ".png"]
+        for name in candidates:
+            candidate = os.path.join(self.root, "JPEGImages", name)
+            if os.path.isfile(candidate):
+                image_path = candidate
+                break
+        if image_path is None:
+            raise FileNotFoundError(
+                f"VOC image not found for {path}: tried "
+                + ", ".join(os.path.join(self.root, "JPEGImages", n) for n in candidates)
+            )
+        record = {
+            "image_id": image_id,
+            "annotation_path": path,
+            "image_path": image_path,
+            "width": annotation["width"],
+            "height": annotation["height"],
+            "objects": annotation["objects"],
+            "class_ids": np.asarray(class_ids, dtype=np.int64),
+            "keep": np.asarray(keep, dtype=bool),
+        }
+        for key, folder, wanted in (("class_mask_path", "SegmentationClass", self.return_masks),
+                                    ("instance_mask_path", "SegmentationObject",
+                                     self.return_instance_masks)):
+            mask_path = os.path.join(self.root, folder, image_id + ".png")
+            if wanted and not os.path.isfile(mask_path):
+                raise FileNotFoundError(f"VOC mask not found: {mask_path}")
+            record[key] = mask_path
+        return record
+
+    def __len__(self):
+        return len(self._records)
+
+    def annotation(self, index):
+        """The parsed XML of item ``index`` (see ``read_voc_annotation``), all objects."""
+        record = self._records[index]
+        return {"image_id": record["image_id"], "width": record["width"],
+                "height": record["height"], "objects": list(record["objects"])}
+
+    def load_target(self, index):
+        """The target of item ``index`` without reading the image or masks (no transforms)."""
+        record = self._records[index]
+        keep = record["keep"]
+        boxes = np.asarray([o["bbox"] for o in record["objects"]], dtype=np.float32)
+        boxes = boxes.reshape(-1, 4)[keep]  # (G, 4)
+        difficult = np.asarray([o["difficult"] for o in record["objects"]], dtype=bool)
+        return {
+            "boxes": boxes,
+            "labels": self._label_of_id[record["class_ids"][keep]].astype(np.int64),
+            "difficult": difficult.reshape(-1)[keep],
+            "image_id": record["image_id"],
+        }
+
+    def __getitem__(self, index):
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index must be an int, got {type(index).__name__}")
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
+        record = self._records[int(index)]
+        image = _read_rgb(record["image_path"])
+        height, width = image.shape[:2]
+        if (height, width) != (record["height"], record["width"]):
+            raise ValueError(
+                f"image {record['image_path']} is {width}x{height} but "
+                f"{record['annotation_path']} says {record['width']}x{record['height']}"
+            )
+        target = self.load_target(int(index))
+        if self.return_masks:
+            class_map = _read_label_map(record["class_mask_path"])
+            self._check_mask_size(class_map, record["class_mask_path"], record["image_path"], image)
+            if class_map.dtype != np.uint8 or (class_map.size and class_map.max() > 255):
+                raise ValueError(f"class mask {record['class_mask_path']} must hold ids 0..255")
+            target["masks"] = self._mask_lookup[class_map]  # renumbered for `classes`
+        if self.return_instance_masks:
+            instance_map = _read_label_map(record["instance_mask_path"])
+            self._check_mask_size(instance_map, record["instance_mask_path"],
+                                  record["image_path"], image)
+            object_values = np.flatnonzero(record["keep"]) + 1  # (G,) 1-based pixel values
+            # (1, H, W) == (G, 1, 1) -> (G, H, W): one comparison for all objects
+            target["instance_masks"] = instance_map[None] == object_values[:, None, None]
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    @staticmethod
+    def _check_mask_size(mask, mask_path, image_path, image):
+        if mask.shape != image.shape[:2]:
+            raise ValueError(
+                f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image "
+                f"{image_path} is {image.shape[1]}x{image.shape[0]}"
+            )
+
+    def __repr__(self):
+        return (f"VOCDataset(root={self.root!r}, split={self.split!r}, {len(self)} images, "
+                f"labels={list(self.label_names)})")

@@ -253,3 +253,165 @@ def test_write_image_sets_rejects_bad_splits(tmp_path, splits, message):
 def test_read_image_set_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="train.txt"):
         read_image_set(tmp_path, "train")
+
+
+# ------------------------------------------------------------------------- VOCDataset
+from detection.datasets.classes import PLATE_CLASSES  # noqa: E402
+from detection.datasets.voc import VOCDataset  # noqa: E402
+
+
+def _plate_scene(rng, height=32, width=48):
+    """A car, its plate with characters "7A", and masks with characters on top."""
+    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    class_mask = np.zeros((height, width), np.uint8)
+    instance_mask = np.zeros((height, width), np.uint8)
+    objects = [
+        {"name": "car", "bbox": (2, 3, 44, 30)},
+        {"name": "plate", "bbox": (10, 20, 30, 28)},
+        {"name": "7", "bbox": (12, 21, 17, 27)},
+        {"name": "char", "bbox": (19, 21, 24, 27), "text": "A", "difficult": True},
+    ]
+    for index, (obj, class_id) in enumerate(zip(objects, (1, 2, 10, 13)), start=1):
+        x1, y1, x2, y2 = obj["bbox"]
+        class_mask[y1:y2, x1:x2] = class_id  # later objects are on top
+        instance_mask[y1:y2, x1:x2] = index
+    return image, objects, class_mask, instance_mask
+
+
+@pytest.fixture
+def voc_root(tmp_path):
+    rng = np.random.default_rng(3)
+    ids = []
+    for i in range(3):
+        image, objects, class_mask, instance_mask = _plate_scene(rng)
+        if i == 2:  # an image without any object
+            objects, class_mask[:], instance_mask[:] = [], 0, 0
+        write_voc_example(tmp_path, f"{i:06d}", image, objects, class_mask, instance_mask,
+                          image_format="png")
+        ids.append(f"{i:06d}")
+    write_image_sets(tmp_path, {"train": ids[:2], "val": ids[2:]})
+    return tmp_path
+
+
+def test_voc_dataset_items(voc_root):
+    dataset = VOCDataset(voc_root, "train", return_masks=True, return_instance_masks=True)
+    assert len(dataset) == 2
+    image, target = dataset[0]
+    assert image.dtype == np.uint8 and image.shape == (32, 48, 3)
+    assert np.array_equal(image, np.asarray(Image.open(voc_root / "JPEGImages" / "000000.png")))
+    assert target["image_id"] == "000000"
+    assert target["boxes"].dtype == np.float32 and target["boxes"].shape == (4, 4)
+    assert target["boxes"][1].tolist() == [10, 20, 30, 28]
+    assert target["labels"].dtype == np.int64
+    assert target["labels"].tolist() == [PLATE_CLASSES.index(n) for n in ("car", "plate", "7", "char")]
+    assert target["difficult"].tolist() == [False, False, False, True]
+    assert target["masks"].dtype == np.uint8 and target["masks"].shape == (32, 48)
+    assert target["masks"][24, 13] == PLATE_CLASSES.index("7")
+    masks = target["instance_masks"]
+    assert masks.dtype == bool and masks.shape == (4, 32, 48)
+    # Each instance mask's tight box is the object's box (objects are rectangles here).
+    for mask, box in zip(masks, target["boxes"]):
+        ys, xs = np.nonzero(mask)
+        if len(xs):
+            assert xs.min() >= box[0] and xs.max() + 1 <= box[2]
+            assert ys.min() >= box[1] and ys.max() + 1 <= box[3]
+    assert masks[0].sum() < 42 * 27  # the car is partly covered by its plate
+    assert dataset[-1][1]["image_id"] == "000001"
+    assert dataset.label_names == PLATE_CLASSES and dataset.num_classes == len(PLATE_CLASSES)
+
+
+def test_voc_dataset_empty_image_has_empty_targets(voc_root):
+    dataset = VOCDataset(voc_root, "val", return_instance_masks=True)
+    image, target = dataset[0]
+    assert target["boxes"].shape == (0, 4) and target["boxes"].dtype == np.float32
+    assert target["labels"].shape == (0,) and target["labels"].dtype == np.int64
+    assert target["difficult"].shape == (0,) and target["difficult"].dtype == bool
+    assert target["instance_masks"].shape == (0, 32, 48)
+    assert target["instance_masks"].dtype == bool
+
+
+def test_voc_dataset_class_subset_for_a_detector(voc_root):
+    dataset = VOCDataset(voc_root, "train", classes=("plate", "car"), return_masks=True,
+                         return_instance_masks=True)
+    image, target = dataset[0]
+    assert dataset.label_names == ("background", "plate", "car") and dataset.num_classes == 2
+    assert target["labels"].tolist() == [2, 1]
+    assert target["boxes"].tolist() == [[2, 3, 44, 30], [10, 20, 30, 28]]
+    assert target["instance_masks"].shape == (2, 32, 48)
+    assert set(np.unique(target["masks"]).tolist()) <= {0, 1, 2}
+    assert target["masks"][24, 13] == 0  # a digit pixel: not a detector class
+    assert target["masks"][22, 11] == 1  # plate pixel -> label 1
+
+
+def test_voc_dataset_keep_difficult_false_drops_them(voc_root):
+    dataset = VOCDataset(voc_root, "train", keep_difficult=False, return_instance_masks=True)
+    _, target = dataset[0]
+    assert target["labels"].tolist() == [1, 2, 10]
+    assert not target["difficult"].any()
+    assert target["instance_masks"].shape[0] == 3
+
+
+def test_voc_dataset_applies_transforms(voc_root):
+    calls = []
+
+    def transforms(image, target):
+        calls.append(target["image_id"])
+        return image[:, ::-1], dict(target, flipped=True)
+
+    image, target = VOCDataset(voc_root, "train", transforms=transforms)[1]
+    assert calls == ["000001"] and target["flipped"] is True
+
+
+def test_voc_dataset_reads_rgb_colour_masks(voc_root):
+    path = voc_root / "SegmentationClass" / "000000.png"
+    ids = np.asarray(Image.open(path))
+    Image.fromarray(voc_palette()[ids]).save(path)  # the colour version of the same mask
+    _, target = VOCDataset(voc_root, "train", return_masks=True)[0]
+    assert np.array_equal(target["masks"], ids)
+
+
+def test_voc_dataset_errors_name_the_file(voc_root):
+    with pytest.raises(FileNotFoundError, match="test.txt"):
+        VOCDataset(voc_root, "test")
+    with pytest.raises(FileNotFoundError, match="VOC root"):
+        VOCDataset(voc_root / "nothing", "train")
+    with pytest.raises(ValueError, match="unknown class name 'car'.*000000.xml"):
+        VOCDataset(voc_root, "train", class_names=("background", "plate", "7", "char"))
+    with pytest.raises(ValueError, match="classes"):
+        VOCDataset(voc_root, "train", classes=("bus",))
+
+    os.remove(voc_root / "SegmentationObject" / "000001.png")
+    VOCDataset(voc_root, "train")  # masks not requested: fine
+    with pytest.raises(FileNotFoundError, match="SegmentationObject.000001.png"):
+        VOCDataset(voc_root, "train", return_instance_masks=True)
+
+    Image.fromarray(np.zeros((31, 48), np.uint8)).save(voc_root / "SegmentationClass" / "000000.png")
+    dataset = VOCDataset(voc_root, "train", return_masks=True)
+    with pytest.raises(ValueError, match="SegmentationClass.000000.png is 48x31"):
+        dataset[0]
+    with pytest.raises(IndexError):
+        dataset[2]
+
+    xml_path = voc_root / "Annotations" / "000001.xml"
+    xml_path.write_text(xml_path.read_text()[:200])  # truncated file
+    with pytest.raises(ValueError, match="malformed VOC annotation .*000001.xml"):
+        VOCDataset(voc_root, "train")
+    xml_path.write_text("<annotation><size><width>4</width><height>4</height></size>"
+                        "<object><name>car</name></object></annotation>")
+    with pytest.raises(ValueError, match="000001.xml: object 0 .*bndbox"):
+        VOCDataset(voc_root, "train")
+    os.remove(xml_path)
+    with pytest.raises(FileNotFoundError, match="000001.xml"):
+        VOCDataset(voc_root, "train")
+
+
+def test_voc_dataset_missing_image_names_the_files(voc_root):
+    os.remove(voc_root / "JPEGImages" / "000000.png")
+    with pytest.raises(FileNotFoundError, match="VOC image not found .*000000.xml"):
+        VOCDataset(voc_root, "train")
+
+
+def test_voc_dataset_image_size_disagreeing_with_xml(voc_root):
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(voc_root / "JPEGImages" / "000000.png")
+    with pytest.raises(ValueError, match="000000.png is 10x10 but .*000000.xml says 48x32"):
+        VOCDataset(voc_root, "train")[0]
