@@ -11,3 +11,27 @@ def float_arrays(draw, shape, low=-2.0, high=2.0, dtype=np.float64):
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
     return rng.uniform(low, high, size=shape).astype(dtype)
+
+
+@st.composite
+def pool2d_geometries(draw, max_kernel=4, max_stride=3, max_dilation=2, max_extra=7):
+    """Valid PyTorch pooling arguments with an input shape they fit.
+
+    Returns:
+        dict: ``kernel_size``, ``stride``, ``padding``, ``dilation`` (pairs of ints),
+        ``ceil_mode`` (bool) and ``shape`` ``(N, H, W, C)`` of a channels-last input
+        for which every output size is at least 1.
+    """
+    kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
+    stride = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    dilation = (draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation)))
+    sizes = []
+    for k, p, d in zip(kernel, padding, dilation):
+        smallest = max(1, d * (k - 1) + 1 - 2 * p)
+        sizes.append(draw(st.integers(smallest, smallest + max_extra)))
+    shape = (draw(st.integers(1, 2)), sizes[0], sizes[1], draw(st.integers(1, 3)))
+    return {
+        "kernel_size": kernel, "stride": stride, "padding": padding,
+        "dilation": dilation, "ceil_mode": draw(st.booleans()), "shape": shape,
+    }

@@ -4,3 +4,4 @@ from nn.modules.linear import Linear, Identity
 from nn.modules.activation import ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax
 from nn.modules.container import Sequential, ModuleList
 from nn.modules.dropout import Dropout
+from nn.modules.pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d
