@@ -8,3 +8,4 @@ from nn.functional.linear import linear
 from nn.functional.loss import (cross_entropy, binary_cross_entropy_with_logits, sigmoid_focal_loss,
                                 smooth_l1_loss, l1_loss, mse_loss, dice_loss)
 from nn.functional.pooling import max_pool2d, avg_pool2d, adaptive_avg_pool2d
+from nn.functional.conv import conv2d, conv_transpose2d

@@ -1,0 +1,798 @@
+"""2-D convolution and transposed convolution, channels-last, with PyTorch's semantics.
+
+A convolution layer slides a ``kh x kw`` window over the (zero-padded) input and
+takes, at every output position, a dot product between the window and each filter:
+
+    y[n, ho, wo, o] = b[o] + Σ_{i, j, c} x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c] · W[i, j, c, o]
+
+(LeCun et al., 1998, "Gradient-based learning applied to document recognition";
+the arithmetic of strides, padding and dilation follows Dumoulin & Visin, 2016,
+"A guide to convolution arithmetic for deep learning"). The output size is
+
+    Ho = floor((H + pad_top + pad_bottom - dh·(kh - 1) - 1) / sh) + 1.
+
+**Forward = im2col + one matrix product.** Copy every window into one row of a
+column matrix ``cols`` of shape ``(N·Ho·Wo, kh·kw·C)`` and the whole layer is the
+GEMM ``cols @ W.reshape(kh·kw·C, C_out)``, whose output already is the next
+channels-last feature map. In NHWC a window row reads contiguous runs of ``kw·C``
+values, which is why this library is channels-last (Chellapilla et al., 2006,
+"High performance convolutional neural networks for document processing").
+
+**Backward.** With ``g = dL/dy`` flattened to ``(N·Ho·Wo, C_out)``:
+
+- ``dW = colsᵀ @ g`` reuses the forward's column matrix;
+- ``db = Σ g`` over N, Ho, Wo;
+- ``dx`` sends every output gradient back to the input pixels its window read:
+  for each kernel tap ``(i, j)`` the product ``g @ W[i, j]ᵀ`` (shape ``(N·Ho·Wo, C)``)
+  is added to the input positions that tap touched. A stride-``s`` convolution
+  touches input rows ``i·d + s·t``, so rows are split into ``s`` *phases* by
+  ``(i·d) mod s``: inside one phase the taps land on a dense grid, the adds stay
+  contiguous, and each phase is interleaved into ``dx`` once (the sub-pixel view
+  of Shi et al., 2016, "Real-time single image and video super-resolution using an
+  efficient sub-pixel convolutional neural network").
+
+**Transposed convolution** ("deconvolution", Zeiler et al., 2010; used for learnable
+upsampling by Long et al., 2015, "Fully convolutional networks for semantic
+segmentation") *is* the input gradient of a convolution: ``conv_transpose2d(x, W)``
+equals ``d/dz <conv2d(z, W'), x>`` where ``W'`` is the same filter bank seen from the
+other side. No kernel flip is involved. Its output size is
+
+    H_out = (H - 1)·sh - pad_top - pad_bottom + dh·(kh - 1) + output_padding + 1,
+
+so here it reuses the convolution's input-gradient kernel for its forward, and the
+convolution's forward (im2col + GEMM) for its own input gradient. The two are
+adjoint: ``<conv2d(x, W), y> == <x, conv_transpose2d(y, W')>``.
+
+Layouts: ``x`` is ``(N, H, W, C)``; a conv weight is ``(kh, kw, C_in // groups, C_out)``
+("HWIO"); a transposed-conv weight is ``(kh, kw, C_in, C_out // groups)``. With
+``groups = g`` the channels split into ``g`` independent convolutions (Krizhevsky
+et al., 2012); output channel block ``k`` sees input channel block ``k`` only.
+
+Kernels (``conv2d_forward``, ``conv2d_backward``, ``conv_transpose2d_forward``,
+``conv_transpose2d_backward``) are plain ndarray functions that can be called and
+timed without autograd; ``conv2d`` / ``conv_transpose2d`` are the differentiable
+functions on Tensors.
+"""
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from nn.tensor import Function, Tensor
+
+__all__ = [
+    "conv2d", "conv_transpose2d",
+    "conv2d_forward", "conv2d_backward", "conv2d_input_grad", "conv2d_weight_grad",
+    "conv_transpose2d_forward", "conv_transpose2d_backward",
+    "conv2d_output_size", "conv_transpose2d_output_size", "im2col",
+    "ConvGeometry", "Conv2dCache", "ConvTranspose2dCache",
+    "Conv2dFunction", "ConvTranspose2dFunction",
+]
+
+
+# =========================================================================== geometry
+def _pair(value, name, minimum):
+    """``value`` (int or pair of ints) as a tuple of two ints ``>= minimum``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        pair = (int(value), int(value))
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in value)
+    ):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def _padding_pairs(padding, kernel, stride, dilation):
+    """Padding as ``((top, bottom), (left, right))``.
+
+    Accepts an int, a pair ``(ph, pw)`` (both sides alike), the strings "valid"
+    (no padding) and "same" (output size = input size; stride 1 only, as in
+    PyTorch, which puts the odd extra row/column at the bottom/right), or an
+    explicit ``((top, bottom), (left, right))``.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0), (0, 0))
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(
+                    f"padding='same' is not supported for strided convolutions, got stride {stride}"
+                )
+            pairs = []
+            for k, d in zip(kernel, dilation):
+                total = d * (k - 1)
+                pairs.append((total // 2, total - total // 2))
+            return tuple(pairs)
+        raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    if (
+        isinstance(padding, (tuple, list))
+        and len(padding) == 2
+        and all(isinstance(p, (tuple, list)) for p in padding)
+    ):
+        pairs = tuple(_pair(tuple(p), "padding", 0) for p in padding)
+        return pairs
+    ph, pw = _pair(padding, "padding", 0)
+    return ((ph, ph), (pw, pw))
+
+
+def conv2d_output_size(size, kernel, stride, padding, dilation):
+    """Output length of a convolution along one axis.
+
+    ``floor((size + pad_lo + pad_hi - dilation·(kernel - 1) - 1) / stride) + 1``.
+    """
+    pad_lo, pad_hi = padding
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_transpose2d_output_size(size, kernel, stride, padding, dilation, output_padding):
+    """Output length of a transposed convolution along one axis.
+
+    ``(size - 1)·stride - pad_lo - pad_hi + dilation·(kernel - 1) + output_padding + 1``.
+    """
+    pad_lo, pad_hi = padding
+    return (size - 1) * stride - pad_lo - pad_hi + dilation * (kernel - 1) + output_padding + 1
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything about a convolution except the arrays.
+
+    Attributes:
+        kernel (tuple[int, int]): ``(kh, kw)``.
+        stride (tuple[int, int]): ``(sh, sw)``.
+        padding (tuple[tuple[int, int], tuple[int, int]]): ``((top, bottom), (left, right))``.
+        dilation (tuple[int, int]): ``(dh, dw)``.
+        groups (int): number of channel groups.
+        in_hw (tuple[int, int]): input ``(H, W)`` of the convolution.
+        out_hw (tuple[int, int]): output ``(Ho, Wo)`` of the convolution.
+    """
+
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    in_hw: tuple
+    out_hw: tuple
+
+
+# ==================================================================== input checks
+def _check_array(value, name):
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be an ndarray, got {type(value).__name__}")
+    if not np.issubdtype(value.dtype, np.floating):
+        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+
+
+def _check_groups(groups):
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    return int(groups)
+
+
+def _check_common(fn, x, weight, bias, n_out):
+    """Rank and dtype checks shared by conv2d and conv_transpose2d."""
+    _check_array(x, "x")
+    _check_array(weight, "weight")
+    if x.ndim != 4:
+        raise ValueError(f"{fn}: x must be 4-D (N, H, W, C), got shape {x.shape}")
+    if weight.ndim != 4:
+        raise ValueError(f"{fn}: weight must be 4-D (kh, kw, ·, ·), got shape {weight.shape}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"{fn}: weight dtype {weight.dtype} does not match x dtype {x.dtype}")
+    if bias is not None:
+        _check_array(bias, "bias")
+        if bias.shape != (n_out,):
+            raise ValueError(f"{fn}: bias must have shape ({n_out},), got {bias.shape}")
+        if bias.dtype != x.dtype:
+            raise TypeError(f"{fn}: bias dtype {bias.dtype} does not match x dtype {x.dtype}")
+
+
+def _conv2d_geometry(x, weight, bias, stride, padding, dilation, groups):
+    """Validate a conv2d call and return its ``ConvGeometry`` (no work is done)."""
+    groups = _check_groups(groups)
+    _check_common("conv2d", x, weight, bias, weight.shape[-1] if np.ndim(weight) == 4 else -1)
+    n, h, w, c = x.shape
+    kh, kw, c_per_group, c_out = weight.shape
+    if min(kh, kw) < 1:
+        raise ValueError(f"conv2d: kernel size must be positive, got weight shape {weight.shape}")
+    if c % groups or c_out % groups:
+        raise ValueError(
+            f"conv2d: groups={groups} must divide both input channels ({c}) and "
+            f"output channels ({c_out})"
+        )
+    if c_per_group * groups != c:
+        raise ValueError(
+            f"conv2d: x has {c} channels but weight {weight.shape} expects "
+            f"{c_per_group} x groups={groups} = {c_per_group * groups} (weight is (kh, kw, C_in // groups, C_out))"
+        )
+    stride = _pair(stride, "stride", 1)
+    dilation = _pair(dilation, "dilation", 1)
+    pads = _padding_pairs(padding, (kh, kw), stride, dilation)
+    out = []
+    for axis, size, k, s, p, d in zip("HW", (h, w), (kh, kw), stride, pads, dilation):
+        if size + p[0] + p[1] < d * (k - 1) + 1:
+            raise ValueError(
+                f"conv2d: kernel size {d * (k - 1) + 1} (dilated) along {axis} is larger than the "
+                f"padded input size {size + p[0] + p[1]}"
+            )
+        out.append(conv2d_output_size(size, k, s, p, d))
+    return ConvGeometry((kh, kw), stride, pads, dilation, groups, (h, w), tuple(out))
+
+
+def _conv_transpose2d_geometry(x, weight, bias, stride, padding, output_padding, dilation, groups,
+                               output_size=None):
+    """Validate a conv_transpose2d call; return the geometry of the *underlying* conv2d.
+
+    The transposed convolution maps ``(N, H, W, C_in)`` to ``(N, H_out, W_out, C_out)``;
+    the geometry returned describes the convolution from ``(H_out, W_out)`` back to
+    ``(H, W)``, whose input gradient the transposed convolution computes.
+    """
+    groups = _check_groups(groups)
+    n_out = weight.shape[-1] * groups if np.ndim(weight) == 4 else -1
+    _check_common("conv_transpose2d", x, weight, bias, n_out)
+    n, h, w, c = x.shape
+    kh, kw, c_in, c_out_per_group = weight.shape
+    if min(kh, kw) < 1:
+        raise ValueError(
+            f"conv_transpose2d: kernel size must be positive, got weight shape {weight.shape}"
+        )
+    if c != c_in:
+        raise ValueError(
+            f"conv_transpose2d: x has {c} channels but weight {weight.shape} expects {c_in} "
+            f"(weight is (kh, kw, C_in, C_out // groups))"
+        )
+    if c % groups:
+        raise ValueError(f"conv_transpose2d: groups={groups} must divide input channels ({c})")
+    if isinstance(padding, str):
+        raise ValueError(f"conv_transpose2d: padding must be an int or a pair, got {padding!r}")
+    stride = _pair(stride, "stride", 1)
+    dilation = _pair(dilation, "dilation", 1)
+    ph, pw = _pair(padding, "padding", 0)
+    pads = ((ph, ph), (pw, pw))
+    output_padding = _pair(output_padding, "output_padding", 0)
+    if output_size is not None:
+        output_padding = _output_padding_for_size(
+            output_size, (h, w), (kh, kw), stride, pads, dilation, output_padding
+        )
+    for axis, op, s, d in zip("HW", output_padding, stride, dilation):
+        if op >= s and op >= d:
+            raise ValueError(
+                f"conv_transpose2d: output_padding along {axis} must be smaller than either "
+                f"stride ({s}) or dilation ({d}), got {op}"
+            )
+    out = []
+    for axis, size, k, s, p, d, op in zip("HW", (h, w), (kh, kw), stride, pads, dilation,
+                                          output_padding):
+        length = conv_transpose2d_output_size(size, k, s, p, d, op)
+        if length < 1:
+            raise ValueError(
+                f"conv_transpose2d: the output size along {axis} would be {length} "
+                f"(input {size}, kernel {k}, stride {s}, padding {p[0]}, dilation {d}, "
+                f"output_padding {op}); it must be positive"
+            )
+        out.append(length)
+    return ConvGeometry((kh, kw), stride, pads, dilation, groups, tuple(out), (h, w))
+
+
+def _output_padding_for_size(output_size, in_hw, kernel, stride, pads, dilation, output_padding):
+    """The ``output_padding`` that makes a transposed conv produce ``output_size`` (PyTorch's rule)."""
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 4:
+        output_size = tuple(output_size[1:3])  # (N, H, W, C) -> (H, W)
+    size = _pair(output_size, "output_size", 1)
+    result = []
+    for axis, want, n, k, s, p, d, op in zip("HW", size, in_hw, kernel, stride, pads, dilation,
+                                             output_padding):
+        smallest = conv_transpose2d_output_size(n, k, s, p, d, 0)
+        largest = smallest + s - 1
+        if not smallest <= want <= largest:
+            raise ValueError(
+                f"conv_transpose2d: requested output_size {want} along {axis} is not in "
+                f"[{smallest}, {largest}] for input size {n}"
+            )
+        if op not in (0, want - smallest):
+            raise ValueError(
+                f"conv_transpose2d: output_padding {op} along {axis} contradicts output_size "
+                f"{want} (which needs output_padding {want - smallest}); give one of them"
+            )
+        result.append(want - smallest)
+    return tuple(result)
+
+
+# ============================================================ im2col and the GEMMs
+def _pad(x, padding):
+    """Zero-pad the H and W axes of ``x (N, H, W, C)`` by ``((top, bottom), (left, right))``."""
+    (pt, pb), (pl, pr) = padding
+    if pt == pb == pl == pr == 0:
+        return x
+    n, h, w, c = x.shape
+    # One zero-filled allocation and one interior copy; np.pad is slower here.
+    xp = np.zeros((n, h + pt + pb, w + pl + pr, c), dtype=x.dtype)
+    xp[:, pt:pt + h, pl:pl + w, :] = x
+    return xp
+
+
+def im2col(x, geometry):
+    """The column matrices of a (grouped) convolution, one row per output position.
+
+    Args:
+        x (ndarray[N, H, W, C]): input, float.
+        geometry (ConvGeometry): of the convolution.
+    Returns:
+        ndarray[g, N·Ho·Wo, kh·kw·C/g]: row ``(n, ho, wo)`` of group ``k`` holds the
+        window ``x_pad[n, ho·sh + i·dh, wo·sw + j·dw, k·C/g + c]`` ordered ``(i, j, c)``.
+    """
+    n, _, _, c = x.shape
+    kh, kw = geometry.kernel
+    sh, sw = geometry.stride
+    dh, dw = geometry.dilation
+    ho, wo = geometry.out_hw
+    g = geometry.groups
+    cg = c // g
+    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and g == 1 and geometry.padding == ((0, 0), (0, 0)):
+        # A 1x1 stride-1 convolution is a plain GEMM on the input: no copy at all.
+        return np.ascontiguousarray(x).reshape(1, n * ho * wo, c)  # (1, N·H·W, C)
+    xp = _pad(np.ascontiguousarray(x), geometry.padding)
+    s_n, s_h, s_w, s_c = xp.strides
+    # A read-only strided view of every window, then one copy into contiguous rows.
+    # The copy's inner runs are the kw·C values of one window row (contiguous in NHWC).
+    windows = as_strided(
+        xp,
+        shape=(g, n, ho, wo, kh, kw, cg),
+        strides=(cg * s_c, s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c),
+        writeable=False,
+    )
+    cols = np.ascontiguousarray(windows)  # (g, N, Ho, Wo, kh, kw, C/g)
+    return cols.reshape(g, n * ho * wo, kh * kw * cg)  # (g, N·Ho·Wo, kh·kw·C/g)
+
+
+def _grouped_weight(weight, groups):
+    """HWIO conv weight ``(kh, kw, C/g, C_out)`` as per-group GEMM operands ``(g, kh·kw·C/g, C_out/g)``."""
+    kh, kw, cg, c_out = weight.shape
+    if groups == 1:
+        return weight.reshape(1, kh * kw * cg, c_out)
+    w5 = weight.reshape(kh, kw, cg, groups, c_out // groups)  # (kh, kw, C/g, g, C_out/g)
+    return w5.transpose(3, 0, 1, 2, 4).reshape(groups, kh * kw * cg, c_out // groups)
+
+
+def _ungroup_weight(w_groups, kernel):
+    """Inverse of ``_grouped_weight``: ``(g, kh·kw·C/g, C_out/g)`` -> ``(kh, kw, C/g, C_out)``."""
+    g, k, cog = w_groups.shape
+    kh, kw = kernel
+    cg = k // (kh * kw)
+    if g == 1:
+        return w_groups.reshape(kh, kw, cg, cog)
+    w5 = w_groups.reshape(g, kh, kw, cg, cog).transpose(1, 2, 3, 0, 4)  # (kh, kw, C/g, g, C_out/g)
+    return np.ascontiguousarray(w5).reshape(kh, kw, cg, g * cog)
+
+
+def _grouped_rows(y, groups):
+    """``(N, H, W, C)`` as per-group GEMM rows ``(g, N·H·W, C/g)`` (a view when g == 1)."""
+    n, h, w, c = y.shape
+    rows = np.ascontiguousarray(y).reshape(n * h * w, groups, c // groups)  # (N·H·W, g, C/g)
+    return rows.transpose(1, 0, 2)  # (g, N·H·W, C/g)
+
+
+def _conv_gemm(cols, weight, geometry, n):
+    """``y = cols @ W`` per group, reshaped to the channels-last output ``(N, Ho, Wo, C_out)``."""
+    ho, wo = geometry.out_hw
+    g = geometry.groups
+    w_groups = _grouped_weight(weight, g)  # (g, kh·kw·C/g, C_out/g)
+    c_out = weight.shape[-1]
+    if g == 1:
+        return (cols[0] @ w_groups[0]).reshape(n, ho, wo, c_out)  # (N, Ho, Wo, C_out)
+    y = np.matmul(cols, w_groups)  # (g, N·Ho·Wo, C_out/g)
+    # Output channel block k comes from group k: (N·Ho·Wo, g, C_out/g) -> C_out.
+    return np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(n, ho, wo, c_out)
+
+
+def conv2d_weight_grad(cols, dy, geometry):
+    """``dW = colsᵀ @ dy`` per group.
+
+    Args:
+        cols (ndarray[g, N·Ho·Wo, kh·kw·C/g]): the forward's column matrix (``im2col``).
+        dy (ndarray[N, Ho, Wo, C_out]): gradient of the output.
+        geometry (ConvGeometry): of the convolution.
+    Returns:
+        ndarray[kh, kw, C/g, C_out]
+    """
+    g = geometry.groups
+    dy_rows = _grouped_rows(dy, g)  # (g, N·Ho·Wo, C_out/g)
+    if g == 1:
+        dw = cols[0].T @ dy_rows[0]  # (kh·kw·C, C_out)
+        return _ungroup_weight(dw[None], geometry.kernel)
+    dw = np.matmul(cols.transpose(0, 2, 1), dy_rows)  # (g, kh·kw·C/g, C_out/g)
+    return _ungroup_weight(dw, geometry.kernel)
+
+
+# ================================================================ the input gradient
+def _phase_taps(k, s, d, pad_lo, size):
+    """Split the taps along one axis by the phase of the input rows they touch.
+
+    Tap ``i`` reads padded rows ``i·d + s·t`` (``t`` = output index), i.e. unpadded
+    rows ``h = i·d - pad_lo + s·t``. All taps with the same ``(i·d - pad_lo) mod s``
+    land on the same sub-grid ``h = h0 + s·u`` of the input.
+
+    Returns:
+        list of ``(h0, count, taps)`` per phase, ``taps`` a list of ``(i, offset)``
+        with ``u = t + offset`` the sub-grid row that output row ``t`` reaches.
+    """
+    phases = []
+    for h0 in range(min(s, size)):
+        count = (size - h0 + s - 1) // s  # rows h0, h0 + s, ... below size
+        taps = []
+        for i in range(k):
+            shift = i * d - pad_lo - h0
+            if shift % s == 0:
+                taps.append((i, shift // s))
+        phases.append((h0, count, taps))
+    return phases
+
+
+def _clip(offset, n_out, count):
+    """Rows ``t`` of the output with ``0 <= t + offset < count``: (t_start, t_stop)."""
+    start = max(0, -offset)
+    stop = min(n_out, count - offset)
+    return start, max(start, stop)
+
+
+def conv2d_input_grad(dy, weight, in_shape, geometry):
+    """``dx`` of a convolution: each tap's ``dy @ W[i, j]ᵀ`` added back where it was read.
+
+    For every kernel tap ``(i, j)``, the contribution ``dy @ W[i, j]ᵀ`` (one GEMM into
+    a reused contiguous buffer) is added to the input rows ``i·dh + sh·t - pad_top``
+    and columns ``j·dw + sw·t' - pad_left``. Rows that fall in the zero padding are
+    simply not added (no padded copy, no crop). With a stride the input splits into
+    ``sh·sw`` phases (sub-grids); a phase reached by several taps is summed in a dense
+    buffer and interleaved into ``dx`` once, so no add ever writes a strided array.
+    The first tap that covers a whole phase is assigned instead of added (no zero fill).
+
+    Args:
+        dy (ndarray[N, Ho, Wo, C_out]): gradient of the output.
+        weight (ndarray[kh, kw, C/g, C_out]): HWIO weight.
+        in_shape (tuple): ``(N, H, W, C)`` of the input.
+        geometry (ConvGeometry): of the convolution.
+    Returns:
+        ndarray[N, H, W, C]: gradient of the input, ``dy``'s dtype.
+    """
+    n, h, w, c = in_shape
+    kh, kw = geometry.kernel
+    sh, sw = geometry.stride
+    ho, wo = geometry.out_hw
+    g = geometry.groups
+    cg = c // g
+    c_out = weight.shape[-1]
+    cog = c_out // g
+    m = n * ho * wo
+    dy_rows = _grouped_rows(dy, g)  # (g, N·Ho·Wo, C_out/g)
+    # Per-tap transposed weights, contiguous: w_taps[i, j, k] = (W[i, j] of group k)ᵀ.
+    w6 = weight.reshape(kh, kw, cg, g, cog)
+    w_taps = np.ascontiguousarray(w6.transpose(0, 1, 3, 4, 2))  # (kh, kw, g, C_out/g, C/g)
+
+    rows = _phase_taps(kh, sh, geometry.dilation[0], geometry.padding[0][0], h)
+    cols = _phase_taps(kw, sw, geometry.dilation[1], geometry.padding[1][0], w)
+    strided = len(rows) > 1 or len(cols) > 1
+    some_phase_empty = any(not t for _, _, t in rows) or any(not t for _, _, t in cols)
+    # Positions no tap reaches (stride > dilated kernel) keep their zero gradient.
+    dx = (np.zeros if some_phase_empty else np.empty)(in_shape, dtype=dy.dtype)
+    buffer = None
+    for h0, h_count, row_taps in rows:
+        for w0, w_count, col_taps in cols:
+            taps = [(i, oh, j, ow) for i, oh in row_taps for j, ow in col_taps]
+            if not taps:
+                continue
+            target = dx[:, h0::sh, w0::sw, :]  # (N, h_count, w_count, C), a view
+            if strided and len(taps) > 1:
+                # Several taps meet here: sum them densely, interleave once below.
+                phase = np.empty((n, h_count, w_count, c), dtype=dy.dtype)
+            else:
+                phase = target
+            # A tap covering the whole phase goes first and is assigned, not added.
+            covering = [
+                tap for tap in taps if tap[1] <= 0 and tap[1] + ho >= h_count
+                and tap[3] <= 0 and tap[3] + wo >= w_count
+            ]
+            if covering:
+                taps.remove(covering[0])
+                taps.insert(0, covering[0])
+            else:
+                phase[...] = 0
+            for index, (i, oh, j, ow) in enumerate(taps):
+                t0, t1 = _clip(oh, ho, h_count)
+                s0, s1 = _clip(ow, wo, w_count)
+                assign = index == 0 and bool(covering)
+                exact = (oh, ow, ho, wo) == (0, 0, h_count, w_count)
+                if assign and exact and g == 1 and phase.flags.c_contiguous:
+                    # The GEMM writes straight into the destination.
+                    np.matmul(dy_rows[0], w_taps[i, j, 0], out=phase.reshape(m, c))
+                    continue
+                if buffer is None:
+                    buffer = np.empty((g, m, cg), dtype=dy.dtype)
+                    tap_grid = buffer.reshape(g, n, ho, wo, cg).transpose(1, 2, 3, 0, 4)
+                np.matmul(dy_rows, w_taps[i, j], out=buffer)  # (g, N·Ho·Wo, C/g)
+                source = tap_grid[:, t0:t1, s0:s1]  # (N, rows, cols, g, C/g)
+                dest = phase[:, t0 + oh:t1 + oh, s0 + ow:s1 + ow, :].reshape(
+                    n, t1 - t0, s1 - s0, g, cg
+                )  # (N, rows, cols, g, C/g), a view
+                if assign:
+                    dest[...] = source
+                else:
+                    dest += source
+            if phase is not target:
+                target[...] = phase
+    return dx
+
+
+# ======================================================================== conv2d
+@dataclass
+class Conv2dCache:
+    """What ``conv2d_backward`` needs from the forward pass.
+
+    Attributes:
+        x_shape (tuple): ``(N, H, W, C)``.
+        cols (ndarray[g, N·Ho·Wo, kh·kw·C/g] or None): column matrix, kept for ``dW``.
+        weight (ndarray[kh, kw, C/g, C_out]): the weight, for ``dx``.
+        geometry (ConvGeometry): of the convolution.
+    """
+
+    x_shape: tuple
+    cols: object
+    weight: np.ndarray
+    geometry: ConvGeometry
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, keep_cols=True):
+    """Convolution ``y = im2col(x) @ W + b``, channels-last.
+
+    Args:
+        x (ndarray[N, H, W, C]): input, float32 or float64.
+        weight (ndarray[kh, kw, C/groups, C_out]): HWIO filters, ``x``'s dtype.
+        bias (ndarray[C_out] or None): added to every output position.
+        stride (int or pair): step of the window.
+        padding (int, pair, "same", "valid" or ((top, bottom), (left, right))):
+            zeros added around H and W.
+        dilation (int or pair): spacing between kernel taps.
+        groups (int): number of independent channel groups.
+        keep_cols (bool): keep the column matrix in the cache for ``dW``
+            (False saves memory when the weight needs no gradient).
+    Returns:
+        tuple: ``y (ndarray[N, Ho, Wo, C_out])`` and a ``Conv2dCache`` for backward.
+    Raises:
+        ValueError, TypeError: see ``conv2d``.
+    """
+    geometry = _conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
+    cols = im2col(x, geometry)  # (g, N·Ho·Wo, kh·kw·C/g)
+    y = _conv_gemm(cols, weight, geometry, x.shape[0])  # (N, Ho, Wo, C_out)
+    if bias is not None:
+        y += bias
+    cache = Conv2dCache(x.shape, cols if keep_cols else None, weight, geometry)
+    return y, cache
+
+
+def conv2d_backward(dy, cache, need_input_grad=True, need_weight_grad=True, need_bias_grad=True):
+    """Gradients of ``conv2d_forward``.
+
+    Args:
+        dy (ndarray[N, Ho, Wo, C_out]): gradient of the output.
+        cache (Conv2dCache): from ``conv2d_forward``.
+        need_input_grad, need_weight_grad, need_bias_grad (bool): skip what is not needed
+            (a network's first layer needs no ``dx``).
+    Returns:
+        tuple: ``(dx[N, H, W, C] or None, dweight[kh, kw, C/g, C_out] or None, dbias[C_out] or None)``.
+    """
+    dx = dw = db = None
+    if need_weight_grad:
+        if cache.cols is None:
+            raise ValueError("conv2d_backward: the weight gradient needs the forward's columns "
+                             "(call conv2d_forward with keep_cols=True)")
+        dw = conv2d_weight_grad(cache.cols, dy, cache.geometry)
+    if need_bias_grad:
+        db = dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+    if need_input_grad:
+        dx = conv2d_input_grad(dy, cache.weight, cache.x_shape, cache.geometry)
+    return dx, dw, db
+
+
+# ============================================================== conv_transpose2d
+@dataclass
+class ConvTranspose2dCache:
+    """What ``conv_transpose2d_backward`` needs from the forward pass.
+
+    Attributes:
+        x (ndarray[N, H, W, C_in]): the input, for ``dW``.
+        weight (ndarray[kh, kw, C_in, C_out/g]): the weight, for ``dx``.
+        geometry (ConvGeometry): of the underlying convolution, from the transposed
+            conv's output ``(H_out, W_out)`` to its input ``(H, W)``.
+    """
+
+    x: np.ndarray
+    weight: np.ndarray
+    geometry: ConvGeometry
+
+
+def _as_conv_weight(weight):
+    """Transposed-conv weight ``(kh, kw, C_in, C_out/g)`` viewed as the HWIO weight
+    ``(kh, kw, C_out/g, C_in)`` of the convolution it is the transpose of."""
+    return weight.transpose(0, 1, 3, 2)
+
+
+def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                             dilation=1, output_size=None):
+    """Transposed convolution: the input gradient of ``conv2d`` applied to ``x``.
+
+    Args:
+        x (ndarray[N, H, W, C_in]): input, float32 or float64.
+        weight (ndarray[kh, kw, C_in, C_out/groups]): filters, ``x``'s dtype.
+        bias (ndarray[C_out] or None).
+        stride, padding, output_padding, dilation (int or pair): PyTorch's meaning.
+        groups (int): number of channel groups.
+        output_size (pair or None): requested ``(H_out, W_out)``; sets ``output_padding``.
+    Returns:
+        tuple: ``y (ndarray[N, H_out, W_out, C_out])`` and a ``ConvTranspose2dCache``.
+    """
+    geometry = _conv_transpose2d_geometry(
+        x, weight, bias, stride, padding, output_padding, dilation, groups, output_size
+    )
+    n = x.shape[0]
+    h_out, w_out = geometry.in_hw
+    c_out = weight.shape[-1] * geometry.groups
+    y = conv2d_input_grad(x, _as_conv_weight(weight), (n, h_out, w_out, c_out), geometry)
+    if bias is not None:
+        y += bias
+    return y, ConvTranspose2dCache(x, weight, geometry)
+
+
+def conv_transpose2d_backward(dy, cache, need_input_grad=True, need_weight_grad=True,
+                              need_bias_grad=True):
+    """Gradients of ``conv_transpose2d_forward``.
+
+    The input gradient is the *forward* convolution of ``dy``; the weight gradient
+    reuses the same column matrix ``im2col(dy)``.
+
+    Args:
+        dy (ndarray[N, H_out, W_out, C_out]): gradient of the output.
+        cache (ConvTranspose2dCache): from ``conv_transpose2d_forward``.
+    Returns:
+        tuple: ``(dx[N, H, W, C_in] or None, dweight[kh, kw, C_in, C_out/g] or None, dbias or None)``.
+    """
+    dx = dw = db = None
+    geometry = cache.geometry
+    if need_input_grad or need_weight_grad:
+        cols = im2col(dy, geometry)  # (g, N·H·W, kh·kw·C_out/g)
+        if need_input_grad:
+            dx = _conv_gemm(cols, _as_conv_weight(cache.weight), geometry, dy.shape[0])
+        if need_weight_grad:
+            dw = _as_conv_weight(conv2d_weight_grad(cols, cache.x, geometry))
+            dw = np.ascontiguousarray(dw)
+    if need_bias_grad:
+        db = dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+    return dx, dw, db
+
+
+# ======================================================================== autograd
+class Conv2dFunction(Function):
+    """Autograd glue around ``conv2d_forward`` / ``conv2d_backward``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        # The column matrix is only needed for dW; without it backward keeps less memory.
+        keep_cols = len(ctx.needs_input_grad) > 1 and ctx.needs_input_grad[1]
+        y, ctx.cache = conv2d_forward(x, weight, bias, stride, padding, dilation, groups, keep_cols)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        need = ctx.needs_input_grad
+        dx, dw, db = conv2d_backward(
+            np.ascontiguousarray(grad), ctx.cache,
+            need_input_grad=need[0], need_weight_grad=need[1],
+            need_bias_grad=ctx.has_bias and need[2],
+        )
+        return dx, dw, db
+
+
+class ConvTranspose2dFunction(Function):
+    """Autograd glue around ``conv_transpose2d_forward`` / ``conv_transpose2d_backward``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                dilation=1, output_size=None):
+        y, ctx.cache = conv_transpose2d_forward(
+            x, weight, bias, stride, padding, output_padding, groups, dilation, output_size
+        )
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        need = ctx.needs_input_grad
+        dx, dw, db = conv_transpose2d_backward(
+            np.ascontiguousarray(grad), ctx.cache,
+            need_input_grad=need[0], need_weight_grad=need[1],
+            need_bias_grad=ctx.has_bias and need[2],
+        )
+        return dx, dw, db
+
+
+def _data(value, name):
+    """The ndarray behind a Tensor or ndarray argument (for validation before any work)."""
+    if isinstance(value, Tensor):
+        return value.data
+    if isinstance(value, np.ndarray):
+        return value
+    raise TypeError(f"{name} must be a Tensor or ndarray, got {type(value).__name__}")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution over channels-last input (PyTorch's ``conv2d`` semantics).
+
+    ``y[n, ho, wo, o] = b[o] + Σ_{i,j,c} x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c] · W[i, j, c, o]``
+    (within a group), computed as im2col + one GEMM.
+
+    Args:
+        x (Tensor or ndarray[N, H, W, C]): input, float32 or float64.
+        weight (Tensor or ndarray[kh, kw, C/groups, C_out]): HWIO filters, ``x``'s dtype.
+        bias (Tensor or ndarray[C_out], optional).
+        stride (int or pair): default 1.
+        padding (int, pair, "same" or "valid"): zeros around H and W; "same" keeps the
+            size (stride 1 only; an odd total puts the extra row/column at the end).
+        dilation (int or pair): spacing between kernel taps.
+        groups (int): split the channels into independent convolutions.
+    Returns:
+        Tensor[N, Ho, Wo, C_out] with ``Ho = floor((H + 2p - d(k-1) - 1)/s) + 1``.
+    Raises:
+        ValueError: x or weight not 4-D, channels not matching the weight, groups not
+            dividing the channels, a kernel larger than the padded input, bad padding.
+        TypeError: non-float input or dtypes that differ between x, weight and bias.
+    """
+    x_data, w_data = _data(x, "x"), _data(weight, "weight")
+    b_data = None if bias is None else _data(bias, "bias")
+    _conv2d_geometry(x_data, w_data, b_data, stride, padding, dilation, groups)
+    return Conv2dFunction.apply(
+        x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups
+    )
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, output_size=None):
+    """2-D transposed convolution over channels-last input (PyTorch's semantics).
+
+    The gradient of ``conv2d`` with respect to its input, used as a learnable
+    upsampling: ``H_out = (H - 1)·s - 2p + d·(k - 1) + output_padding + 1``.
+
+    Args:
+        x (Tensor or ndarray[N, H, W, C_in]): input, float32 or float64.
+        weight (Tensor or ndarray[kh, kw, C_in, C_out/groups]): filters, ``x``'s dtype.
+        bias (Tensor or ndarray[C_out], optional).
+        stride, padding, dilation (int or pair): those of the convolution this is the
+            transpose of.
+        output_padding (int or pair): extra rows/columns at the bottom/right; must be
+            smaller than the stride or the dilation.
+        groups (int): channel groups.
+        output_size (pair or None): ``(H_out, W_out)`` (or ``(N, H_out, W_out, C)``)
+            choosing among the sizes a stride allows, as ``nn.ConvTranspose2d`` does.
+    Returns:
+        Tensor[N, H_out, W_out, C_out]
+    Raises:
+        ValueError, TypeError: as ``conv2d``; also for ``output_padding`` too large or an
+            ``output_size`` that the stride cannot reach.
+    """
+    x_data, w_data = _data(x, "x"), _data(weight, "weight")
+    b_data = None if bias is None else _data(bias, "bias")
+    _conv_transpose2d_geometry(
+        x_data, w_data, b_data, stride, padding, output_padding, dilation, groups, output_size
+    )
+    return ConvTranspose2dFunction.apply(
+        x, weight, bias, stride=stride, padding=padding, output_padding=output_padding,
+        groups=groups, dilation=dilation, output_size=output_size,
+    )
