@@ -8,3 +8,5 @@ from nn.gradcheck import gradcheck, GradcheckError
 from nn.modules import *  # noqa: F401,F403  (Module, Parameter, layers)
 from nn import functional  # noqa: F401
 from nn import init  # noqa: F401
+from nn import optim  # noqa: F401
+from nn.io import save, load
