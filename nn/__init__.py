@@ -10,3 +10,4 @@ from nn import functional  # noqa: F401
 from nn import init  # noqa: F401
 from nn import optim  # noqa: F401
 from nn.io import save, load
+from nn import data  # noqa: F401

@@ -1,0 +1,212 @@
+"""Datasets and a minimal DataLoader: batching, seeded shuffling, collate functions.
+
+A ``Dataset`` is anything with ``__len__`` and ``__getitem__(i) -> sample``. The
+``DataLoader`` groups samples into batches and turns each list of samples into
+arrays with a *collate function*:
+
+- ``default_collate`` stacks ndarrays and numbers along a new batch axis, recursing
+  into tuples/lists (``(image, label)`` pairs become ``(images[N, ...], labels[N])``),
+  and keeps dicts (per-image targets) as a list of dicts.
+- ``collate_detection`` is for ``(image, target)`` samples whose targets have a
+  variable number of objects: images ``(H, W, C)`` are stacked into
+  ``(N, H, W, C)`` and targets (dicts with ``"boxes" (K_i, 4)``, ``"labels" (K_i,)``,
+  ...) stay a list.
+
+Shuffling uses ``np.random.default_rng([seed, epoch])``: each pass over the loader is a
+new epoch with a different order, and the same seed reproduces every epoch's order
+(``set_epoch`` resumes the sequence). Progress bars belong to the training loop.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from nn.random import get_generator
+from nn.tensor import Tensor
+
+__all__ = ["Dataset", "TensorDataset", "Subset", "DataLoader", "default_collate",
+           "collate_detection"]
+
+
+class Dataset:
+    """Base class: subclasses define ``__len__`` and ``__getitem__(index)``."""
+
+    def __getitem__(self, index):
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__")
+
+    def __len__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __len__")
+
+
+class TensorDataset(Dataset):
+    """Samples are the ``i``-th rows of equally long arrays: ``(x[i], y[i], ...)``.
+
+    Args:
+        *arrays (ndarray or Tensor): all with the same first dimension.
+    """
+
+    def __init__(self, *arrays):
+        if not arrays:
+            raise ValueError("TensorDataset needs at least one array")
+        arrays = tuple(a.data if isinstance(a, Tensor) else np.asarray(a) for a in arrays)
+        lengths = {len(a) for a in arrays}
+        if any(a.ndim == 0 for a in arrays) or len(lengths) != 1:
+            raise ValueError(f"TensorDataset arrays must share their first dimension, got shapes "
+                             f"{[a.shape for a in arrays]}")
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(self.arrays[0])
+
+    def __getitem__(self, index):
+        return tuple(a[index] for a in self.arrays)
+
+
+class Subset(Dataset):
+    """The samples of ``dataset`` at ``indices``, in that order."""
+
+    def __init__(self, dataset, indices):
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+        n = len(dataset)
+        bad = [i for i in self.indices if not -n <= i < n]
+        if bad:
+            raise IndexError(f"Subset indices {bad[:5]} are out of range for a dataset of length {n}")
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        return self.dataset[self.indices[index]]
+
+
+# ----------------------------------------------------------------- collate
+def default_collate(batch):
+    """Turn a list of samples into a batch.
+
+    - ndarrays (and Tensors) of equal shape -> ``np.stack`` (new leading axis N);
+    - Python/NumPy numbers -> a 1-D array (bools, ints -> int64, floats -> float32
+      unless they are NumPy float64 scalars);
+    - tuples/lists -> the same container of collated fields;
+    - dicts and strings -> a list (variable-size targets stay per sample).
+
+    Args:
+        batch (list): samples, all of the same structure.
+    Returns:
+        the collated batch.
+    """
+    if not isinstance(batch, (list, tuple)) or len(batch) == 0:
+        raise ValueError("default_collate expects a non-empty list of samples")
+    first = batch[0]
+    if isinstance(first, Tensor):
+        batch = [b.data if isinstance(b, Tensor) else b for b in batch]
+        first = batch[0]
+    if isinstance(first, np.ndarray):
+        shapes = {np.shape(b) for b in batch}
+        if len(shapes) != 1:
+            raise ValueError(f"cannot stack arrays of different shapes {sorted(shapes)} into a batch; "
+                             f"resize them in the dataset or pass collate_fn=collate_detection "
+                             f"or a custom collate_fn")
+        return np.stack(batch)
+    if isinstance(first, (bool, np.bool_)):
+        return np.asarray(batch, dtype=bool)
+    if isinstance(first, (numbers.Integral, np.integer)):
+        return np.asarray(batch, dtype=np.int64)
+    if isinstance(first, np.floating):
+        return np.asarray(batch, dtype=first.dtype)
+    if isinstance(first, numbers.Real):
+        return np.asarray(batch, dtype=np.float32)
+    if isinstance(first, (str, dict)) or first is None:
+        return list(batch)
+    if isinstance(first, (tuple, list)):
+        lengths = {len(b) for b in batch}
+        if len(lengths) != 1:
+            raise ValueError(f"samples have different numbers of fields: {sorted(lengths)}")
+        fields = [default_collate([sample[i] for sample in batch]) for i in range(len(first))]
+        return tuple(fields) if isinstance(first, tuple) else fields
+    raise TypeError(f"default_collate cannot batch samples of type {type(first).__name__}")
+
+
+def collate_detection(batch):
+    """Collate ``(image, target)`` samples with a variable number of objects per image.
+
+    Args:
+        batch (list of tuple): ``(image ndarray[H, W, C], target dict)`` samples, all
+            images of the same size.
+    Returns:
+        tuple: ``(images ndarray[N, H, W, C], targets list of N dicts)``; the targets
+        are the samples' own dicts (e.g. ``"boxes" (K_i, 4)``, ``"labels" (K_i,)``).
+    """
+    if not isinstance(batch, (list, tuple)) or len(batch) == 0:
+        raise ValueError("collate_detection expects a non-empty list of (image, target) samples")
+    images, targets = [], []
+    for i, sample in enumerate(batch):
+        if not isinstance(sample, (tuple, list)) or len(sample) != 2:
+            raise ValueError(f"collate_detection: sample {i} must be an (image, target) pair")
+        image, target = sample
+        images.append(image.data if isinstance(image, Tensor) else np.asarray(image))
+        targets.append(target)
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"collate_detection: images in a batch must share one size, got "
+                         f"{sorted(shapes)}; resize them in the dataset transform")
+    return np.stack(images), targets
+
+
+# -------------------------------------------------------------- DataLoader
+class DataLoader:
+    """Iterate over a dataset in batches.
+
+    Args:
+        dataset (Dataset): indexable with ``len``.
+        batch_size (int): samples per batch (>= 1).
+        shuffle (bool): a new random order every epoch.
+        collate_fn (callable, optional): list of samples -> batch; default ``default_collate``.
+        drop_last (bool): drop the last, incomplete batch.
+        seed (int, optional): seed of the shuffling; when None it is drawn once from the
+            default generator (so ``nn.manual_seed`` makes the run reproducible).
+
+    ``len(loader)`` is the number of batches per epoch.
+    """
+
+    def __init__(self, dataset, batch_size=1, shuffle=False, collate_fn=None, drop_last=False,
+                 seed=None):
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(f"dataset must define __len__ and __getitem__, got {type(dataset).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.collate_fn = default_collate if collate_fn is None else collate_fn
+        self.drop_last = bool(drop_last)
+        self.seed = int(get_generator().integers(2**63)) if seed is None else int(seed)
+        self.epoch = 0
+
+    def __len__(self):
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def set_epoch(self, epoch):
+        """Make the next iteration use the order of ``epoch`` (to resume a run)."""
+        self.epoch = int(epoch)
+
+    def indices(self, epoch):
+        """The sample order of ``epoch`` (int64 array)."""
+        n = len(self.dataset)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(n)
+
+    def __iter__(self):
+        order = self.indices(self.epoch)
+        self.epoch += 1
+        stop = len(self) * self.batch_size
+        for start in range(0, min(stop, len(order)), self.batch_size):
+            batch = [self.dataset[int(i)] for i in order[start:start + self.batch_size]]
+            yield self.collate_fn(batch)
