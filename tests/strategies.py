@@ -35,3 +35,26 @@ def pool2d_geometries(draw, max_kernel=4, max_stride=3, max_dilation=2, max_extr
         "kernel_size": kernel, "stride": stride, "padding": padding,
         "dilation": dilation, "ceil_mode": draw(st.booleans()), "shape": shape,
     }
+
+
+@st.composite
+def roi_boxes(draw, num_images, height, width, spatial_scale=1.0, max_boxes=6,
+              overhang=1.5, malformed=False):
+    """RoIs ``(K, 5)`` float64 ``[batch_index, x1, y1, x2, y2]`` for an (N, H, W, C) map.
+
+    Coordinates are in input-image pixels (feature cells / ``spatial_scale``) and may
+    reach ``overhang`` cells past the map on every side, to exercise the border rules.
+    With ``malformed=True`` some boxes have ``x2 < x1`` or ``y2 < y1``. K may be 0.
+    """
+    count = draw(st.integers(0, max_boxes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    index = rng.integers(0, num_images, size=count)
+    lo = np.array([-overhang, -overhang])
+    hi = np.array([width + overhang, height + overhang])
+    first = rng.uniform(lo, hi, size=(count, 2))
+    second = rng.uniform(lo, hi, size=(count, 2))
+    if not malformed:
+        first, second = np.minimum(first, second), np.maximum(first, second)
+    corners = np.concatenate([first, second], axis=1) / spatial_scale
+    return np.concatenate([index[:, None].astype(np.float64), corners], axis=1)
+

@@ -6,3 +6,4 @@ from nn.modules.container import Sequential, ModuleList
 from nn.modules.dropout import Dropout
 from nn.modules.pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d
 from nn.modules.conv import Conv2d, ConvTranspose2d
+from nn.modules.roi import RoIPool, RoIAlign

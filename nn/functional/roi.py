@@ -1,0 +1,711 @@
+"""Region-of-interest pooling: RoIPool (Fast R-CNN) and RoIAlign (Mask R-CNN).
+
+A two-stage detector computes one feature map per image and then needs a
+fixed-size feature (e.g. 7×7×C) for each of hundreds of proposed boxes. These
+operators crop-and-resize the feature map under every box.
+
+**RoIPool** (Girshick, "Fast R-CNN", ICCV 2015) rounds the box to the feature
+grid, splits it into ``oh × ow`` integer bins and takes the maximum of each bin.
+The two roundings (box to grid, bin to grid) misplace features by up to a cell —
+harmless for classification, harmful for masks and precise boxes.
+
+**RoIAlign** (He et al., "Mask R-CNN", ICCV 2017) keeps the box continuous:
+each bin is sampled at ``g_h × g_w`` regular points, each point is read by
+bilinear interpolation and the bin is their average::
+
+    out[k, i, j, c] = 1/(g_h·g_w) Σ_{a<g_h} Σ_{b<g_w} bilinear(x[b_k, :, :, c], y_{k,i,a}, x_{k,j,b})
+    y_{k,i,a} = y1' + i·bin_h + (a + ½)·bin_h / g_h,   bin_h = (y2' - y1') / oh
+
+with ``y1' = y1·spatial_scale - offset`` (``offset = ½`` when ``aligned``, so that
+a box edge at pixel border 0 maps to the continuous coordinate of pixel centres).
+
+The sample grid is a product of a grid in y and a grid in x, and bilinear
+interpolation is a product of a weight in y and a weight in x, so RoIAlign is
+*separable*: for each box a matrix ``Wy[k]`` of shape ``(oh, H)`` (bin-averaged
+interpolation weights along y) and ``Wx[k]`` of shape ``(ow, W)`` give::
+
+    out[k, :, :, c] = Wy[k] @ x[b_k, :, :, c] @ Wx[k]ᵀ
+
+This file computes exactly that, with the image's rows of all its boxes stacked
+into one large GEMM. The backward pass is the two transposed products; the
+gradient with respect to the box coordinates follows from the derivative of the
+interpolation weights with respect to the sample positions.
+
+Both operators follow torchvision's definitions (``torchvision.ops.roi_align`` and
+``roi_pool``) including their edge rules, on channels-last ``(N, H, W, C)`` maps.
+"""
+from typing import NamedTuple
+
+import numpy as np
+from scipy.sparse import csr_array
+
+from nn.tensor import Function, Tensor, as_array, concat
+
+__all__ = [
+    "roi_align", "roi_pool",
+    "roi_align_forward", "roi_align_backward", "roi_pool_forward", "roi_pool_backward",
+    "RoIAlignFunction", "RoIPoolFunction",
+]
+
+
+# ---------------------------------------------------------------- argument checks
+def _pair_of_positive_ints(value, name):
+    """``output_size`` as ``(oh, ow)``: an int or a pair of positive ints."""
+    items = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(items) != 2 or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v > 0
+        for v in items
+    ):
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}")
+    return int(items[0]), int(items[1])
+
+
+def _check_spatial_scale(spatial_scale):
+    if isinstance(spatial_scale, (bool, np.bool_)) or not isinstance(
+        spatial_scale, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"spatial_scale must be a number, got {type(spatial_scale).__name__}")
+    if not (np.isfinite(spatial_scale) and spatial_scale > 0):
+        raise ValueError(f"spatial_scale must be finite and > 0, got {spatial_scale!r}")
+    return float(spatial_scale)
+
+
+def _check_sampling_ratio(sampling_ratio):
+    if isinstance(sampling_ratio, (bool, np.bool_)) or not isinstance(
+        sampling_ratio, (int, np.integer)
+    ):
+        raise TypeError(
+            f"sampling_ratio must be an int (<= 0 means adaptive), got {sampling_ratio!r}"
+        )
+    return int(sampling_ratio)
+
+
+def _check_feature_map(x):
+    """The data of ``x`` after checking it is a 4-D floating (N, H, W, C) map."""
+    data = as_array(x)
+    if data.ndim != 4:
+        raise ValueError(
+            f"x must be a 4-D channels-last feature map (N, H, W, C), got shape {data.shape}"
+        )
+    if not np.issubdtype(data.dtype, np.floating):
+        raise TypeError(f"x must be a floating-point array, got dtype {data.dtype}")
+    if data.shape[1] == 0 or data.shape[2] == 0:
+        raise ValueError(f"x must have a non-empty spatial size, got shape {data.shape}")
+    return data
+
+
+def _as_box_array(value, name):
+    data = value.data if isinstance(value, Tensor) else np.asarray(value)
+    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {data.dtype}")
+    return data
+
+
+def _rois_from_boxes(boxes, num_images, dtype):
+    """Split the ``boxes`` argument into coordinates and image indices.
+
+    Args:
+        boxes: ``(K, 5)`` array/Tensor ``[batch_index, x1, y1, x2, y2]``, or a list
+            (one entry per image) of ``(K_i, 4)`` arrays/Tensors ``[x1, y1, x2, y2]``.
+        num_images (int): N, the batch size of the feature map.
+        dtype: floating dtype of the feature map (integer boxes are cast to it).
+    Returns:
+        tuple: ``coords`` (Tensor or ndarray[K, 4], still attached to the graph when
+        the input was a Tensor) and ``batch_index`` (ndarray[K], int64).
+    Raises:
+        ValueError: wrong shape, non-finite coordinates, a bad batch index.
+    """
+    if isinstance(boxes, (list, tuple)):
+        if len(boxes) > num_images:
+            raise ValueError(
+                f"boxes is a list of {len(boxes)} per-image arrays but x holds {num_images} images"
+            )
+        parts, counts = [], []
+        for i, item in enumerate(boxes):
+            data = _as_box_array(item, f"boxes[{i}]")
+            if data.size == 0 and data.ndim <= 2:
+                data = data.reshape(0, 4)
+                item = data if not isinstance(item, Tensor) else item.reshape(0, 4)
+            if data.ndim != 2 or data.shape[1] != 4:
+                raise ValueError(
+                    f"boxes[{i}] must have shape (K_i, 4) [x1, y1, x2, y2], got {data.shape}"
+                )
+            if not np.all(np.isfinite(data)):
+                raise ValueError(f"boxes[{i}] has non-finite coordinates")
+            parts.append(item)
+            counts.append(data.shape[0])
+        batch_index = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        if any(isinstance(p, Tensor) for p in parts):
+            coords = concat([p if isinstance(p, Tensor) else Tensor(np.asarray(p, dtype))
+                             for p in parts]) if parts else np.zeros((0, 4), dtype)
+        else:
+            coords = (np.concatenate([np.asarray(p, dtype) for p in parts])
+                      if parts else np.zeros((0, 4), dtype))
+        return coords, batch_index
+
+    data = _as_box_array(boxes, "boxes")
+    if data.size == 0 and data.ndim <= 2 and (data.ndim < 2 or data.shape[-1] in (0, 5)):
+        return np.zeros((0, 4), dtype), np.zeros(0, np.int64)
+    if data.ndim != 2 or data.shape[1] != 5:
+        raise ValueError(
+            "boxes must be a (K, 5) array [batch_index, x1, y1, x2, y2] or a list of "
+            f"(K_i, 4) arrays, got shape {data.shape}"
+        )
+    if not np.all(np.isfinite(data)):
+        raise ValueError("boxes has non-finite values")
+    index = data[:, 0]
+    if np.any(index != np.floor(index)):
+        raise ValueError("boxes[:, 0] (batch index) must hold integers")
+    if np.any(index < 0) or np.any(index >= num_images):
+        raise ValueError(
+            f"boxes[:, 0] (batch index) must lie in [0, {num_images}), got values in "
+            f"[{index.min():g}, {index.max():g}]"
+        )
+    coords = boxes[:, 1:] if isinstance(boxes, Tensor) else data[:, 1:].astype(dtype)
+    return coords, index.astype(np.int64)
+
+
+def _image_groups(batch_index):
+    """The boxes of each image: a list of ``(image, selector)``.
+
+    The selector is a slice when the image's boxes are contiguous (the usual case,
+    no copy), else an index array. This loops over images, never over boxes.
+    """
+    order = np.argsort(batch_index, kind="stable")
+    images, starts, counts = np.unique(batch_index[order], return_index=True, return_counts=True)
+    groups = []
+    for image, start, count in zip(images.tolist(), starts.tolist(), counts.tolist()):
+        members = order[start:start + count]
+        if members[-1] - members[0] == count - 1:
+            groups.append((image, slice(int(members[0]), int(members[-1]) + 1)))
+        else:
+            groups.append((image, members))
+    return groups
+
+
+# ------------------------------------------------------------------- RoIAlign
+class AxisSamples(NamedTuple):
+    """RoIAlign's sample points along one axis (y or x) for every box.
+
+    Shapes: K boxes, P output bins, G sample slots per bin (the largest grid),
+    S = size of the feature map along the axis.
+
+    Attributes:
+        weights (ndarray[K, P, S]): bin-averaged bilinear weights (``Wy`` or ``Wx``).
+        low, high (ndarray[K, P, G], int64): the two grid cells each sample reads.
+        slope (ndarray[K, P, G]): d(weight of ``high``)/d(position), divided by the
+            grid size: ``1/g`` for a sample interpolating inside the map, 0 where
+            the sample is clamped to the border, out of range or unused.
+        along (ndarray[K, P, G]): ``(p + (a + ½)/g) / P``, the sample's relative
+            position inside the box (d position / d box length).
+        follows_length (ndarray[K], bool): False where aligned=False forced the
+            length of a malformed box up to 1 (the position then ignores the end).
+    """
+    weights: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    slope: np.ndarray
+    along: np.ndarray
+    follows_length: np.ndarray
+
+
+def _axis_samples(lo, hi, size, bins, spatial_scale, sampling_ratio, aligned, dtype):
+    """Sample positions and interpolation weights of RoIAlign along one axis.
+
+    Follows torchvision's ``roi_align`` exactly, in the feature map's dtype:
+    ``start = lo·scale - offset``, ``length = hi·scale - offset - start`` (at least 1
+    when not ``aligned``), ``g = sampling_ratio`` or ``ceil(length / bins)``,
+    sample ``a`` of bin ``p`` at ``start + p·bin + (a + ½)·bin/g``. A sample below
+    -1 or above ``size`` reads zero; one in [-1, 0] reads cell 0; one at or past
+    ``size - 1`` reads the last cell.
+
+    Args:
+        lo, hi (ndarray[K]): box start and end coordinates (x1, x2 or y1, y2).
+        size (int): S, the feature map's size along this axis.
+        bins (int): P, the number of output bins along this axis.
+    Returns:
+        AxisSamples
+    """
+    lo = lo.astype(dtype, copy=False)
+    hi = hi.astype(dtype, copy=False)
+    scale = dtype.type(spatial_scale)
+    offset = dtype.type(0.5 if aligned else 0.0)
+    start = lo * scale - offset                                   # (K,)
+    length = (hi * scale - offset) - start                        # (K,)
+    follows_length = np.ones(lo.shape, dtype=bool)
+    if not aligned:
+        # torchvision forces malformed boxes to a length of one cell
+        follows_length = length >= 1
+        length = np.maximum(length, dtype.type(1))
+    bin_size = length / dtype.type(bins)                          # (K,)
+    if sampling_ratio > 0:
+        grid = np.full(lo.shape, sampling_ratio, dtype=np.int64)
+    else:
+        # adaptive: about one sample per cell; a box of length <= 0 has no sample
+        grid = np.maximum(np.ceil(length / dtype.type(bins)), 0).astype(np.int64)
+    num_boxes = lo.shape[0]
+    slots = int(grid.max()) if num_boxes else 1
+    slots = max(slots, 1)
+
+    grid_safe = np.maximum(grid, 1).astype(dtype)[:, None, None]  # (K, 1, 1)
+    p = np.arange(bins, dtype=dtype)[None, :, None]               # (1, P, 1)
+    a = np.arange(slots)[None, None, :]                           # (1, 1, G)
+    pos = (start[:, None, None] + p * bin_size[:, None, None]
+           + (a + dtype.type(0.5)).astype(dtype) * bin_size[:, None, None] / grid_safe)  # (K, P, G)
+    used = a < grid[:, None, None]                                # (K, 1, G)
+    inside = used & (pos >= -1) & (pos <= size)
+    # Clip before the integer cast: samples far outside read nothing anyway.
+    clamped = np.clip(pos, 0, size)
+    low = np.floor(clamped).astype(np.int64)
+    at_end = low >= size - 1
+    low = np.where(at_end, size - 1, low)
+    high = np.where(at_end, size - 1, low + 1)
+    frac = np.where(at_end, 0, clamped - low).astype(dtype)       # weight of `high`
+    share = inside / grid_safe                                     # 1/g for a live sample
+
+    # Scatter the (low, 1 - frac) and (high, frac) weights into dense (K, P, S)
+    # matrices. np.bincount is a fast scatter-add (np.add.at is ~25x slower).
+    row = (np.arange(num_boxes)[:, None, None] * bins + np.arange(bins)[None, :, None]) * size
+    index = np.concatenate([(row + low).ravel(), (row + high).ravel()])
+    values = np.concatenate([((1 - frac) * share).ravel(), (frac * share).ravel()])
+    weights = np.bincount(index, weights=values, minlength=num_boxes * bins * size)
+    weights = weights.reshape(num_boxes, bins, size).astype(dtype)
+
+    # The weight moves with the position only while interpolating between cells.
+    moving = inside & (pos > 0) & ~at_end
+    slope = moving / grid_safe
+    along = (p + (a + 0.5) / grid_safe) / bins                    # (K, P, G)
+    return AxisSamples(weights, low, high, slope, np.broadcast_to(along, pos.shape), follows_length)
+
+
+def _axis_coordinate_grad(samples, weight_grad, spatial_scale):
+    """d loss / d (lo, hi) of one axis from d loss / d weights.
+
+    Args:
+        samples (AxisSamples): from ``_axis_samples``.
+        weight_grad (ndarray[K, P, S]): gradient with respect to ``samples.weights``.
+    Returns:
+        tuple of ndarray[K]: gradients with respect to the box's lo and hi coordinates.
+    """
+    # d weights[high]/d pos = +1, d weights[low]/d pos = -1 (times 1/g, see slope)
+    g_high = np.take_along_axis(weight_grad, samples.high, axis=2)   # (K, P, G)
+    g_low = np.take_along_axis(weight_grad, samples.low, axis=2)     # (K, P, G)
+    d_pos = samples.slope * (g_high - g_low)                         # (K, P, G)
+    # pos = start + along·length; length = end - start unless it was forced to 1
+    stretch = samples.along * samples.follows_length[:, None, None]
+    d_start = np.sum(d_pos * (1 - stretch), axis=(1, 2))
+    d_end = np.sum(d_pos * stretch, axis=(1, 2))
+    return d_start * spatial_scale, d_end * spatial_scale
+
+
+def _axis_window(weights):
+    """The non-zero band of each row of ``Wy`` (or ``Wx``) as a fixed-width window.
+
+    A bin's samples read only a few neighbouring cells, so each row of the dense
+    ``(K, P, S)`` weight matrix is zero outside a short run. All rows get the same
+    window width T (the longest run), shifted to start at their first non-zero.
+
+    Args:
+        weights (ndarray[K, P, S]): per-axis interpolation weights.
+    Returns:
+        tuple: ``cells`` (ndarray[K, P, T], int64) and ``taps`` (ndarray[K, P, T]).
+    """
+    size = weights.shape[2]
+    nonzero = weights != 0
+    first = np.argmax(nonzero, axis=2)                            # (K, P), 0 for an empty row
+    last = size - 1 - np.argmax(nonzero[:, :, ::-1], axis=2)
+    span = np.where(nonzero.any(axis=2), last - first + 1, 1)
+    width = int(span.max()) if span.size else 1
+    first = np.minimum(first, size - width)  # keep the window inside the map
+    cells = first[:, :, None] + np.arange(width)                  # (K, P, T)
+    return cells, np.take_along_axis(weights, cells, axis=2)
+
+
+def roi_align_matrix(rows, cols, batch_index, num_images, height, width):
+    """RoIAlign as one sparse matrix over all images' cells.
+
+    Row ``(k, i, j)`` holds ``Wy[k, i, h] · Wx[k, j, w]`` at column
+    ``(b_k, h, w)``: the output is then ``A @ x.reshape(N·H·W, C)``, and the
+    gradient of the map is ``Aᵀ @ grad``. Each row has only ``Ty·Tx`` stored
+    entries (the bin's bilinear footprint), so both products cost about what
+    torchvision's sample loop costs, with no Python loop at all.
+
+    Args:
+        rows, cols (AxisSamples): the y and x samples of the K boxes.
+        batch_index (ndarray[K], int): image of each box.
+        num_images, height, width (int): N, H, W of the feature map.
+    Returns:
+        scipy.sparse.csr_array of shape (K·oh·ow, N·H·W).
+    """
+    cells_y, taps_y = _axis_window(rows.weights)                  # (K, oh, Ty)
+    cells_x, taps_x = _axis_window(cols.weights)                  # (K, ow, Tx)
+    num_boxes, oh, ty = cells_y.shape
+    ow, tx = cells_x.shape[1], cells_x.shape[2]
+    per_row = ty * tx
+    num_rows = num_boxes * oh * ow
+    num_cols = num_images * height * width
+    # scipy wants int32 indices when they fit (its fastest path)
+    index_dtype = np.int32 if max(num_rows * per_row, num_cols) < 2**31 - 1 else np.int64
+    # flat cell index of (b_k, h, w) = (b_k·H + h)·W + w; the row part is small
+    row_part = ((batch_index[:, None, None] * height + cells_y) * width).astype(index_dtype)
+    column = (row_part[:, :, None, :, None]
+              + cells_x.astype(index_dtype)[:, None, :, None, :])  # (K, oh, ow, Ty, Tx)
+    value = taps_y[:, :, None, :, None] * taps_x[:, None, :, None, :]
+    indptr = np.arange(0, num_rows * per_row + 1, per_row, dtype=index_dtype)
+    return csr_array((value.ravel(), column.ravel(), indptr),
+                     shape=(num_rows, num_cols))
+
+
+class RoIAlignCache(NamedTuple):
+    """What ``roi_align_backward`` needs from the forward pass."""
+    x: np.ndarray
+    batch_index: np.ndarray
+    matrix: object  # scipy.sparse.csr_array (K·oh·ow, N·H·W)
+    rows: AxisSamples
+    cols: AxisSamples
+    spatial_scale: float
+
+
+def roi_align_forward(x, boxes, batch_index, output_size, spatial_scale=1.0,
+                      sampling_ratio=-1, aligned=False):
+    """RoIAlign on ndarrays (the numeric kernel behind ``roi_align``).
+
+    Args:
+        x (ndarray[N, H, W, C]): feature maps, float.
+        boxes (ndarray[K, 4]): ``[x1, y1, x2, y2]`` in input-image coordinates.
+        batch_index (ndarray[K], int): image of each box.
+        output_size (tuple): ``(oh, ow)``.
+        spatial_scale (float): feature-map cells per input pixel (1/stride).
+        sampling_ratio (int): samples per bin and axis; <= 0 means
+            ``ceil(box length / bins)`` per box.
+        aligned (bool): shift box coordinates by -½ cell (pixel-centre convention).
+    Returns:
+        tuple: ``out`` (ndarray[K, oh, ow, C], dtype of x) and a ``RoIAlignCache``.
+    """
+    n, height, width, channels = x.shape
+    oh, ow = output_size
+    rows = _axis_samples(boxes[:, 1], boxes[:, 3], height, oh, spatial_scale,
+                         sampling_ratio, aligned, x.dtype)
+    cols = _axis_samples(boxes[:, 0], boxes[:, 2], width, ow, spatial_scale,
+                         sampling_ratio, aligned, x.dtype)
+    matrix = roi_align_matrix(rows, cols, batch_index, n, height, width)
+    flat = x.reshape(n * height * width, channels)                # (N·H·W, C)
+    out = np.asarray(matrix @ flat, dtype=x.dtype).reshape(boxes.shape[0], oh, ow, channels)
+    cache = RoIAlignCache(x, batch_index, matrix, rows, cols, spatial_scale)
+    return out, cache
+
+
+def _weight_grads(grad, cache):
+    """d loss / d ``Wy`` and d loss / d ``Wx`` through the separable form.
+
+    ``out[k] = Wy[k] @ x[b_k] @ Wx[k]ᵀ`` per channel, so
+    ``dWy[k] = Σ_c g[k] Wx[k] x[b_k]ᵀ`` and ``dWx[k] = Σ_c g[k]ᵀ Wy[k] x[b_k]``,
+    computed as GEMMs over all boxes of one image (a loop over images).
+    """
+    x, rows, cols = cache.x, cache.rows, cache.cols
+    n, height, width, channels = x.shape
+    oh = rows.weights.shape[1]
+    grad_wy = np.zeros(rows.weights.shape, dtype=x.dtype)         # (K, oh, H)
+    grad_wx = np.zeros(cols.weights.shape, dtype=x.dtype)         # (K, ow, W)
+    for image, sel in _image_groups(cache.batch_index):
+        wy, wx = rows.weights[sel], cols.weights[sel]
+        kb = wy.shape[0]
+        g = grad[sel]                                             # (Kb, oh, ow, C)
+        x_2d = x[image].reshape(height, width * channels)         # (H, W·C)
+        # back through the x contraction: (Kb, 1, W, ow) @ (Kb, oh, ow, C)
+        g_band = np.matmul(wx.transpose(0, 2, 1)[:, None], g)     # (Kb, oh, W, C)
+        grad_wy[sel] = (g_band.reshape(kb * oh, width * channels) @ x_2d.T).reshape(
+            kb, oh, height)
+        band = (wy.reshape(kb * oh, height) @ x_2d).reshape(kb, oh, width, channels)
+        # Σ over bins i and channels of g[k, i, j, c] · band[k, i, w, c]
+        grad_wx[sel] = np.matmul(g, band.transpose(0, 1, 3, 2)).sum(axis=1)
+    return grad_wy, grad_wx
+
+
+def roi_align_backward(grad, cache, need_x=True, need_boxes=False):
+    """Gradients of RoIAlign.
+
+    The map's gradient is the transposed sparse product ``Aᵀ @ grad``; the box
+    coordinates' gradient goes through the per-axis weights (``_weight_grads``)
+    and the derivative of each bilinear weight with respect to its sample position.
+
+    Args:
+        grad (ndarray[K, oh, ow, C]): gradient of the loss with respect to the output.
+        cache (RoIAlignCache): from ``roi_align_forward``.
+        need_x, need_boxes (bool): which gradients to compute.
+    Returns:
+        tuple: ``grad_x`` (ndarray[N, H, W, C] or None) and ``grad_boxes``
+        (ndarray[K, 4] float64 or None, ``[x1, y1, x2, y2]``).
+    """
+    x = cache.x
+    n, height, width, channels = x.shape
+    grad = np.ascontiguousarray(grad, dtype=x.dtype)
+    grad_x = None
+    if need_x:
+        flat_grad = cache.matrix.T @ grad.reshape(-1, channels)   # (N·H·W, C)
+        grad_x = np.asarray(flat_grad, dtype=x.dtype).reshape(x.shape)
+    grad_boxes = None
+    if need_boxes:
+        grad_wy, grad_wx = _weight_grads(grad, cache)
+        grad_boxes = np.zeros((grad.shape[0], 4), dtype=np.float64)
+        grad_boxes[:, 1], grad_boxes[:, 3] = _axis_coordinate_grad(
+            cache.rows, grad_wy, cache.spatial_scale)
+        grad_boxes[:, 0], grad_boxes[:, 2] = _axis_coordinate_grad(
+            cache.cols, grad_wx, cache.spatial_scale)
+    return grad_x, grad_boxes
+
+
+class RoIAlignFunction(Function):
+    """Autograd glue of ``roi_align`` (gradients for the map and the box coordinates)."""
+
+    @staticmethod
+    def forward(ctx, x, boxes, batch_index=None, output_size=(7, 7), spatial_scale=1.0,
+                sampling_ratio=-1, aligned=False):
+        out, cache = roi_align_forward(x, boxes, batch_index, output_size, spatial_scale,
+                                       sampling_ratio, aligned)
+        ctx.cache = cache
+        ctx.boxes_dtype = boxes.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        need_x, need_boxes = ctx.needs_input_grad
+        grad_x, grad_boxes = roi_align_backward(grad, ctx.cache, need_x, need_boxes)
+        if grad_boxes is not None:
+            grad_boxes = grad_boxes.astype(ctx.boxes_dtype)
+        return grad_x, grad_boxes
+
+
+def roi_align(x, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    """RoIAlign (He et al., "Mask R-CNN", 2017) with torchvision's semantics.
+
+    Each box is split into ``oh × ow`` bins; each bin averages ``g × g`` bilinear
+    samples placed on a regular grid inside it (see the module docstring)::
+
+        out[k, i, j, :] = 1/(g_h g_w) Σ_a Σ_b bilinear(x[b_k], y_{k,i,a}, x_{k,j,b})
+
+    Args:
+        x (Tensor or ndarray[N, H, W, C]): feature maps, float32 or float64.
+        boxes: ``(K, 5)`` Tensor/ndarray ``[batch_index, x1, y1, x2, y2]``, or a list
+            (one per image) of ``(K_i, 4)`` Tensors/ndarrays ``[x1, y1, x2, y2]``, in
+            input-image coordinates (xyxy, continuous).
+        output_size (int or tuple): ``(oh, ow)``.
+        spatial_scale (float): feature cells per input pixel, e.g. 1/16.
+        sampling_ratio (int): samples per bin along each axis; <= 0 takes
+            ``ceil(box length / bins)`` per box (adaptive).
+        aligned (bool): subtract ½ cell from the box coordinates so that a box
+            ``[0, 0, W, H]`` covers exactly the pixel centres (Detectron2's fix;
+            False reproduces the original Mask R-CNN op).
+    Returns:
+        Tensor[K, oh, ow, C]: dtype of x. Differentiable with respect to x and to
+        the box coordinates (the batch index gets no gradient).
+    Raises:
+        ValueError: x not 4-D, malformed boxes, batch index out of range or not an
+            integer, non-finite coordinates, invalid output_size or spatial_scale.
+        TypeError: non-float x, non-int sampling_ratio.
+    """
+    data = _check_feature_map(x)
+    output_size = _pair_of_positive_ints(output_size, "output_size")
+    spatial_scale = _check_spatial_scale(spatial_scale)
+    sampling_ratio = _check_sampling_ratio(sampling_ratio)
+    if not isinstance(aligned, (bool, np.bool_)):
+        raise TypeError(f"aligned must be a bool, got {aligned!r}")
+    coords, batch_index = _rois_from_boxes(boxes, data.shape[0], data.dtype)
+    return RoIAlignFunction.apply(
+        x, coords, batch_index=batch_index, output_size=output_size,
+        spatial_scale=spatial_scale, sampling_ratio=sampling_ratio, aligned=bool(aligned),
+    )
+
+
+# -------------------------------------------------------------------- RoIPool
+def _round_half_away(v):
+    """C's ``round``: halves go away from zero (NumPy's ``np.round`` goes to even)."""
+    magnitude = np.abs(v)
+    whole = np.floor(magnitude)
+    whole = whole + (magnitude - whole >= 0.5)  # the subtraction is exact
+    return np.copysign(whole, v)
+
+
+def _pool_bins(lo, hi, size, bins, spatial_scale, dtype):
+    """Integer bin bounds ``[start, end)`` of RoIPool along one axis (torchvision's).
+
+    ``s = round(lo·scale)``, ``e = round(hi·scale)``, ``L = max(e - s + 1, 1)``;
+    bin ``p`` covers ``[s + floor(p·L/P), s + ceil((p+1)·L/P))`` clipped to
+    ``[0, size]``, computed in the map's dtype as torchvision does.
+
+    Returns:
+        tuple of ndarray[K, P], int64: starts and ends.
+    """
+    scale = dtype.type(spatial_scale)
+    limit = 2.0 ** 30  # keeps absurd coordinates inside int64 arithmetic
+    start = np.clip(_round_half_away(lo.astype(dtype) * scale), -limit, limit).astype(np.int64)
+    end = np.clip(_round_half_away(hi.astype(dtype) * scale), -limit, limit).astype(np.int64)
+    length = np.maximum(end - start + 1, 1)                       # (K,)
+    bin_size = length.astype(dtype) / dtype.type(bins)            # (K,)
+    p = np.arange(bins, dtype=dtype)
+    first = np.floor(p[None, :] * bin_size[:, None]).astype(np.int64)       # (K, P)
+    last = np.ceil((p[None, :] + 1) * bin_size[:, None]).astype(np.int64)   # (K, P)
+    first = np.clip(first + start[:, None], 0, size)
+    last = np.clip(last + start[:, None], 0, size)
+    return first, last
+
+
+def _prefer_second(value_a, index_a, value_b, index_b):
+    """Where b wins a max: larger, or equal and earlier in row-major order."""
+    return (value_b > value_a) | ((value_b == value_a) & (index_b < index_a))
+
+
+def _merge_max(value_a, index_a, value_b, index_b):
+    take_b = _prefer_second(value_a, index_a, value_b, index_b)
+    return np.where(take_b, value_b, value_a), np.where(take_b, index_b, index_a)
+
+
+def roi_pool_forward(x, boxes, batch_index, output_size, spatial_scale=1.0):
+    """RoIPool on ndarrays (the numeric kernel behind ``roi_pool``).
+
+    The maximum of each integer bin is answered with a 2-D sparse table
+    (range-maximum queries, Bentley 1980; Bender & Farach-Colton 2000): the table
+    of level ``(i, j)`` holds the max of every ``2^i × 2^j`` window, and any
+    rectangle is covered by four such windows anchored at its corners. A loop runs
+    over the table levels (logarithmic in the bin size), never over boxes or bins.
+    Ties go to the first cell in row-major order, as torchvision's loop does.
+
+    Args:
+        x (ndarray[N, H, W, C]): feature maps, float.
+        boxes (ndarray[K, 4]): ``[x1, y1, x2, y2]`` in input-image coordinates.
+        batch_index (ndarray[K], int): image of each box.
+        output_size (tuple): ``(oh, ow)``.
+        spatial_scale (float): feature cells per input pixel.
+    Returns:
+        tuple: ``out`` (ndarray[K, oh, ow, C]; an empty bin gives 0) and
+        ``argmax`` (ndarray[K, oh, ow, C], int64 flat index ``h·W + w`` into the
+        box's image, -1 for an empty bin).
+    """
+    n, height, width, channels = x.shape
+    oh, ow = output_size
+    num_boxes = boxes.shape[0]
+    top, bottom = _pool_bins(boxes[:, 1], boxes[:, 3], height, oh, spatial_scale, x.dtype)
+    left, right = _pool_bins(boxes[:, 0], boxes[:, 2], width, ow, spatial_scale, x.dtype)
+    out = np.zeros((num_boxes, oh, ow, channels), dtype=x.dtype)
+    argmax = np.full((num_boxes, oh, ow, channels), -1, dtype=np.int64)
+    rows_len = (bottom - top)[:, :, None]                         # (K, oh, 1)
+    cols_len = (right - left)[:, None, :]                         # (K, 1, ow)
+    filled = (rows_len > 0) & (cols_len > 0)                      # (K, oh, ow)
+    if not filled.any():
+        return out, argmax
+    # table level of each bin: the largest power of two not above its length
+    level_y = np.floor(np.log2(np.maximum(rows_len, 1))).astype(np.int64)
+    level_x = np.floor(np.log2(np.maximum(cols_len, 1))).astype(np.int64)
+    level_y, level_x = np.broadcast_arrays(level_y, level_x)
+    top_level_y = int(level_y[filled].max())
+    top_level_x = int(level_x[filled].max())
+
+    cell = np.arange(height * width, dtype=np.int64).reshape(1, height, width, 1)
+    row_value, row_index = x, np.broadcast_to(cell, x.shape)      # level (0, 0)
+    for j in range(top_level_x + 1):
+        if j > 0:
+            half = 1 << (j - 1)
+            row_value, row_index = _merge_max(
+                row_value[:, :, :-half], row_index[:, :, :-half],
+                row_value[:, :, half:], row_index[:, :, half:])  # windows 1 × 2^j
+        value, index = row_value, row_index
+        for i in range(top_level_y + 1):
+            if i > 0:
+                half = 1 << (i - 1)
+                value, index = _merge_max(value[:, :-half], index[:, :-half],
+                                          value[:, half:], index[:, half:])  # 2^i × 2^j
+            k, py, px = np.nonzero(filled & (level_y == i) & (level_x == j))
+            if k.size == 0:
+                continue
+            b = batch_index[k]
+            y0, y1 = top[k, py], bottom[k, py] - (1 << i)          # (M,) window anchors
+            x0, x1 = left[k, px], right[k, px] - (1 << j)
+            best_v, best_i = value[b, y0, x0], index[b, y0, x0]    # (M, C)
+            for yy, xx in ((y0, x1), (y1, x0), (y1, x1)):
+                best_v, best_i = _merge_max(best_v, best_i, value[b, yy, xx], index[b, yy, xx])
+            out[k, py, px] = best_v
+            argmax[k, py, px] = best_i
+    return out, argmax
+
+
+def roi_pool_backward(grad, argmax, batch_index, input_shape):
+    """Gradient of RoIPool: each output's gradient goes to its argmax cell.
+
+    Args:
+        grad (ndarray[K, oh, ow, C]): gradient of the loss with respect to the output.
+        argmax (ndarray[K, oh, ow, C], int64): from ``roi_pool_forward``.
+        batch_index (ndarray[K], int): image of each box.
+        input_shape (tuple): ``(N, H, W, C)``.
+    Returns:
+        ndarray[N, H, W, C]: gradient with respect to the feature maps (float64).
+    """
+    n, height, width, channels = input_shape
+    hit = argmax >= 0
+    image = np.broadcast_to(batch_index[:, None, None, None], argmax.shape)
+    channel = np.broadcast_to(np.arange(channels), argmax.shape)
+    target = ((image * (height * width) + argmax) * channels + channel)[hit]
+    # several bins may share an argmax cell: bincount adds them up (fast scatter-add)
+    flat = np.bincount(target, weights=grad[hit], minlength=n * height * width * channels)
+    return flat.reshape(input_shape)
+
+
+class RoIPoolFunction(Function):
+    """Autograd glue of ``roi_pool`` (gradient for the feature map only)."""
+
+    @staticmethod
+    def forward(ctx, x, boxes, batch_index=None, output_size=(7, 7), spatial_scale=1.0):
+        out, argmax = roi_pool_forward(x, boxes, batch_index, output_size, spatial_scale)
+        ctx.argmax = argmax
+        ctx.batch_index = batch_index
+        ctx.input_shape = x.shape
+        ctx.dtype = x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = roi_pool_backward(grad, ctx.argmax, ctx.batch_index,
+                                       ctx.input_shape).astype(ctx.dtype)
+        # the bins are integer: the output is piecewise constant in the coordinates
+        return grad_x, None
+
+
+def roi_pool(x, boxes, output_size, spatial_scale=1.0):
+    """RoIPool (Girshick, "Fast R-CNN", 2015) with torchvision's semantics.
+
+    The box is rounded to the feature grid (``round`` half away from zero, as C's
+    ``round``; onnxruntime's ``MaxRoiPool`` rounds the same way), made at least one
+    cell large (``L = e - s + 1``), and split into ``oh × ow`` integer bins; each
+    output is the maximum over its bin (0 for a bin that falls outside the map)::
+
+        out[k, i, j, c] = max_{h ∈ bin_i, w ∈ bin_j} x[b_k, h, w, c]
+
+    Args:
+        x (Tensor or ndarray[N, H, W, C]): feature maps, float32 or float64.
+        boxes: ``(K, 5)`` Tensor/ndarray ``[batch_index, x1, y1, x2, y2]``, or a list
+            (one per image) of ``(K_i, 4)`` Tensors/ndarrays, input-image coordinates.
+        output_size (int or tuple): ``(oh, ow)``.
+        spatial_scale (float): feature cells per input pixel.
+    Returns:
+        Tensor[K, oh, ow, C]: dtype of x. Differentiable with respect to x (the
+        gradient goes to the first maximal cell of each bin); the coordinates get
+        no gradient (the output is piecewise constant in them).
+    Raises:
+        ValueError: x not 4-D, malformed boxes, batch index out of range or not an
+            integer, non-finite coordinates, invalid output_size or spatial_scale.
+        TypeError: non-float x.
+
+    Note:
+        onnxruntime's ``MaxRoiPool`` starts its running max at ``FLT_MIN`` (the
+        smallest *positive* float) instead of ``-FLT_MAX``, so on a bin whose
+        values are all negative it returns ~1e-38 where torchvision and detseg
+        return the bin's maximum. Elsewhere the two agree.
+    """
+    data = _check_feature_map(x)
+    output_size = _pair_of_positive_ints(output_size, "output_size")
+    spatial_scale = _check_spatial_scale(spatial_scale)
+    coords, batch_index = _rois_from_boxes(boxes, data.shape[0], data.dtype)
+    return RoIPoolFunction.apply(
+        x, coords, batch_index=batch_index, output_size=output_size, spatial_scale=spatial_scale,
+    )
