@@ -9,4 +9,5 @@ from nn.functional.loss import (cross_entropy, binary_cross_entropy_with_logits,
                                 smooth_l1_loss, l1_loss, mse_loss, dice_loss)
 from nn.functional.pooling import max_pool2d, avg_pool2d, adaptive_avg_pool2d
 from nn.functional.conv import conv2d, conv_transpose2d
+from nn.functional.normalization import batch_norm, group_norm
 from nn.functional.roi import roi_pool, roi_align
