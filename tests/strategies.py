@@ -58,3 +58,43 @@ def roi_boxes(draw, num_images, height, width, spatial_scale=1.0, max_boxes=6,
     corners = np.concatenate([first, second], axis=1) / spatial_scale
     return np.concatenate([index[:, None].astype(np.float64), corners], axis=1)
 
+
+@st.composite
+def conv2d_geometries(draw, transposed=False, max_kernel=4, max_stride=3, max_dilation=2,
+                      max_groups=3, max_extra=5):
+    """Valid PyTorch conv2d (or conv_transpose2d) arguments with an input shape they fit.
+
+    Returns:
+        dict: ``shape`` ``(N, H, W, C_in)`` of a channels-last input, ``out_channels``,
+        ``kernel_size``, ``stride``, ``padding``, ``dilation`` (pairs of ints) and
+        ``groups``; with ``transposed=True`` also ``output_padding`` (smaller than the
+        stride or the dilation, as PyTorch requires). Every output size is >= 1.
+    """
+    groups = draw(st.integers(1, max_groups))
+    c_in = groups * draw(st.integers(1, 3))
+    c_out = groups * draw(st.integers(1, 3))
+    kernel = (draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel)))
+    stride = (draw(st.integers(1, max_stride)), draw(st.integers(1, max_stride)))
+    dilation = (draw(st.integers(1, max_dilation)), draw(st.integers(1, max_dilation)))
+    sizes, padding, output_padding = [], [], []
+    for k, s, d in zip(kernel, stride, dilation):
+        if transposed:
+            size = draw(st.integers(1, 1 + max_extra))
+            op = draw(st.integers(0, max(s, d) - 1))
+            # The output (size-1)·s - 2p + d(k-1) + op + 1 must stay >= 1.
+            p = draw(st.integers(0, min(2, ((size - 1) * s + d * (k - 1) + op) // 2)))
+            output_padding.append(op)
+        else:
+            p = draw(st.integers(0, 2))
+            smallest = max(1, d * (k - 1) + 1 - 2 * p)
+            size = draw(st.integers(smallest, smallest + max_extra))
+        sizes.append(size)
+        padding.append(p)
+    geometry = {
+        "shape": (draw(st.integers(1, 2)), sizes[0], sizes[1], c_in),
+        "out_channels": c_out, "kernel_size": kernel, "stride": stride,
+        "padding": tuple(padding), "dilation": dilation, "groups": groups,
+    }
+    if transposed:
+        geometry["output_padding"] = tuple(output_padding)
+    return geometry
