@@ -44,6 +44,7 @@ from PIL import Image
 
 from detection.datasets.atomic import atomic_write_bytes, atomic_write_text
 from detection.datasets.classes import PLATE_CLASSES
+from nn.data import Dataset
 
 __all__ = [
     "voc_palette", "write_voc_example", "write_image_sets", "read_voc_annotation",
@@ -486,7 +487,7 @@ def _read_rgb(path):
         raise ValueError(f"cannot read VOC image {path}: {exc}") from None
 
 
-class VOCDataset:
+class VOCDataset(Dataset):
     """Pascal VOC (or detseg's synthetic plates) as ``(image, target)`` pairs.
 
     Labels. Each XML object name is looked up in ``class_names``: with the default
