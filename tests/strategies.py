@@ -98,3 +98,43 @@ def conv2d_geometries(draw, transposed=False, max_kernel=4, max_stride=3, max_di
     if transposed:
         geometry["output_padding"] = tuple(output_padding)
     return geometry
+
+
+@st.composite
+def xyxy_boxes(draw, min_boxes=0, max_boxes=12, dtype=np.float64, grid=False,
+               allow_empty=True, scale=100.0):
+    """Valid xyxy boxes ``(N, 4)``: ``x1 <= x2`` and ``y1 <= y2``.
+
+    With ``grid=True`` the coordinates are small integers drawn by hypothesis
+    (identical, touching and nested boxes and IoUs exactly at round thresholds are
+    common, and failures shrink); otherwise continuous coordinates in
+    ``[-scale, scale]`` with sizes up to ``scale`` from a seeded generator.
+    ``allow_empty=False`` gives every box a positive width and height.
+    """
+    count = draw(st.integers(min_boxes, max_boxes))
+    min_side = 0 if allow_empty else 1
+    if grid:
+        corner = st.integers(-8, 8)
+        side = st.integers(min_side, 8)
+        rows = draw(st.lists(st.tuples(corner, corner, side, side), min_size=count, max_size=count))
+        values = np.array(rows, dtype=np.float64).reshape(count, 4)
+        boxes = np.concatenate([values[:, :2], values[:, :2] + values[:, 2:]], axis=1)
+        return boxes.astype(dtype)
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    corners = rng.uniform(-scale, scale, size=(count, 2))
+    sides = rng.uniform(0.0 if allow_empty else scale * 1e-3, scale, size=(count, 2))
+    if allow_empty and count:
+        sides[rng.random((count, 2)) < 0.1] = 0.0        # some empty boxes
+    return np.concatenate([corners, corners + sides], axis=1).astype(dtype)
+
+
+@st.composite
+def scored_boxes(draw, min_boxes=0, max_boxes=30, dtype=np.float64, grid=False, ties=False):
+    """``(boxes (N, 4), scores (N,))`` detections; ``ties=True`` repeats score values."""
+    boxes = draw(xyxy_boxes(min_boxes=min_boxes, max_boxes=max_boxes, dtype=dtype, grid=grid))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    if ties:
+        scores = rng.integers(0, 4, size=len(boxes)) / 4.0
+    else:
+        scores = rng.random(len(boxes))
+    return boxes, scores.astype(dtype)
