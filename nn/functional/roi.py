@@ -26,10 +26,14 @@ interpolation weights along y) and ``Wx[k]`` of shape ``(ow, W)`` give::
 
     out[k, :, :, c] = Wy[k] @ x[b_k, :, :, c] @ Wx[k]ᵀ
 
-This file computes exactly that, with the image's rows of all its boxes stacked
-into one large GEMM. The backward pass is the two transposed products; the
-gradient with respect to the box coordinates follows from the derivative of the
-interpolation weights with respect to the sample positions.
+Each row of ``Wy`` or ``Wx`` is non-zero on only a few cells (the bin's samples and
+their neighbours), so the whole operator is one sparse matrix ``A`` whose row
+``(k, i, j)`` is the outer product of row ``i`` of ``Wy[k]`` and row ``j`` of
+``Wx[k]``, placed at image ``b_k``'s cells: ``out = A @ x.reshape(N·H·W, C)`` and
+the map's gradient is ``Aᵀ @ grad``, with no loop over boxes or images. (Dense
+``Wy[k] @ x @ Wx[k]ᵀ`` GEMMs were measured 2x slower: they multiply mostly zeros.)
+The gradient with respect to the box coordinates goes through the separable form
+and the derivative of each interpolation weight with respect to its sample position.
 
 Both operators follow torchvision's definitions (``torchvision.ops.roi_align`` and
 ``roi_pool``) including their edge rules, on channels-last ``(N, H, W, C)`` maps.
@@ -200,6 +204,9 @@ class AxisSamples(NamedTuple):
             position inside the box (d position / d box length).
         follows_length (ndarray[K], bool): False where aligned=False forced the
             length of a malformed box up to 1 (the position then ignores the end).
+        cells, taps (ndarray[K, P, T]): a compact footprint of ``weights``: row
+            ``(k, p)`` of ``weights`` is the sum of ``taps[k, p, t]`` at cells
+            ``cells[k, p, t]`` (cells may repeat; unused taps weigh 0).
     """
     weights: np.ndarray
     low: np.ndarray
@@ -207,6 +214,35 @@ class AxisSamples(NamedTuple):
     slope: np.ndarray
     along: np.ndarray
     follows_length: np.ndarray
+    cells: np.ndarray
+    taps: np.ndarray
+
+
+def _compact_footprint(weights, sample_cells, sample_taps):
+    """The fewest (cell, weight) taps per bin that reproduce a row of ``weights``.
+
+    A bin's samples read only a few cells. Either list every sample's two cells
+    (2G taps, cells may repeat) or, when the samples are dense (adaptive grids,
+    small bins), the contiguous window of cells from the first to the last
+    non-zero weight. All rows get the same width T, the smaller of the two.
+
+    Args:
+        weights (ndarray[K, P, S]): per-axis interpolation weights.
+        sample_cells, sample_taps (ndarray[K, P, 2G]): the samples' cells and weights.
+    Returns:
+        tuple: ``cells`` (ndarray[K, P, T], int64) and ``taps`` (ndarray[K, P, T]).
+    """
+    size = weights.shape[2]
+    nonzero = weights != 0
+    first = np.argmax(nonzero, axis=2)                            # (K, P), 0 for an empty row
+    last = size - 1 - np.argmax(nonzero[:, :, ::-1], axis=2)
+    span = np.where(nonzero.any(axis=2), last - first + 1, 1)
+    width = int(span.max()) if span.size else 1
+    if width >= sample_cells.shape[2]:
+        return sample_cells, sample_taps
+    first = np.minimum(first, size - width)  # keep the window inside the map
+    cells = first[:, :, None] + np.arange(width)                  # (K, P, T)
+    return cells, np.take_along_axis(weights, cells, axis=2)
 
 
 def _axis_samples(lo, hi, size, bins, spatial_scale, sampling_ratio, aligned, dtype):
@@ -263,19 +299,23 @@ def _axis_samples(lo, hi, size, bins, spatial_scale, sampling_ratio, aligned, dt
     frac = np.where(at_end, 0, clamped - low).astype(dtype)       # weight of `high`
     share = inside / grid_safe                                     # 1/g for a live sample
 
-    # Scatter the (low, 1 - frac) and (high, frac) weights into dense (K, P, S)
-    # matrices. np.bincount is a fast scatter-add (np.add.at is ~25x slower).
+    # Each sample puts 1 - frac on cell `low` and frac on cell `high`.
+    sample_cells = np.concatenate([low, high], axis=2)            # (K, P, 2G)
+    sample_taps = np.concatenate([(1 - frac) * share, frac * share], axis=2).astype(dtype)
+    # Scatter them into dense (K, P, S) matrices. np.bincount is a fast
+    # scatter-add (np.add.at is ~25x slower).
     row = (np.arange(num_boxes)[:, None, None] * bins + np.arange(bins)[None, :, None]) * size
-    index = np.concatenate([(row + low).ravel(), (row + high).ravel()])
-    values = np.concatenate([((1 - frac) * share).ravel(), (frac * share).ravel()])
-    weights = np.bincount(index, weights=values, minlength=num_boxes * bins * size)
+    weights = np.bincount((row + sample_cells).ravel(), weights=sample_taps.ravel(),
+                          minlength=num_boxes * bins * size)
     weights = weights.reshape(num_boxes, bins, size).astype(dtype)
+    cells, taps = _compact_footprint(weights, sample_cells, sample_taps)
 
     # The weight moves with the position only while interpolating between cells.
     moving = inside & (pos > 0) & ~at_end
     slope = moving / grid_safe
     along = (p + (a + 0.5) / grid_safe) / bins                    # (K, P, G)
-    return AxisSamples(weights, low, high, slope, np.broadcast_to(along, pos.shape), follows_length)
+    return AxisSamples(weights, low, high, slope, np.broadcast_to(along, pos.shape),
+                       follows_length, cells, taps)
 
 
 def _axis_coordinate_grad(samples, weight_grad, spatial_scale):
@@ -298,29 +338,6 @@ def _axis_coordinate_grad(samples, weight_grad, spatial_scale):
     return d_start * spatial_scale, d_end * spatial_scale
 
 
-def _axis_window(weights):
-    """The non-zero band of each row of ``Wy`` (or ``Wx``) as a fixed-width window.
-
-    A bin's samples read only a few neighbouring cells, so each row of the dense
-    ``(K, P, S)`` weight matrix is zero outside a short run. All rows get the same
-    window width T (the longest run), shifted to start at their first non-zero.
-
-    Args:
-        weights (ndarray[K, P, S]): per-axis interpolation weights.
-    Returns:
-        tuple: ``cells`` (ndarray[K, P, T], int64) and ``taps`` (ndarray[K, P, T]).
-    """
-    size = weights.shape[2]
-    nonzero = weights != 0
-    first = np.argmax(nonzero, axis=2)                            # (K, P), 0 for an empty row
-    last = size - 1 - np.argmax(nonzero[:, :, ::-1], axis=2)
-    span = np.where(nonzero.any(axis=2), last - first + 1, 1)
-    width = int(span.max()) if span.size else 1
-    first = np.minimum(first, size - width)  # keep the window inside the map
-    cells = first[:, :, None] + np.arange(width)                  # (K, P, T)
-    return cells, np.take_along_axis(weights, cells, axis=2)
-
-
 def roi_align_matrix(rows, cols, batch_index, num_images, height, width):
     """RoIAlign as one sparse matrix over all images' cells.
 
@@ -337,8 +354,8 @@ def roi_align_matrix(rows, cols, batch_index, num_images, height, width):
     Returns:
         scipy.sparse.csr_array of shape (K·oh·ow, N·H·W).
     """
-    cells_y, taps_y = _axis_window(rows.weights)                  # (K, oh, Ty)
-    cells_x, taps_x = _axis_window(cols.weights)                  # (K, ow, Tx)
+    cells_y, taps_y = rows.cells, rows.taps                       # (K, oh, Ty)
+    cells_x, taps_x = cols.cells, cols.taps                       # (K, ow, Tx)
     num_boxes, oh, ty = cells_y.shape
     ow, tx = cells_x.shape[1], cells_x.shape[2]
     per_row = ty * tx
@@ -550,17 +567,47 @@ def _pool_bins(lo, hi, size, bins, spatial_scale, dtype):
     return first, last
 
 
-def _prefer_second(value_a, index_a, value_b, index_b):
-    """Where b wins a max: larger, or equal and earlier in row-major order."""
-    return (value_b > value_a) | ((value_b == value_a) & (index_b < index_a))
-
-
 def _merge_max(value_a, index_a, value_b, index_b):
-    take_b = _prefer_second(value_a, index_a, value_b, index_b)
-    return np.where(take_b, value_b, value_a), np.where(take_b, index_b, index_a)
+    """Elementwise max of two windows; a tie keeps the cell earlier in row-major order."""
+    take_b = (value_b > value_a) | ((value_b == value_a) & (index_b < index_a))
+    return np.maximum(value_a, value_b), np.where(take_b, index_b, index_a)
 
 
-def roi_pool_forward(x, boxes, batch_index, output_size, spatial_scale=1.0):
+def _sparse_tables(x, top_level_y, top_level_x, with_argmax):
+    """Yield ``(i, j, value, index)``: maxima of every ``2^i × 2^j`` window of x.
+
+    ``value[n, h, w]`` is the max of ``x[n, h:h + 2^i, w:w + 2^j]`` and ``index``
+    (int32, or None without argmax) its first cell ``h·W + w`` in row-major order.
+    Each level is two shifted copies of the level below, so only a few tables
+    live at a time.
+    """
+    n, height, width, channels = x.shape
+    cells = np.arange(height * width, dtype=np.int32).reshape(1, height, width, 1)
+    row_value = x
+    row_index = np.broadcast_to(cells, x.shape) if with_argmax else None
+    for j in range(top_level_x + 1):
+        if j > 0:  # windows 1 × 2^j from two windows 1 × 2^(j-1)
+            half = 1 << (j - 1)
+            a, b = (slice(None), slice(None), slice(None, -half)), (slice(None), slice(None),
+                                                                     slice(half, None))
+            if with_argmax:
+                row_value, row_index = _merge_max(row_value[a], row_index[a],
+                                                  row_value[b], row_index[b])
+            else:
+                row_value = np.maximum(row_value[a], row_value[b])
+        value, index = row_value, row_index
+        for i in range(top_level_y + 1):
+            if i > 0:  # windows 2^i × 2^j from two windows 2^(i-1) × 2^j
+                half = 1 << (i - 1)
+                if with_argmax:
+                    value, index = _merge_max(value[:, :-half], index[:, :-half],
+                                              value[:, half:], index[:, half:])
+                else:
+                    value = np.maximum(value[:, :-half], value[:, half:])
+            yield i, j, value, index
+
+
+def roi_pool_forward(x, boxes, batch_index, output_size, spatial_scale=1.0, with_argmax=True):
     """RoIPool on ndarrays (the numeric kernel behind ``roi_pool``).
 
     The maximum of each integer bin is answered with a 2-D sparse table
@@ -576,55 +623,57 @@ def roi_pool_forward(x, boxes, batch_index, output_size, spatial_scale=1.0):
         batch_index (ndarray[K], int): image of each box.
         output_size (tuple): ``(oh, ow)``.
         spatial_scale (float): feature cells per input pixel.
+        with_argmax (bool): also locate each maximum (needed for the gradient).
     Returns:
         tuple: ``out`` (ndarray[K, oh, ow, C]; an empty bin gives 0) and
-        ``argmax`` (ndarray[K, oh, ow, C], int64 flat index ``h·W + w`` into the
-        box's image, -1 for an empty bin).
+        ``argmax`` (ndarray[K, oh, ow, C], int32 flat index ``h·W + w`` into the
+        box's image, -1 for an empty bin; None unless ``with_argmax``).
     """
     n, height, width, channels = x.shape
     oh, ow = output_size
     num_boxes = boxes.shape[0]
     top, bottom = _pool_bins(boxes[:, 1], boxes[:, 3], height, oh, spatial_scale, x.dtype)
     left, right = _pool_bins(boxes[:, 0], boxes[:, 2], width, ow, spatial_scale, x.dtype)
-    out = np.zeros((num_boxes, oh, ow, channels), dtype=x.dtype)
-    argmax = np.full((num_boxes, oh, ow, channels), -1, dtype=np.int64)
+    out = np.zeros((num_boxes * oh * ow, channels), dtype=x.dtype)     # (K·oh·ow, C)
+    argmax = np.full(out.shape, -1, dtype=np.int32) if with_argmax else None
     rows_len = (bottom - top)[:, :, None]                         # (K, oh, 1)
     cols_len = (right - left)[:, None, :]                         # (K, 1, ow)
     filled = (rows_len > 0) & (cols_len > 0)                      # (K, oh, ow)
-    if not filled.any():
-        return out, argmax
-    # table level of each bin: the largest power of two not above its length
-    level_y = np.floor(np.log2(np.maximum(rows_len, 1))).astype(np.int64)
-    level_x = np.floor(np.log2(np.maximum(cols_len, 1))).astype(np.int64)
-    level_y, level_x = np.broadcast_arrays(level_y, level_x)
-    top_level_y = int(level_y[filled].max())
-    top_level_x = int(level_x[filled].max())
-
-    cell = np.arange(height * width, dtype=np.int64).reshape(1, height, width, 1)
-    row_value, row_index = x, np.broadcast_to(cell, x.shape)      # level (0, 0)
-    for j in range(top_level_x + 1):
-        if j > 0:
-            half = 1 << (j - 1)
-            row_value, row_index = _merge_max(
-                row_value[:, :, :-half], row_index[:, :, :-half],
-                row_value[:, :, half:], row_index[:, :, half:])  # windows 1 × 2^j
-        value, index = row_value, row_index
-        for i in range(top_level_y + 1):
-            if i > 0:
-                half = 1 << (i - 1)
-                value, index = _merge_max(value[:, :-half], index[:, :-half],
-                                          value[:, half:], index[:, half:])  # 2^i × 2^j
+    if filled.any():
+        # table level of each bin: the largest power of two not above its length
+        level_y = np.floor(np.log2(np.maximum(rows_len, 1))).astype(np.int64)
+        level_x = np.floor(np.log2(np.maximum(cols_len, 1))).astype(np.int64)
+        level_y, level_x = np.broadcast_arrays(level_y, level_x)
+        tables = _sparse_tables(x, int(level_y[filled].max()), int(level_x[filled].max()),
+                                with_argmax)
+        for i, j, value, index in tables:
             k, py, px = np.nonzero(filled & (level_y == i) & (level_x == j))
             if k.size == 0:
                 continue
-            b = batch_index[k]
+            # flat row of each window corner in the table seen as (N·H_i·W_j, C)
+            table_h, table_w = value.shape[1], value.shape[2]
+            first_row = batch_index[k] * table_h
             y0, y1 = top[k, py], bottom[k, py] - (1 << i)          # (M,) window anchors
             x0, x1 = left[k, px], right[k, px] - (1 << j)
-            best_v, best_i = value[b, y0, x0], index[b, y0, x0]    # (M, C)
-            for yy, xx in ((y0, x1), (y1, x0), (y1, x1)):
-                best_v, best_i = _merge_max(best_v, best_i, value[b, yy, xx], index[b, yy, xx])
-            out[k, py, px] = best_v
-            argmax[k, py, px] = best_i
+            corners = [(first_row + yy) * table_w + xx
+                       for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1))]
+            table = value.reshape(-1, channels)
+            picks = [np.take(table, c, axis=0) for c in corners]   # 4 × (M, C)
+            best = np.maximum(np.maximum(picks[0], picks[1]), np.maximum(picks[2], picks[3]))
+            target = (k * oh + py) * ow + px
+            out[target] = best
+            if with_argmax:
+                # the four windows overlap: the answer is the earliest of those that
+                # reach the max (each window already holds its earliest maximal cell)
+                where = index.reshape(-1, channels)
+                first = np.full(best.shape, np.iinfo(np.int32).max, dtype=np.int32)
+                for pick, c in zip(picks, corners):
+                    candidate = np.where(pick == best, np.take(where, c, axis=0), first)
+                    np.minimum(first, candidate, out=first)
+                argmax[target] = first
+    out = out.reshape(num_boxes, oh, ow, channels)
+    if with_argmax:
+        argmax = argmax.reshape(num_boxes, oh, ow, channels)
     return out, argmax
 
 
@@ -633,7 +682,7 @@ def roi_pool_backward(grad, argmax, batch_index, input_shape):
 
     Args:
         grad (ndarray[K, oh, ow, C]): gradient of the loss with respect to the output.
-        argmax (ndarray[K, oh, ow, C], int64): from ``roi_pool_forward``.
+        argmax (ndarray[K, oh, ow, C], int): from ``roi_pool_forward``.
         batch_index (ndarray[K], int): image of each box.
         input_shape (tuple): ``(N, H, W, C)``.
     Returns:
@@ -643,7 +692,7 @@ def roi_pool_backward(grad, argmax, batch_index, input_shape):
     hit = argmax >= 0
     image = np.broadcast_to(batch_index[:, None, None, None], argmax.shape)
     channel = np.broadcast_to(np.arange(channels), argmax.shape)
-    target = ((image * (height * width) + argmax) * channels + channel)[hit]
+    target = ((image * (height * width) + argmax.astype(np.int64)) * channels + channel)[hit]
     # several bins may share an argmax cell: bincount adds them up (fast scatter-add)
     flat = np.bincount(target, weights=grad[hit], minlength=n * height * width * channels)
     return flat.reshape(input_shape)
@@ -654,7 +703,8 @@ class RoIPoolFunction(Function):
 
     @staticmethod
     def forward(ctx, x, boxes, batch_index=None, output_size=(7, 7), spatial_scale=1.0):
-        out, argmax = roi_pool_forward(x, boxes, batch_index, output_size, spatial_scale)
+        out, argmax = roi_pool_forward(x, boxes, batch_index, output_size, spatial_scale,
+                                       with_argmax=ctx.needs_input_grad[0])
         ctx.argmax = argmax
         ctx.batch_index = batch_index
         ctx.input_shape = x.shape

@@ -278,6 +278,29 @@ def test_roi_align_matches_loop_reference_hypothesis(rois, output_size, sampling
     np.testing.assert_allclose(out.data, expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("output_size, sampling_ratio, taps", [
+    ((2, 2), 2, 4),   # bins of ~12 cells, 2 samples: each sample's two cells (2G = 4 taps)
+    ((1, 1), 0, 26),  # one bin, ~25 adaptive samples: the contiguous window of cells
+])
+def test_roi_align_large_bins_both_footprints(output_size, sampling_ratio, taps):
+    from nn.functional.roi import _axis_samples
+
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((1, 30, 30, 2))
+    rois = np.array([[0, 2.3, 1.6, 26.8, 27.1], [0, 0.4, 3.3, 25.2, 24.9]])
+    samples = _axis_samples(rois[:, 2], rois[:, 4], 30, output_size[0], 1.0, sampling_ratio,
+                            False, x.dtype)
+    assert samples.cells.shape[2] == taps
+    grad = rng.standard_normal((2, *output_size, 2))
+    xt = nn.Tensor(x, requires_grad=True)
+    out = roi_align(xt, rois, output_size, 1.0, sampling_ratio, False)
+    np.testing.assert_allclose(out.data, loop_roi_align(x, rois, output_size, 1.0, sampling_ratio),
+                               rtol=1e-10, atol=1e-10)
+    out.backward(grad)
+    expected = loop_roi_align_grad_x(x, rois, grad, output_size, 1.0, sampling_ratio, False)
+    np.testing.assert_allclose(xt.grad, expected, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sampling_ratio, aligned", [(2, False), (0, True), (-1, False)])
 def test_roi_align_grad_x_matches_loop_reference(dtype, sampling_ratio, aligned):

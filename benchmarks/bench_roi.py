@@ -1,0 +1,185 @@
+"""Speed of roi_align / roi_pool (forward, forward + backward) against onnxruntime.
+
+Run as a script::
+
+    python benchmarks/bench_roi.py            # 5 rounds
+    python benchmarks/bench_roi.py --quick    # 2 rounds, fewer repeats
+
+The case is issue 3's: 2 images × 32×32×256 (float32), 512 boxes, 7×7 bins,
+sampling ratio 2, boxes of 2-16 feature cells inside the map (spatial_scale 1).
+onnxruntime has only forward kernels (``RoiAlign`` opset 16 with
+``output_half_pixel`` = ``aligned=False``, and ``MaxRoiPool``), so every row is
+divided by onnxruntime's *forward* time: the backward rows show what a training
+step costs relative to one reference forward.
+
+Method (``../shared/bench/BASELINES.md``): each library in its own process with 2
+threads, processes interleaved round by round (alternating order), medians of all
+timed repeats after warm-up. The machine is shared: read the ratios.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASE = dict(images=2, size=32, channels=256, boxes=512, output=7, sampling_ratio=2)
+
+
+def inputs(rng):
+    """Feature maps (N, H, W, C) float32 and boxes (K, 5) [batch, x1, y1, x2, y2]."""
+    size = CASE["size"]
+    features = rng.standard_normal((CASE["images"], size, size, CASE["channels"]))
+    k = CASE["boxes"]
+    xy = rng.uniform(0, size - 4, size=(k, 2))
+    wh = rng.uniform(2, size / 2, size=(k, 2))
+    batch = np.sort(rng.integers(0, CASE["images"], size=(k, 1)), axis=0)
+    boxes = np.concatenate([batch, xy, np.minimum(xy + wh, size - 1)], axis=1)
+    return features.astype(np.float32), boxes.astype(np.float32)
+
+
+def numpy_cases():
+    sys.path.insert(0, ROOT)
+    import nn
+    import nn.functional as F
+
+    features, boxes = inputs(np.random.default_rng(0))
+    out = CASE["output"]
+    ratio = CASE["sampling_ratio"]
+    grad = np.random.default_rng(1).standard_normal(
+        (CASE["boxes"], out, out, CASE["channels"])).astype(np.float32)
+
+    def align_forward():
+        with nn.no_grad():
+            F.roi_align(features, boxes, out, 1.0, ratio, False)
+
+    def align_backward_x():
+        x = nn.Tensor(features, requires_grad=True)
+        F.roi_align(x, boxes, out, 1.0, ratio, False).backward(grad)
+
+    def align_backward_x_boxes():
+        x = nn.Tensor(features, requires_grad=True)
+        b = nn.Tensor(boxes, requires_grad=True)
+        F.roi_align(x, b, out, 1.0, ratio, False).backward(grad)
+
+    def pool_forward():
+        with nn.no_grad():
+            F.roi_pool(features, boxes, out, 1.0)
+
+    def pool_backward_x():
+        x = nn.Tensor(features, requires_grad=True)
+        F.roi_pool(x, boxes, out, 1.0).backward(grad)
+
+    return {
+        "roi_align forward": align_forward,
+        "roi_align fwd+bwd (x)": align_backward_x,
+        "roi_align fwd+bwd (x, boxes)": align_backward_x_boxes,
+        "roi_pool forward": pool_forward,
+        "roi_pool fwd+bwd (x)": pool_backward_x,
+    }
+
+
+def onnxruntime_cases():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    features, boxes = inputs(np.random.default_rng(0))
+    out = CASE["output"]
+    x_nchw = np.ascontiguousarray(features.transpose(0, 3, 1, 2))
+
+    def session(node, names):
+        kinds = {"X": TensorProto.FLOAT, "rois": TensorProto.FLOAT,
+                 "batch_indices": TensorProto.INT64}
+        graph = helper.make_graph(
+            [node], node.op_type,
+            [helper.make_tensor_value_info(n, kinds[n], None) for n in names],
+            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+        opset = 16 if node.op_type == "RoiAlign" else 13
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 2
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(model.SerializeToString(), options,
+                                    providers=["CPUExecutionProvider"])
+
+    align = session(helper.make_node(
+        "RoiAlign", ["X", "rois", "batch_indices"], ["Y"], mode="avg", output_height=out,
+        output_width=out, sampling_ratio=CASE["sampling_ratio"], spatial_scale=1.0,
+        coordinate_transformation_mode="output_half_pixel"), ["X", "rois", "batch_indices"])
+    pool = session(helper.make_node("MaxRoiPool", ["X", "rois"], ["Y"], pooled_shape=[out, out],
+                                    spatial_scale=1.0), ["X", "rois"])
+    align_feeds = {"X": x_nchw, "rois": np.ascontiguousarray(boxes[:, 1:]),
+                   "batch_indices": boxes[:, 0].astype(np.int64)}
+    pool_feeds = {"X": x_nchw, "rois": boxes}
+    return {
+        "RoiAlign forward": lambda: align.run(None, align_feeds),
+        "MaxRoiPool forward": lambda: pool.run(None, pool_feeds),
+    }
+
+
+def worker(lib, repeats, warmup):
+    cases = numpy_cases() if lib == "numpy" else onnxruntime_cases()
+    times = {}
+    for name, run in cases.items():
+        for _ in range(warmup):
+            run()
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - start)
+        times[name] = samples
+    print(json.dumps(times))
+
+
+def run_worker(lib, repeats):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2")
+    command = [sys.executable, os.path.abspath(__file__), "--worker", lib,
+               "--repeats", str(repeats)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {lib} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of few repeats")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--worker", choices=("numpy", "onnxruntime"), help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    rounds = args.rounds or (2 if args.quick else 5)
+    repeats = args.repeats or (3 if args.quick else 7)
+    if args.worker:
+        worker(args.worker, repeats, args.warmup)
+        return
+
+    samples = {}
+    libs = ["numpy", "onnxruntime"]
+    for r in range(rounds):
+        for lib in (libs if r % 2 == 0 else libs[::-1]):
+            for name, values in run_worker(lib, repeats).items():
+                samples.setdefault(name, []).extend(values)
+        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+
+    median = {name: 1e3 * float(np.median(values)) for name, values in samples.items()}
+    print(f"\n{CASE['images']} images x {CASE['size']}x{CASE['size']}x{CASE['channels']} float32, "
+          f"{CASE['boxes']} boxes, {CASE['output']}x{CASE['output']}, sampling "
+          f"{CASE['sampling_ratio']}; medians of {rounds} rounds x {repeats} repeats")
+    print(f"{'case':32s} {'ours ms':>9s} {'onnxruntime fwd ms':>19s} {'ratio':>6s}")
+    for name in samples:
+        if not name.startswith("roi_"):
+            continue
+        reference = "RoiAlign forward" if name.startswith("roi_align") else "MaxRoiPool forward"
+        ratio = median[name] / median[reference]
+        print(f"{name:32s} {median[name]:9.1f} {median[reference]:19.1f} {ratio:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
