@@ -243,6 +243,21 @@ class Tensor:
         """A new Tensor sharing the data, cut from the graph."""
         return Tensor(self.data)
 
+    @property
+    def grad_fn(self):
+        """The Function class that produced this tensor (None for a leaf)."""
+        return None if self._ctx is None else self._ctx.fn
+
+    @property
+    def parents(self):
+        """The input Tensors of the Function that produced this tensor (empty for a leaf).
+
+        Following ``parents`` from a loss walks the whole graph back to the leaves.
+        """
+        if self._ctx is None:
+            return ()
+        return tuple(t for t in self._ctx.inputs if isinstance(t, Tensor))
+
     def retain_grad(self):
         """Keep ``.grad`` on this non-leaf tensor after backward (for inspection)."""
         self._retain_grad = True

@@ -255,6 +255,8 @@ def test_retain_grad_detach_item_numpy_repr():
     assert out.item() == 20.0 and isinstance(out.item(), float)
     assert x.numpy() is x.data
     assert "grad_fn=Mul" in repr(h) and "requires_grad=True" in repr(x)
+    assert h.grad_fn.__name__ == "Mul" and x.grad_fn is None
+    assert h.parents[0] is x and x.parents == ()
     with pytest.raises(ValueError, match="one element"):
         x.item()
 
