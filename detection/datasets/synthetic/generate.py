@@ -1,0 +1,178 @@
+"""Write a synthetic plate dataset in the Pascal VOC layout, seeded and in parallel.
+
+Determinism: image ``i`` of a run with seed ``s`` is rendered from its own generator,
+``np.random.default_rng(np.random.SeedSequence(s, spawn_key=(0, i)))`` (NumPy's way of
+deriving independent streams), so an image depends only on ``(s, i)`` and the image
+size: the same seed gives byte-identical files whatever the number of workers and the
+order in which they finish. The train/val/test split is a permutation drawn from a
+third stream, ``spawn_key=(1,)``.
+
+Nothing is half-written: ``write_voc_example`` writes every file atomically and the
+annotation XML last, and the ``ImageSets`` lists, which readers go through, are
+written only after every example is complete. If the run is interrupted, the lists are
+not (re)written, and any temporary file left by a killed worker is removed.
+"""
+import glob
+import multiprocessing
+import os
+import time
+from numbers import Integral, Real
+
+import numpy as np
+from tqdm import tqdm
+
+from detection.datasets.synthetic import fonts
+from detection.datasets.synthetic.scene import check_image_size, render_scene
+from detection.datasets.voc import write_image_sets, write_voc_example
+
+__all__ = ["SPLIT_NAMES", "image_rng", "split_ids", "generate_plate_dataset"]
+
+SPLIT_NAMES = ("train", "val", "test")
+_IMAGE_STREAM, _SPLIT_STREAM = 0, 1
+_FOLDERS = ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject")
+
+
+def image_rng(seed, index):
+    """The generator of image ``index`` of a run seeded with ``seed``."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_IMAGE_STREAM, index)))
+
+
+def split_ids(ids, seed, fractions):
+    """Assign ids to train/val/test by a seeded permutation.
+
+    ``n_val = round(N * f_val)``, ``n_test = round(N * f_test)``, the rest is train; each
+    list is sorted.
+
+    Args:
+        ids (list[str]): image ids.
+        seed (int): the run's seed.
+        fractions (tuple[float, float, float]): train, val, test fractions (sum 1).
+
+    Returns:
+        dict[str, list[str]]: ``{"train": [...], "val": [...], "test": [...]}``.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_SPLIT_STREAM,)))
+    order = rng.permutation(len(ids))
+    n_val = int(round(len(ids) * fractions[1]))
+    n_test = min(int(round(len(ids) * fractions[2])), len(ids) - n_val)
+    n_train = len(ids) - n_val - n_test
+    parts = np.split(order, [n_train, n_train + n_val])
+    return {name: sorted(ids[i] for i in part) for name, part in zip(SPLIT_NAMES, parts)}
+
+
+def _check_arguments(out_dir, num_images, seed, image_size, workers, splits, image_format,
+                     jpeg_quality):
+    if not isinstance(out_dir, (str, os.PathLike)) or not os.fspath(out_dir):
+        raise TypeError(f"out_dir must be a non-empty path, got {out_dir!r}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"out_dir exists and is not a directory: {os.fspath(out_dir)!r}")
+    if isinstance(num_images, bool) or not isinstance(num_images, Integral) or num_images < 0:
+        raise ValueError(f"num_images must be a non-negative int, got {num_images!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_image_size(image_size)
+    if isinstance(workers, bool) or not isinstance(workers, Integral) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    if (not isinstance(splits, (tuple, list)) or len(splits) != 3
+            or not all(isinstance(f, Real) and not isinstance(f, bool) and 0 <= f <= 1
+                       for f in splits)
+            or abs(sum(splits) - 1.0) > 1e-6):
+        raise ValueError("splits must be 3 fractions (train, val, test) in [0, 1] summing to 1, "
+                         f"got {splits!r}")
+    if image_format not in ("jpg", "png"):
+        raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
+    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, Integral) \
+            or not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be an int in 1..100, got {jpeg_quality!r}")
+
+
+def _generate_one(task):
+    """Render and write one example (runs in a worker). Returns its statistics."""
+    root, image_id, seed, index, image_size, image_format, jpeg_quality = task
+    image, objects, class_mask, instance_mask = render_scene(image_rng(seed, index), image_size)
+    write_voc_example(root, image_id, image, objects, class_mask=class_mask,
+                      instance_mask=instance_mask, image_format=image_format,
+                      jpeg_quality=jpeg_quality)
+    names = [obj["name"] for obj in objects]
+    return {"cars": names.count("car"), "plates": names.count("plate"),
+            "characters": len(names) - names.count("car") - names.count("plate")}
+
+
+def _remove_temporaries(root):
+    """Delete temporary files (``.<name>.<pid>.<token>.tmp``) of interrupted writes."""
+    for folder in _FOLDERS + ("ImageSets/Main", "ImageSets/Segmentation"):
+        for path in glob.glob(os.path.join(root, folder, ".*.tmp")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def generate_plate_dataset(out_dir, num_images, seed, image_size=256, workers=1,
+                           splits=(0.8, 0.1, 0.1), image_format="jpg", jpeg_quality=90,
+                           progress=True):
+    """Render ``num_images`` street scenes and write them as a Pascal VOC dataset.
+
+    Layout (see ``detection.datasets.voc``): ``JPEGImages/<id>.jpg``,
+    ``Annotations/<id>.xml``, ``SegmentationClass/<id>.png``,
+    ``SegmentationObject/<id>.png``, ``ImageSets/{Main,Segmentation}/{train,val,test}.txt``;
+    ids are ``000000``, ``000001``, ... (at least 6 digits).
+
+    Args:
+        out_dir (str | os.PathLike): dataset root, created if needed. Existing files of
+            the same ids are replaced; others are left alone.
+        num_images (int): number of images (>= 0).
+        seed (int): non-negative seed; the same seed gives byte-identical files.
+        image_size (int): side of the square images, 64..2048.
+        workers (int): processes rendering in parallel (the output does not depend on it).
+        splits (tuple[float, float, float]): train, val, test fractions.
+        image_format (str): ``"jpg"`` or ``"png"``.
+        jpeg_quality (int): JPEG quality 1..100.
+        progress (bool): show a tqdm progress bar.
+
+    Returns:
+        dict: ``{"root", "num_images", "splits": {name: count}, "cars", "plates",
+        "characters", "images_without_plate", "seconds"}``.
+
+    Raises:
+        TypeError / ValueError: naming the bad argument, before anything is written.
+    """
+    _check_arguments(out_dir, num_images, seed, image_size, workers, splits, image_format,
+                     jpeg_quality)
+    root = os.fspath(out_dir)
+    start = time.perf_counter()
+    os.makedirs(root, exist_ok=True)
+    width = max(6, len(str(max(num_images - 1, 0))))
+    ids = [f"{i:0{width}d}" for i in range(num_images)]
+    tasks = [(root, image_id, int(seed), i, int(image_size), image_format, int(jpeg_quality))
+             for i, image_id in enumerate(ids)]
+    fonts.available_fonts()  # discover once, before forking workers
+    totals = {"cars": 0, "plates": 0, "characters": 0, "images_without_plate": 0}
+    bar = tqdm(total=num_images, desc="plates", unit="img", disable=not progress)
+    try:
+        if workers == 1 or num_images <= 1:
+            results = map(_generate_one, tasks)
+            _collect(results, totals, bar)
+        else:
+            with multiprocessing.get_context().Pool(min(workers, num_images)) as pool:
+                # Unordered: the bar moves as images finish; the files do not depend on it.
+                results = pool.imap_unordered(_generate_one, tasks, chunksize=2)
+                _collect(results, totals, bar)
+    except BaseException:
+        _remove_temporaries(root)
+        raise
+    finally:
+        bar.close()
+    parts = split_ids(ids, seed, tuple(float(f) for f in splits))
+    write_image_sets(root, parts)
+    return {"root": root, "num_images": num_images,
+            "splits": {name: len(part) for name, part in parts.items()}, **totals,
+            "seconds": time.perf_counter() - start}
+
+
+def _collect(results, totals, bar):
+    for stats in results:
+        for key in ("cars", "plates", "characters"):
+            totals[key] += stats[key]
+        totals["images_without_plate"] += stats["plates"] == 0
+        bar.update(1)
