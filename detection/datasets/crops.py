@@ -33,7 +33,7 @@ import numpy as np
 from detection.datasets.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES
 from detection.datasets.voc import VOCDataset, _read_label_map, _read_rgb
 from nn.data import Dataset
-from segmentation.instances import reading_order
+import segmentation.instances  # module import: segmentation.instances imports this package's class map
 
 __all__ = ["crop_windows", "crop_plates", "crop_to_image", "plate_texts", "PlateCropDataset"]
 
@@ -223,7 +223,7 @@ def plate_texts(objects, plate_name="plate", unknown="?"):
     texts = []
     for p, plate_index in enumerate(plates):
         members = np.flatnonzero(owned & (owner == p))
-        order, rows = reading_order(char_boxes[members])
+        order, rows = segmentation.instances.reading_order(char_boxes[members])
         spelt = []
         for k in members[order]:
             obj = objects[chars[k]]
