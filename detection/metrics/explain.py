@@ -44,8 +44,8 @@ def _best_iou_per_det(det_boxes, det_images, det_labels, data, gt_valid, same_cl
         gt_valid (ndarray[G]): bool, ground truths to consider.
         same_class (bool): True: only the detection's class; False: only other classes.
     Returns:
-        tuple: ``best_iou`` ndarray[D] float64 (0 if none), ``best_gt`` ndarray[D] int64
-        flat gt index (-1 if none).
+        tuple: ``best_iou`` ndarray[D] float64 (-1 if there is no such ground truth),
+        ``best_gt`` ndarray[D] int64 flat gt index of the first one with that IoU (-1 if none).
     """
     num_det = len(det_boxes)
     # Ground truths are stored image by image: image i owns [gt_first[i], gt_first[i] + n_i).
@@ -67,9 +67,8 @@ def _best_iou_per_det(det_boxes, det_images, det_labels, data, gt_valid, same_cl
         is_best = key == best[pair_det]
         first[has] = np.minimum.reduceat(np.where(is_best, np.arange(len(key)), len(key)), pair_start[has])
     found = best >= 0
-    best_iou = np.where(found, best, 0.0)
     best_gt = np.where(found, pair_gt[np.minimum(first, len(pair_gt) - 1)] if len(pair_gt) else -1, -1)
-    return best_iou, best_gt
+    return best, best_gt
 
 
 def explain_detections(predictions, targets, iou_thresholds=0.5, max_detections=100, area="all"):
@@ -94,7 +93,7 @@ def explain_detections(predictions, targets, iou_thresholds=0.5, max_detections=
             ``iou`` ndarray[T, D_i] float64 (IoU with the matched gt, 0 if none; for a
             crowd region the intersection over the detection's area),
             ``best_gt``/``best_iou`` ndarray[D_i] int64/float64 (the non-ignored gt of
-            the same class with the highest IoU, -1/0 if none),
+            the same class with the highest IoU, -1/0 if none overlaps),
             ``missed`` ndarray[T, G_i] bool (non-ignored gt matched by no detection),
             ``gt_ignored`` ndarray[G_i] bool;
         ``summary``: dict of ndarray[T] int64 totals over the data set: ``tp``, ``fp``,
@@ -156,10 +155,12 @@ def explain_detections(predictions, targets, iou_thresholds=0.5, max_detections=
     taken[t_idx, match[t_idx, j_idx]] = True
     missed = ~taken & ~gt_ignore[None, :]
 
+    # Reported best match: a same-class ground truth that overlaps at all.
     best_iou = np.zeros(num_det)
     best_gt = np.full(num_det, -1, np.int64)
-    best_iou[kept] = same_iou
-    best_gt[kept] = np.where(same_gt >= 0, data.gt_local[np.maximum(same_gt, 0)] if num_gt else -1, -1)
+    overlaps = same_iou > 0
+    best_iou[kept] = np.where(overlaps, same_iou, 0.0)
+    best_gt[kept] = np.where(overlaps, data.gt_local[np.maximum(same_gt, 0)] if num_gt else -1, -1)
 
     # Split the flat arrays back into images.
     det_cuts = np.cumsum(data.det_counts)[:-1]
