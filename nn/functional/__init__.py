@@ -11,3 +11,4 @@ from nn.functional.pooling import max_pool2d, avg_pool2d, adaptive_avg_pool2d
 from nn.functional.conv import conv2d, conv_transpose2d
 from nn.functional.normalization import batch_norm, group_norm
 from nn.functional.roi import roi_pool, roi_align
+from nn.functional.upsampling import interpolate

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nn.functional.upsampling import separable_map, separable_map_transpose
 from nn.tensor import Function, Tensor
 
 __all__ = [
@@ -442,24 +443,6 @@ def adaptive_pool_matrix(in_size, out_size, dtype=np.float32):
     return (inside / (end - start)[:, None]).astype(dtype)  # (out, in)
 
 
-def _apply_rows_cols(x, rows, cols):
-    """``y[n, a, b, c] = sum_{h, w} rows[a, h] · x[n, h, w, c] · cols[b, w]`` with two GEMMs."""
-    n, h, w, c = x.shape
-    out_h, out_w = rows.shape[0], cols.shape[0]
-    t = np.matmul(rows, x.reshape(n, h, w * c))  # (N, Ho, W·C)
-    y = np.matmul(cols, t.reshape(n * out_h, w, c))  # (N·Ho, Wo, C)
-    return y.reshape(n, out_h, out_w, c)
-
-
-def _apply_rows_cols_transposed(grad, rows, cols):
-    """The adjoint of ``_apply_rows_cols``: the gradient with respect to ``x``."""
-    n, out_h, out_w, c = grad.shape
-    h, w = rows.shape[1], cols.shape[1]
-    t = np.matmul(cols.T, grad.reshape(n * out_h, out_w, c))  # (N·Ho, W, C)
-    dx = np.matmul(rows.T, t.reshape(n, out_h, w * c))  # (N, H, W·C)
-    return dx.reshape(n, h, w, c)
-
-
 def adaptive_avg_pool2d_forward(x, output_size):
     """Adaptive average pooling kernel as two small GEMMs (rows, then columns).
 
@@ -477,7 +460,7 @@ def adaptive_avg_pool2d_forward(x, output_size):
         return y.reshape(n, 1, 1, c), (None, None)
     rows = adaptive_pool_matrix(h, out_h, x.dtype)  # (Ho, H)
     cols = adaptive_pool_matrix(w, out_w, x.dtype)  # (Wo, W)
-    return _apply_rows_cols(x, rows, cols), (rows, cols)
+    return separable_map(x, rows, cols), (rows, cols)
 
 
 def adaptive_avg_pool2d_backward(grad, cache, in_size):
@@ -496,7 +479,7 @@ def adaptive_avg_pool2d_backward(grad, cache, in_size):
         h, w = in_size
         share = grad / (h * w)  # (N, 1, 1, C)
         return np.broadcast_to(share, (n, h, w, c)).copy()
-    return _apply_rows_cols_transposed(grad, rows, cols)
+    return separable_map_transpose(grad, rows, cols)
 
 
 class AdaptiveAvgPool2dFunction(Function):

@@ -8,3 +8,4 @@ from nn.modules.pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d
 from nn.modules.conv import Conv2d, ConvTranspose2d
 from nn.modules.roi import RoIPool, RoIAlign
 from nn.modules.normalization import BatchNorm2d, GroupNorm
+from nn.modules.upsampling import Upsample

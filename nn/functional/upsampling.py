@@ -1,0 +1,331 @@
+"""Resizing feature maps: nearest and bilinear ``interpolate``, channels-last.
+
+Decoders upsample: FCN's score maps, U-Net's expanding path and the top-down
+pathway of a feature pyramid (Lin et al., "Feature Pyramid Networks for Object
+Detection", 2017, uses nearest 2x) all call ``interpolate``. The semantics are
+PyTorch's to the last index, including its float32 arithmetic:
+
+- **nearest**: output index ``o`` reads input ``min(floor(o · scale), in - 1)``
+  computed in float32, where ``scale = 1 / scale_factor`` when a scale factor was
+  given (and not recomputed) and ``in / out`` otherwise; an output as large as the
+  input, or exactly twice as large, reads ``o`` and ``o // 2`` without arithmetic.
+  ``nearest-exact`` reads ``min(floor((o + 0.5) · scale), in - 1)``.
+- **bilinear** (separable: linear along H, then along W)::
+
+      align_corners=True:   src = o · (in - 1) / (out - 1)
+      align_corners=False:  src = max(scale · (o + 0.5) - 0.5, 0)   (half-pixel centres)
+      i0 = min(floor(src), in - 1),  i1 = min(i0 + 1, in - 1),  l1 = src - i0
+      y[o] = (1 - l1) · x[i0] + l1 · x[i1]
+
+  with ``scale`` chosen as for nearest, so ``scale_factor=1.5`` and the
+  equivalent ``size`` give different maps unless ``recompute_scale_factor=True``.
+
+Both modes are separable linear maps ``y = R · x · Cᵀ`` per channel, with an
+``(Ho, H)`` row matrix ``R`` and a ``(Wo, W)`` column matrix ``C``. Bilinear applies
+them as two GEMMs (rows over an ``(N, H, W·C)`` view, then columns over
+``(N·Ho, W, C)``); its backward multiplies by the transposes. Nearest copies by
+integer indexing instead; for integer factors (``Ho = k·H``) it is one broadcast
+copy forward and a sum over the ``k`` replicas backward.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from nn.tensor import Function, Tensor
+
+__all__ = [
+    "interpolate", "interpolate_forward", "interpolate_backward",
+    "nearest_source_indices", "linear_source_weights", "interpolation_matrix",
+    "separable_map", "separable_map_transpose", "InterpolateFunction",
+]
+
+MODES = ("nearest", "nearest-exact", "bilinear")
+
+
+# ------------------------------------------------------- source positions
+def _kernel_scale(in_size, out_size, scale, dtype):
+    """Input pixels per output pixel as PyTorch's kernels compute it, in ``dtype``.
+
+    ``1 / scale_factor`` (computed in double, then rounded) when a scale factor is
+    passed to the kernel, else ``in / out`` computed in ``dtype``.
+    """
+    if scale is not None and scale > 0:
+        return dtype.type(1.0 / scale)
+    return dtype.type(in_size) / dtype.type(out_size)
+
+
+def nearest_source_indices(in_size, out_size, scale=None, exact=False):
+    """Input index read by each output index in ``nearest`` (or ``nearest-exact``) mode.
+
+    Args:
+        in_size, out_size (int): lengths along the axis.
+        scale (float, optional): the scale factor handed to the kernel (None: use sizes).
+        exact (bool): ``nearest-exact`` (pixel centres) instead of PyTorch's legacy rule.
+    Returns:
+        ndarray[out_size] int64, non-decreasing.
+    """
+    dst = np.arange(out_size)
+    if not exact:
+        if out_size == in_size:
+            return dst
+        if out_size == 2 * in_size:
+            return dst >> 1
+    s = _kernel_scale(in_size, out_size, scale, np.dtype(np.float32))
+    if exact:
+        # PyTorch: floorf((dst + 0.5) * scale): a double product rounded to float32.
+        src = np.floor(((dst + 0.5) * np.float64(s)).astype(np.float32))
+    else:
+        src = np.floor(dst.astype(np.float32) * s)  # float32 product, as floorf(dst * scale)
+    return np.minimum(src.astype(np.int64), in_size - 1)
+
+
+def linear_source_weights(in_size, out_size, scale=None, align_corners=False, dtype=np.float32):
+    """The two input indices and weights of each output index in linear interpolation.
+
+    Computed in ``dtype`` (float32 for float32 data, as PyTorch's kernels do).
+
+    Returns:
+        tuple: ``i0, i1`` (ndarray[out_size] int64) and ``l0, l1`` (ndarray[out_size],
+        ``dtype``) with ``y[o] = l0[o] · x[i0[o]] + l1[o] · x[i1[o]]``.
+    """
+    dtype = np.dtype(dtype)
+    dst = np.arange(out_size)
+    if out_size == in_size:
+        return dst, dst, np.ones(out_size, dtype), np.zeros(out_size, dtype)
+    if align_corners:
+        ratio = dtype.type(in_size - 1) / dtype.type(out_size - 1) if out_size > 1 else dtype.type(0)
+        src = ratio * dst.astype(dtype)
+    else:
+        ratio = _kernel_scale(in_size, out_size, scale, dtype)
+        src = ratio * (dst.astype(dtype) + dtype.type(0.5)) - dtype.type(0.5)
+        src = np.maximum(src, dtype.type(0))  # half-pixel centres before the first pixel clamp
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    l1 = np.clip(src - i0.astype(dtype), 0, 1).astype(dtype)
+    i1 = i0 + (i0 < in_size - 1)
+    return i0, i1, (dtype.type(1) - l1).astype(dtype), l1
+
+
+def interpolation_matrix(in_size, out_size, mode, scale=None, align_corners=False,
+                         dtype=np.float32):
+    """The ``(out_size, in_size)`` matrix of interpolation along one axis.
+
+    Row ``o`` holds the weights with which output ``o`` mixes the inputs: a single 1
+    for nearest modes, ``l0`` and ``l1`` for bilinear.
+    """
+    matrix = np.zeros((out_size, in_size), dtype=dtype)
+    rows = np.arange(out_size)
+    if mode == "bilinear":
+        i0, i1, l0, l1 = linear_source_weights(in_size, out_size, scale, align_corners, dtype)
+        matrix[rows, i0] = l0
+        matrix[rows, i1] += l1  # i1 == i0 at the last input: the weights add to 1
+    else:
+        matrix[rows, nearest_source_indices(in_size, out_size, scale, mode == "nearest-exact")] = 1
+    return matrix
+
+
+# ------------------------------------------------------ separable linear maps
+def separable_map(x, rows, cols):
+    """``y[n, a, b, c] = sum_{h, w} rows[a, h] · x[n, h, w, c] · cols[b, w]`` as two GEMMs.
+
+    Args:
+        x (ndarray[N, H, W, C]), rows (ndarray[Ho, H]), cols (ndarray[Wo, W]).
+    Returns:
+        ndarray[N, Ho, Wo, C]
+    """
+    n, h, w, c = x.shape
+    out_h, out_w = rows.shape[0], cols.shape[0]
+    t = np.matmul(rows, np.ascontiguousarray(x).reshape(n, h, w * c))  # (N, Ho, W·C)
+    y = np.matmul(cols, t.reshape(n * out_h, w, c))  # (N·Ho, Wo, C)
+    return y.reshape(n, out_h, out_w, c)
+
+
+def separable_map_transpose(grad, rows, cols):
+    """The adjoint of ``separable_map`` (its gradient with respect to ``x``).
+
+    Args:
+        grad (ndarray[N, Ho, Wo, C]), rows (ndarray[Ho, H]), cols (ndarray[Wo, W]).
+    Returns:
+        ndarray[N, H, W, C]
+    """
+    n, out_h, out_w, c = grad.shape
+    h, w = rows.shape[1], cols.shape[1]
+    t = np.matmul(cols.T, np.ascontiguousarray(grad).reshape(n * out_h, out_w, c))  # (N·Ho, W, C)
+    dx = np.matmul(rows.T, t.reshape(n, out_h, w * c))  # (N, H, W·C)
+    return dx.reshape(n, h, w, c)
+
+
+# ------------------------------------------------------------------ kernels
+def _integer_factor(indices, in_size):
+    """``k`` when ``indices == arange(k · in) // k`` (plain replication), else None."""
+    out_size = indices.shape[0]
+    if out_size % in_size:
+        return None
+    k = out_size // in_size
+    return k if np.array_equal(indices, np.arange(out_size) // k) else None
+
+
+def interpolate_forward(x, out_size, mode, scales=(None, None), align_corners=False):
+    """Interpolation kernel.
+
+    Args:
+        x (ndarray[N, H, W, C]): input (any dtype for nearest modes, float for bilinear).
+        out_size (tuple): ``(Ho, Wo)``.
+        mode (str): "nearest", "nearest-exact" or "bilinear".
+        scales (tuple): scale factors handed to the kernel per axis, or None each.
+        align_corners (bool): bilinear only.
+    Returns:
+        tuple: ``y`` (ndarray[N, Ho, Wo, C]) and ``cache`` for ``interpolate_backward``.
+    """
+    n, h, w, c = x.shape
+    out_h, out_w = out_size
+    if mode == "bilinear":
+        if (out_h, out_w) == (h, w):
+            return x.copy(), ("identity",)
+        rows = interpolation_matrix(h, out_h, mode, scales[0], align_corners, x.dtype)  # (Ho, H)
+        cols = interpolation_matrix(w, out_w, mode, scales[1], align_corners, x.dtype)  # (Wo, W)
+        return separable_map(x, rows, cols), ("matrix", rows, cols)
+    exact = mode == "nearest-exact"
+    rows_index = nearest_source_indices(h, out_h, scales[0], exact)
+    cols_index = nearest_source_indices(w, out_w, scales[1], exact)
+    kh, kw = _integer_factor(rows_index, h), _integer_factor(cols_index, w)
+    if kh is not None and kw is not None:
+        # Replication: one copy of a broadcast (N, H, kh, W, kw, C) view.
+        y = np.broadcast_to(x[:, :, None, :, None, :], (n, h, kh, w, kw, c))
+        return y.reshape(n, out_h, out_w, c), ("repeat", kh, kw)
+    y = np.take(x, rows_index, axis=1)  # (N, Ho, W, C)
+    y = np.take(y, cols_index, axis=2)  # (N, Ho, Wo, C)
+    return y, ("gather", rows_index, cols_index, h, w)
+
+
+def interpolate_backward(grad, cache):
+    """Gradient of ``interpolate_forward`` with respect to its input.
+
+    Args:
+        grad (ndarray[N, Ho, Wo, C]): gradient of the output.
+        cache (tuple): from ``interpolate_forward``.
+    Returns:
+        ndarray[N, H, W, C]
+    """
+    kind = cache[0]
+    if kind == "identity":
+        return grad.copy()
+    if kind == "matrix":
+        _, rows, cols = cache
+        return separable_map_transpose(grad, rows.astype(grad.dtype, copy=False),
+                                       cols.astype(grad.dtype, copy=False))
+    n, out_h, out_w, c = grad.shape
+    if kind == "repeat":
+        _, kh, kw = cache
+        h, w = out_h // kh, out_w // kw
+        g = np.ascontiguousarray(grad)
+        # Sum the kh row replicas over long (W·kw·C) rows, then the kw column replicas.
+        g = g.reshape(n, h, kh, out_w * c).sum(axis=2)  # (N, H, Wo·C)
+        return g.reshape(n, h, w, kw, c).sum(axis=3)  # (N, H, W, C)
+    # Arbitrary indices: each input accumulates the outputs that read it, i.e. the
+    # transposed one-hot selection matrices (no scatter-add with np.add.at).
+    _, rows_index, cols_index, h, w = cache
+    rows = np.zeros((out_h, h), dtype=grad.dtype)
+    rows[np.arange(out_h), rows_index] = 1
+    cols = np.zeros((out_w, w), dtype=grad.dtype)
+    cols[np.arange(out_w), cols_index] = 1
+    return separable_map_transpose(grad, rows, cols)
+
+
+class InterpolateFunction(Function):
+    """Autograd glue of ``interpolate``."""
+
+    @staticmethod
+    def forward(ctx, x, out_size, mode, scales, align_corners):
+        y, ctx.cache = interpolate_forward(x, out_size, mode, scales, align_corners)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return interpolate_backward(grad, ctx.cache)
+
+
+# ---------------------------------------------------------------- arguments
+def _pair_of(value, name, kind):
+    """``value`` as a pair; ``kind`` checks each element (``int`` or ``float``)."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2:
+        raise ValueError(f"{name} must be a number or a pair (H, W), got {value!r}")
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError(f"{name} must hold numbers, got {value!r}")
+        if kind is int and not isinstance(item, (int, np.integer)):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        if kind is float and not isinstance(item, numbers.Real):
+            raise TypeError(f"{name} must be a number or a pair of numbers, got {value!r}")
+    return items
+
+
+def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None):
+    """Resize an ``(N, H, W, C)`` map, PyTorch's ``F.interpolate`` semantics (2-D modes).
+
+    Exactly one of ``size`` and ``scale_factor`` is given. With ``scale_factor`` the
+    output size is ``floor(in · scale_factor)`` and, unless ``recompute_scale_factor``,
+    the kernel samples at ``1 / scale_factor`` input pixels per output pixel (see the
+    module docstring for the index formulas).
+
+    Args:
+        x (Tensor or ndarray[N, H, W, C]): input; float for bilinear, any numeric
+            dtype (e.g. integer label maps) for nearest modes.
+        size (int or (int, int), optional): output ``(Ho, Wo)``.
+        scale_factor (float or (float, float), optional): multiplier of ``(H, W)``.
+        mode (str): "nearest" (PyTorch's default rule), "nearest-exact" or "bilinear".
+        align_corners (bool, optional): bilinear only; False (default) samples at
+            pixel centres, True maps corner pixels onto corner pixels.
+        recompute_scale_factor (bool, optional): sample at ``in / out`` computed from
+            the output size instead of the given ``scale_factor``.
+    Returns:
+        Tensor[N, Ho, Wo, C]: dtype of ``x``.
+    Raises:
+        ValueError: not 4-D, both or neither of ``size``/``scale_factor``, an output
+            size below 1, an unknown mode, ``align_corners`` with a nearest mode.
+        TypeError: sizes that are not ints, a dtype the mode cannot interpolate.
+    """
+    array = x.data if isinstance(x, Tensor) else np.asarray(x)
+    if array.ndim != 4:
+        raise ValueError(
+            f"x must be a 4-D (N, H, W, C) channels-last array, got shape {array.shape}"
+        )
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "bilinear":
+        if array.dtype.kind != "f":
+            raise TypeError(f"bilinear interpolation needs a floating-point x, got {array.dtype}")
+        align_corners = bool(align_corners) if align_corners is not None else False
+    else:
+        if align_corners is not None:
+            raise ValueError(
+                f"align_corners can only be set with mode='bilinear', got mode={mode!r}"
+            )
+        if array.dtype.kind not in "fiub":
+            raise TypeError(f"x must have a numeric dtype, got {array.dtype}")
+    if (size is None) == (scale_factor is None):
+        raise ValueError("exactly one of size and scale_factor must be given, got "
+                         + ("both" if size is not None else "neither"))
+    in_size = array.shape[1:3]
+    if size is not None:
+        if recompute_scale_factor:
+            raise ValueError("recompute_scale_factor is not meaningful with an explicit size")
+        out_size = tuple(int(s) for s in _pair_of(size, "size", int))
+        scales = (None, None)
+    else:
+        factors = tuple(float(f) for f in _pair_of(scale_factor, "scale_factor", float))
+        if not all(math.isfinite(f) and f > 0 for f in factors):
+            raise ValueError(f"scale_factor must be positive and finite, got {scale_factor!r}")
+        # PyTorch: floor(float(in) * scale), in double precision.
+        out_size = tuple(int(math.floor(float(i) * f)) for i, f in zip(in_size, factors))
+        scales = (None, None) if recompute_scale_factor else factors
+    if min(out_size) < 1 or min(in_size) < 1:
+        raise ValueError(
+            f"input and output sizes must be at least 1, got input {tuple(in_size)} and "
+            f"output {out_size}"
+        )
+    return InterpolateFunction.apply(
+        x, out_size=out_size, mode=mode, scales=scales, align_corners=align_corners,
+    )
