@@ -68,12 +68,23 @@ def softmax_forward(x, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def log_softmax_forward(x, axis=-1):
-    """``x - max - log(sum(exp(x - max)))`` along ``axis`` (ndarray in, ndarray out)."""
+def log_softmax_forward(x, axis=-1, return_probs=False):
+    """``x - max - log(sum(exp(x - max)))`` along ``axis`` (ndarray in, ndarray out).
+
+    With ``return_probs`` also returns ``softmax(x)``, which backward passes need:
+    dividing the exponentials already computed here is ~3x cheaper than a second
+    ``exp`` of the log-probabilities later.
+    """
     if x.shape[axis] == 0:
-        return x.copy()
+        return (x.copy(), x.copy()) if return_probs else x.copy()
     shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    e = np.exp(shifted)
+    total = e.sum(axis=axis, keepdims=True)
+    shifted -= np.log(total)  # now the log-probabilities
+    if not return_probs:
+        return shifted
+    e /= total  # now the probabilities
+    return shifted, e
 
 
 # --------------------------------------------------------------- Functions
@@ -159,15 +170,15 @@ class LogSoftmaxFunction(Function):
 
     @staticmethod
     def forward(ctx, x, axis=-1):
-        out = log_softmax_forward(x, axis)
-        ctx.save_for_backward(out)
+        out, probs = log_softmax_forward(x, axis, return_probs=True)
+        ctx.save_for_backward(probs)
         ctx.axis = axis
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        return grad - np.exp(out) * grad.sum(axis=ctx.axis, keepdims=True)
+        (probs,) = ctx.saved_tensors
+        return grad - probs * grad.sum(axis=ctx.axis, keepdims=True)
 
 
 class DropoutFunction(Function):

@@ -126,13 +126,14 @@ def cross_entropy_forward(logits, target, weight=None, ignore_index=-100, label_
         ignore_index (int): rows with this target contribute 0.
         label_smoothing (float): ε in [0, 1].
     Returns:
-        tuple: ``(per_row ndarray[M], w_t ndarray[M], logp ndarray[M, K])``; the
-        PyTorch mean divides ``per_row.sum()`` by ``w_t.sum()``.
+        tuple: ``(per_row ndarray[M], w_t ndarray[M], probs ndarray[M, K])`` where
+        ``probs = softmax(x)`` is kept for the backward; the PyTorch mean divides
+        ``per_row.sum()`` by ``w_t.sum()``.
     """
     num_rows, num_classes = logits.shape
     valid = target != ignore_index
     safe_target = np.where(valid, target, 0)
-    logp = log_softmax_forward(logits, axis=-1)
+    logp, probs = log_softmax_forward(logits, axis=-1, return_probs=True)
     rows = np.arange(num_rows)
     picked = logp[rows, safe_target]  # (M,) log-probability of the target class
     class_weight = np.ones(num_classes, dtype=logits.dtype) if weight is None else weight
@@ -141,10 +142,10 @@ def cross_entropy_forward(logits, target, weight=None, ignore_index=-100, label_
     if label_smoothing > 0:
         smooth = -(logp * class_weight).sum(axis=-1) * valid  # (M,)
         per_row = per_row + (label_smoothing / num_classes) * smooth
-    return per_row.astype(logits.dtype, copy=False), w_t, logp
+    return per_row.astype(logits.dtype, copy=False), w_t, probs
 
 
-def cross_entropy_backward(grad_rows, logp, target, w_t, valid, weight=None, label_smoothing=0.0):
+def cross_entropy_backward(grad_rows, probs, target, w_t, valid, weight=None, label_smoothing=0.0):
     """Gradient of ``cross_entropy_forward`` with respect to the logits.
 
     With ``G = dL/dlogp`` the log-softmax backward is ``G - softmax(x) · Σ_k G_k``.
@@ -152,17 +153,17 @@ def cross_entropy_backward(grad_rows, logp, target, w_t, valid, weight=None, lab
 
     Args:
         grad_rows (ndarray[M]): gradient of each row's loss.
-        logp (ndarray[M, K]), target (ndarray[M]), w_t (ndarray[M]), valid (ndarray[M] bool):
-            from the forward (``target`` with ignored rows replaced by 0).
+        probs (ndarray[M, K]), target (ndarray[M]), w_t (ndarray[M]), valid (ndarray[M] bool):
+            from the forward (``probs = softmax(x)``; ``target`` with ignored rows
+            replaced by 0).
     Returns:
         ndarray[M, K]
     """
-    num_rows, num_classes = logp.shape
-    probs = np.exp(logp)
+    num_rows, num_classes = probs.shape
     target_coef = (1.0 - label_smoothing) * w_t * grad_rows  # (M,) -G at the target column
     g_sum = -target_coef  # (M,) Σ_k G_k
     if label_smoothing > 0:
-        class_weight = np.ones(num_classes, dtype=logp.dtype) if weight is None else weight
+        class_weight = np.ones(num_classes, dtype=probs.dtype) if weight is None else weight
         smooth_coef = (label_smoothing / num_classes) * grad_rows * valid  # (M,)
         g_smooth = -smooth_coef[:, None] * class_weight[None, :]  # (M, K)
         g_sum = g_sum - smooth_coef * class_weight.sum()
@@ -171,7 +172,7 @@ def cross_entropy_backward(grad_rows, logp, target, w_t, valid, weight=None, lab
         dx = -probs * g_sum[:, None]
     # One target per row: the column indices are unique within each row.
     dx[np.arange(num_rows), target] -= target_coef
-    return dx.astype(logp.dtype, copy=False)
+    return dx.astype(probs.dtype, copy=False)
 
 
 class CrossEntropyFunction(Function):
@@ -185,11 +186,11 @@ class CrossEntropyFunction(Function):
         rows = int(np.prod(batch_shape, dtype=np.int64))
         logits2 = logits.reshape(rows, num_classes)  # (M, K)
         target1 = target.reshape(rows)  # (M,)
-        per_row, w_t, logp = cross_entropy_forward(
+        per_row, w_t, probs = cross_entropy_forward(
             logits2, target1, weight, ignore_index, label_smoothing
         )
         valid = target1 != ignore_index
-        ctx.logp, ctx.w_t, ctx.valid = logp, w_t, valid
+        ctx.probs, ctx.w_t, ctx.valid = probs, w_t, valid
         ctx.target = np.where(valid, target1, 0)
         ctx.weight, ctx.label_smoothing = weight, label_smoothing
         ctx.reduction, ctx.batch_shape, ctx.logits_shape = reduction, batch_shape, logits.shape
@@ -199,11 +200,11 @@ class CrossEntropyFunction(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        dtype = ctx.logp.dtype
+        dtype = ctx.probs.dtype
         grad_rows = reduce_backward(grad, ctx.batch_shape, dtype, ctx.reduction, ctx.denominator)
         grad_rows = np.reshape(grad_rows, -1)  # (M,)
         dx = cross_entropy_backward(
-            grad_rows, ctx.logp, ctx.target, ctx.w_t, ctx.valid, ctx.weight, ctx.label_smoothing
+            grad_rows, ctx.probs, ctx.target, ctx.w_t, ctx.valid, ctx.weight, ctx.label_smoothing
         )
         return dx.reshape(ctx.logits_shape)
 

@@ -1,0 +1,254 @@
+"""Speed of the nn core's hot training ops against torch (CPU), float32.
+
+Run as a script::
+
+    python benchmarks/bench_core.py            # 5 rounds
+    python benchmarks/bench_core.py --quick    # 2 rounds, fewer repeats
+
+What is timed (forward + backward through autograd unless noted):
+
+- ``gather rows``: ``x[idx]`` on ``(20000, 64)`` with 40000 random (repeating) row
+  indices — the fancy-index backward that replaced ``np.add.at``;
+- ``gather pairs``: ``logits[arange(N), labels]`` on ``(200000, 10)`` (unique positions);
+- ``mask select``: ``x[mask]`` with a boolean mask on ``(64, 64, 64)``;
+- ``cross_entropy``: segmentation-sized logits ``(16, 64, 64, 21)``, 5% ignored
+  (torch gets ``(16, 21, 64, 64)``, its layout);
+- ``focal``: ``sigmoid_focal_loss`` on ``(4, 20000, 20)`` (torch: torchvision's
+  formula with torch ops; torchvision cannot be imported here), sum reduction;
+- ``linear``: ``(4096, 256) -> 256``;
+- ``log_softmax``: ``(4096, 1000)``;
+- ``adam step``: one ``Adam.step()`` over 1.2 M parameters in 8 tensors (update only).
+
+For the gather cases the column ``add.at`` is the old backward (``np.add.at``),
+timed in our process, for reference.
+
+Method (``../shared/bench/BASELINES.md``): each library runs in its own process with
+2 threads; processes are interleaved round by round (order alternating), and each
+case reports the median of all timed repeats after warm-up. The machine is shared,
+so the ratio (ours / torch) is the figure to read.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADAM_SHAPES = [(3, 3, 64, 128), (3, 3, 128, 128), (3, 3, 128, 256), (256,), (256, 1000), (1000,),
+               (1, 1, 256, 256), (3, 3, 64, 64)]
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    data = {
+        "rows_x": rng.standard_normal((20000, 64)).astype(np.float32),
+        "rows_idx": rng.integers(0, 20000, size=40000),
+        "pairs_x": rng.standard_normal((200000, 10)).astype(np.float32),
+        "pairs_t": rng.integers(0, 10, size=200000),
+        "mask_x": rng.standard_normal((64, 64, 64)).astype(np.float32),
+        "ce_x": rng.standard_normal((16, 64, 64, 21)).astype(np.float32),
+        "ce_t": rng.integers(0, 21, size=(16, 64, 64)),
+        "focal_x": (rng.standard_normal((4, 20000, 20)) * 3).astype(np.float32),
+        "focal_y": (rng.random((4, 20000, 20)) < 0.01).astype(np.float32),
+        "lin_x": rng.standard_normal((4096, 256)).astype(np.float32),
+        "lin_w": (rng.standard_normal((256, 256)) * 0.05).astype(np.float32),
+        "lin_b": np.zeros(256, np.float32),
+        "ls_x": rng.standard_normal((4096, 1000)).astype(np.float32),
+        "adam": [rng.standard_normal(s).astype(np.float32) for s in ADAM_SHAPES],
+        "adam_g": [rng.standard_normal(s).astype(np.float32) for s in ADAM_SHAPES],
+    }
+    data["ce_t"][rng.random(data["ce_t"].shape) < 0.05] = 255
+    data["mask"] = data["mask_x"] > 0.5
+    return data
+
+
+# ============================================================ cases per library
+def numpy_cases():
+    sys.path.insert(0, ROOT)
+    import nn
+    import nn.functional as F
+
+    d = _inputs()
+    cases = {}
+
+    def fwd_bwd(make_output, *leaves):
+        def run():
+            for leaf in leaves:
+                leaf.grad = None
+            out = make_output()
+            if out.size == 1:
+                out.backward()
+            else:
+                out.backward(np.ones(out.shape, out.dtype))
+        return run
+
+    rows_x = nn.Tensor(d["rows_x"], requires_grad=True)
+    cases["gather rows"] = fwd_bwd(lambda: rows_x[d["rows_idx"]], rows_x)
+    pairs_x = nn.Tensor(d["pairs_x"], requires_grad=True)
+    rows = np.arange(len(d["pairs_t"]))
+    cases["gather pairs"] = fwd_bwd(lambda: pairs_x[rows, d["pairs_t"]], pairs_x)
+    mask_x = nn.Tensor(d["mask_x"], requires_grad=True)
+    cases["mask select"] = fwd_bwd(lambda: mask_x[d["mask"]], mask_x)
+
+    ce_x = nn.Tensor(d["ce_x"], requires_grad=True)
+    cases["cross_entropy"] = fwd_bwd(lambda: F.cross_entropy(ce_x, d["ce_t"], ignore_index=255), ce_x)
+    focal_x = nn.Tensor(d["focal_x"], requires_grad=True)
+    cases["focal"] = fwd_bwd(lambda: F.sigmoid_focal_loss(focal_x, d["focal_y"], reduction="sum"),
+                             focal_x)
+    lin = [nn.Tensor(d[k], requires_grad=True) for k in ("lin_x", "lin_w", "lin_b")]
+    cases["linear"] = fwd_bwd(lambda: F.linear(*lin), *lin)
+    ls_x = nn.Tensor(d["ls_x"], requires_grad=True)
+    cases["log_softmax"] = fwd_bwd(lambda: F.log_softmax(ls_x), ls_x)
+
+    params = [nn.Parameter(a.copy()) for a in d["adam"]]
+    for p, g in zip(params, d["adam_g"]):
+        p.grad = g
+    opt = nn.optim.Adam(params, lr=1e-4)
+    cases["adam step"] = opt.step
+
+    # The old backward, for reference: np.add.at into a zero array.
+    def add_at_rows():
+        out = np.zeros_like(d["rows_x"])
+        np.add.at(out, d["rows_idx"], np.ones((len(d["rows_idx"]), 64), np.float32))
+
+    def add_at_pairs():
+        out = np.zeros_like(d["pairs_x"])
+        np.add.at(out, (rows, d["pairs_t"]), np.ones(len(rows), np.float32))
+
+    def add_at_mask():
+        out = np.zeros_like(d["mask_x"])
+        np.add.at(out, d["mask"], np.ones(int(d["mask"].sum()), np.float32))
+
+    cases["add.at gather rows"] = add_at_rows
+    cases["add.at gather pairs"] = add_at_pairs
+    cases["add.at mask select"] = add_at_mask
+    return cases
+
+
+def torch_cases():
+    import torch
+
+    torch.set_num_threads(2)
+    d = _inputs()
+    t = torch.from_numpy
+    cases = {}
+
+    def fwd_bwd(make_output, *leaves):
+        def run():
+            for leaf in leaves:
+                leaf.grad = None
+            out = make_output()
+            out.backward(torch.ones_like(out))
+        return run
+
+    rows_x = t(d["rows_x"]).requires_grad_()
+    rows_idx = t(d["rows_idx"])
+    cases["gather rows"] = fwd_bwd(lambda: rows_x[rows_idx], rows_x)
+    pairs_x = t(d["pairs_x"]).requires_grad_()
+    rows, cols = torch.arange(len(d["pairs_t"])), t(d["pairs_t"])
+    cases["gather pairs"] = fwd_bwd(lambda: pairs_x[rows, cols], pairs_x)
+    mask_x = t(d["mask_x"]).requires_grad_()
+    mask = t(d["mask"])
+    cases["mask select"] = fwd_bwd(lambda: mask_x[mask], mask_x)
+
+    ce_x = t(np.ascontiguousarray(d["ce_x"].transpose(0, 3, 1, 2))).requires_grad_()
+    ce_t = t(d["ce_t"])
+    cases["cross_entropy"] = fwd_bwd(
+        lambda: torch.nn.functional.cross_entropy(ce_x, ce_t, ignore_index=255), ce_x)
+
+    focal_x, focal_y = t(d["focal_x"]).requires_grad_(), t(d["focal_y"])
+
+    def focal():
+        p = torch.sigmoid(focal_x)
+        ce = torch.nn.functional.binary_cross_entropy_with_logits(focal_x, focal_y, reduction="none")
+        p_t = p * focal_y + (1 - p) * (1 - focal_y)
+        loss = ce * ((1 - p_t) ** 2.0)
+        alpha_t = 0.25 * focal_y + 0.75 * (1 - focal_y)
+        return (alpha_t * loss).sum()
+
+    cases["focal"] = fwd_bwd(focal, focal_x)
+    lin_x = t(d["lin_x"]).requires_grad_()
+    lin_w = t(np.ascontiguousarray(d["lin_w"].T)).requires_grad_()
+    lin_b = t(d["lin_b"]).requires_grad_()
+    cases["linear"] = fwd_bwd(lambda: torch.nn.functional.linear(lin_x, lin_w, lin_b), lin_x, lin_w, lin_b)
+    ls_x = t(d["ls_x"]).requires_grad_()
+    cases["log_softmax"] = fwd_bwd(lambda: torch.log_softmax(ls_x, dim=-1), ls_x)
+
+    params = [t(a.copy()).requires_grad_() for a in d["adam"]]
+    for p, g in zip(params, d["adam_g"]):
+        p.grad = t(g)
+    opt = torch.optim.Adam(params, lr=1e-4)
+    cases["adam step"] = opt.step
+    return cases
+
+
+# ==================================================================== workers
+def time_cases(cases, repeats, warmup):
+    times = {}
+    for name, run in cases.items():
+        for _ in range(warmup):
+            run()
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - start)
+        times[name] = samples
+    return times
+
+
+def run_worker(lib, repeats, warmup):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+    command = [sys.executable, os.path.abspath(__file__), "--worker", lib, "--repeats", str(repeats),
+               "--warmup", str(warmup)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {lib} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of few repeats")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("numpy", "torch"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    rounds = args.rounds or (2 if args.quick else 5)
+    repeats = args.repeats or (3 if args.quick else 7)
+
+    if args.worker:
+        make = numpy_cases if args.worker == "numpy" else torch_cases
+        print(json.dumps(time_cases(make(), repeats, args.warmup)))
+        return
+
+    samples = {}
+    for r in range(rounds):
+        for lib in (("numpy", "torch") if r % 2 == 0 else ("torch", "numpy")):
+            for name, values in run_worker(lib, repeats, args.warmup).items():
+                samples.setdefault((name, lib), []).extend(values)
+        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+
+    print(f"\nfloat32 fwd+bwd (adam: one step), medians of {rounds} rounds x {repeats} repeats, "
+          f"2 threads\n")
+    print(f"{'case':<16} {'ours ms':>9} {'torch ms':>9} {'ratio':>7} {'add.at ms':>10} {'speed-up':>9}")
+    for (name, lib) in list(samples):
+        if lib != "numpy" or name.startswith("add.at"):
+            continue
+        ours = 1e3 * np.median(samples[(name, "numpy")])
+        theirs = 1e3 * np.median(samples[(name, "torch")])
+        line = f"{name:<16} {ours:9.2f} {theirs:9.2f} {ours / theirs:7.2f}"
+        old = samples.get((f"add.at {name}", "numpy"))
+        if old is not None:
+            # add.at alone (backward only) against our whole forward + backward
+            old_ms = 1e3 * np.median(old)
+            line += f" {old_ms:10.2f} {old_ms / ours:8.1f}x"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
