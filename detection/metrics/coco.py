@@ -134,59 +134,52 @@ def _min_true_positives(num_gt, recall_thresholds):
 
 
 def _interpolated_precision(tp, fp, cls, scores, num_gt):
-    """Precision envelope at the recall points for one area range and maxDets value.
+    """Precision envelope at the recall points, for one threshold, area range and maxDets.
 
     Args:
-        tp, fp (ndarray[T, n]): bool, detections sorted by class, then decreasing score.
+        tp, fp (ndarray[n]): bool, detections sorted by class, then decreasing score.
         cls (ndarray[n]): int64 class index, sorted.
         scores (ndarray[n]): float64.
         num_gt (ndarray[K]): int64 non-ignored ground truths per class.
     Returns:
-        tuple: precision (T, K, R), scores (T, K, R), recall (T, K), all float64.
+        tuple: precision (K, R), scores (K, R), recall (K,), all float64.
     """
-    num_thr, n = tp.shape
-    num_classes = len(num_gt)
-    classes = np.arange(num_classes)
-    row = np.arange(num_thr)[:, None, None]  # (T, 1, 1)
+    n = len(tp)
+    classes = np.arange(len(num_gt))
     seg_start = np.searchsorted(cls, classes, side="left")  # (K,)
     seg_end = np.searchsorted(cls, classes, side="right")
-    seg_len = seg_end - seg_start
     npig = np.maximum(num_gt, 1)
 
-    # Running counts over the whole row; a class's own counts subtract what came before it.
-    tp_run = np.zeros((num_thr, n + 1), np.int64)
-    fp_run = np.zeros((num_thr, n + 1), np.int64)
-    np.cumsum(tp, axis=1, out=tp_run[:, 1:])
-    np.cumsum(fp, axis=1, out=fp_run[:, 1:])
-    tp_before, fp_before = tp_run[:, seg_start], fp_run[:, seg_start]  # (T, K)
-    recall = (tp_run[:, seg_end] - tp_before) / npig  # (T, K)
-    tp_cls = tp_run[:, 1:] - np.repeat(tp_before, seg_len, axis=1)  # (T, n)
-    fp_cls = fp_run[:, 1:] - np.repeat(fp_before, seg_len, axis=1)
-    pr = np.zeros((num_thr, n + 1))  # last column: a 0 sentinel that reduceat may touch
-    np.divide(tp_cls, fp_cls + tp_cls + _EPS, out=pr[:, :n])
+    # Running counts over all classes; a class's own counts subtract what came before it.
+    tp_run = np.zeros(n + 1, np.int64)
+    fp_run = np.zeros(n + 1, np.int64)
+    np.cumsum(tp, out=tp_run[1:])
+    np.cumsum(fp, out=fp_run[1:])
+    tp_before, fp_before = tp_run[seg_start], fp_run[seg_start]  # (K,)
+    recall = (tp_run[seg_end] - tp_before) / npig
+    seg_len = seg_end - seg_start
+    tp_cls = tp_run[1:] - np.repeat(tp_before, seg_len)  # (n,)
+    fp_cls = fp_run[1:] - np.repeat(fp_before, seg_len)
+    pr = np.zeros(n + 1)  # pr[n] = 0: a sentinel that reduceat may touch
+    np.divide(tp_cls, fp_cls + tp_cls + _EPS, out=pr[:n])
 
     # Recall point r is reached at the first detection of the class with TP count >= need.
-    # The running counts increase along the row, so one searchsorted finds all of them:
-    # the first position with tp_run >= tp_before + need (rows offset to keep keys sorted).
+    # The running count never decreases, so one searchsorted finds all (class, r) at once:
+    # the first position with tp_run >= tp_before + need.
     need = _min_true_positives(npig, RECALL_THRESHOLDS)  # (K, R)
-    keys = (tp_run[:, 1:] + np.arange(num_thr)[:, None] * (n + 1)).ravel()
-    queries = row * (n + 1) + tp_before[:, :, None] + need[None]  # (T, K, R)
-    pos = np.searchsorted(keys, queries.ravel(), side="left").reshape(queries.shape) - row * n
+    pos = np.searchsorted(tp_run[1:], tp_before[:, None] + need, side="left")  # (K, R)
     # need == 0 (r = 0) may land on the previous class's trailing false positives.
-    pos = np.clip(pos, seg_start[None, :, None], n)
-    reached = pos < seg_end[None, :, None]
+    pos = np.maximum(pos, seg_start[:, None])
+    reached = pos < seg_end[:, None]
 
     # Envelope at pos = max of pr over [pos, class end): the maximum of each block
     # [pos_r, pos_r+1) by reduceat, then a running maximum from the right.
-    bounds = np.concatenate(
-        [np.minimum(pos, seg_end[None, :, None]), np.broadcast_to(seg_end[None, :, None], pos.shape[:2] + (1,))],
-        axis=2,
-    ) + row * (n + 1)  # (T, K, R+1) flat indices into pr
-    blocks = np.maximum.reduceat(pr.ravel(), bounds.ravel()).reshape(bounds.shape)[..., :-1]
+    bounds = np.concatenate([np.minimum(pos, seg_end[:, None]), seg_end[:, None]], axis=1)  # (K, R+1)
+    blocks = np.maximum.reduceat(pr, bounds.ravel()).reshape(bounds.shape)[:, :-1]
     # Unreached recall points (a suffix in r) read 0 and must not leak leftwards.
     blocks = np.where(reached, blocks, 0.0)
-    precision = np.maximum.accumulate(blocks[..., ::-1], axis=2)[..., ::-1]
-    at_score = np.where(reached, np.append(scores, 0.0)[pos], 0.0)
+    precision = np.maximum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1]
+    at_score = np.where(reached, np.append(scores, 0.0)[np.minimum(pos, n)], 0.0)
     return precision, at_score, recall
 
 
@@ -227,17 +220,16 @@ def _accumulate(matched, ignored, det_cls, det_rank, det_scores, num_gt, max_det
             ign = ignored[a] if all_kept else ignored[a][:, keep]  # (T, n)
             # A detection ignored at every threshold changes no count: drop it (the
             # envelope and the recall points do not see it).
-            live = ~ign.all(axis=0)
-            hit = matched[a][:, keep[live]]
-            ign = ign[:, live]
-            q, s, rec = _interpolated_precision(
-                hit & ~ign, ~hit & ~ign, det_cls[keep[live]], det_scores[keep[live]], num_gt[a]
-            )
-            if RECALL_THRESHOLDS[0] == 0.0:
-                s[:, :, 0] = first_score
-            precision[:, :, valid, a, m] = q.transpose(0, 2, 1)[:, :, valid]
-            scores[:, :, valid, a, m] = s.transpose(0, 2, 1)[:, :, valid]
-            recall[:, valid, a, m] = rec[:, valid]
+            live = keep[~ign.all(axis=0)]
+            cls, cls_scores = det_cls[live], det_scores[live]
+            for t in range(num_thr):
+                hit, skip = matched[a, t, live], ignored[a, t, live]
+                q, s, rec = _interpolated_precision(hit & ~skip, ~hit & ~skip, cls, cls_scores, num_gt[a])
+                if RECALL_THRESHOLDS[0] == 0.0:
+                    s[:, 0] = first_score
+                precision[t, :, valid, a, m] = q[valid]
+                scores[t, :, valid, a, m] = s[valid]
+                recall[t, valid, a, m] = rec[valid]
     return precision, recall, scores
 
 
@@ -252,9 +244,10 @@ def _evaluate(data, iou_thresholds, area_names, max_dets):
     det_area = data.det_area[groups.det_index]
     det_outside = (det_area[None, :] < lo) | (det_area[None, :] > hi)  # (A, Dk)
     matched = match >= 0
-    area_row = np.arange(len(area_names))[:, None, None]
-    matched_ignored = gt_ignore[area_row, np.maximum(match, 0)] if len(data.gt_boxes) else matched
-    det_ignored = np.where(matched, matched_ignored, det_outside[:, None, :])
+    # Ignored: matched to an ignored gt, or unmatched and outside the area range.
+    det_ignored = np.repeat(det_outside[:, None, :], len(iou_thresholds), axis=1)  # (A, T, Dk)
+    a_idx, t_idx, j_idx = np.nonzero(matched)
+    det_ignored[a_idx, t_idx, j_idx] = gt_ignore[a_idx, match[a_idx, t_idx, j_idx]]
 
     num_classes = len(data.classes)
     num_gt = np.stack([
