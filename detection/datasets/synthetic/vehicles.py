@@ -162,7 +162,8 @@ class VehiclePlan:
         top, bottom, side = self.shading
         rows = np.linspace(top, bottom, height, dtype=np.float32)[:, None]
         cols = 1.0 + side * np.linspace(-1, 1, width, dtype=np.float32)[None, :]
-        rgb = np.minimum(rgb * (rows * cols)[:, :, None], 255.0)
+        # Premultiplied colour can never exceed 255 x coverage.
+        rgb = np.minimum(rgb * (rows * cols)[:, :, None], 255.0 * alpha[:, :, None])
         plate_center = None
         if self.plate_center is not None:
             plate_center = self.to_pixels(unit_px, *self.plate_center)
