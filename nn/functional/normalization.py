@@ -224,7 +224,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             f"{array.shape}"
         )
     if not np.isfinite(momentum) or not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"momentum must be finite and eps >= 0, got momentum={momentum}, eps={eps}")
+        raise ValueError(
+            f"momentum must be finite and eps >= 0, got momentum={momentum}, eps={eps}"
+        )
     return BatchNormFunction.apply(
         x, weight, bias, running_mean=running_mean, running_var=running_var,
         training=bool(training), momentum=float(momentum), eps=float(eps),

@@ -7,7 +7,7 @@ Ranzato et al. 2007; the down-sampling stage of AlexNet, VGG and ResNet) or its 
 Lin et al., "Network In Network", 2014). With PyTorch's conventions the output size
 along one axis is::
 
-    out = floor((in + 2·padding - dilation·(k - 1) - 1 + (stride - 1 if ceil_mode else 0)) / stride) + 1
+    out = floor((in + 2·pad - dilation·(k - 1) - 1 + (stride - 1 if ceil_mode else 0)) / stride) + 1
 
 and with ``ceil_mode`` the last window must start inside the input or its left padding.
 
@@ -118,14 +118,16 @@ class PoolGeometry:
             )
             if out < 1:
                 raise ValueError(
-                    f"input of spatial size {tuple(in_size)} is too small for kernel_size={kernel}, "
+                    f"input of spatial size {tuple(in_size)} is too small for "
+                    f"kernel_size={kernel}, "
                     f"stride={stride}, padding={padding}, dilation={dilation}: "
                     f"the output size would be {out} along {'HW'[axis]}"
                 )
             last = (out - 1) * stride[axis] + dilation[axis] * (kernel[axis] - 1) + 1
             out_size.append(out)
             pad_end.append(max(0, last - in_size[axis] - padding[axis]))
-        return cls(kernel, stride, padding, dilation, tuple(in_size), tuple(out_size), tuple(pad_end))
+        return cls(kernel, stride, padding, dilation, tuple(in_size), tuple(out_size),
+                   tuple(pad_end))
 
     @property
     def padded_size(self):
@@ -418,7 +420,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
         isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer))
         or divisor_override == 0
     ):
-        raise ValueError(f"divisor_override must be a non-zero int or None, got {divisor_override!r}")
+        raise ValueError(
+            f"divisor_override must be a non-zero int or None, got {divisor_override!r}"
+        )
     return AvgPool2dFunction.apply(
         x, geometry=geometry, count_include_pad=bool(count_include_pad),
         divisor_override=divisor_override,

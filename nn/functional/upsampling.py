@@ -94,7 +94,9 @@ def linear_source_weights(in_size, out_size, scale=None, align_corners=False, dt
     if out_size == in_size:
         return dst, dst, np.ones(out_size, dtype), np.zeros(out_size, dtype)
     if align_corners:
-        ratio = dtype.type(in_size - 1) / dtype.type(out_size - 1) if out_size > 1 else dtype.type(0)
+        ratio = dtype.type(0)
+        if out_size > 1:
+            ratio = dtype.type(in_size - 1) / dtype.type(out_size - 1)
         src = ratio * dst.astype(dtype)
     else:
         ratio = _kernel_scale(in_size, out_size, scale, dtype)

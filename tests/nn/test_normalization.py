@@ -265,8 +265,8 @@ def test_batch_norm_matches_torch(shape, seed, training, dtype):
     y, dx, dw, db = _grads(lambda *a: F.batch_norm(a[0], running_mean, running_var, a[1], a[2],
                                                    training=training, momentum=0.3),
                            x, weight, bias, grad_out)
-    tx, tw, tb = (torch.tensor(_nchw(x), requires_grad=True), torch.tensor(weight, requires_grad=True),
-                  torch.tensor(bias, requires_grad=True))
+    tx = torch.tensor(_nchw(x), requires_grad=True)
+    tw, tb = torch.tensor(weight, requires_grad=True), torch.tensor(bias, requires_grad=True)
     ty = torch.nn.functional.batch_norm(tx, *torch_running, tw, tb, training=training, momentum=0.3)
     ty.backward(torch.from_numpy(_nchw(grad_out)))
     tol = 2e-5 if dtype == np.float32 else 1e-10
@@ -294,8 +294,8 @@ def test_group_norm_matches_torch(shape, seed, groups, dtype):
     grad_out = rng.standard_normal(shape).astype(dtype)
     y, dx, dw, db = _grads(lambda *a: F.group_norm(a[0], groups, a[1], a[2]), x, weight, bias,
                            grad_out)
-    tx, tw, tb = (torch.tensor(_nchw(x), requires_grad=True), torch.tensor(weight, requires_grad=True),
-                  torch.tensor(bias, requires_grad=True))
+    tx = torch.tensor(_nchw(x), requires_grad=True)
+    tw, tb = torch.tensor(weight, requires_grad=True), torch.tensor(bias, requires_grad=True)
     ty = torch.nn.functional.group_norm(tx, groups, tw, tb)
     ty.backward(torch.from_numpy(_nchw(grad_out)))
     tol = 2e-5 if dtype == np.float32 else 1e-10

@@ -136,7 +136,8 @@ def test_avg_pool2d_matches_loop_reference(geometry, seed, count_include_pad, dt
     x = rng.standard_normal(geometry["shape"]).astype(dtype)
     y = F.avg_pool2d(x, count_include_pad=count_include_pad, **args)
     grad_out = rng.standard_normal(y.shape).astype(dtype)
-    y, dx = _forward_backward(F.avg_pool2d, x, grad_out, count_include_pad=count_include_pad, **args)
+    y, dx = _forward_backward(F.avg_pool2d, x, grad_out, count_include_pad=count_include_pad,
+                              **args)
     y_ref, dx_ref = ref_avg_pool2d(x, grad_out, count_include_pad=count_include_pad, **args)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert y.dtype == dtype and dx.dtype == dtype
@@ -329,7 +330,8 @@ def test_avg_pool2d_matches_torch(geometry, seed, count_include_pad, dtype):
     x = rng.standard_normal(geometry["shape"]).astype(dtype)
     y = F.avg_pool2d(x, count_include_pad=count_include_pad, **args)
     grad_out = rng.standard_normal(y.shape).astype(dtype)
-    y, dx = _forward_backward(F.avg_pool2d, x, grad_out, count_include_pad=count_include_pad, **args)
+    y, dx = _forward_backward(F.avg_pool2d, x, grad_out, count_include_pad=count_include_pad,
+                              **args)
     tx = _to_torch(torch, x)
     ty = torch.nn.functional.avg_pool2d(tx, count_include_pad=count_include_pad, **args)
     ty.backward(torch.from_numpy(np.ascontiguousarray(grad_out.transpose(0, 3, 1, 2))))

@@ -134,11 +134,11 @@ def test_hand_computed_values():
     assert np.allclose(
         F.interpolate(row, size=(1, 4), mode="bilinear", align_corners=True).data.ravel(),
         [0, 1 / 3, 2 / 3, 1])
-    assert np.array_equal(F.interpolate(np.arange(5.0).reshape(1, 1, 5, 1), size=(1, 3)).data.ravel(),
-                          [0, 1, 3])
-    assert np.array_equal(
-        F.interpolate(np.arange(5.0).reshape(1, 1, 5, 1), size=(1, 3), mode="nearest-exact").data.ravel(),
-        [0, 2, 4])
+    five = np.arange(5.0).reshape(1, 1, 5, 1)
+    # 5 -> 3: legacy nearest reads floor(o · 5/3) = 0, 1, 3; nearest-exact floor((o + 0.5) · 5/3).
+    assert np.array_equal(F.interpolate(five, size=(1, 3)).data.ravel(), [0, 1, 3])
+    assert np.array_equal(F.interpolate(five, size=(1, 3), mode="nearest-exact").data.ravel(),
+                          [0, 2, 4])
 
 
 def test_scale_factor_versus_size_subtleties():

@@ -1,0 +1,186 @@
+"""Speed of pooling, interpolation and normalization against torch.
+
+Run as a script::
+
+    python benchmarks/bench_pool_norm.py            # 5 rounds
+    python benchmarks/bench_pool_norm.py --quick    # 2 rounds, fewer repeats
+
+What is timed (float32, forward + backward through autograd, input gradient and,
+for the norms, weight and bias gradients): ``max_pool2d`` 2x2/2, ``batch_norm`` in
+training mode, ``group_norm`` with 8 groups, ``interpolate`` 2x nearest and 2x
+bilinear (``align_corners=False``). We run channels-last ``(N, H, W, C)``; torch
+runs both its default NCHW layout and ``channels_last`` memory format, and each
+ratio is taken against the faster of the two.
+
+Method (``../shared/bench/BASELINES.md``): each library runs in its own process
+with 2 threads, the processes interleaved round by round (order alternating);
+each case reports the median of all its timed repeats after warm-up. The machine
+is shared, so read the ratio (ours / torch); the best-of ratio (fastest repeat
+over fastest repeat) is the least disturbed figure.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name: (N, H, W, C) of the input
+CASES = {
+    "max_pool2d 2x2/2 16,64,64,32": (16, 64, 64, 32),
+    "batch_norm train 16,64,64,32": (16, 64, 64, 32),
+    "group_norm G=8 16,64,64,32": (16, 64, 64, 32),
+    "nearest 2x 16,32,32,64": (16, 32, 32, 64),
+    "bilinear 2x 16,32,32,64": (16, 32, 32, 64),
+}
+TARGETS = {"max_pool2d 2x2/2 16,64,64,32": 1.0}  # issue 3
+
+
+def numpy_cases():
+    sys.path.insert(0, ROOT)
+    import nn
+    import nn.functional as F
+
+    rng = np.random.default_rng(0)
+    cases = {}
+    for name, (n, h, w, c) in CASES.items():
+        x = nn.Tensor(rng.standard_normal((n, h, w, c)).astype(np.float32), requires_grad=True)
+        weight = nn.Tensor(np.ones(c, np.float32), requires_grad=True)
+        bias = nn.Tensor(np.zeros(c, np.float32), requires_grad=True)
+        running = (np.zeros(c, np.float32), np.ones(c, np.float32))
+        if name.startswith("max_pool2d"):
+            fn = lambda x=x: F.max_pool2d(x, 2, 2)  # noqa: E731
+        elif name.startswith("batch_norm"):
+            fn = lambda x=x, w=weight, b=bias, r=running: F.batch_norm(  # noqa: E731
+                x, r[0], r[1], w, b, training=True)
+        elif name.startswith("group_norm"):
+            fn = lambda x=x, w=weight, b=bias: F.group_norm(x, 8, w, b)  # noqa: E731
+        elif name.startswith("nearest"):
+            fn = lambda x=x: F.interpolate(x, scale_factor=2, mode="nearest")  # noqa: E731
+        else:
+            fn = lambda x=x: F.interpolate(x, scale_factor=2, mode="bilinear")  # noqa: E731
+        grad = rng.standard_normal(fn().shape).astype(np.float32)
+
+        def run(fn=fn, grad=grad, tensors=(x, weight, bias)):
+            for t in tensors:
+                t.grad = None
+            fn().backward(grad)
+
+        cases[name] = run
+    return cases
+
+
+def torch_cases():
+    import torch
+
+    torch.set_num_threads(2)
+    tf = torch.nn.functional
+    rng = np.random.default_rng(0)
+    cases = {}
+    for name, (n, h, w, c) in CASES.items():
+        for layout in ("nchw", "channels_last"):
+            data = torch.tensor(rng.standard_normal((n, c, h, w)).astype(np.float32))
+            if layout == "channels_last":
+                data = data.contiguous(memory_format=torch.channels_last)
+            x = data.requires_grad_()
+            weight = torch.ones(c, requires_grad=True)
+            bias = torch.zeros(c, requires_grad=True)
+            running = (torch.zeros(c), torch.ones(c))
+            if name.startswith("max_pool2d"):
+                fn = lambda x=x: tf.max_pool2d(x, 2, 2)  # noqa: E731
+            elif name.startswith("batch_norm"):
+                fn = lambda x=x, w=weight, b=bias, r=running: tf.batch_norm(  # noqa: E731
+                    x, r[0], r[1], w, b, training=True)
+            elif name.startswith("group_norm"):
+                fn = lambda x=x, w=weight, b=bias: tf.group_norm(x, 8, w, b)  # noqa: E731
+            elif name.startswith("nearest"):
+                fn = lambda x=x: tf.interpolate(x, scale_factor=2, mode="nearest")  # noqa: E731
+            else:
+                fn = lambda x=x: tf.interpolate(x, scale_factor=2, mode="bilinear")  # noqa: E731
+            out = fn()
+            memory_format = (torch.channels_last if layout == "channels_last"
+                             else torch.contiguous_format)
+            grad = torch.randn(out.shape).contiguous(memory_format=memory_format)
+
+            def run(fn=fn, grad=grad, tensors=(x, weight, bias)):
+                for t in tensors:
+                    t.grad = None
+                fn().backward(grad)
+
+            cases[f"{name}|{layout}"] = run
+    return cases
+
+
+def time_cases(cases, repeats, warmup):
+    times = {}
+    for name, run in cases.items():
+        for _ in range(warmup):
+            run()
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            samples.append(time.perf_counter() - start)
+        times[name] = samples
+    return times
+
+
+def run_worker(args):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+    command = [sys.executable, os.path.abspath(__file__)] + args
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {args} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(samples, rounds, repeats):
+    print(f"\nfloat32 fwd+bwd, medians of {rounds} rounds x {repeats} repeats, 2 threads\n")
+    print(f"{'case':<32} {'ours ms':>8} {'torch NCHW':>11} {'torch CL':>9} {'ratio':>6} "
+          f"{'best-of ratio':>14}")
+    for name in CASES:
+        ours = samples[(name, "numpy")]
+        layouts = {layout: samples[(f"{name}|{layout}", "torch")]
+                   for layout in ("nchw", "channels_last")}
+        medians = {layout: np.median(v) for layout, v in layouts.items()}
+        fastest = min(medians, key=medians.get)
+        ratio = np.median(ours) / medians[fastest]
+        best = min(ours) / min(min(v) for v in layouts.values())
+        line = (f"{name:<32} {1e3 * np.median(ours):8.2f} {1e3 * medians['nchw']:11.2f} "
+                f"{1e3 * medians['channels_last']:9.2f} {ratio:6.2f} {best:14.2f}")
+        if name in TARGETS:
+            verdict = "met" if ratio <= TARGETS[name] else "MISSED"
+            line += f"   target <= {TARGETS[name]}: {verdict}"
+        print(line)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of few repeats")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--worker", choices=("numpy", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    rounds = args.rounds or (2 if args.quick else 5)
+    repeats = args.repeats or (3 if args.quick else 7)
+    if args.worker:
+        make = numpy_cases if args.worker == "numpy" else torch_cases
+        print(json.dumps(time_cases(make(), repeats, args.warmup)))
+        return
+    samples = {}
+    libs = ["numpy", "torch"]
+    for r in range(rounds):
+        for lib in (libs if r % 2 == 0 else libs[::-1]):
+            for name, values in run_worker(["--worker", lib, "--repeats", str(repeats)]).items():
+                samples.setdefault((name, lib), []).extend(values)
+        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    report(samples, rounds, repeats)
+
+
+if __name__ == "__main__":
+    main()
