@@ -93,7 +93,9 @@ def _check_iou_thresholds(iou_thresholds):
         return COCO_IOU_THRESHOLDS.copy()
     thr = np.atleast_1d(np.asarray(iou_thresholds, dtype=np.float64))
     if thr.ndim != 1 or thr.size == 0:
-        raise ValueError(f"iou_thresholds must be a float or a 1-D sequence of floats, got shape {thr.shape}")
+        raise ValueError(
+            f"iou_thresholds must be a float or a 1-D sequence of floats, got shape {thr.shape}"
+        )
     if not np.all(np.isfinite(thr)) or np.any(thr < 0) or np.any(thr > 1):
         raise ValueError(f"iou_thresholds must lie in [0, 1], got {thr.tolist()}")
     return thr
@@ -174,7 +176,8 @@ def _interpolated_precision(tp, fp, cls, scores, num_gt):
 
     # Envelope at pos = max of pr over [pos, class end): the maximum of each block
     # [pos_r, pos_r+1) by reduceat, then a running maximum from the right.
-    bounds = np.concatenate([np.minimum(pos, seg_end[:, None]), seg_end[:, None]], axis=1)  # (K, R+1)
+    ends = seg_end[:, None]  # (K, 1)
+    bounds = np.concatenate([np.minimum(pos, ends), ends], axis=1)  # (K, R+1)
     blocks = np.maximum.reduceat(pr, bounds.ravel()).reshape(bounds.shape)[:, :-1]
     # Unreached recall points (a suffix in r) read 0 and must not leak leftwards.
     blocks = np.where(reached, blocks, 0.0)
@@ -224,7 +227,9 @@ def _accumulate(matched, ignored, det_cls, det_rank, det_scores, num_gt, max_det
             cls, cls_scores = det_cls[live], det_scores[live]
             for t in range(num_thr):
                 hit, skip = matched[a, t, live], ignored[a, t, live]
-                q, s, rec = _interpolated_precision(hit & ~skip, ~hit & ~skip, cls, cls_scores, num_gt[a])
+                q, s, rec = _interpolated_precision(
+                    hit & ~skip, ~hit & ~skip, cls, cls_scores, num_gt[a]
+                )
                 if RECALL_THRESHOLDS[0] == 0.0:
                     s[:, 0] = first_score
                 precision[t, :, valid, a, m] = q[valid]

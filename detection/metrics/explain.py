@@ -65,9 +65,13 @@ def _best_iou_per_det(det_boxes, det_images, det_labels, data, gt_valid, same_cl
         # Segment maximum, then the first pair reaching it (reduceat needs non-empty segments).
         best[has] = np.maximum.reduceat(key, pair_start[has])
         is_best = key == best[pair_det]
-        first[has] = np.minimum.reduceat(np.where(is_best, np.arange(len(key)), len(key)), pair_start[has])
+        position = np.where(is_best, np.arange(len(key)), len(key))
+        first[has] = np.minimum.reduceat(position, pair_start[has])
     found = best >= 0
-    best_gt = np.where(found, pair_gt[np.minimum(first, len(pair_gt) - 1)] if len(pair_gt) else -1, -1)
+    if len(pair_gt):
+        best_gt = np.where(found, pair_gt[np.minimum(first, len(pair_gt) - 1)], -1)
+    else:
+        best_gt = np.full(num_det, -1, np.int64)
     return best, best_gt
 
 
@@ -132,11 +136,16 @@ def explain_detections(predictions, targets, iou_thresholds=0.5, max_detections=
     # Why each false positive failed (and why each ignored detection is ignored).
     det_images, det_labels = data.det_images[kept], data.det_labels[kept]
     gt_valid = ~gt_ignore  # crowd regions are always ignored
-    same_iou, same_gt = _best_iou_per_det(data.det_boxes[kept], det_images, det_labels, data, gt_valid, True)
-    other_iou, _ = _best_iou_per_det(data.det_boxes[kept], det_images, det_labels, data, gt_valid, False)
+    kept_boxes = data.det_boxes[kept]
+    same_iou, same_gt = _best_iou_per_det(kept_boxes, det_images, det_labels, data, gt_valid, True)
+    other_iou, _ = _best_iou_per_det(kept_boxes, det_images, det_labels, data, gt_valid, False)
     thr = thresholds[:, None]
     fp_kind = np.select(
-        [same_iou >= np.minimum(thr, 1 - 1e-10), same_iou >= BACKGROUND_IOU, other_iou >= BACKGROUND_IOU],
+        [
+            same_iou >= np.minimum(thr, 1 - 1e-10),
+            same_iou >= BACKGROUND_IOU,
+            other_iou >= BACKGROUND_IOU,
+        ],
         ["duplicate", "localization", "confusion"],
         default="background",
     )  # (T, Dk)

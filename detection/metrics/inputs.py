@@ -185,7 +185,9 @@ def flatten_detections(predictions, targets):
     det_boxes = np.concatenate(det_boxes).astype(np.float64) if num_images else np.zeros((0, 4))
     gt_boxes = np.concatenate(gt_boxes).astype(np.float64) if num_images else np.zeros((0, 4))
     det_scores = np.concatenate(det_scores).astype(np.float64) if num_images else np.zeros(0)
-    det_labels = np.concatenate(det_labels).astype(np.int64) if num_images else np.zeros(0, np.int64)
+    det_labels = (
+        np.concatenate(det_labels).astype(np.int64) if num_images else np.zeros(0, np.int64)
+    )
     gt_labels = np.concatenate(gt_labels).astype(np.int64) if num_images else np.zeros(0, np.int64)
     gt_crowd = np.concatenate(gt_crowd) if num_images else np.zeros(0, bool)
     gt_difficult = np.concatenate(gt_difficult) if num_images else np.zeros(0, bool)
@@ -193,8 +195,11 @@ def flatten_detections(predictions, targets):
     given = np.repeat(np.array(gt_area_given, bool), gt_counts)
 
     # Checks on the flat arrays (fast), reported with the image they come from.
-    det_local = np.arange(len(det_images)) - np.repeat(np.cumsum(det_counts) - det_counts, det_counts)
-    gt_local = np.arange(len(gt_images)) - np.repeat(np.cumsum(gt_counts) - gt_counts, gt_counts)
+    # Index inside the image: position minus the image's first position.
+    det_first = np.cumsum(det_counts) - det_counts  # (I,)
+    gt_first = np.cumsum(gt_counts) - gt_counts
+    det_local = np.arange(len(det_images)) - np.repeat(det_first, det_counts)
+    gt_local = np.arange(len(gt_images)) - np.repeat(gt_first, gt_counts)
     for arg, boxes, images, local in (
         ("predictions", det_boxes, det_images, det_local),
         ("targets", gt_boxes, gt_images, gt_local),

@@ -106,7 +106,8 @@ def group_detections(data, max_detections):
     is_start[1:] = group_sorted[1:] != group_sorted[:-1]
     start_pos = np.flatnonzero(is_start)
     rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order)) - np.repeat(start_pos, np.diff(np.append(start_pos, len(order))))
+    group_size = np.diff(np.append(start_pos, len(order)))
+    rank[order] = np.arange(len(order)) - np.repeat(start_pos, group_size)
 
     # Kept detections in evaluation order: by class, then score, ties by image and rank
     # (pycocotools' per-class concatenation over images followed by a stable sort).
@@ -263,7 +264,8 @@ def match_detections_reference(data, iou_thresholds, gt_ignore, max_detections):
             for a in range(gt_ignore.shape[0]):
                 for t, thr in enumerate(iou_thresholds):
                     local = match_group_reference(ious, gt_ignore[a, gts], data.gt_crowd[gts], thr)
-                    out[a, t] = np.where(local >= 0, gts[np.maximum(local, 0)] if len(gts) else -1, -1)
+                    if len(gts):
+                        out[a, t] = np.where(local >= 0, gts[np.maximum(local, 0)], -1)
             for i, d in enumerate(dets):
                 result[int(d)] = out[:, :, i]
     return result

@@ -53,13 +53,16 @@ def plot_precision_recall(curves, class_names=None, ax=None, path=None, title=No
     """
     for key in ("labels", "recall", "precision", "ap"):
         if key not in curves:
-            raise ValueError(f"curves is missing key {key!r}; pass the output of precision_recall_curve")
+            raise ValueError(
+                f"curves is missing key {key!r}; pass the output of precision_recall_curve"
+            )
     labels = np.asarray(curves["labels"])
     recall = np.asarray(curves["recall"], np.float64)
     precision = np.asarray(curves["precision"], np.float64)
     if precision.shape != (len(labels), len(recall)):
         raise ValueError(
-            f"curves['precision'] must have shape (K, R) = ({len(labels)}, {len(recall)}), got {precision.shape}"
+            f"curves['precision'] must have shape (K, R) = ({len(labels)}, {len(recall)}), "
+            f"got {precision.shape}"
         )
     if ax is None:
         figure = Figure(figsize=(5.5, 4.5))
@@ -76,7 +79,9 @@ def plot_precision_recall(curves, class_names=None, ax=None, path=None, title=No
     ax.set_xlabel("recall")
     ax.set_ylabel("precision (interpolated)")
     thr = curves.get("iou_threshold")
-    ax.set_title(title if title is not None else f"Precision-recall at IoU {thr:.2f}" if thr is not None else "Precision-recall")
+    if title is None:
+        title = "Precision-recall" if thr is None else f"Precision-recall at IoU {thr:.2f}"
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower left", fontsize="small")

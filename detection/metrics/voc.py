@@ -40,7 +40,8 @@ def _check_curve(recall, precision):
             raise ValueError(f"{name} must be finite")
     if recall.shape != precision.shape:
         raise ValueError(
-            f"recall and precision must have the same shape, got {recall.shape} and {precision.shape}"
+            "recall and precision must have the same shape, "
+            f"got {recall.shape} and {precision.shape}"
         )
     return recall, precision
 
@@ -71,7 +72,8 @@ def voc_ap(recall, precision, use_07_metric=False):
 
 
 def _check_threshold(iou_threshold):
-    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float, np.floating, np.integer)):
+    number = (int, float, np.floating, np.integer)
+    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, number):
         raise TypeError(f"iou_threshold must be a float, got {type(iou_threshold).__name__}")
     if not 0.0 <= float(iou_threshold) <= 1.0:
         raise ValueError(f"iou_threshold must lie in [0, 1], got {iou_threshold}")
@@ -84,7 +86,9 @@ def _plain_iou(a, b):
     h = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
     overlap = (w > 0) & (h > 0)
     inter = np.where(overlap, w * h, 0.0)
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a + area_b - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=overlap)
 
 

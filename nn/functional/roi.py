@@ -13,7 +13,7 @@ harmless for classification, harmful for masks and precise boxes.
 each bin is sampled at ``g_h × g_w`` regular points, each point is read by
 bilinear interpolation and the bin is their average::
 
-    out[k, i, j, c] = 1/(g_h·g_w) Σ_{a<g_h} Σ_{b<g_w} bilinear(x[b_k, :, :, c], y_{k,i,a}, x_{k,j,b})
+    out[k, i, j, c] = 1/(g_h·g_w) Σ_{a<g_h} Σ_{b<g_w} bilinear(x[b_k, ..., c], y_{k,i,a}, x_{k,j,b})
     y_{k,i,a} = y1' + i·bin_h + (a + ½)·bin_h / g_h,   bin_h = (y2' - y1') / oh
 
 with ``y1' = y1·spatial_scale - offset`` (``offset = ½`` when ``aligned``, so that

@@ -53,7 +53,8 @@ def random_detection_set(seed, num_images=12, num_classes=3, crowd_prob=0.1, gri
             boxes = gt_boxes[src] + rng.normal(0, 0.15, size=(k, 4)) * wh
             parts.append(np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]),
                                          np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1))
-            labels.append(np.where(rng.random(k) < 0.85, gt_labels[src], rng.integers(0, num_classes, k)))
+            right = rng.random(k) < 0.85
+            labels.append(np.where(right, gt_labels[src], rng.integers(0, num_classes, k)))
         num_bg = int(rng.integers(0, 6)) if rng.random() > 0.2 else 0
         center = rng.uniform(0, 500, (num_bg, 2))
         side = np.exp(rng.uniform(np.log(3), np.log(250), (num_bg, 2)))
@@ -110,7 +111,8 @@ def coco_oracle(predictions, targets, iou_thresholds=None, max_dets=(1, 10, 100)
         for j, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
             annotations.append({
                 "id": len(annotations) + 1, "image_id": i + 1, "category_id": int(t["labels"][j]),
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(area[j]), "iscrowd": int(crowd[j]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(area[j]),
+                "iscrowd": int(crowd[j]),
             })
     results = []
     for i, p in enumerate(predictions):
@@ -159,12 +161,18 @@ def box(x1, y1, x2, y2):
 
 
 def pred(boxes, scores, labels):
-    return {"boxes": np.array(boxes, np.float64).reshape(-1, 4), "scores": np.array(scores, np.float64),
-            "labels": np.array(labels, np.int64)}
+    return {
+        "boxes": np.array(boxes, np.float64).reshape(-1, 4),
+        "scores": np.array(scores, np.float64),
+        "labels": np.array(labels, np.int64),
+    }
 
 
 def target(boxes, labels, **extra):
-    out = {"boxes": np.array(boxes, np.float64).reshape(-1, 4), "labels": np.array(labels, np.int64)}
+    out = {
+        "boxes": np.array(boxes, np.float64).reshape(-1, 4),
+        "labels": np.array(labels, np.int64),
+    }
     out.update({k: np.array(v) for k, v in extra.items()})
     return out
 
@@ -211,14 +219,18 @@ def test_map_equals_pycocotools_many_detections_per_class():
         centers = rng.uniform(0, 400, (30, 2))
         gts = np.concatenate([centers, centers + 40], axis=1)
         dets = np.repeat(gts, 5, axis=0) + rng.normal(0, 6, (150, 4))
-        dets = np.concatenate([np.minimum(dets[:, :2], dets[:, 2:]), np.maximum(dets[:, :2], dets[:, 2:])], 1)
+        dets = np.concatenate(
+            [np.minimum(dets[:, :2], dets[:, 2:]), np.maximum(dets[:, :2], dets[:, 2:])], axis=1
+        )
         predictions.append(pred(dets, rng.random(150), np.zeros(150)))
         targets.append(target(gts, np.zeros(30)))
     assert_equal_to_coco(predictions, targets)
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("case", ["no_detections", "no_ground_truth", "detections_without_gt_class"])
+@pytest.mark.parametrize(
+    "case", ["no_detections", "no_ground_truth", "detections_without_gt_class"]
+)
 def test_map_equals_pycocotools_degenerate(case):
     predictions, targets = random_detection_set(5, num_images=6)
     if case == "no_detections":
@@ -258,9 +270,11 @@ def test_explain_equals_pycocotools_eval_images(seed):
         for col, det_id in enumerate(e["dtIds"]):
             j = det_id - 1 - det_ids[image]  # loadRes numbers results 1.. in input order
             coco_gt = e["dtMatches"][:, col].astype(np.int64)
-            ours_gt = np.where(info["matched_gt"][:, j] >= 0, gt_ids[image] + info["matched_gt"][:, j] + 1, 0)
+            local = info["matched_gt"][:, j]
+            ours_gt = np.where(local >= 0, gt_ids[image] + local + 1, 0)
             assert np.array_equal(ours_gt, coco_gt)
-            assert np.array_equal(info["status"][:, j] == "ignored", e["dtIgnore"][:, col].astype(bool))
+            ours_ignored = info["status"][:, j] == "ignored"
+            assert np.array_equal(ours_ignored, e["dtIgnore"][:, col].astype(bool))
             checked += 1
     assert checked == sum(len(p["labels"]) for p in predictions)
 
@@ -269,7 +283,8 @@ def test_explain_equals_pycocotools_eval_images(seed):
 
 def _gt_ignore(data, area_names=tuple(AREA_RANGES)):
     ranges = np.array([AREA_RANGES[a] for a in area_names])
-    return data.gt_crowd[None] | (data.gt_area[None] < ranges[:, :1]) | (data.gt_area[None] > ranges[:, 1:])
+    area = data.gt_area[None]
+    return data.gt_crowd[None] | (area < ranges[:, :1]) | (area > ranges[:, 1:])
 
 
 @settings(max_examples=30)
@@ -299,14 +314,17 @@ def test_match_group_reference_rules():
     crowd = np.array([False, False, True])
     assert match_group_reference(ious, ignore, crowd, 0.5).tolist() == [1, 0, -1, 2, 2]
     # t = 1 still matches identical boxes (COCO's min(t, 1 - 1e-10)).
-    assert match_group_reference(np.array([[1.0]]), np.array([False]), np.array([False]), 1.0).tolist() == [0]
+    no = np.array([False])
+    assert match_group_reference(np.array([[1.0]]), no, no, 1.0).tolist() == [0]
 
 
 def test_tied_iou_prefers_last_ground_truth_and_crowd_iou():
     # Two identical gts: COCO takes the later one first. A det half inside a crowd
     # region counts as IoU = inter / det area.
-    predictions = [pred([box(0, 0, 10, 10), box(0, 0, 10, 10), box(20, 0, 40, 10)], [0.9, 0.8, 0.7], [0, 0, 0])]
-    targets = [target([box(0, 0, 10, 10), box(0, 0, 10, 10), box(30, 0, 130, 10)], [0, 0, 0], iscrowd=[0, 0, 1])]
+    dets = [box(0, 0, 10, 10), box(0, 0, 10, 10), box(20, 0, 40, 10)]
+    gts = [box(0, 0, 10, 10), box(0, 0, 10, 10), box(30, 0, 130, 10)]
+    predictions = [pred(dets, [0.9, 0.8, 0.7], [0, 0, 0])]
+    targets = [target(gts, [0, 0, 0], iscrowd=[0, 0, 1])]
     info = explain_detections(predictions, targets, 0.5)["images"][0]
     assert info["matched_gt"][0].tolist() == [1, 0, 2]
     assert info["status"][0].tolist() == ["tp", "tp", "ignored"]
@@ -319,9 +337,12 @@ def test_tied_iou_prefers_last_ground_truth_and_crowd_iou():
 def test_perfect_detections_score_one():
     targets = [target([box(0, 0, 10, 10), box(50, 50, 150, 150)], [1, 2]),
                target([box(0, 0, 50, 50)], [1])]
-    predictions = [pred(t["boxes"], np.linspace(0.9, 0.5, len(t["labels"])), t["labels"]) for t in targets]
+    predictions = [
+        pred(t["boxes"], np.linspace(0.9, 0.5, len(t["labels"])), t["labels"]) for t in targets
+    ]
     result = mean_average_precision(predictions, targets)
-    for key in ("map", "map_50", "map_75", "mar_100", "mar_10", "map_small", "map_medium", "map_large"):
+    for key in ("map", "map_50", "map_75", "mar_100", "mar_10", "map_small", "map_medium",
+                "map_large"):
         assert result[key] == pytest.approx(1.0, abs=1e-12)
     assert result["mar_1"] == pytest.approx(1.0)  # one detection per (image, class) suffices
     assert result["map_per_class"] == {1: pytest.approx(1.0), 2: pytest.approx(1.0)}
@@ -353,12 +374,15 @@ def test_empty_inputs_give_undefined_or_zero():
     assert all(result[k] == -1.0 for k in STAT_KEYS)
     assert result["map_per_class"] == {}
     empty = pred(np.zeros((0, 4)), [], [])
-    result = mean_average_precision([empty, empty], [target([box(0, 0, 10, 10)], [3]), target([], [])])
+    targets = [target([box(0, 0, 10, 10)], [3]), target([], [])]
+    result = mean_average_precision([empty, empty], targets)
     assert result["map"] == 0.0 and result["mar_100"] == 0.0
     assert result["map_medium"] == -1.0
     assert result["map_per_class"] == {3: 0.0}
     # Empty lists (dtype float64, shape (0,)) are valid empty boxes and labels.
-    assert mean_average_precision([{"boxes": [], "scores": [], "labels": []}], [{"boxes": [], "labels": []}])["map"] == -1.0
+    lists = mean_average_precision([{"boxes": [], "scores": [], "labels": []}],
+                                   [{"boxes": [], "labels": []}])
+    assert lists["map"] == -1.0
 
 
 def test_float32_and_integer_inputs_match_float64():
@@ -396,13 +420,16 @@ def test_explain_agrees_with_map_counts(sets):
     s = explanation["summary"]
     # Every non-ignored gt is either found once or missed; every FP has one kind.
     assert np.array_equal(s["tp"] + s["missed"], s["num_gt"])
-    assert np.array_equal(s["duplicate"] + s["localization"] + s["confusion"] + s["background"], s["fp"])
-    assert np.array_equal(s["tp"] + s["fp"] + s["ignored"], np.full(len(COCO_IOU_THRESHOLDS), sum(len(p["labels"]) for p in predictions)))
+    kinds = s["duplicate"] + s["localization"] + s["confusion"] + s["background"]
+    assert np.array_equal(kinds, s["fp"])
+    num_det = sum(len(p["labels"]) for p in predictions)
+    assert np.all(s["tp"] + s["fp"] + s["ignored"] == num_det)
     # Final recall at each threshold (all classes pooled) from the explanation and from COCO.
     evaluation = coco_evaluate(predictions, targets)
     data = flatten_detections(predictions, targets)
     num_gt = np.bincount(data.gt_labels[~data.gt_crowd], minlength=len(data.classes))
-    recalled = np.where(evaluation.recall[:, :, 0, 2] > -1, evaluation.recall[:, :, 0, 2] * num_gt, 0)
+    recall = evaluation.recall[:, :, 0, 2]  # (T, K) area all, maxDets 100
+    recalled = np.where(recall > -1, recall * num_gt, 0)
     np.testing.assert_allclose(recalled.sum(axis=1), s["tp"], atol=1e-9)
 
 
@@ -423,8 +450,9 @@ def test_explain_error_kinds_by_hand():
     explanation = explain_detections(predictions, targets, [0.5, 0.95], max_detections=6)
     info = explanation["images"][0]
     assert info["status"][0].tolist() == ["tp", "fp", "fp", "fp", "fp", "ignored", "ignored"]
-    assert info["reason"][0].tolist() == ["", "duplicate", "localization", "confusion", "background",
-                                          "crowd", "max_detections"]
+    assert info["reason"][0].tolist() == [
+        "", "duplicate", "localization", "confusion", "background", "crowd", "max_detections"
+    ]
     assert info["matched_gt"][0].tolist() == [0, -1, -1, -1, -1, 2, -1]
     np.testing.assert_allclose(info["best_iou"], [1.0, 0.9, 0.3, 0.0, 0.0, 0.0, 0.0])
     assert info["best_gt"].tolist() == [0, 0, 0, -1, -1, -1, -1]
@@ -443,7 +471,8 @@ def test_explain_error_kinds_by_hand():
 def test_explain_area_ranges():
     # A small gt outside "large": ignored; a matched det is ignored, an unmatched small det too.
     targets = [target([box(0, 0, 10, 10), box(100, 100, 250, 250)], [0, 0])]
-    predictions = [pred([box(0, 0, 10, 10), box(300, 300, 310, 310), box(100, 100, 250, 250)], [0.9, 0.8, 0.7], [0, 0, 0])]
+    dets = [box(0, 0, 10, 10), box(300, 300, 310, 310), box(100, 100, 250, 250)]
+    predictions = [pred(dets, [0.9, 0.8, 0.7], [0, 0, 0])]
     info = explain_detections(predictions, targets, 0.5, area="large")["images"][0]
     assert info["status"][0].tolist() == ["ignored", "ignored", "tp"]
     assert info["reason"][0].tolist() == ["ignored_gt", "out_of_area", ""]
@@ -453,7 +482,9 @@ def test_explain_empty():
     explanation = explain_detections([], [], [0.5, 0.75])
     assert explanation["images"] == []
     assert explanation["summary"]["tp"].tolist() == [0, 0]
-    info = explain_detections([pred(np.zeros((0, 4)), [], [])], [target([box(0, 0, 5, 5)], [1])])["images"][0]
+    no_dets = [pred(np.zeros((0, 4)), [], [])]
+    explanation = explain_detections(no_dets, [target([box(0, 0, 5, 5)], [1])])
+    info = explanation["images"][0]
     assert info["status"].shape == (1, 0) and info["status"].dtype.kind == "U"
     assert info["matched_gt"].dtype == np.int64 and info["iou"].dtype == np.float64
     assert info["missed"].tolist() == [[True]]
@@ -501,7 +532,11 @@ def voc_ap_loop(recall, precision, use_07_metric):
     mpre = [0.0] + list(precision) + [0.0]
     for i in range(len(mpre) - 2, -1, -1):
         mpre[i] = max(mpre[i], mpre[i + 1])
-    return sum((mrec[i + 1] - mrec[i]) * mpre[i + 1] for i in range(len(mrec) - 1) if mrec[i + 1] != mrec[i])
+    area = 0.0
+    for i in range(len(mrec) - 1):
+        if mrec[i + 1] != mrec[i]:
+            area += (mrec[i + 1] - mrec[i]) * mpre[i + 1]
+    return area
 
 
 def test_voc_ap_by_hand():
@@ -523,7 +558,8 @@ def test_voc_ap_equals_loop(seed, use_07_metric):
     tp = np.cumsum(hits)
     recall = tp / max(tp[-1] + 3, 1)
     precision = tp / np.arange(1, 41)
-    assert voc_ap(recall, precision, use_07_metric) == pytest.approx(voc_ap_loop(recall, precision, use_07_metric), abs=1e-12)
+    expected = voc_ap_loop(recall, precision, use_07_metric)
+    assert voc_ap(recall, precision, use_07_metric) == pytest.approx(expected, abs=1e-12)
 
 
 def test_voc_ap_checks_input():
@@ -537,12 +573,15 @@ def test_voc_ap_checks_input():
 
 def voc_evaluate_loop(predictions, targets, iou_threshold, use_07_metric):
     """Pascal VOC's devkit algorithm, one class and one detection at a time."""
-    labels = sorted({int(v) for t in targets for v in t["labels"]} | {int(v) for p in predictions for v in p["labels"]})
+    labels = sorted({int(v) for t in targets for v in t["labels"]}
+                    | {int(v) for p in predictions for v in p["labels"]})
     ap = {}
     for c in labels:
-        gts = {i: (np.asarray(t["boxes"])[np.asarray(t["labels"]) == c],
-                   np.asarray(t.get("difficult", np.zeros(len(t["labels"]))))[np.asarray(t["labels"]) == c] != 0)
-               for i, t in enumerate(targets)}
+        gts = {}
+        for i, t in enumerate(targets):
+            mine = np.asarray(t["labels"]) == c
+            difficult = np.asarray(t.get("difficult", np.zeros(len(mine))))
+            gts[i] = (np.asarray(t["boxes"])[mine], difficult[mine] != 0)
         npos = sum(int((~d).sum()) for _, d in gts.values())
         dets = [(float(s), i, np.asarray(b)) for i, p in enumerate(predictions)
                 for b, s, l in zip(p["boxes"], p["scores"], p["labels"]) if l == c]
@@ -600,7 +639,8 @@ def test_voc_evaluate_by_hand():
     targets = [target([box(0, 0, 10, 10), box(20, 20, 30, 30), box(50, 50, 60, 60)], [1, 1, 1],
                       difficult=[0, 0, 1])]
     predictions = [pred(
-        [box(0, 0, 10, 10), box(0, 0, 10, 10), box(50, 50, 60, 60), box(80, 80, 90, 90), box(20, 20, 30, 30)],
+        [box(0, 0, 10, 10), box(0, 0, 10, 10), box(50, 50, 60, 60), box(80, 80, 90, 90),
+         box(20, 20, 30, 30)],
         [0.9, 0.8, 0.7, 0.6, 0.5], [1, 1, 1, 1, 1])]
     result = voc_evaluate(predictions, targets)
     # TP, FP (taken), ignored (difficult), FP, TP: npos = 2
@@ -616,32 +656,44 @@ def test_voc_evaluate_by_hand():
 
 # --------------------------------------------------------------------- input checks
 
-GOOD_PRED = {"boxes": np.array([[0.0, 0.0, 10.0, 10.0]]), "scores": np.array([0.5]), "labels": np.array([1])}
+GOOD_PRED = {"boxes": np.array([[0.0, 0.0, 10.0, 10.0]]), "scores": np.array([0.5]),
+             "labels": np.array([1])}
 GOOD_TARGET = {"boxes": np.array([[0.0, 0.0, 10.0, 10.0]]), "labels": np.array([1])}
 
 
-@pytest.mark.parametrize("predictions, targets, error, match", [
-    ([GOOD_PRED], [GOOD_TARGET, GOOD_TARGET], ValueError, "same length"),
-    (GOOD_PRED, [GOOD_TARGET], TypeError, "list with one dict per image"),
-    ([[1, 2]], [GOOD_TARGET], TypeError, r"predictions\[0\] must be a dict"),
-    ([{"boxes": GOOD_PRED["boxes"], "labels": [1]}], [GOOD_TARGET], ValueError, r"missing key.*scores"),
-    ([GOOD_PRED], [{"boxes": GOOD_TARGET["boxes"]}], ValueError, r"targets\[0\] is missing key.*labels"),
-    ([dict(GOOD_PRED, boxes=np.zeros((1, 5)))], [GOOD_TARGET], ValueError, r"shape \(N, 4\)"),
-    ([dict(GOOD_PRED, scores=np.array([0.5, 0.4]))], [GOOD_TARGET], ValueError, r"scores.*shape \(1,\)"),
-    ([GOOD_PRED], [dict(GOOD_TARGET, labels=np.array([1, 2]))], ValueError, r"labels.*shape \(1,\)"),
-    ([dict(GOOD_PRED, labels=np.array([1.0]))], [GOOD_TARGET], TypeError, "integer"),
-    ([dict(GOOD_PRED, boxes=np.array([[0.0, 0.0, np.inf, 1.0]]))], [GOOD_TARGET], ValueError, "not finite"),
-    ([GOOD_PRED], [dict(GOOD_TARGET, boxes=np.array([[0.0, np.nan, 1.0, 1.0]]))], ValueError, r"targets\[0\]\['boxes'\]\[0\] is not finite"),
-    ([dict(GOOD_PRED, scores=np.array([np.nan]))], [GOOD_TARGET], ValueError, r"scores'\]\[0\] is not finite"),
-    ([dict(GOOD_PRED, boxes=np.array([[5.0, 0.0, 1.0, 1.0]]))], [GOOD_TARGET], ValueError, "x2 >= x1"),
-    ([GOOD_PRED], [dict(GOOD_TARGET, area=np.array([-1.0]))], ValueError, "area"),
-    ([GOOD_PRED], [dict(GOOD_TARGET, iscrowd=np.array([0.5]))], TypeError, "bool or integer"),
-    ([dict(GOOD_PRED, boxes=np.array([["a", "b", "c", "d"]]))], [GOOD_TARGET], TypeError, "float or int"),
+def bad_pred(**changes):
+    return [dict(GOOD_PRED, **changes)], [GOOD_TARGET]
+
+
+def bad_target(**changes):
+    return [GOOD_PRED], [dict(GOOD_TARGET, **changes)]
+
+
+@pytest.mark.parametrize("inputs, error, match", [
+    (([GOOD_PRED], [GOOD_TARGET, GOOD_TARGET]), ValueError, "same length"),
+    ((GOOD_PRED, [GOOD_TARGET]), TypeError, "list with one dict per image"),
+    (([[1, 2]], [GOOD_TARGET]), TypeError, r"predictions\[0\] must be a dict"),
+    (([{"boxes": GOOD_PRED["boxes"], "labels": [1]}], [GOOD_TARGET]), ValueError,
+     r"missing key.*scores"),
+    (([GOOD_PRED], [{"boxes": GOOD_TARGET["boxes"]}]), ValueError,
+     r"targets\[0\] is missing key.*labels"),
+    (bad_pred(boxes=np.zeros((1, 5))), ValueError, r"shape \(N, 4\)"),
+    (bad_pred(scores=np.array([0.5, 0.4])), ValueError, r"scores.*shape \(1,\)"),
+    (bad_target(labels=np.array([1, 2])), ValueError, r"labels.*shape \(1,\)"),
+    (bad_pred(labels=np.array([1.0])), TypeError, "integer"),
+    (bad_pred(boxes=np.array([[0.0, 0.0, np.inf, 1.0]])), ValueError, "not finite"),
+    (bad_target(boxes=np.array([[0.0, np.nan, 1.0, 1.0]])), ValueError,
+     r"targets\[0\]\['boxes'\]\[0\] is not finite"),
+    (bad_pred(scores=np.array([np.nan])), ValueError, r"scores'\]\[0\] is not finite"),
+    (bad_pred(boxes=np.array([[5.0, 0.0, 1.0, 1.0]])), ValueError, "x2 >= x1"),
+    (bad_target(area=np.array([-1.0])), ValueError, "area"),
+    (bad_target(iscrowd=np.array([0.5])), TypeError, "bool or integer"),
+    (bad_pred(boxes=np.array([["a", "b", "c", "d"]])), TypeError, "float or int"),
 ])
-def test_bad_inputs_raise_clear_errors(predictions, targets, error, match):
+def test_bad_inputs_raise_clear_errors(inputs, error, match):
     for fn in (mean_average_precision, voc_evaluate, explain_detections, precision_recall_curve):
         with pytest.raises(error, match=match):
-            fn(predictions, targets)
+            fn(*inputs)
 
 
 def test_bad_settings_raise_clear_errors():

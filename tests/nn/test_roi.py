@@ -650,10 +650,13 @@ def test_modules_hold_hyperparameters_and_call_the_functions():
     rois = random_rois(rng, 2, 8, 8, 5, spatial_scale=0.5).astype(np.float32)
     align = nn.RoIAlign((3, 2), 0.5, 2, aligned=True)
     pool = nn.RoIPool(3, 0.5)
-    np.testing.assert_array_equal(align(x, rois).data, roi_align(x, rois, (3, 2), 0.5, 2, True).data)
+    np.testing.assert_array_equal(align(x, rois).data,
+                                  roi_align(x, rois, (3, 2), 0.5, 2, True).data)
     np.testing.assert_array_equal(pool(x, rois).data, roi_pool(x, rois, 3, 0.5).data)
-    assert list(align.parameters()) == [] and align.state_dict() == {}
-    assert repr(align) == "RoIAlign(output_size=(3, 2), spatial_scale=0.5, sampling_ratio=2, aligned=True)"
+    assert list(align.parameters()) == []
+    assert align.state_dict() == {}
+    assert repr(align) == (
+        "RoIAlign(output_size=(3, 2), spatial_scale=0.5, sampling_ratio=2, aligned=True)")
     assert repr(pool) == "RoIPool(output_size=(3, 3), spatial_scale=0.5)"
 
 
