@@ -22,8 +22,8 @@ PyTorch's to the last index, including its float32 arithmetic:
 
 Both modes are separable linear maps ``y = R · x · Cᵀ`` per channel, with an
 ``(Ho, H)`` row matrix ``R`` and a ``(Wo, W)`` column matrix ``C``. Bilinear applies
-them as two GEMMs (rows over an ``(N, H, W·C)`` view, then columns over
-``(N·Ho, W, C)``); its backward multiplies by the transposes. Nearest copies by
+them as two GEMM passes (rows over an ``(N, H, W·C)`` view, columns over an
+``(N·H, W, C)`` view); its backward multiplies by the transposes. Nearest copies by
 integer indexing instead; for integer factors (``Ho = k·H``) it is one broadcast
 copy forward and a sum over the ``k`` replicas backward.
 """
@@ -127,19 +127,37 @@ def interpolation_matrix(in_size, out_size, mode, scale=None, align_corners=Fals
 
 
 # ------------------------------------------------------ separable linear maps
+def _rows_pass(x, rows):
+    """``(N, H, W, C) -> (N, Ho, W, C)``: N GEMMs ``(Ho, H) @ (H, W·C)`` with long rows."""
+    n, h, w, c = x.shape
+    t = np.matmul(rows, x.reshape(n, h, w * c))  # (N, Ho, W·C)
+    return t.reshape(n, rows.shape[0], w, c)
+
+
+def _cols_pass(x, cols):
+    """``(N, H, W, C) -> (N, H, Wo, C)``: N·H small GEMMs ``(Wo, W) @ (W, C)``."""
+    n, h, w, c = x.shape
+    t = np.matmul(cols, x.reshape(n * h, w, c))  # (N·H, Wo, C)
+    return t.reshape(n, h, cols.shape[0], c)
+
+
 def separable_map(x, rows, cols):
-    """``y[n, a, b, c] = sum_{h, w} rows[a, h] · x[n, h, w, c] · cols[b, w]`` as two GEMMs.
+    """``y[n, a, b, c] = sum_{h, w} rows[a, h] · x[n, h, w, c] · cols[b, w]`` as two GEMM passes.
+
+    The pass that leaves the smaller intermediate goes first; on a tie (e.g. 2x in
+    both directions) the one that leaves fewer of the small column GEMMs.
 
     Args:
         x (ndarray[N, H, W, C]), rows (ndarray[Ho, H]), cols (ndarray[Wo, W]).
     Returns:
         ndarray[N, Ho, Wo, C]
     """
-    n, h, w, c = x.shape
-    out_h, out_w = rows.shape[0], cols.shape[0]
-    t = np.matmul(rows, np.ascontiguousarray(x).reshape(n, h, w * c))  # (N, Ho, W·C)
-    y = np.matmul(cols, t.reshape(n * out_h, w, c))  # (N·Ho, Wo, C)
-    return y.reshape(n, out_h, out_w, c)
+    x = np.ascontiguousarray(x)
+    (out_h, h), (out_w, w) = rows.shape, cols.shape
+    rows_first = out_h * w < h * out_w or (out_h * w == h * out_w and out_h < h)
+    if rows_first:
+        return _cols_pass(_rows_pass(x, rows), cols)
+    return _rows_pass(_cols_pass(x, cols), rows)
 
 
 def separable_map_transpose(grad, rows, cols):
@@ -150,11 +168,7 @@ def separable_map_transpose(grad, rows, cols):
     Returns:
         ndarray[N, H, W, C]
     """
-    n, out_h, out_w, c = grad.shape
-    h, w = rows.shape[1], cols.shape[1]
-    t = np.matmul(cols.T, np.ascontiguousarray(grad).reshape(n * out_h, out_w, c))  # (N·Ho, W, C)
-    dx = np.matmul(rows.T, t.reshape(n, out_h, w * c))  # (N, H, W·C)
-    return dx.reshape(n, h, w, c)
+    return separable_map(grad, rows.T, cols.T)
 
 
 # ------------------------------------------------------------------ kernels
