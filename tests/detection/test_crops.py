@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from detection.datasets.crops import (
-    PlateCropDataset, crop_plates, crop_to_image, crop_windows, plate_texts,
+    PlateCropDataset, crop_plates, crop_to_image, crop_windows, plate_texts, reading_order,
 )
 from detection.datasets.voc import write_image_sets, write_voc_example
 
@@ -132,6 +132,40 @@ def test_plate_texts_reading_order_rows_and_ownership():
     nested = [_char("plate", (0, 0, 50, 50)), _char("plate", (10, 10, 20, 20)),
               _char("3", (12, 12, 15, 15))]
     assert plate_texts(nested) == [(0, ""), (1, "3")]
+
+
+def _row_of_glyphs(x0, y0, slope, heights, width=4, step=5):
+    """Character boxes along a line of the given slope; heights give dots and dashes."""
+    boxes = []
+    for i, h in enumerate(heights):
+        x = x0 + i * step
+        y_base = y0 + slope * x  # the row's baseline under the tilt
+        boxes.append([x, y_base - h, x + width, y_base])
+    return np.array(boxes, dtype=np.float64)
+
+
+def test_reading_order_keeps_a_tilted_one_row_plate_in_one_row():
+    # "29A-123.45" tilted by ~11 degrees; the dash is short and centred, the dot sits on
+    # the baseline: sorting raw centres would break this row into pieces.
+    heights = [8, 8, 8, 2, 8, 8, 8, 1.5, 8, 8]
+    boxes = _row_of_glyphs(0, 30, 0.2, heights)
+    boxes[3, 1:4:2] -= 3  # the dash floats mid-height
+    shuffled = np.random.default_rng(0).permutation(len(boxes))
+    order, rows = reading_order(boxes[shuffled], plate_box=(-2, 18, 52, 42))
+    assert shuffled[order].tolist() == list(range(10))
+    assert rows.tolist() == [0] * 10
+
+
+def test_reading_order_splits_a_small_two_row_plate():
+    # A 34x18 motorbike plate: rows only ~6.5 px apart (0.36 plate heights).
+    top = _row_of_glyphs(12, 181, 0.0, [5, 5, 5], step=4)
+    bottom = _row_of_glyphs(9, 187.5, 0.0, [5, 5, 1, 5, 5], step=4)
+    boxes = np.concatenate([bottom, top])  # bottom row listed first
+    order, rows = reading_order(boxes, plate_box=(175, 174, 209, 192))
+    assert order.tolist() == [5, 6, 7, 0, 1, 2, 3, 4]
+    assert rows.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+    empty_order, empty_rows = reading_order(np.zeros((0, 4)), plate_box=(0, 0, 1, 1))
+    assert empty_order.shape == (0,) and empty_rows.dtype == np.int64
 
 
 @pytest.fixture
