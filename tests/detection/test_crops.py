@@ -145,13 +145,15 @@ def _row_of_glyphs(x0, y0, slope, heights, width=4, step=5):
 
 
 def test_reading_order_keeps_a_tilted_one_row_plate_in_one_row():
-    # "29A-123.45" tilted by ~11 degrees; the dash is short and centred, the dot sits on
-    # the baseline: sorting raw centres would break this row into pieces.
-    heights = [8, 8, 8, 2, 8, 8, 8, 1.5, 8, 8]
-    boxes = _row_of_glyphs(0, 30, 0.2, heights)
-    boxes[3, 1:4:2] -= 3  # the dash floats mid-height
+    # "29A-123.45" tilted by ~17 degrees, small glyphs (only parts of them survive in
+    # the masks, so their boxes are short); the dash floats mid-height, the dot sits
+    # on the baseline. Sorting raw centres against a gap of half the median glyph
+    # height (1.5 px) would cut this row wherever the tilt adds 1.5 px.
+    heights = [3, 3, 3, 1, 3, 3, 3, 1, 3, 3]
+    boxes = _row_of_glyphs(0, 20, 0.3, heights)
+    boxes[3, 1:4:2] -= 1  # the dash
     shuffled = np.random.default_rng(0).permutation(len(boxes))
-    order, rows = reading_order(boxes[shuffled], plate_box=(-2, 18, 52, 42))
+    order, rows = reading_order(boxes[shuffled], plate_box=(-2, 14, 52, 38))
     assert shuffled[order].tolist() == list(range(10))
     assert rows.tolist() == [0] * 10
 
