@@ -63,7 +63,7 @@ def _text_in_box(rng, draw, box, text, colour):
     draw.text((x, y), text, fill=colour, font=font)
 
 
-def draw_distractors(rng, image, foot, count):
+def draw_distractors(rng, image, foot, count, nearest=None):
     """Draw ``count`` distractors onto a background.
 
     Args:
@@ -71,15 +71,20 @@ def draw_distractors(rng, image, foot, count):
         image (PIL.Image.Image): the RGB background, modified in place.
         foot (float): row where walls meet the road (signs hang above it, poles stand below).
         count (int): number of distractors.
+        nearest (float | None): ground row of the farthest vehicle: poles stand behind it
+            (they are drawn before the vehicles, so they must be farther away).
     """
     size = image.width
     draw = ImageDraw.Draw(image)
     for _ in range(count):
         kind = rng.choice(["shop_sign", "sticker", "street_sign", "wall_text", "poster"],
                           p=(0.35, 0.2, 0.2, 0.15, 0.1))
+        if foot < 0.12 * size:
+            kind = "street_sign"    # no wall in view: only signs on poles
         if kind == "street_sign":
             # A pole standing on the road with a small sign: round, or a rectangle.
-            base = rng.uniform(max(foot, 0.3 * size), 1.05 * size)
+            lowest = 1.05 * size if nearest is None else min(nearest, 1.05 * size)
+            base = rng.uniform(min(max(foot, 0.3 * size), lowest), lowest)
             height = rng.uniform(0.25, 0.6) * size
             x = rng.uniform(0, size)
             pole = max(size / 128, 1.0)
@@ -107,8 +112,9 @@ def draw_distractors(rng, image, foot, count):
             height = width * rng.uniform(1.0, 1.5)
         else:
             height = width * rng.uniform(0.12, 0.3)
-        top_limit = foot - height if foot > height else size - height
-        y = rng.uniform(-0.2 * height, max(top_limit, 0.0) + 1)
+        # Hung on the wall, above the road.
+        height = min(height, 0.9 * foot)
+        y = rng.uniform(-0.2 * height, foot - height)
         x = rng.uniform(-0.2 * width, size - 0.8 * width)
         box = (x, y, x + width, y + height)
         if kind == "wall_text":

@@ -5,7 +5,7 @@ They act on the composed image only: none moves a pixel, so the boxes and masks,
 fixed by the geometry, stay exact (a blurred edge still has its mask where the
 unblurred layer's coverage crossed 0.5). The order follows the physics: light falls on
 the scene (illumination, shadows), the lens blurs it, the sensor adds noise, the
-encoder compresses it.
+response curve maps it to pixel values, the encoder compresses it.
 
 Images are float32 ``(H, W, 3)`` on the 0..255 scale until the final uint8.
 """
@@ -17,28 +17,41 @@ from scipy import ndimage
 
 from detection.datasets.synthetic.textures import value_noise
 
-__all__ = ["apply_lighting", "cast_shadows", "apply_blur", "add_noise", "jpeg_roundtrip",
-           "apply_camera_effects"]
+__all__ = ["apply_lighting", "tone_curve", "cast_shadows", "apply_blur", "add_noise",
+           "jpeg_roundtrip", "apply_camera_effects"]
 
 
 def apply_lighting(rng, image):
-    """Global brightness and contrast, a colour cast, a smooth gain field and vignetting.
+    """Global brightness, a colour cast, a smooth gain field and vignetting.
 
-    ``out = 255 * ((gain(x, y) * cast * image / 255) ** gamma)``, with ``gain`` a
-    brightness times a low-frequency field (uneven daylight, street lights at dusk).
+    ``out = gain(x, y) * cast * image``, with ``gain`` a brightness (dusk to bright
+    sun) times a low-frequency field (uneven daylight, street lights) times a vignette.
     """
     height, width = image.shape[:2]
-    brightness = rng.uniform(0.55, 1.25) if rng.random() < 0.85 else rng.uniform(0.3, 0.55)
-    cast = 1.0 + rng.normal(0.0, 0.05, 3).astype(np.float32)
+    brightness = rng.uniform(0.6, 1.25) if rng.random() < 0.85 else rng.uniform(0.4, 0.6)
+    cast = (1.0 + rng.normal(0.0, 0.05, 3)).astype(np.float32)
     field = 1.0 + rng.uniform(0.05, 0.3) * value_noise(rng, height, width, max(height, width) / 2)
-    ys, xs = np.ogrid[0:height, 0:width]
-    radius2 = ((ys - height / 2) / height) ** 2 + ((xs - width / 2) / width) ** 2
-    vignette = 1.0 - rng.uniform(0.0, 0.6) * radius2
-    gain = (brightness * field * vignette).astype(np.float32)[:, :, None] * cast
+    ys = ((np.arange(height, dtype=np.float32) - height / 2) / height)[:, None]
+    xs = ((np.arange(width, dtype=np.float32) - width / 2) / width)[None, :]
+    vignette = 1.0 - rng.uniform(0.0, 0.6) * (ys ** 2 + xs ** 2)
+    gain = (brightness * field * vignette)[:, :, None] * cast     # (H, W, 3)
+    return image * gain
+
+
+def tone_curve(rng):
+    """The camera's response: a gamma and a contrast around mid-grey, as a lookup table.
+
+    Applied to the quantized image, after the sensor noise, as a camera does:
+    ``out = 255 * clip((((v / 255) ** gamma) - 0.5) * contrast + 0.5, 0, 1)``.
+
+    Returns:
+        ndarray[256]: uint8 table.
+    """
     gamma = rng.uniform(0.8, 1.25)
-    lit = np.clip(image * gain / 255.0, 0, 1) ** gamma
     contrast = rng.uniform(0.8, 1.15)
-    return np.clip((lit - 0.5) * contrast + 0.5, 0, 1) * 255.0
+    levels = np.arange(256) / 255.0
+    curve = np.clip((levels ** gamma - 0.5) * contrast + 0.5, 0, 1)
+    return np.rint(curve * 255).astype(np.uint8)
 
 
 def cast_shadows(rng, image, count):
@@ -104,7 +117,7 @@ def jpeg_roundtrip(image_uint8, quality):
 
 
 def apply_camera_effects(rng, image):
-    """Lighting, shadows, blur, noise and (half of the time) JPEG, in that order.
+    """Lighting, shadows, blur, noise, tone curve and (half of the time) JPEG, in that order.
 
     Args:
         rng (np.random.Generator): randomness.
@@ -117,7 +130,7 @@ def apply_camera_effects(rng, image):
     image = cast_shadows(rng, image, int(rng.choice([0, 0, 1, 2])))
     image = apply_blur(rng, image)
     image = add_noise(rng, image)
-    result = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    result = tone_curve(rng)[np.clip(np.rint(image), 0, 255).astype(np.uint8)]
     if rng.random() < 0.5:
         result = jpeg_roundtrip(result, rng.integers(25, 80))
     return result

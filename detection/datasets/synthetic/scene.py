@@ -47,13 +47,14 @@ MAX_IMAGE_SIZE = 2048
 REFERENCE_SIZE = 256
 PLATE_WIDTH_RANGE = (30.0, 120.0)
 # Largest plate width with 1, 2, 3 vehicles (several vehicles must fit side by side).
-_MAX_PLATE_WIDTH = {1: 120.0, 2: 90.0, 3: 70.0}
-VEHICLE_COUNT_PROBS = (0.07, 0.43, 0.3, 0.2)
+_MAX_PLATE_WIDTH = {1: 120.0, 2: 75.0, 3: 55.0}
+VEHICLE_COUNT_PROBS = (0.05, 0.4, 0.3, 0.25)
 KIND_PROBS = {"car_front": 0.35, "car_rear": 0.35, "moto_rear": 0.2, "car_side": 0.1}
 # Real size of one vehicle unit (see vehicles.py), metres: a car's width, a rider's
 # shoulders, a side-view car's length.
 UNIT_METRES = {"car_front": 1.8, "car_rear": 1.8, "moto_rear": 0.5, "car_side": 4.5}
 _PLACEMENT_ATTEMPTS = 12
+_X_DRAWS = 8
 _PLATE_MARGIN = 2.0   # pixels between a plate and the image border / a nearer vehicle
 
 
@@ -147,11 +148,17 @@ def _place_vehicles(rng, size, count):
                     # Skewed towards small plates: street scenes more often than close-ups.
                     plate_width = low * (high / low) ** (rng.random() ** 1.5)
                 else:
-                    row = rng.uniform(0.15 * size, 0.95 * size)
+                    # The camera ties size to height in the image: a plate whose centre is
+                    # at ``row`` is (row - horizon) / rise units wide. Draw the width among
+                    # those that put the plate in rows 15%..95% of the image.
                     rise = height_m / metres - plan.plate_center[1]   # (row - horizon) / unit
-                    plate_width = (row - horizon) / rise * plan.plate_width if rise > 0.05 else -1.0
-                    if not low * 0.95 <= plate_width <= high:
-                        continue
+                    if rise <= 0.05:
+                        break   # the camera is below this plate: it cannot be placed
+                    lowest = max(low, (0.15 * size - horizon) / rise * plan.plate_width)
+                    highest = min(high, (0.95 * size - horizon) / rise * plan.plate_width)
+                    if lowest > highest:
+                        break
+                    plate_width = np.exp(rng.uniform(np.log(lowest), np.log(highest)))
                 unit = plate_width / plan.plate_width
             layer_h, layer_w = plan.size(unit)
             ground_y = plan.to_pixels(unit, 0.0, 0.0)[1]
@@ -179,27 +186,34 @@ def _place_vehicles(rng, size, count):
                 foot = horizon + unit * height_m / metres
             y0 = int(round(foot - ground_y))
 
-            # 3. Horizontal position, the plate's exact quad, the occlusion rules.
-            if plan.plate_center is not None:
-                plate_x = plan.to_pixels(unit, *plan.plate_center)[0]
-                x0 = int(round(rng.uniform(0.1 * size, 0.9 * size) - plate_x))
-            else:
-                x0 = int(round(rng.uniform(0, size) - layer_w / 2))
-            candidate = _Placed(plan=plan, unit=unit, x0=x0, y0=y0, foot=foot)
+            # 3. Horizontal position (a few draws, cheap), the plate's exact quad, the
+            #    occlusion rules.
             if plan.plate_center is not None:
                 canon_w, canon_h = _canonical_plate_size(layout)
                 px, py = plan.to_pixels(unit, *plan.plate_center)
                 width = plan.plate_width * unit
-                quad = _plate_quad(rng, np.array([x0 + px, y0 + py]), width, width * canon_h / canon_w)
-                lo, hi = quad.min(axis=0), quad.max(axis=0)
-                if lo.min() < _PLATE_MARGIN or hi.max() > size - _PLATE_MARGIN:
-                    continue
-                candidate.quad = quad
-                candidate.plate_box = (lo[0] - _PLATE_MARGIN, lo[1] - _PLATE_MARGIN,
+                plate_shape = _plate_quad(rng, np.zeros(2), width, width * canon_h / canon_w)
+            candidate = None
+            for _draw in range(_X_DRAWS):
+                if plan.plate_center is not None:
+                    x0 = int(round(rng.uniform(0.05 * size, 0.95 * size) - px))
+                else:
+                    x0 = int(round(rng.uniform(0, size) - layer_w / 2))
+                trial = _Placed(plan=plan, unit=unit, x0=x0, y0=y0, foot=foot)
+                if plan.plate_center is not None:
+                    quad = plate_shape + [x0 + px, y0 + py]
+                    lo, hi = quad.min(axis=0), quad.max(axis=0)
+                    if lo.min() < _PLATE_MARGIN or hi.max() > size - _PLATE_MARGIN:
+                        continue
+                    trial.quad = quad
+                    trial.plate_box = (lo[0] - _PLATE_MARGIN, lo[1] - _PLATE_MARGIN,
                                        hi[0] + _PLATE_MARGIN, hi[1] + _PLATE_MARGIN)
-            if _overlap(candidate.box, (0, 0, size, size)) < 0.25 * layer_h * layer_w:
-                continue
-            if not all(_compatible(candidate, other) for other in placed):
+                if _overlap(trial.box, (0, 0, size, size)) < 0.25 * layer_h * layer_w:
+                    continue
+                if all(_compatible(trial, other) for other in placed):
+                    candidate = trial
+                    break
+            if candidate is None:
                 continue
             placed.append(candidate)
             horizon = candidate_horizon
@@ -311,7 +325,8 @@ def render_scene(rng, image_size=256):
 
     background, foot = render_background(rng, size, camera)
     canvas = Image.fromarray(np.rint(background).astype(np.uint8))
-    draw_distractors(rng, canvas, foot, int(rng.integers(0, 5)))
+    draw_distractors(rng, canvas, foot, int(rng.integers(0, 5)),
+                     nearest=min((p.foot for p in placed), default=None))
     image = np.asarray(canvas, dtype=np.float32).copy()
     _draw_shadows(rng, image, placed)
 

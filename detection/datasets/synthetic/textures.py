@@ -30,13 +30,20 @@ def value_noise(rng, height, width, cell):
     grid_h = max(int(np.ceil(height / cell)) + 2, 2)
     grid_w = max(int(np.ceil(width / cell)) + 2, 2)
     lattice = rng.uniform(-1.0, 1.0, size=(grid_h, grid_w)).astype(np.float32)
+    # Smooth fields need no full-resolution bicubic: interpolate bicubically at 1/factor
+    # of the size, then bilinearly up (several times cheaper, visually the same).
+    factor = int(np.clip(cell // 8, 1, 8))
     # Resize the lattice to the size it spans, then crop: the cells keep their size.
-    full_h, full_w = int(round(grid_h * cell)), int(round(grid_w * cell))
+    full_h = max(int(round(grid_h * cell / factor)), 1)
+    full_w = max(int(round(grid_w * cell / factor)), 1)
+    out_h, out_w = -(-height // factor), -(-width // factor)
     image = Image.fromarray(lattice, mode="F").resize((full_w, full_h), Image.BICUBIC)
-    noise = np.asarray(image, dtype=np.float32)
-    top = int(rng.integers(0, max(full_h - height, 0) + 1))
-    left = int(rng.integers(0, max(full_w - width, 0) + 1))
-    return noise[top:top + height, left:left + width]
+    top = int(rng.integers(0, max(full_h - out_h, 0) + 1))
+    left = int(rng.integers(0, max(full_w - out_w, 0) + 1))
+    image = image.crop((left, top, left + out_w, top + out_h))
+    if factor > 1:
+        image = image.resize((out_w * factor, out_h * factor), Image.BILINEAR)
+    return np.asarray(image, dtype=np.float32)[:height, :width]
 
 
 def fractal_noise(rng, height, width, cell, octaves=4, persistence=0.5):

@@ -177,7 +177,7 @@ class VehiclePlan:
 
 
 def _rgba(colour):
-    return tuple(int(np.clip(c, 0, 255)) for c in colour) + (255,)
+    return tuple(min(max(int(c), 0), 255) for c in colour) + (255,)
 
 
 def _scaled(colour, factor):
