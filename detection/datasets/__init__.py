@@ -6,3 +6,4 @@ from detection.datasets.crops import crop_plates, PlateCropDataset
 from detection.datasets.coco import (
     COCODataset, write_coco_ground_truth, write_coco_predictions, voc_to_coco,
 )
+from detection.datasets.synthetic import render_scene, generate_plate_dataset
