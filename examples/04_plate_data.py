@@ -198,7 +198,7 @@ plate_boxes = target["boxes"][target["labels"] == PLATE_CLASSES.index("plate")]
 crops, crop_masks, windows = crop_plates(image, plate_boxes, CROP_SIZE, 0.1,
                                          class_mask=target["masks"])
 print(f"crop_plates: {len(plate_boxes)} plates -> crops {crops.shape}, masks "
-      f"{crop_masks.shape}, windows {np.round(windows, 1).tolist()}")
+      f"{crop_masks.shape}, windows {np.round(windows.astype(float), 1).tolist()}")
 texts = [plates.items[i][2] for i in range(len(plates))]
 character_pixels = np.mean([((plates[i][1] >= 3) & (plates[i][1] <= CHAR)).mean()
                             for i in range(len(plates))]) if len(plates) else 0.0

@@ -218,3 +218,43 @@ def test_plate_crop_dataset_needs_class_masks(plate_root):
     os.remove(plate_root / "SegmentationClass" / "b.png")
     with pytest.raises(FileNotFoundError, match="b.png"):
         PlateCropDataset(plate_root, "train")
+
+
+def test_on_generated_scenes(tmp_path):
+    """The readers on the generator's output: boxes tight to masks, texts in order."""
+    from detection.datasets.coco import COCODataset, voc_to_coco
+    from detection.datasets.synthetic import generate_plate_dataset
+    from detection.datasets.transforms import masks_to_boxes
+    from detection.datasets.voc import VOCDataset
+
+    generate_plate_dataset(tmp_path, 6, seed=3, image_size=128, splits=(1.0, 0.0, 0.0),
+                           progress=False)
+    voc = VOCDataset(tmp_path, "train", return_masks=True, return_instance_masks=True)
+    assert len(voc) == 6
+    plates_seen = 0
+    for i in range(len(voc)):
+        image, target = voc[i]
+        assert image.shape == (128, 128, 3)
+        assert np.array_equal(masks_to_boxes(target["instance_masks"]), target["boxes"])
+        # The class map agrees with the instance masks and their labels.
+        for mask, label in zip(target["instance_masks"], target["labels"]):
+            assert (target["masks"][mask] == label).all()
+        plates_seen += int((target["labels"] == 2).sum())
+    assert plates_seen >= 3
+    crops = PlateCropDataset(tmp_path, "train")
+    assert len(crops) == plates_seen
+    for index in range(len(crops)):
+        image_index, box, text = crops.items[index]
+        objects = voc.annotation(image_index)["objects"]
+        plate = next(o for o in objects if o["name"] == "plate" and o["bbox"] == box)
+        # Characters can vanish from the masks (a dot under a pixel), never reorder.
+        remaining = iter(plate["text"].replace(" ", ""))
+        assert all(c in remaining for c in text.replace(" ", ""))
+        assert text.count(" ") <= plate["text"].count(" ")
+        crop, mask, _ = crops[index]
+        assert crop.shape == (32, 96, 3) and mask.shape == (32, 96)
+    coco = voc_to_coco(tmp_path, "train", tmp_path / "gt.json", include_masks=True)
+    assert len(coco["annotations"]) == sum(len(voc.load_target(i)["boxes"]) for i in range(6))
+    back = COCODataset(tmp_path / "gt.json", tmp_path / "JPEGImages", return_instance_masks=True)
+    for i in range(len(back)):
+        assert np.array_equal(back[i][1]["instance_masks"], voc[i][1]["instance_masks"])
