@@ -63,7 +63,8 @@ def time_runners(runners, repeats, warmup):
 
 def run_worker(section, impl, quick):
     """Run one implementation's worker in a fresh process and return its results."""
-    env = dict(os.environ, OMP_NUM_THREADS=THREADS, OPENBLAS_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS)
+    env = dict(os.environ, OMP_NUM_THREADS=THREADS, OPENBLAS_NUM_THREADS=THREADS,
+               MKL_NUM_THREADS=THREADS)
     command = [sys.executable, os.path.abspath(__file__), "--worker", section, "--impl", impl]
     if quick:
         command.append("--quick")
@@ -187,7 +188,8 @@ def nms_runners(impl, quick):
             def run(boxes=boxes, scores=scores):
                 return naive_nms(boxes, scores, NMS_THRESHOLD)
         else:
-            feeds = {"boxes": np.ascontiguousarray(boxes[:, [1, 0, 3, 2]])[None],   # ONNX: y1, x1, y2, x2
+            yxyx = np.ascontiguousarray(boxes[:, [1, 0, 3, 2]])     # ONNX: y1, x1, y2, x2
+            feeds = {"boxes": yxyx[None],
                      "scores": scores[None, None],
                      "max_output": np.array([len(boxes)], np.int64),
                      "iou_threshold": np.array([NMS_THRESHOLD], np.float32)}
@@ -208,11 +210,13 @@ def nms_section(args):
         naive = results["naive"].get(case)
         same = results["ours"][case]["check"] == results["onnxruntime"][case]["check"]
         kept = results["ours"][case]["check"].split(":")[0]
-        rows.append([f"{case} 10,000 boxes", kept, f"{ours:.2f}", f"{reference:.2f}", f"{ours / reference:.2f}",
+        rows.append([f"{case} 10,000 boxes", kept, f"{ours:.2f}", f"{reference:.2f}",
+                     f"{ours / reference:.2f}",
                      f"{median_ms(naive['times']):.1f}" if naive else "-",
                      "yes" if same else "NO"])
     print_table(f"NMS, IoU > {NMS_THRESHOLD}, float32 ({rounds} rounds, medians)",
-                ["case", "kept", "ours ms", "onnxruntime ms", "ratio", "naive NumPy ms", "same indices"], rows)
+                ["case", "kept", "ours ms", "onnxruntime ms", "ratio", "naive NumPy ms",
+                 "same indices"], rows)
 
 
 # =================================================================== registry
@@ -224,7 +228,8 @@ REPEATS = {"nms": ({"clustered": 40, "uniform": 6}, {"clustered": 15, "uniform":
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and repeats")
-    parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only these sections")
+    parser.add_argument("--only", action="append", choices=sorted(SECTIONS),
+                        help="run only these sections")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

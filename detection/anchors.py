@@ -109,7 +109,9 @@ class AnchorGenerator:
             for i, s in enumerate(sizes)
         )
         if not isinstance(aspect_ratios, (tuple, list)) or len(aspect_ratios) == 0:
-            raise ValueError(f"aspect_ratios must be a tuple of per-level tuples, got {aspect_ratios!r}")
+            raise ValueError(
+                f"aspect_ratios must be a tuple of per-level tuples, got {aspect_ratios!r}"
+            )
         if not isinstance(aspect_ratios[0], (tuple, list)):
             raise ValueError(
                 f"aspect_ratios must be a tuple of per-level tuples such as ((0.5, 1.0, 2.0),), "
@@ -126,7 +128,9 @@ class AnchorGenerator:
         )
         if strides is not None:
             if not isinstance(strides, (tuple, list)) or len(strides) != len(sizes):
-                raise ValueError(f"strides must give one stride per level ({len(sizes)}), got {strides!r}")
+                raise ValueError(
+                    f"strides must give one stride per level ({len(sizes)}), got {strides!r}"
+                )
             strides = tuple(_check_pair(s, f"strides[{i}]") for i, s in enumerate(strides))
         if not np.isfinite(offset) or not 0.0 <= offset < 1.0:
             raise ValueError(f"offset must be in [0, 1), got {offset!r}")
@@ -168,9 +172,9 @@ class AnchorGenerator:
 
     def _check_feature_sizes(self, feature_sizes):
         if not isinstance(feature_sizes, (tuple, list)) or len(feature_sizes) != self.num_levels:
-            count = len(feature_sizes) if isinstance(feature_sizes, (tuple, list)) else feature_sizes
+            got = len(feature_sizes) if isinstance(feature_sizes, (tuple, list)) else feature_sizes
             raise ValueError(
-                f"feature_sizes must give one (H, W) per level ({self.num_levels}), got {count!r}"
+                f"feature_sizes must give one (H, W) per level ({self.num_levels}), got {got!r}"
             )
         return [_check_pair(f, f"feature_sizes[{i}]") for i, f in enumerate(feature_sizes)]
 
@@ -188,13 +192,14 @@ class AnchorGenerator:
         feature_sizes = self._check_feature_sizes(feature_sizes)
         strides = self.level_strides(image_size, feature_sizes)
         anchors = []
-        for (height, width), (stride_y, stride_x), base in zip(feature_sizes, strides, self.base_anchors):
-            shifts_x = (np.arange(width, dtype=self.dtype) + self.offset) * stride_x    # (W_l,)
-            shifts_y = (np.arange(height, dtype=self.dtype) + self.offset) * stride_y   # (H_l,)
-            shift_y, shift_x = np.meshgrid(shifts_y, shifts_x, indexing="ij")           # (H_l, W_l)
-            shifts = np.stack([shift_x, shift_y, shift_x, shift_y], axis=-1)            # (H_l, W_l, 4)
-            level = shifts[:, :, None, :] + base[None, None, :, :]                      # (H_l, W_l, A, 4)
-            anchors.append(level.reshape(-1, 4))                                        # (H_l·W_l·A, 4)
+        for (height, width), (stride_y, stride_x), base in zip(feature_sizes, strides,
+                                                               self.base_anchors):
+            shifts_x = (np.arange(width, dtype=self.dtype) + self.offset) * stride_x   # (W_l,)
+            shifts_y = (np.arange(height, dtype=self.dtype) + self.offset) * stride_y  # (H_l,)
+            shift_y, shift_x = np.meshgrid(shifts_y, shifts_x, indexing="ij")   # (H_l, W_l)
+            shifts = np.stack([shift_x, shift_y, shift_x, shift_y], axis=-1)    # (H_l, W_l, 4)
+            level = shifts[:, :, None, :] + base[None, None, :, :]              # (H_l, W_l, A, 4)
+            anchors.append(level.reshape(-1, 4))                                # (H_l·W_l·A, 4)
         return anchors
 
     def __call__(self, image_size, feature_sizes):

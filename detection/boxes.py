@@ -166,12 +166,17 @@ def box_convert(boxes, in_fmt, out_fmt):
     return np.stack([a, b, c, d], axis=1).astype(boxes.dtype, copy=False)
 
 
+def _is_real(value):
+    """A real number (Python or NumPy), not a bool."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
 def _check_image_size(size, name="size"):
     if not isinstance(size, (tuple, list)) or len(size) != 2:
         raise ValueError(f"{name} must be a pair (H, W), got {size!r}")
     height, width = size
     for label, value in (("H", height), ("W", width)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if not _is_real(value):
             raise TypeError(f"{name} must hold numbers (H, W), got {label}={value!r}")
         if not np.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must hold positive finite numbers (H, W), got {size!r}")
@@ -204,7 +209,7 @@ def remove_small_boxes(boxes, min_size):
     Returns:
         ndarray[K]: int64 indices into ``boxes``, increasing.
     """
-    if isinstance(min_size, bool) or not isinstance(min_size, (int, float, np.integer, np.floating)):
+    if not _is_real(min_size):
         raise TypeError(f"min_size must be a number, got {type(min_size).__name__}")
     if not np.isfinite(min_size) or min_size < 0:
         raise ValueError(f"min_size must be finite and >= 0, got {min_size!r}")

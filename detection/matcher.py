@@ -48,7 +48,8 @@ class Matcher:
 
     def __init__(self, high_threshold, low_threshold, allow_low_quality_matches=False):
         for name, value in (("high_threshold", high_threshold), ("low_threshold", low_threshold)):
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                                 np.floating)):
                 raise TypeError(f"{name} must be a number, got {value!r}")
             if not np.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
@@ -61,7 +62,8 @@ class Matcher:
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
 
     def __repr__(self):
-        return (f"Matcher(high_threshold={self.high_threshold}, low_threshold={self.low_threshold}, "
+        return (f"Matcher(high_threshold={self.high_threshold}, "
+                f"low_threshold={self.low_threshold}, "
                 f"allow_low_quality_matches={self.allow_low_quality_matches})")
 
     def __call__(self, match_quality_matrix):
@@ -80,7 +82,8 @@ class Matcher:
             raise ValueError(
                 f"match_quality_matrix must have shape (M gt, N anchors), got {quality.shape}"
             )
-        if not (np.issubdtype(quality.dtype, np.floating) or np.issubdtype(quality.dtype, np.integer)):
+        if not (np.issubdtype(quality.dtype, np.floating)
+                or np.issubdtype(quality.dtype, np.integer)):
             raise TypeError(f"match_quality_matrix must be numeric, got dtype {quality.dtype}")
         if not np.isfinite(quality).all():
             raise ValueError("match_quality_matrix contains non-finite values (NaN or inf)")

@@ -53,14 +53,20 @@ def _check_scores(scores, num_boxes, name="scores"):
     if scores.ndim == 1 and scores.size == 0 and num_boxes == 0:
         return scores
     if scores.ndim != 1 or scores.shape[0] != num_boxes:
-        raise ValueError(f"{name} must have shape ({num_boxes},) to match boxes, got {scores.shape}")
+        raise ValueError(
+            f"{name} must have shape ({num_boxes},) to match boxes, got {scores.shape}"
+        )
     if not np.isfinite(scores).all():
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     return scores
 
 
+def _is_real(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
 def _check_threshold(value, name, low=0.0, high=1.0):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not _is_real(value):
         raise TypeError(f"{name} must be a number, got {value!r}")
     if not np.isfinite(value) or not low <= value <= high:
         raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
@@ -70,7 +76,8 @@ def _check_threshold(value, name, low=0.0, high=1.0):
 def _check_max_output(max_output):
     if max_output is None:
         return None
-    if isinstance(max_output, bool) or not isinstance(max_output, (int, np.integer)) or max_output < 0:
+    if isinstance(max_output, bool) or not isinstance(max_output, (int, np.integer)) \
+            or max_output < 0:
         raise ValueError(f"max_output must be None or an integer >= 0, got {max_output!r}")
     return int(max_output)
 
@@ -272,7 +279,9 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     if not (np.issubdtype(idxs.dtype, np.integer) or idxs.dtype == np.bool_):
         raise TypeError(f"idxs must be an integer array of shape (N,), got dtype {idxs.dtype}")
     if idxs.shape != (boxes.shape[0],):
-        raise ValueError(f"idxs must have shape ({boxes.shape[0]},) to match boxes, got {idxs.shape}")
+        raise ValueError(
+            f"idxs must have shape ({boxes.shape[0]},) to match boxes, got {idxs.shape}"
+        )
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
     return _greedy_nms(boxes, scores, iou_threshold, labels=idxs.astype(np.int64))
 
@@ -305,12 +314,10 @@ def soft_nms(boxes, scores, sigma=0.5, iou_threshold=0.3, score_threshold=0.001,
         raise ValueError(f"method must be 'gaussian' or 'linear', got {method!r}")
     boxes = as_boxes(boxes)
     scores = _check_scores(scores, boxes.shape[0])
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(sigma) or sigma <= 0:
+    if not _is_real(sigma) or not np.isfinite(sigma) or sigma <= 0:
         raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-    if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(score_threshold):
+    if not _is_real(score_threshold) or not np.isfinite(score_threshold):
         raise ValueError(f"score_threshold must be a finite number, got {score_threshold!r}")
 
     # The remaining boxes, compacted as they drop out, in index order (so argmax

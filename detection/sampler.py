@@ -30,9 +30,9 @@ class BalancedPositiveNegativeSampler:
     """
 
     def __init__(self, batch_size_per_image, positive_fraction, generator=None):
-        if (isinstance(batch_size_per_image, bool) or not isinstance(batch_size_per_image, (int, np.integer))
-                or batch_size_per_image < 0):
-            raise ValueError(f"batch_size_per_image must be an integer >= 0, got {batch_size_per_image!r}")
+        size = batch_size_per_image
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+            raise ValueError(f"batch_size_per_image must be an integer >= 0, got {size!r}")
         if not isinstance(positive_fraction, (int, float, np.integer, np.floating)) or not (
                 0.0 <= positive_fraction <= 1.0):
             raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction!r}")
@@ -41,7 +41,8 @@ class BalancedPositiveNegativeSampler:
         self.generator = generator if generator is None else get_generator(generator)
 
     def __repr__(self):
-        return (f"BalancedPositiveNegativeSampler(batch_size_per_image={self.batch_size_per_image}, "
+        return (f"BalancedPositiveNegativeSampler("
+                f"batch_size_per_image={self.batch_size_per_image}, "
                 f"positive_fraction={self.positive_fraction})")
 
     def __call__(self, matched_idxs):
@@ -59,7 +60,8 @@ class BalancedPositiveNegativeSampler:
         images = [matched_idxs] if single else list(matched_idxs)
         images = [as_array(labels) for labels in images]
         for i, labels in enumerate(images):
-            if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+            integer = np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_
+            if labels.ndim != 1 or not integer:
                 raise ValueError(
                     f"matched_idxs[{i}] must be a 1-D integer array, got shape {labels.shape} "
                     f"and dtype {labels.dtype}"

@@ -38,7 +38,9 @@ def _image_array(image):
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
-        raise ValueError(f"image must have shape (H, W) or (H, W, 3|4) (channels-last), got {image.shape}")
+        raise ValueError(
+            f"image must have shape (H, W) or (H, W, 3|4) (channels-last), got {image.shape}"
+        )
     if np.issubdtype(image.dtype, np.floating):
         if not np.isfinite(image).all():
             raise ValueError("image contains non-finite values")
@@ -161,7 +163,9 @@ def draw_masks(target, masks, labels=None, colors=None, alpha=0.5, threshold=0.5
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if masks.ndim == 2:
         if not np.issubdtype(masks.dtype, np.integer):
-            raise TypeError(f"a 2-D masks array must be an integer label map, got dtype {masks.dtype}")
+            raise TypeError(
+                f"a 2-D masks array must be an integer label map, got dtype {masks.dtype}"
+            )
         values = np.unique(masks[masks > 0])
         stack = masks[None, :, :] == values[:, None, None]               # (K, H, W)
         mask_colors = [label_color(v) for v in values]

@@ -29,10 +29,12 @@ def anchors_loop(sizes, aspect_ratios, image_size, feature_sizes, offset=0.0):
 
 def test_base_anchors_hand_values():
     base = generate_base_anchors((32,), (0.5, 1.0, 2.0))
-    # w = 32 / sqrt(r), h = 32 · sqrt(r): (45.25, 22.63), (32, 32), (22.63, 45.25), halved and rounded.
-    np.testing.assert_array_equal(base, [[-23, -11, 23, 11], [-16, -16, 16, 16], [-11, -23, 11, 23]])
+    # w = 32 / sqrt(r), h = 32 · sqrt(r): (45.25, 22.63), (32, 32), (22.63, 45.25),
+    # halved and rounded.
+    np.testing.assert_array_equal(
+        base, [[-23, -11, 23, 11], [-16, -16, 16, 16], [-11, -23, 11, 23]])
     assert base.dtype == np.float32
-    two = generate_base_anchors((16, 32), (1.0, 2.0))       # ratio-major: (r0,s0), (r0,s1), (r1,s0), ...
+    two = generate_base_anchors((16, 32), (1.0, 2.0))   # ratio-major: (r0,s0), (r0,s1), (r1,s0)
     np.testing.assert_array_equal(two[:2], [[-8, -8, 8, 8], [-16, -16, 16, 16]])
     np.testing.assert_array_equal(two[2], [-6, -11, 6, 11])
 
@@ -72,7 +74,8 @@ def test_order_matches_a_head_output_reshape():
     for y in range(height):
         for x in range(width):
             for a in range(num_anchors):
-                head[0, y, x, a * num_classes:(a + 1) * num_classes] = [x * strides[0], y * strides[1]]
+                slot = slice(a * num_classes, (a + 1) * num_classes)
+                head[0, y, x, slot] = [x * strides[0], y * strides[1]]
     flat = head.reshape(1, height * width * num_anchors, num_classes)          # (N, H·W·A, K)
     centers = (anchors[:, :2] + anchors[:, 2:]) / 2
     np.testing.assert_allclose(flat[0], centers)
@@ -95,9 +98,11 @@ def test_feature_maps_and_single_ratio_tuple_are_accepted():
     generator = AnchorGenerator(((32,), (64,)), ((0.5, 1.0),))
     assert generator.aspect_ratios == ((0.5, 1.0), (0.5, 1.0))
     feature_maps = [np.zeros((2, 8, 8, 3), np.float32), np.zeros((2, 4, 4, 3), np.float32)]
-    np.testing.assert_array_equal(generator((64, 64), feature_maps), generator((64, 64), [(8, 8), (4, 4)]))
+    np.testing.assert_array_equal(generator((64, 64), feature_maps),
+                                  generator((64, 64), [(8, 8), (4, 4)]))
     assert generator((64, 64), [(8, 8), (4, 4)]).dtype == np.float32
-    assert AnchorGenerator(((32,),), ((1.0,),), dtype=np.float64)((8, 8), [(1, 1)]).dtype == np.float64
+    in_float64 = AnchorGenerator(((32,),), ((1.0,),), dtype=np.float64)
+    assert in_float64((8, 8), [(1, 1)]).dtype == np.float64
 
 
 def test_errors():

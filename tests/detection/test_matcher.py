@@ -88,8 +88,8 @@ def test_matches_loop_reference(allow, num_gt, num_anchors, seed, coarse):
 
 def test_on_real_boxes():
     gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
-    anchors = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [21, 20, 31, 30], [50, 50, 60, 60], [5, 0, 15, 10]],
-                       np.float32)
+    anchors = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [21, 20, 31, 30], [50, 50, 60, 60],
+                        [5, 0, 15, 10]], np.float32)
     # IoUs with their best ground truth: 1.0, 0.68, 0.82, 0.0, 0.33
     matches = Matcher(0.7, 0.3)(box_iou(gt, anchors))
     np.testing.assert_array_equal(matches, [0, -2, 1, -1, -2])

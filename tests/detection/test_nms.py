@@ -93,9 +93,11 @@ def test_threshold_is_strict_and_ties_keep_lower_index_first():
 
 
 def test_duplicates_zero_area_and_threshold_extremes():
-    boxes = np.array([[0, 0, 4, 4], [0, 0, 4, 4], [2, 2, 2, 2], [2, 2, 2, 2], [1, 1, 5, 5]], np.float32)
+    boxes = np.array([[0, 0, 4, 4], [0, 0, 4, 4], [2, 2, 2, 2], [2, 2, 2, 2], [1, 1, 5, 5]],
+                     np.float32)
     scores = np.array([0.1, 0.9, 0.8, 0.7, 0.2], np.float32)
-    np.testing.assert_array_equal(nms(boxes, scores, 0.5), [1, 2, 3, 4])   # empty boxes never overlap
+    # empty boxes never overlap anything
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5), [1, 2, 3, 4])
     np.testing.assert_array_equal(nms(boxes, scores, 1.0), [1, 2, 3, 4, 0])
     np.testing.assert_array_equal(nms(boxes, scores, 0.0), [1, 2, 3])     # any overlap suppresses
 
@@ -113,8 +115,10 @@ def test_empty_input():
 @pytest.mark.parametrize("call, error, words", [
     (lambda: nms(np.zeros((3, 4)), np.zeros(2), 0.5), ValueError, "scores must have shape (3,)"),
     (lambda: nms(np.zeros((3, 3)), np.zeros(3), 0.5), ValueError, "boxes must have shape"),
-    (lambda: nms(np.array([[0, 0, 1, np.nan]]), np.zeros(1), 0.5), ValueError, "boxes contains non-finite"),
-    (lambda: nms(np.zeros((1, 4)), np.array([np.inf]), 0.5), ValueError, "scores contains non-finite"),
+    (lambda: nms(np.array([[0, 0, 1, np.nan]]), np.zeros(1), 0.5), ValueError,
+     "boxes contains non-finite"),
+    (lambda: nms(np.zeros((1, 4)), np.array([np.inf]), 0.5), ValueError,
+     "scores contains non-finite"),
     (lambda: nms(np.zeros((1, 4)), np.zeros(1), 1.5), ValueError, "iou_threshold"),
     (lambda: nms(np.zeros((1, 4)), np.zeros(1), -0.1), ValueError, "iou_threshold"),
     (lambda: nms(np.zeros((1, 4)), np.zeros(1), "0.5"), TypeError, "iou_threshold"),
@@ -124,7 +128,8 @@ def test_empty_input():
     (lambda: batched_nms(np.zeros((2, 4)), np.zeros(2), np.zeros(2), 0.5), TypeError, "idxs"),
     (lambda: soft_nms(np.zeros((1, 4)), np.zeros(1), method="hard"), ValueError, "method"),
     (lambda: soft_nms(np.zeros((1, 4)), np.zeros(1), sigma=0.0), ValueError, "sigma"),
-    (lambda: soft_nms(np.zeros((1, 4)), np.zeros(1), score_threshold=np.nan), ValueError, "score_threshold"),
+    (lambda: soft_nms(np.zeros((1, 4)), np.zeros(1), score_threshold=np.nan), ValueError,
+     "score_threshold"),
 ])
 def test_bad_input_raises_before_work(call, error, words):
     with pytest.raises(error) as info:
@@ -159,7 +164,8 @@ def test_matches_loop_reference_on_clustered_boxes(dtype, threshold):
                                       nms_loop(boxes, scores, threshold, max_output))
 
 
-@given(scored_boxes(max_boxes=40, grid=True, ties=True), st.sampled_from([0.0, 0.25, 1 / 3, 0.5, 0.75, 1.0]),
+@given(scored_boxes(max_boxes=40, grid=True, ties=True),
+       st.sampled_from([0.0, 0.25, 1 / 3, 0.5, 0.75, 1.0]),
        st.sampled_from([np.float32, np.float64]))
 def test_matches_loop_reference_on_grid_boxes_with_ties(detections, threshold, dtype):
     boxes, scores = (a.astype(dtype) for a in detections)
@@ -230,10 +236,12 @@ def onnx_nms():
     model.ir_version = 8
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
 
     def run(boxes, scores, iou_threshold, max_output=None):
-        yxyx = np.ascontiguousarray(boxes[:, [1, 0, 3, 2]], dtype=np.float32)[None]   # ONNX: [y1, x1, y2, x2]
+        # ONNX boxes are [y1, x1, y2, x2]
+        yxyx = np.ascontiguousarray(boxes[:, [1, 0, 3, 2]], dtype=np.float32)[None]
         limit = len(boxes) if max_output is None else max_output
         selected = session.run(None, {
             "boxes": yxyx, "scores": scores.astype(np.float32)[None, None],
@@ -255,7 +263,8 @@ def test_indices_identical_to_onnxruntime(onnx_nms, kind, threshold):
         boxes, scores = clustered_detections(rng, 3000, 30)
     else:
         corners = rng.uniform(0, 800, (3000, 2))
-        boxes = np.concatenate([corners, corners + rng.uniform(10, 200, (3000, 2))], 1).astype(np.float32)
+        sides = rng.uniform(10, 200, (3000, 2))
+        boxes = np.concatenate([corners, corners + sides], 1).astype(np.float32)
         scores = rng.random(3000).astype(np.float32)
     assert len(np.unique(scores)) == len(scores)
     expected = onnx_nms(boxes, scores, threshold)
@@ -281,7 +290,8 @@ def test_soft_nms_matches_loop_reference(method, seed):
 
 
 def test_soft_nms_hand_case():
-    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 5], [20, 20, 30, 30]], np.float64)  # IoU(0, 1) = 0.5
+    # IoU(0, 1) = 0.5
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 5], [20, 20, 30, 30]], np.float64)
     scores = np.array([0.9, 0.8, 0.3])
     keep, new = soft_nms(boxes, scores, sigma=0.5, method="gaussian")
     np.testing.assert_array_equal(keep, [0, 1, 2])      # box 1 decays to 0.8·exp(-0.5) = 0.485

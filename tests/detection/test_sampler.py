@@ -11,7 +11,8 @@ from detection.sampler import BalancedPositiveNegativeSampler
        st.sampled_from([0.0, 0.25, 0.5, 1.0]), st.integers(0, 2**31 - 1))
 def test_counts_and_membership(sizes, batch_size, fraction, seed):
     rng = np.random.default_rng(seed)
-    images = [rng.integers(-2, 3, size=n) for n in sizes]      # -2, -1 ignored, 0 negative, 1, 2 positive
+    # -2, -1 ignored, 0 negative, 1 and 2 positive
+    images = [rng.integers(-2, 3, size=n) for n in sizes]
     sampler = BalancedPositiveNegativeSampler(batch_size, fraction, generator=seed)
     positives, negatives = sampler(images)
     assert len(positives) == len(negatives) == len(images)

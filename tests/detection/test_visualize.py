@@ -46,8 +46,10 @@ def test_draw_boxes_on_given_axes_colors_threshold_and_empty():
     assert ax3.patches[2].get_edgecolor() == to_rgba("blue")
     assert len(draw_boxes(Figure().add_subplot(), np.zeros((0, 4))).patches) == 0
     same = draw_boxes(Figure().add_subplot(), boxes, labels=np.array([4, 4, 5]))
-    assert same.patches[0].get_edgecolor() == same.patches[1].get_edgecolor() != same.patches[2].get_edgecolor()
-    unnamed = draw_boxes(Figure().add_subplot(), boxes[:1], labels=np.array([7]), class_names={1: "a"})
+    edges = [patch.get_edgecolor() for patch in same.patches]
+    assert edges[0] == edges[1] != edges[2]
+    unnamed = draw_boxes(Figure().add_subplot(), boxes[:1], labels=np.array([7]),
+                         class_names={1: "a"})
     assert unnamed.texts[0].get_text() == "7"
 
 
