@@ -200,12 +200,13 @@ def onnxruntime_cases(groups):
         output_height=out, output_width=out, sampling_ratio=ROI["sampling_ratio"],
         spatial_scale=1.0, coordinate_transformation_mode="output_half_pixel",
     )
+    n, size, channels, k = ROI["images"], ROI["size"], ROI["channels"], ROI["boxes"]
     graph = helper.make_graph(
         [node], "roi_align",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("rois", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("batch_indices", TensorProto.INT64, None)],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, channels, size, size]),
+         helper.make_tensor_value_info("rois", TensorProto.FLOAT, [k, 4]),
+         helper.make_tensor_value_info("batch_indices", TensorProto.INT64, [k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [k, channels, out, out])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
     onnx.checker.check_model(model)
