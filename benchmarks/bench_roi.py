@@ -10,7 +10,9 @@ sampling ratio 2, boxes of 2-16 feature cells inside the map (spatial_scale 1).
 onnxruntime has only forward kernels (``RoiAlign`` opset 16 with
 ``output_half_pixel`` = ``aligned=False``, and ``MaxRoiPool``), so every row is
 divided by onnxruntime's *forward* time: the backward rows show what a training
-step costs relative to one reference forward.
+step costs relative to one reference forward. onnxruntime is timed with 2 threads
+(as we get from BLAS) and with 1 thread: our sparse products run on one core, and
+on a loaded machine a 2-thread pool loses more than a single thread does.
 
 Method (``../shared/bench/BASELINES.md``): each library in its own process with 2
 threads, processes interleaved round by round (alternating order), medians of all
@@ -91,7 +93,7 @@ def onnxruntime_cases():
     out = CASE["output"]
     x_nchw = np.ascontiguousarray(features.transpose(0, 3, 1, 2))
 
-    def session(node, names):
+    def session(node, names, threads=2):
         kinds = {"X": TensorProto.FLOAT, "rois": TensorProto.FLOAT,
                  "batch_indices": TensorProto.INT64}
         graph = helper.make_graph(
@@ -101,23 +103,28 @@ def onnxruntime_cases():
         opset = 16 if node.op_type == "RoiAlign" else 13
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 2
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         return ort.InferenceSession(model.SerializeToString(), options,
                                     providers=["CPUExecutionProvider"])
 
-    align = session(helper.make_node(
+    align_node = helper.make_node(
         "RoiAlign", ["X", "rois", "batch_indices"], ["Y"], mode="avg", output_height=out,
         output_width=out, sampling_ratio=CASE["sampling_ratio"], spatial_scale=1.0,
-        coordinate_transformation_mode="output_half_pixel"), ["X", "rois", "batch_indices"])
-    pool = session(helper.make_node("MaxRoiPool", ["X", "rois"], ["Y"], pooled_shape=[out, out],
-                                    spatial_scale=1.0), ["X", "rois"])
+        coordinate_transformation_mode="output_half_pixel")
+    pool_node = helper.make_node("MaxRoiPool", ["X", "rois"], ["Y"], pooled_shape=[out, out],
+                                 spatial_scale=1.0)
+    align_names, pool_names = ["X", "rois", "batch_indices"], ["X", "rois"]
+    align, align_1 = session(align_node, align_names), session(align_node, align_names, 1)
+    pool, pool_1 = session(pool_node, pool_names), session(pool_node, pool_names, 1)
     align_feeds = {"X": x_nchw, "rois": np.ascontiguousarray(boxes[:, 1:]),
                    "batch_indices": boxes[:, 0].astype(np.int64)}
     pool_feeds = {"X": x_nchw, "rois": boxes}
     return {
         "RoiAlign forward": lambda: align.run(None, align_feeds),
+        "RoiAlign forward, 1 thread": lambda: align_1.run(None, align_feeds),
         "MaxRoiPool forward": lambda: pool.run(None, pool_feeds),
+        "MaxRoiPool forward, 1 thread": lambda: pool_1.run(None, pool_feeds),
     }
 
 
@@ -172,14 +179,16 @@ def main():
     print(f"\n{CASE['images']} images x {CASE['size']}x{CASE['size']}x{CASE['channels']} float32, "
           f"{CASE['boxes']} boxes, {CASE['output']}x{CASE['output']}, sampling "
           f"{CASE['sampling_ratio']}; medians of {rounds} rounds x {repeats} repeats")
-    print(f"{'case':32s} {'ours ms':>9s} {'onnxruntime fwd ms':>19s} {'ratio':>6s}")
+    print(f"{'case':30s} {'ours ms':>8s} {'ort fwd ms':>11s} {'ratio':>6s} "
+          f"{'ort 1-thread ms':>16s} {'ratio':>6s}")
     for name in samples:
         if not name.startswith("roi_"):
             continue
         reference = "RoiAlign forward" if name.startswith("roi_align") else "MaxRoiPool forward"
-        ratio = median[name] / median[reference]
-        print(f"{name:32s} {median[name]:9.1f} {median[reference]:19.1f} {ratio:6.2f}")
-
+        single = reference + ", 1 thread"
+        print(f"{name:30s} {median[name]:8.1f} {median[reference]:11.1f} "
+              f"{median[name] / median[reference]:6.2f} {median[single]:16.1f} "
+              f"{median[name] / median[single]:6.2f}")
 
 if __name__ == "__main__":
     main()

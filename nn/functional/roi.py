@@ -689,12 +689,16 @@ def roi_pool_backward(grad, argmax, batch_index, input_shape):
         ndarray[N, H, W, C]: gradient with respect to the feature maps (float64).
     """
     n, height, width, channels = input_shape
-    hit = argmax >= 0
-    image = np.broadcast_to(batch_index[:, None, None, None], argmax.shape)
-    channel = np.broadcast_to(np.arange(channels), argmax.shape)
-    target = ((image * (height * width) + argmax.astype(np.int64)) * channels + channel)[hit]
+    # flat index of the winning element: ((b·H·W + cell)·C + c)
+    first = (batch_index.astype(np.int64) * (height * width * channels))[:, None, None, None]
+    target = argmax * np.int64(channels) + (first + np.arange(channels))  # (K, oh, ow, C), int64
+    weights = grad
+    if np.any(argmax < 0):  # empty bins (outside the map) send nothing back
+        hit = argmax >= 0
+        target, weights = target[hit], grad[hit]
     # several bins may share an argmax cell: bincount adds them up (fast scatter-add)
-    flat = np.bincount(target, weights=grad[hit], minlength=n * height * width * channels)
+    flat = np.bincount(target.ravel(), weights=weights.ravel(),
+                       minlength=n * height * width * channels)
     return flat.reshape(input_shape)
 
 
