@@ -457,7 +457,8 @@ class COCODataset(Dataset):
                             "width": int(i["width"]), "height": int(i["height"])}
                            for i in coco["images"]]
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"malformed COCO JSON {where}: bad image or category ({exc})") from None
+            raise ValueError(f"malformed COCO JSON {where}: bad image or category "
+                             f"({exc})") from None
         self.category_ids = [c for c, _ in categories]
         if contiguous_labels:
             self._label_of = {c: i + 1 for i, c in enumerate(self.category_ids)}

@@ -137,8 +137,10 @@ def crop_plates(image, boxes, size=(32, 96), padding=0.1, class_mask=None):
     y0, x0 = np.floor(fy), np.floor(fx)
     wy, wx = (fy - y0)[:, :, None, None], (fx - x0)[:, None, :, None]  # (K,h,1,1), (K,1,w,1)
     # Clamping the neighbours replicates the border within half a pixel of the image.
-    y0i, y1i = y0.clip(0, image_h - 1).astype(np.intp), (y0 + 1).clip(0, image_h - 1).astype(np.intp)
-    x0i, x1i = x0.clip(0, image_w - 1).astype(np.intp), (x0 + 1).clip(0, image_w - 1).astype(np.intp)
+    y0i = y0.clip(0, image_h - 1).astype(np.intp)
+    y1i = (y0 + 1).clip(0, image_h - 1).astype(np.intp)
+    x0i = x0.clip(0, image_w - 1).astype(np.intp)
+    x1i = (x0 + 1).clip(0, image_w - 1).astype(np.intp)
     pixels = image.astype(np.float32)
     top = pixels[y0i[:, :, None], x0i[:, None, :]] * (1 - wx) \
         + pixels[y0i[:, :, None], x1i[:, None, :]] * wx  # (K, h, w, 3)

@@ -408,7 +408,8 @@ def read_voc_annotation(path):
         box = node.find("bndbox")
         if box is None:
             raise ValueError(f"malformed VOC annotation {path}: object {i} has no <bndbox>")
-        xmin, ymin, xmax, ymax = (_xml_number(box, t, path) for t in ("xmin", "ymin", "xmax", "ymax"))
+        xmin, ymin, xmax, ymax = (_xml_number(box, tag, path)
+                                  for tag in ("xmin", "ymin", "xmax", "ymax"))
         # VOC 1-based inclusive -> continuous xyxy (module docstring)
         bbox = (xmin - 1.0, ymin - 1.0, xmax, ymax)
         if not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):

@@ -303,7 +303,8 @@ def test_voc_dataset_items(voc_root):
     assert target["boxes"].dtype == np.float32 and target["boxes"].shape == (4, 4)
     assert target["boxes"][1].tolist() == [10, 20, 30, 28]
     assert target["labels"].dtype == np.int64
-    assert target["labels"].tolist() == [PLATE_CLASSES.index(n) for n in ("car", "plate", "7", "char")]
+    names = ("car", "plate", "7", "char")
+    assert target["labels"].tolist() == [PLATE_CLASSES.index(n) for n in names]
     assert target["difficult"].tolist() == [False, False, False, True]
     assert target["masks"].dtype == np.uint8 and target["masks"].shape == (32, 48)
     assert target["masks"][24, 13] == PLATE_CLASSES.index("7")
@@ -385,7 +386,8 @@ def test_voc_dataset_errors_name_the_file(voc_root):
     with pytest.raises(FileNotFoundError, match="SegmentationObject.000001.png"):
         VOCDataset(voc_root, "train", return_instance_masks=True)
 
-    Image.fromarray(np.zeros((31, 48), np.uint8)).save(voc_root / "SegmentationClass" / "000000.png")
+    small = Image.fromarray(np.zeros((31, 48), np.uint8))
+    small.save(voc_root / "SegmentationClass" / "000000.png")
     dataset = VOCDataset(voc_root, "train", return_masks=True)
     with pytest.raises(ValueError, match="SegmentationClass.000000.png is 48x31"):
         dataset[0]
@@ -415,3 +417,17 @@ def test_voc_dataset_image_size_disagreeing_with_xml(voc_root):
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(voc_root / "JPEGImages" / "000000.png")
     with pytest.raises(ValueError, match="000000.png is 10x10 but .*000000.xml says 48x32"):
         VOCDataset(voc_root, "train")[0]
+
+
+def test_voc_dataset_reads_16_bit_instance_masks(tmp_path):
+    image = np.zeros((4, 300, 3), np.uint8)
+    objects = [{"name": "char", "bbox": (i, 0, i + 1, 2)} for i in range(300)]
+    instance_mask = np.zeros((4, 300), np.uint16)
+    instance_mask[:2] = np.arange(1, 301)
+    write_voc_example(tmp_path, "many", image, objects, instance_mask=instance_mask,
+                      image_format="png")
+    write_image_sets(tmp_path, {"train": ["many"]})
+    _, target = VOCDataset(tmp_path, "train", return_instance_masks=True)[0]
+    masks = target["instance_masks"]
+    assert masks.shape == (300, 4, 300)
+    assert masks[299, :2, 299].all() and masks.sum() == 600
