@@ -21,8 +21,8 @@ from detection.boxes import as_boxes
 from detection.metrics.plot import plot_precision_recall, save_figure
 
 __all__ = [
-    "draw_boxes", "draw_masks", "draw_anchors", "plot_pr_curves", "plot_precision_recall",
-    "save_figure", "label_color",
+    "show_image", "draw_boxes", "draw_masks", "draw_anchors", "plot_pr_curves",
+    "plot_precision_recall", "save_figure", "label_color",
 ]
 
 _PALETTE = colormaps["tab10"]
@@ -52,17 +52,17 @@ def _image_array(image):
     return image
 
 
-def _axes(target, figsize=None):
-    """``target`` if it is an Axes, else a new figure's Axes showing the image ``target``."""
-    if hasattr(target, "add_patch") and hasattr(target, "figure"):
-        return target
-    image = _image_array(target)
+def show_image(ax, image):
+    """Show an image on ``ax`` in pixel coordinates, y down, axes hidden.
+
+    Args:
+        ax (matplotlib.axes.Axes): where to draw (e.g. one panel of a multi-panel figure).
+        image (ndarray[H, W] or ndarray[H, W, 3|4]): uint8, or float in [0, 1] (or [0, 255]).
+    Returns:
+        matplotlib.axes.Axes: ``ax``, its view fixed to the image.
+    """
+    image = _image_array(image)
     height, width = image.shape[:2]
-    if figsize is None:
-        scale = 6.0 / max(height, width, 1)
-        figsize = (max(width * scale, 2.0), max(height * scale, 2.0))
-    figure = Figure(figsize=figsize)
-    ax = figure.add_axes((0, 0, 1, 1))
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, extent=(0, width, height, 0),
               interpolation="nearest")
     ax.set_xlim(0, width)
@@ -70,6 +70,17 @@ def _axes(target, figsize=None):
     ax.set_autoscale_on(False)      # boxes reaching past the border do not rescale the view
     ax.set_axis_off()
     return ax
+
+
+def _axes(target):
+    """``target`` if it is an Axes, else a new figure's Axes showing the image ``target``."""
+    if hasattr(target, "add_patch") and hasattr(target, "figure"):
+        return target
+    image = _image_array(target)
+    height, width = image.shape[:2]
+    scale = 6.0 / max(height, width, 1)
+    figure = Figure(figsize=(max(width * scale, 2.0), max(height * scale, 2.0)))
+    return show_image(figure.add_axes((0, 0, 1, 1)), image)
 
 
 def _per_box(values, count, name, kind):

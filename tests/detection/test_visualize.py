@@ -11,7 +11,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from detection.metrics import precision_recall_curve  # noqa: E402
 from detection.visualize import (  # noqa: E402
     draw_boxes, draw_masks, draw_anchors, plot_pr_curves, plot_precision_recall, save_figure,
-    label_color,
+    label_color, show_image,
 )
 
 
@@ -79,6 +79,15 @@ def test_float_and_gray_images_are_shown():
     assert shown.max() <= 1.0 and shown.shape == (12, 16)
     ax = draw_boxes(np.full((5, 6, 1), 0.5, np.float32), np.zeros((0, 4)))
     assert ax.images[0].get_array().shape == (5, 6)
+
+
+def test_show_image_on_a_panel_fixes_the_view():
+    figure = Figure()
+    left, right = figure.subplots(1, 2)
+    assert show_image(left, image(10, 20)) is left
+    draw_boxes(left, np.array([[-50, -50, 100, 100]], np.float32))
+    assert left.get_xlim() == (0, 20) and left.get_ylim() == (10, 0)
+    assert not left.axison and right.axison
 
 
 def test_draw_masks_paints_the_mask_pixels():
