@@ -248,7 +248,8 @@ def memory_worker(lib):
     """Peak memory of one forward + backward of MEMORY_LAYER, in a fresh process.
 
     Both libraries: the growth of the resident set's high-water mark
-    (``resource.getrusage(...).ru_maxrss``) over the call, inputs already allocated.
+    (``resource.getrusage(...).ru_maxrss``) over the call, inputs already allocated
+    and a tiny layer run first (thread pools and other one-time setup).
     NumPy also: ``tracemalloc``'s peak of traced allocations (NumPy reports its data
     buffers to tracemalloc; torch's allocator does not, hence maxrss for both).
     """
@@ -267,6 +268,10 @@ def memory_worker(lib):
         weight = nn.Tensor(rng.standard_normal((k, k, c, co)).astype(np.float32), requires_grad=True)
         bias = nn.Tensor(np.zeros(co, np.float32), requires_grad=True)
         grad = rng.standard_normal((n, h, w, co)).astype(np.float32)
+        # A tiny layer first, so that one-time setup is not counted as the big layer's.
+        small = nn.Tensor(np.ones((1, 8, 8, 4), np.float32), requires_grad=True)
+        F.conv2d(small, nn.Tensor(np.ones((3, 3, 4, 4), np.float32), requires_grad=True),
+                 padding=1).sum().backward()
         tracemalloc.start()
         tracemalloc.reset_peak()
         before, _ = tracemalloc.get_traced_memory()
@@ -283,6 +288,9 @@ def memory_worker(lib):
         weight = torch.tensor(rng.standard_normal((co, c, k, k)).astype(np.float32), requires_grad=True)
         bias = torch.zeros(co, requires_grad=True)
         grad = torch.tensor(rng.standard_normal((n, co, h, w)).astype(np.float32))
+        small = torch.ones(1, 4, 8, 8, requires_grad=True)
+        torch.nn.functional.conv2d(small, torch.ones(4, 4, 3, 3, requires_grad=True),
+                                   padding=1).sum().backward()
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         torch.nn.functional.conv2d(x, weight, bias, stride=s, padding=p).backward(grad)
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
