@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 import nn
 import nn.functional as F
@@ -89,6 +89,19 @@ def ref_adaptive_avg_pool2d(x, grad_out, output_size):
             if grad_out is not None:
                 dx[:, r0:r1, q0:q1, :] += grad_out[:, a:a + 1, b:b + 1, :] / count
     return y, dx
+
+
+def _has_window_in_padding(geometry):
+    """True when some window reads no input element (possible with dilation)."""
+    for axis in range(2):
+        size = geometry["shape"][1 + axis]
+        keys = ("kernel_size", "stride", "padding", "dilation")
+        k, s, p, d = (geometry[key][axis] for key in keys)
+        out = _out_size(size, k, s, p, d, geometry["ceil_mode"])
+        for o in range(out):
+            if not any(0 <= o * s - p + i * d < size for i in range(k)):
+                return True
+    return False
 
 
 def _pool_args(geometry):
@@ -305,6 +318,10 @@ def _from_torch(t):
        dtype=st.sampled_from([np.float32, np.float64]))
 def test_max_pool2d_matches_torch(geometry, seed, ties, dtype):
     torch = require("torch")
+    # PyTorch routes the gradient of a window lying wholly in the padding to an index
+    # outside the input (memory of a neighbouring row); ours gives it no gradient
+    # (test_max_pool2d_minus_infinity_and_all_padding_windows).
+    assume(not _has_window_in_padding(geometry))
     rng = np.random.default_rng(seed)
     args = _pool_args(geometry)
     x = _values(rng, geometry["shape"], ties, dtype)
