@@ -188,6 +188,11 @@ def _image_groups(batch_index):
 
 
 # ------------------------------------------------------------------- RoIAlign
+# Adaptive sampling takes ceil(box length / bins) samples per bin: a box of 1e9
+# cells would need an absurd sample grid, so it is refused with a clear error.
+_MAX_ADAPTIVE_SAMPLES = 4096
+
+
 class AxisSamples(NamedTuple):
     """RoIAlign's sample points along one axis (y or x) for every box.
 
@@ -278,7 +283,14 @@ def _axis_samples(lo, hi, size, bins, spatial_scale, sampling_ratio, aligned, dt
         grid = np.full(lo.shape, sampling_ratio, dtype=np.int64)
     else:
         # adaptive: about one sample per cell; a box of length <= 0 has no sample
-        grid = np.maximum(np.ceil(length / dtype.type(bins)), 0).astype(np.int64)
+        per_bin = np.maximum(np.ceil(length / dtype.type(bins)), 0)
+        if per_bin.size and per_bin.max() > _MAX_ADAPTIVE_SAMPLES:
+            raise ValueError(
+                f"a box spans {float(per_bin.max() * bins):.3g} cells: adaptive sampling "
+                f"(sampling_ratio <= 0) would take more than {_MAX_ADAPTIVE_SAMPLES} samples "
+                "per bin and axis; pass sampling_ratio > 0 or check the box coordinates"
+            )
+        grid = per_bin.astype(np.int64)
     num_boxes = lo.shape[0]
     slots = int(grid.max()) if num_boxes else 1
     slots = max(slots, 1)
@@ -555,8 +567,9 @@ def _pool_bins(lo, hi, size, bins, spatial_scale, dtype):
     """
     scale = dtype.type(spatial_scale)
     limit = 2.0 ** 30  # keeps absurd coordinates inside int64 arithmetic
-    start = np.clip(_round_half_away(lo.astype(dtype) * scale), -limit, limit).astype(np.int64)
-    end = np.clip(_round_half_away(hi.astype(dtype) * scale), -limit, limit).astype(np.int64)
+    start = np.clip(_round_half_away(lo.astype(dtype) * scale).astype(np.float64), -limit, limit)
+    end = np.clip(_round_half_away(hi.astype(dtype) * scale).astype(np.float64), -limit, limit)
+    start, end = start.astype(np.int64), end.astype(np.int64)
     length = np.maximum(end - start + 1, 1)                       # (K,)
     bin_size = length.astype(dtype) / dtype.type(bins)            # (K,)
     p = np.arange(bins, dtype=dtype)

@@ -4,6 +4,7 @@ The slow references below transcribe torchvision's definitions one sample (or on
 cell) at a time, in the feature map's dtype as torchvision's C++ kernels compute.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -641,6 +642,28 @@ def test_bad_arguments_raise_clear_errors(op, kwargs, error, match):
 def test_roi_align_bad_sampling_or_aligned(kwargs, error):
     with pytest.raises(error, match=next(iter(kwargs))):
         roi_align(_x(), np.array([[0, 0, 0, 2, 2]]), 2, **kwargs)
+
+
+def test_roi_align_refuses_absurd_boxes_for_adaptive_sampling_but_not_for_fixed():
+    x = np.random.default_rng(15).random((1, 6, 6, 2))
+    absurd = np.array([[0, -1e30, 2, 1e30, 3]])
+    with pytest.raises(ValueError, match="adaptive sampling"):
+        roi_align(x, absurd, 2, 1.0, 0)
+    out = roi_align(x, absurd, 2, 1.0, 2)   # every sample lies far outside: zeros
+    np.testing.assert_array_equal(out.data, np.zeros((1, 2, 2, 2)))
+    pooled = roi_pool(x, absurd, 2)        # rounded, then clipped to the map
+    np.testing.assert_array_equal(pooled.data, loop_roi_pool(x, absurd.clip(-1e6, 1e6), (2, 2))[0])
+
+
+def test_half_precision_runs_without_warnings():
+    x = np.random.default_rng(16).random((1, 6, 6, 2)).astype(np.float16)
+    boxes = np.array([[0, 1, 1, 4, 4]], np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. an overflowing cast inside NumPy
+        assert roi_align(x, boxes, 2, 1.0, 2).dtype == np.float16
+        assert roi_pool(x, boxes, 2).dtype == np.float16
+    expected = loop_roi_align(x.astype(np.float32), boxes.astype(np.float32), (2, 2), 1.0, 2)
+    np.testing.assert_allclose(roi_align(x, boxes, 2, 1.0, 2).data, expected, atol=2e-3)
 
 
 # ------------------------------------------------------------------ modules
