@@ -19,15 +19,22 @@ def image(height=40, width=60):
     return np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
 
 
+def outlines(ax):
+    """The (K, 4, 2) corners and (K, 4) RGBA edge colors of the boxes drawn last."""
+    collection = ax.collections[-1]
+    corners = np.array([path.vertices[:4] for path in collection.get_paths()]).reshape(-1, 4, 2)
+    return corners, collection.get_edgecolor()
+
+
 def test_draw_boxes_on_an_image_makes_a_figure_with_captions(tmp_path):
     boxes = np.array([[2, 3, 20, 30], [10, 5, 50, 35]], np.float32)
     ax = draw_boxes(image(), boxes, labels=np.array([1, 2]), scores=np.array([0.93, 0.5]),
                     class_names=["background", "plate", "digit"])
-    assert len(ax.patches) == 2
-    rect = ax.patches[0]
-    assert (rect.get_x(), rect.get_y(), rect.get_width(), rect.get_height()) == (2, 3, 18, 27)
+    corners, edges = outlines(ax)
+    assert corners.shape == (2, 4, 2)
+    np.testing.assert_array_equal(corners[0], [[2, 3], [20, 3], [20, 30], [2, 30]])
     assert [t.get_text() for t in ax.texts] == ["plate 0.93", "digit 0.50"]
-    assert rect.get_edgecolor() == to_rgba(label_color(1))
+    np.testing.assert_allclose(edges[0], to_rgba(label_color(1)))
     assert ax.get_xlim() == (0, 60) and ax.get_ylim() == (40, 0)     # image view, y down
     path = tmp_path / "sub" / "boxes.png"
     save_figure(ax.figure, path)
@@ -39,15 +46,17 @@ def test_draw_boxes_on_given_axes_colors_threshold_and_empty():
     ax = Figure().add_subplot()
     boxes = np.array([[0, 0, 1, 1], [1, 1, 2, 2], [2, 2, 3, 3]], np.float64)
     assert draw_boxes(ax, boxes, scores=np.array([0.9, 0.2, 0.6]), score_threshold=0.5) is ax
-    assert len(ax.patches) == 2 and [t.get_text() for t in ax.texts] == ["0.90", "0.60"]
-    ax2 = draw_boxes(Figure().add_subplot(), boxes, colors="red")
-    assert all(p.get_edgecolor() == to_rgba("red") for p in ax2.patches)
-    ax3 = draw_boxes(Figure().add_subplot(), boxes, colors=["red", "green", "blue"])
-    assert ax3.patches[2].get_edgecolor() == to_rgba("blue")
-    assert len(draw_boxes(Figure().add_subplot(), np.zeros((0, 4))).patches) == 0
-    same = draw_boxes(Figure().add_subplot(), boxes, labels=np.array([4, 4, 5]))
-    edges = [patch.get_edgecolor() for patch in same.patches]
-    assert edges[0] == edges[1] != edges[2]
+    corners, _ = outlines(ax)
+    np.testing.assert_array_equal(corners[:, 0], [[0, 0], [2, 2]])
+    assert [t.get_text() for t in ax.texts] == ["0.90", "0.60"]
+    _, edges = outlines(draw_boxes(Figure().add_subplot(), boxes, colors="red"))
+    np.testing.assert_allclose(edges, [to_rgba("red")] * 3)
+    _, edges = outlines(draw_boxes(Figure().add_subplot(), boxes, colors=["red", "green", "blue"]))
+    np.testing.assert_allclose(edges[2], to_rgba("blue"))
+    corners, _ = outlines(draw_boxes(Figure().add_subplot(), np.zeros((0, 4))))
+    assert len(corners) == 0
+    _, edges = outlines(draw_boxes(Figure().add_subplot(), boxes, labels=np.array([4, 4, 5])))
+    assert np.array_equal(edges[0], edges[1]) and not np.array_equal(edges[1], edges[2])
     unnamed = draw_boxes(Figure().add_subplot(), boxes[:1], labels=np.array([7]),
                          class_names={1: "a"})
     assert unnamed.texts[0].get_text() == "7"
@@ -125,7 +134,8 @@ def test_draw_masks_errors():
 def test_draw_anchors():
     anchors = np.array([[-8, -8, 8, 8], [-16, -4, 16, 4], [0, 0, 32, 32]], np.float32)
     ax = draw_anchors(image(), anchors, color="yellow")
-    assert len(ax.patches) == 3
+    corners, _ = outlines(ax)
+    np.testing.assert_array_equal(corners[1], [[-16, -4], [16, -4], [16, 4], [-16, 4]])
     np.testing.assert_allclose(ax.lines[0].get_xydata(), [[0, 0], [0, 0], [16, 16]])
     assert ax.get_xlim() == (0, 60)                 # anchors past the border do not rescale
     assert len(draw_anchors(Figure().add_subplot(), anchors, show_centers=False).lines) == 0
