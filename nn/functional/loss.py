@@ -314,7 +314,7 @@ def _broadcastable(array, shape, name):
         raise ValueError(f"{name} of shape {array.shape} would enlarge the loss shape {shape}")
 
 
-def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mean",
+def binary_cross_entropy_with_logits(logits, target, reduction="mean", weight=None,
                                      pos_weight=None):
     """Binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1].
 
@@ -324,8 +324,9 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mea
     Args:
         logits (Tensor or ndarray[...]): float.
         target (Tensor or ndarray[...]): same shape, values in [0, 1] (soft labels allowed).
+        reduction (str): "none", "mean" or "sum" (third, as in DESIGN.md's contract;
+            pass ``weight`` by keyword).
         weight (ndarray, optional): broadcastable to the logits' shape.
-        reduction (str): "none", "mean" or "sum".
         pos_weight (ndarray, optional): weight of the positive term, broadcastable
             (e.g. ``(K,)`` for K binary classes on the last axis).
     Returns:
