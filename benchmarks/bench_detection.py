@@ -15,6 +15,11 @@ Sections:
   each kept box against all remaining boxes, compact the arrays every step) is timed
   too, to show what the windowed kernel buys. The kept indices of ours and
   onnxruntime's are compared.
+- ``map``: ``detection.metrics.mean_average_precision`` against pycocotools'
+  ``COCOeval`` (bbox) on 5,000 images x 100 detections (~7 objects, 10 classes per
+  image). Ours is timed from the lists of dicts; pycocotools' ``evaluate()`` +
+  ``accumulate()`` from COCO objects built beforehand. No warm-up (each pycocotools
+  call takes about a minute); the 12 summary numbers of both are compared.
 
 Method (``../shared/bench/BASELINES.md``): each library runs in its own process, the
 processes are interleaved round by round (the order alternating), and each case
@@ -219,10 +224,134 @@ def nms_section(args):
                  "same indices"], rows)
 
 
+# ======================================================================== mAP
+MAP_CASE = {"images": 5000, "detections": 100, "objects": 7, "classes": 10}
+MAP_QUICK_IMAGES = 500
+MAP_KEYS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+            "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
+
+
+def map_data(num_images, seed=0):
+    """Detector-like predictions and targets (lists of dicts), the same in every process.
+
+    Per image: Poisson(7) objects of 10 classes, 8-300 px wide, 2% crowd regions; 100
+    detections, half of them jittered copies of the objects (10% with a wrong class,
+    scores skewed high), half background boxes (scores skewed low).
+    """
+    rng = np.random.default_rng(seed)
+    num_classes = MAP_CASE["classes"]
+    n_true = MAP_CASE["detections"] // 2
+    n_background = MAP_CASE["detections"] - n_true
+    predictions, targets = [], []
+    for _ in range(num_images):
+        g = max(1, int(rng.poisson(MAP_CASE["objects"])))
+        center = rng.uniform(0, 640, (g, 2))
+        size = np.exp(rng.uniform(np.log(8), np.log(300), (g, 2)))
+        gt_boxes = np.concatenate([center - size / 2, center + size / 2], axis=1)
+        gt_labels = rng.integers(0, num_classes, g)
+        crowd = (rng.random(g) < 0.02).astype(np.int64)
+        src = rng.integers(0, g, n_true)
+        near = gt_boxes[src] + rng.normal(0, 0.1, (n_true, 4)) * np.tile(size[src], 2)
+        wrong = rng.integers(0, num_classes, n_true)
+        near_labels = np.where(rng.random(n_true) < 0.9, gt_labels[src], wrong)
+        center = rng.uniform(0, 640, (n_background, 2))
+        side = np.exp(rng.uniform(np.log(8), np.log(300), (n_background, 2)))
+        far = np.concatenate([center - side / 2, center + side / 2], axis=1)
+        boxes = np.concatenate([near, far])
+        boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]),
+                                np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
+        scores = np.concatenate([rng.beta(5, 2, n_true), rng.beta(2, 5, n_background)])
+        labels = np.concatenate([near_labels, rng.integers(0, num_classes, n_background)])
+        predictions.append({"boxes": boxes, "scores": scores, "labels": labels})
+        targets.append({"boxes": gt_boxes, "labels": gt_labels, "iscrowd": crowd})
+    return predictions, targets
+
+
+def pycocotools_objects(predictions, targets):
+    """pycocotools' ground-truth and result objects (xywh, area = box area), built untimed."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    annotations, results = [], []
+    for i, target in enumerate(targets):
+        for j, (x1, y1, x2, y2) in enumerate(target["boxes"].tolist()):
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": i + 1,
+                "category_id": int(target["labels"][j]), "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1), "iscrowd": int(target["iscrowd"][j]),
+            })
+    for i, prediction in enumerate(predictions):
+        for j, (x1, y1, x2, y2) in enumerate(prediction["boxes"].tolist()):
+            results.append({
+                "image_id": i + 1, "category_id": int(prediction["labels"][j]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(prediction["scores"][j]),
+            })
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO()
+        ground_truth.dataset = {
+            "images": [{"id": i + 1} for i in range(len(targets))],
+            "categories": [{"id": c} for c in range(MAP_CASE["classes"])],
+            "annotations": annotations,
+        }
+        ground_truth.createIndex()
+        detections = ground_truth.loadRes(results)
+    return ground_truth, detections
+
+
+def map_runners(impl, quick):
+    predictions, targets = map_data(MAP_QUICK_IMAGES if quick else MAP_CASE["images"])
+    last = {}
+    if impl == "ours":
+        from detection.metrics import mean_average_precision
+
+        def run():
+            # Everything from the lists of dicts: checks, matching, accumulation, summary.
+            result = mean_average_precision(predictions, targets)
+            last["stats"] = [result[key] for key in MAP_KEYS]
+    else:
+        import contextlib
+        import io
+
+        from pycocotools.cocoeval import COCOeval
+        ground_truth, detections = pycocotools_objects(predictions, targets)
+
+        def run():
+            with contextlib.redirect_stdout(io.StringIO()):
+                evaluator = COCOeval(ground_truth, detections, "bbox")
+                evaluator.evaluate()
+                evaluator.accumulate()
+                evaluator.summarize()  # reads the accumulated arrays: milliseconds
+            last["stats"] = evaluator.stats.tolist()
+    return {"detector-like": (run, lambda: json.dumps(last["stats"]))}
+
+
+def map_section(args):
+    rounds = 2 if args.quick else 3
+    images = MAP_QUICK_IMAGES if args.quick else MAP_CASE["images"]
+    results = compare("map", ["ours", "pycocotools"], rounds, args.quick)
+    rows = []
+    for case, ours_result in results["ours"].items():
+        reference_result = results["pycocotools"][case]
+        ours = median_ms(ours_result["times"])
+        reference = median_ms(reference_result["times"])
+        gap = np.max(np.abs(np.array(json.loads(ours_result["check"]))
+                            - np.array(json.loads(reference_result["check"]))))
+        rows.append([f"{case}, {images:,} images x {MAP_CASE['detections']} detections",
+                     f"{ours:.0f}", f"{reference:.0f}", f"{ours / reference:.3f}", f"{gap:.1e}"])
+    print_table(f"COCO mAP: ours (from the lists of dicts) vs pycocotools evaluate + accumulate "
+                f"(~{MAP_CASE['objects']} objects per image, {MAP_CASE['classes']} classes; "
+                f"{rounds} rounds, medians)",
+                ["case", "ours ms", "pycocotools ms", "ratio", "max |12 stats diff|"], rows)
+
+
 # =================================================================== registry
-SECTIONS = {"nms": nms_section}
-RUNNERS = {"nms": nms_runners}
-REPEATS = {"nms": ({"clustered": 40, "uniform": 6}, {"clustered": 15, "uniform": 2})}
+SECTIONS = {"nms": nms_section, "map": map_section}
+RUNNERS = {"nms": nms_runners, "map": map_runners}
+REPEATS = {"nms": ({"clustered": 40, "uniform": 6}, {"clustered": 15, "uniform": 2}),
+           "map": (1, 1)}
+WARMUP = {"map": 0}  # calls before timing; default 2
 
 
 def main(argv=None):
@@ -236,7 +365,8 @@ def main(argv=None):
     if args.worker:
         full, quick = REPEATS[args.worker]
         repeats = quick if args.quick else full
-        results = time_runners(RUNNERS[args.worker](args.impl, args.quick), repeats, warmup=2)
+        warmup = WARMUP.get(args.worker, 2)
+        results = time_runners(RUNNERS[args.worker](args.impl, args.quick), repeats, warmup)
         print(json.dumps(results))
         return
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cores")
