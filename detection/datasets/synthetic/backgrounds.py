@@ -73,8 +73,8 @@ def _facades(rng, draw, size, foot):
         win_w, win_h = int(cell_w * rng.uniform(0.45, 0.7)), int(cell_h * rng.uniform(0.4, 0.65))
         for row_top in range(top + cell_h // 3, foot - cell_h, cell_h):
             for col_left in range(x + cell_w // 4, x + width - win_w, cell_w):
-                draw.rectangle((col_left - 1, row_top - 1, col_left + win_w + 1, row_top + win_h + 1),
-                               fill=frame)
+                draw.rectangle((col_left - 1, row_top - 1,
+                                col_left + win_w + 1, row_top + win_h + 1), fill=frame)
                 shade = rng.uniform(0.7, 1.3)
                 draw.rectangle((col_left, row_top, col_left + win_w, row_top + win_h),
                                fill=tuple(int(min(v * shade, 255)) for v in glass))
@@ -173,7 +173,8 @@ def _ground(rng, size, camera, start_row):
             offset = rng.uniform(0, bay)
             in_bay = (Z % 12.0) < 5.0                     # 5 m deep bays, 7 m aisles
             marks = band(_wrap(X - offset, bay), 0.06, foot_x) * period_fade(bay, foot_x) * in_bay
-            marks = np.maximum(marks, band(_wrap(Z, 12.0), 0.08, foot_z) * period_fade(12.0, foot_z))
+            aisle = band(_wrap(Z, 12.0), 0.08, foot_z) * period_fade(12.0, foot_z)
+            marks = np.maximum(marks, aisle)
         wear = np.clip(0.75 + 0.5 * value_noise(rng, n, size, 12.0), 0, 1)
         paint_cover = (marks * wear)[:, :, None]
         surface = surface * (1 - paint_cover) + paint * paint_cover

@@ -7,7 +7,6 @@ walls teach it that text and rectangles alone are not enough (hard negatives, as
 Shrivastava et al., "Training region-based object detectors with online hard example
 mining", CVPR 2016, but baked into the data).
 """
-import numpy as np
 from PIL import ImageDraw
 
 from detection.datasets.synthetic import fonts

@@ -193,7 +193,8 @@ def render_plate(rng, layout, font=None):
         else:
             font = available[1 + int(rng.integers(len(available) - 1))]
     styles = np.array([p for _, _, p in PLATE_STYLES])
-    plate_colour, ink_colour, _ = PLATE_STYLES[int(rng.choice(len(PLATE_STYLES), p=styles / styles.sum()))]
+    style = int(rng.choice(len(PLATE_STYLES), p=styles / styles.sum()))
+    plate_colour, ink_colour, _ = PLATE_STYLES[style]
     plate_colour = np.clip(np.array(plate_colour) + rng.normal(0, 8, 3), 0, 255)
     ink_colour = np.clip(np.array(ink_colour) + rng.normal(0, 6, 3), 0, 255)
 

@@ -81,7 +81,8 @@ def _overlap(a, b):
 
 def _plate_quad(rng, centre, width, height):
     """Destination corners of a plate: rotation, shear, perspective around its centre."""
-    half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64) * [width / 2, height / 2]
+    corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64)
+    half = corners * [width / 2, height / 2]
     yaw = rng.uniform(-0.1, 0.1)       # one side nearer: taller (perspective)
     pitch = rng.uniform(-0.06, 0.06)   # top or bottom nearer: wider
     half[:, 1] *= 1 + yaw * np.sign(half[:, 0])
@@ -105,11 +106,12 @@ def _place_vehicles(rng, size, count):
     """Choose a camera and place up to ``count`` vehicles consistent with it.
 
     The first vehicle gets a free size and position and fixes the horizon (the camera
-    height is adjusted to keep the horizon in a plausible band); each later vehicle aims
-    its plate at a random row, which the camera turns into its size. A candidate is
-    rejected when its plate leaves the image, when it would hide a farther plate or
-    half of a farther vehicle, or when less than a quarter of it is in the image.
-    Rejected vehicles are only planned, never painted.
+    height is adjusted to keep the horizon in a plausible band). For each later vehicle
+    the camera ties size to image row, so its plate width is drawn among those that put
+    the plate in the image, and the row follows. A candidate position is rejected when
+    its plate leaves the image, when it would hide a farther plate or half of a farther
+    vehicle (or be so hidden), or when less than a quarter of it is in the image.
+    Vehicles are only planned here; the scene paints the accepted ones.
 
     Returns:
         tuple: ``(camera, placed)`` with ``placed`` sorted far to near (drawing order).

@@ -276,7 +276,8 @@ def _car_front_rear(rng, kind, plate_layout, plate_ratio):
     for x0 in (0.04, 0.8):
         p.rect(x0, 0.0, x0 + 0.16, clearance + 0.1, _TYRE, radius=0.025)
     # Lower body with chamfered corners, then the cabin (greenhouse) on top.
-    p.polygon([(0.0, clearance + 0.04), (0.03, clearance), (0.97, clearance), (1.0, clearance + 0.04),
+    p.polygon([(0.0, clearance + 0.04), (0.03, clearance), (0.97, clearance),
+               (1.0, clearance + 0.04),
                (1.0, belt - 0.07), (0.95, belt), (0.05, belt), (0.0, belt - 0.07)], body)
     p.polygon([(0.06, belt), (0.94, belt), (0.5 + roof / 2, top), (0.5 - roof / 2, top)], body)
     # Glass: inset by the pillars, with a lighter diagonal reflection of the sky.
@@ -300,7 +301,8 @@ def _car_front_rear(rng, kind, plate_layout, plate_ratio):
         p.rect(0.42, g_top - 0.025, 0.58, g_top - 0.01, (200, 30, 30))   # third brake light
     # Side mirrors stick out of the silhouette.
     mirror = _BLACK_TRIM if dark_trim else body
-    p.polygon([(-0.07, belt + 0.02), (0.04, belt), (0.04, belt + 0.07), (-0.06, belt + 0.09)], mirror)
+    p.polygon([(-0.07, belt + 0.02), (0.04, belt), (0.04, belt + 0.07), (-0.06, belt + 0.09)],
+              mirror)
     p.polygon([(1.07, belt + 0.02), (0.96, belt), (0.96, belt + 0.07), (1.06, belt + 0.09)], mirror)
 
     # Lights: white headlights in front, red tail lights behind.
@@ -346,7 +348,8 @@ def _car_front_rear(rng, kind, plate_layout, plate_ratio):
         plate_y = clearance + 0.09 + plate_h / 2
     else:
         plate_y = belt - 0.09 - plate_h / 2
-    p.rect(plate_x - plate_w / 2 - 0.015, plate_y - plate_h / 2 - 0.012, plate_x + plate_w / 2 + 0.015,
+    p.rect(plate_x - plate_w / 2 - 0.015, plate_y - plate_h / 2 - 0.012,
+           plate_x + plate_w / 2 + 0.015,
            plate_y + plate_h / 2 + 0.012, (26, 26, 28), radius=0.01)
     return _plan(p, kind, plate_layout, (plate_x, plate_y), plate_w, (-0.04, 1.04),
                  _shading(rng, 1.12, 0.82))
@@ -416,7 +419,8 @@ def _car_side(rng):
     p.line([(fx(0.545), 0.12), (fx(0.545), belt)], _scaled(body, 0.6), 0.006)   # door gap
     p.rect(min(fx(0.44), fx(0.48)), belt - 0.03, max(fx(0.44), fx(0.48)), belt - 0.02,
            _scaled(body, 0.6))
-    p.rect(min(fx(0.0), fx(0.04)), belt - 0.08, max(fx(0.0), fx(0.04)), belt - 0.04, (245, 240, 220))
+    p.rect(min(fx(0.0), fx(0.04)), belt - 0.08, max(fx(0.0), fx(0.04)), belt - 0.04,
+           (245, 240, 220))
     p.rect(min(fx(0.97), fx(1.0)), belt - 0.08, max(fx(0.97), fx(1.0)), belt - 0.03, (170, 24, 28))
     for cx in (0.19, 0.81):
         p.ellipse(fx(cx), 0.1, 0.1, 0.1, _TYRE)
