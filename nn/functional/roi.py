@@ -169,24 +169,6 @@ def _rois_from_boxes(boxes, num_images, dtype):
     return coords, index.astype(np.int64)
 
 
-def _image_groups(batch_index):
-    """The boxes of each image: a list of ``(image, selector)``.
-
-    The selector is a slice when the image's boxes are contiguous (the usual case,
-    no copy), else an index array. This loops over images, never over boxes.
-    """
-    order = np.argsort(batch_index, kind="stable")
-    images, starts, counts = np.unique(batch_index[order], return_index=True, return_counts=True)
-    groups = []
-    for image, start, count in zip(images.tolist(), starts.tolist(), counts.tolist()):
-        members = order[start:start + count]
-        if members[-1] - members[0] == count - 1:
-            groups.append((image, slice(int(members[0]), int(members[-1]) + 1)))
-        else:
-            groups.append((image, members))
-    return groups
-
-
 # ------------------------------------------------------------------- RoIAlign
 # Adaptive sampling takes ceil(box length / bins) samples per bin: a box of 1e9
 # cells would need an absurd sample grid, so it is refused with a clear error.
@@ -424,30 +406,45 @@ def roi_align_forward(x, boxes, batch_index, output_size, spatial_scale=1.0,
     return out, cache
 
 
+def _axis_matrix(samples, batch_index, num_images, size):
+    """``Wy`` (or ``Wx``) of all boxes as one sparse matrix over all images' rows.
+
+    Returns:
+        scipy.sparse.csr_array of shape (K·P, N·S): row ``(k, p)`` holds
+        ``weights[k, p, s]`` at column ``(b_k, s)``.
+    """
+    num_boxes, bins, taps = samples.cells.shape
+    column = batch_index[:, None, None] * size + samples.cells    # (K, P, T)
+    indptr = np.arange(0, num_boxes * bins * taps + 1, taps)
+    return csr_array((samples.taps.ravel(), column.ravel(), indptr),
+                     shape=(num_boxes * bins, num_images * size))
+
+
 def _weight_grads(grad, cache):
     """d loss / d ``Wy`` and d loss / d ``Wx`` through the separable form.
 
-    ``out[k] = Wy[k] @ x[b_k] @ Wx[k]ᵀ`` per channel, so
-    ``dWy[k] = Σ_c g[k] Wx[k] x[b_k]ᵀ`` and ``dWx[k] = Σ_c g[k]ᵀ Wy[k] x[b_k]``,
-    computed as GEMMs over all boxes of one image (a loop over images).
+    Per channel ``out[k] = Wy[k] @ x[b_k] @ Wx[k]ᵀ``, so with ``g = d loss / d out``::
+
+        dWy[k, i, h] = Σ_{j, c} g[k, i, j, c] · (Σ_w Wx[k, j, w] x[b_k, h, w, c])
+        dWx[k, j, w] = Σ_{i, c} g[k, i, j, c] · (Σ_h Wy[k, i, h] x[b_k, h, w, c])
+
+    Each inner sum is one sparse product over all boxes (``Wx`` or ``Wy`` as a
+    sparse matrix times a transposed copy of the maps), laid out so that the
+    outer sum is a batched matrix product over boxes.
     """
     x, rows, cols = cache.x, cache.rows, cache.cols
     n, height, width, channels = x.shape
-    oh = rows.weights.shape[1]
-    grad_wy = np.zeros(rows.weights.shape, dtype=x.dtype)         # (K, oh, H)
-    grad_wx = np.zeros(cols.weights.shape, dtype=x.dtype)         # (K, ow, W)
-    for image, sel in _image_groups(cache.batch_index):
-        wy, wx = rows.weights[sel], cols.weights[sel]
-        kb = wy.shape[0]
-        g = grad[sel]                                             # (Kb, oh, ow, C)
-        x_2d = x[image].reshape(height, width * channels)         # (H, W·C)
-        # back through the x contraction: (Kb, 1, W, ow) @ (Kb, oh, ow, C)
-        g_band = np.matmul(wx.transpose(0, 2, 1)[:, None], g)     # (Kb, oh, W, C)
-        grad_wy[sel] = (g_band.reshape(kb * oh, width * channels) @ x_2d.T).reshape(
-            kb, oh, height)
-        band = (wy.reshape(kb * oh, height) @ x_2d).reshape(kb, oh, width, channels)
-        # Σ over bins i and channels of g[k, i, j, c] · band[k, i, w, c]
-        grad_wx[sel] = np.matmul(g, band.transpose(0, 1, 3, 2)).sum(axis=1)
+    num_boxes, oh, ow, _ = grad.shape
+    x_wch = x.transpose(0, 2, 3, 1).reshape(n * width, channels * height)   # (N·W, C·H)
+    inner = _axis_matrix(cols, cache.batch_index, n, width) @ x_wch         # (K·ow, C·H)
+    inner = np.asarray(inner, dtype=x.dtype).reshape(num_boxes, ow * channels, height)
+    grad_wy = np.matmul(grad.reshape(num_boxes, oh, ow * channels), inner)  # (K, oh, H)
+    del inner
+    x_hcw = x.transpose(0, 1, 3, 2).reshape(n * height, channels * width)  # (N·H, C·W)
+    inner = _axis_matrix(rows, cache.batch_index, n, height) @ x_hcw        # (K·oh, C·W)
+    inner = np.asarray(inner, dtype=x.dtype).reshape(num_boxes, oh * channels, width)
+    g_by_column = grad.transpose(0, 2, 1, 3).reshape(num_boxes, ow, oh * channels)
+    grad_wx = np.matmul(g_by_column, inner)                                  # (K, ow, W)
     return grad_wy, grad_wx
 
 

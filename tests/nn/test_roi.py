@@ -430,6 +430,16 @@ def test_roi_align_and_pool_empty_boxes(boxes, dtype):
         assert np.all(x.grad == 0)
 
 
+def test_roi_align_empty_boxes_get_an_empty_box_gradient():
+    x = nn.Tensor(np.ones((2, 4, 4, 3)), requires_grad=True)
+    boxes = nn.Tensor(np.zeros((0, 4)), requires_grad=True)
+    out = roi_align(x, [boxes], (2, 3), 1.0, 2)
+    assert out.shape == (0, 2, 3, 3)
+    out.sum().backward()
+    assert boxes.grad.shape == (0, 4)
+    assert np.all(x.grad == 0)
+
+
 def test_roi_align_kernel_backward_without_any_gradient_requested():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((1, 4, 4, 2))
