@@ -55,14 +55,24 @@ _MAX_GROUPS = 13
 
 # --------------------------------------------------------------------------- RLE
 def _mask_counts(mask):
-    """Run lengths of the column-major mask, starting with a (possibly empty) run of 0s."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")  # COCO runs go down columns
-    if flat.size == 0:
+    """Run lengths of the column-major mask, starting with a (possibly empty) run of 0s.
+
+    COCO runs go down the columns. Copying the mask to column-major order costs more
+    than everything else here, so the run boundaries are found in place: pixel
+    ``k = x * H + y`` (column-major index) starts a run where it differs from the pixel
+    above it, or, at the top of a column, from the bottom of the previous column.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    if mask.size == 0:
         return np.zeros(0, dtype=np.int64)
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate([[0], changes, [flat.size]])
+    below = np.flatnonzero(mask[1:, :] != mask[:-1, :])  # (y, x) differs from (y+1, x)
+    ys, xs = np.divmod(below, width)
+    tops = np.flatnonzero(mask[0, 1:] != mask[-1, :-1]) + 1  # columns starting a new run
+    changes = np.sort(np.concatenate([xs * height + ys + 1, tops * height]))
+    bounds = np.concatenate([[0], changes, [mask.size]])
     counts = np.diff(bounds)
-    if flat[0]:
+    if mask[0, 0]:
         counts = np.concatenate([[0], counts])  # the first run counts 0s
     return counts.astype(np.int64)
 
@@ -73,15 +83,19 @@ def _counts_to_string(counts):
         return ""
     deltas = counts.copy()
     deltas[3:] -= counts[1:-2]  # count i > 2 is stored relative to count i - 2
+    # The widest delta needs its bits plus a sign bit, 5 bits per group (plus one spare
+    # group so the last column never claims "more").
+    bits = int(np.abs(deltas).max()).bit_length() + 1
+    steps = min(_MAX_GROUPS, -(-bits // 5) + 1)
     # All runs at once, one 5-bit group per step: c = x & 31; x >>= 5 (arithmetic).
-    values = deltas[:, None] >> (5 * np.arange(_MAX_GROUPS))[None, :]  # (R, 13)
+    values = deltas[:, None] >> (5 * np.arange(steps))[None, :]  # (R, steps)
     groups = values & 0x1F
     rest = values >> 5  # what is left after this group
     # More groups follow while the rest is not the sign extension of this group.
-    more = np.where(groups & 0x10, rest != -1, rest != 0)  # (R, 13)
+    more = np.where(groups & 0x10, rest != -1, rest != 0)  # (R, steps)
     lengths = np.argmin(more, axis=1) + 1  # the first group without "more" ends the count
     chars = groups + 48 + 0x20 * more  # 0x20: the continuation bit
-    valid = np.arange(_MAX_GROUPS)[None, :] < lengths[:, None]
+    valid = np.arange(steps)[None, :] < lengths[:, None]
     return chars[valid].astype(np.uint8).tobytes().decode("ascii")
 
 
@@ -133,7 +147,7 @@ def rle_decode(rle):
     """Binary mask of a COCO RLE, compressed (``counts`` str/bytes) or not (list).
 
     Returns:
-        ndarray[H, W]: bool.
+        ndarray[H, W]: bool, Fortran-ordered (as ``pycocotools.mask.decode``).
     """
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError(f"rle must be a dict with 'size' and 'counts', got {rle!r:.80}")
@@ -149,7 +163,8 @@ def rle_decode(rle):
         raise ValueError(f"RLE counts sum to {int(counts.sum())}, expected H*W = {height * width}")
     values = np.arange(counts.size) % 2 == 1  # runs alternate 0s, 1s, 0s, ...
     flat = np.repeat(values, counts)
-    return flat.reshape(width, height).T.copy()  # column-major -> (H, W)
+    # Column-major pixels viewed as (H, W): Fortran-ordered, as pycocotools returns it.
+    return flat.reshape(width, height).T
 
 
 def polygons_to_mask(polygons, height, width):
