@@ -656,31 +656,39 @@ def roi_pool_forward(x, boxes, batch_index, output_size, spatial_scale=1.0, with
         level_y, level_x = np.broadcast_arrays(level_y, level_x)
         tables = _sparse_tables(x, int(level_y[filled].max()), int(level_x[filled].max()),
                                 with_argmax)
+        # a bin exactly 2^i long is one window along y (likewise x): fewer corners
+        exact_y = rows_len == (1 << level_y)
+        exact_x = cols_len == (1 << level_x)
         for i, j, value, index in tables:
-            k, py, px = np.nonzero(filled & (level_y == i) & (level_x == j))
-            if k.size == 0:
-                continue
-            # flat row of each window corner in the table seen as (N·H_i·W_j, C)
-            table_h, table_w = value.shape[1], value.shape[2]
-            first_row = batch_index[k] * table_h
-            y0, y1 = top[k, py], bottom[k, py] - (1 << i)          # (M,) window anchors
-            x0, x1 = left[k, px], right[k, px] - (1 << j)
-            corners = [(first_row + yy) * table_w + xx
-                       for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1))]
-            table = value.reshape(-1, channels)
-            picks = [np.take(table, c, axis=0) for c in corners]   # 4 × (M, C)
-            best = np.maximum(np.maximum(picks[0], picks[1]), np.maximum(picks[2], picks[3]))
-            target = (k * oh + py) * ow + px
-            out[target] = best
-            if with_argmax:
-                # the four windows overlap: the answer is the earliest of those that
-                # reach the max (each window already holds its earliest maximal cell)
-                where = index.reshape(-1, channels)
-                first = np.full(best.shape, np.iinfo(np.int32).max, dtype=np.int32)
-                for pick, c in zip(picks, corners):
-                    candidate = np.where(pick == best, np.take(where, c, axis=0), first)
-                    np.minimum(first, candidate, out=first)
-                argmax[target] = first
+            table = value.reshape(-1, channels)                   # (N·H_i·W_j, C)
+            where = index.reshape(-1, channels) if with_argmax else None
+            at_level = filled & (level_y == i) & (level_x == j)
+            for one_y, one_x in ((True, True), (True, False), (False, True), (False, False)):
+                k, py, px = np.nonzero(at_level & (exact_y == one_y) & (exact_x == one_x))
+                if k.size == 0:
+                    continue
+                # flat row of each window corner in the table seen as (N·H_i·W_j, C)
+                first_row = batch_index[k] * value.shape[1]
+                anchors_y = [top[k, py]] + ([] if one_y else [bottom[k, py] - (1 << i)])
+                anchors_x = [left[k, px]] + ([] if one_x else [right[k, px] - (1 << j)])
+                corners = [(first_row + yy) * value.shape[2] + xx
+                           for yy in anchors_y for xx in anchors_x]
+                picks = [np.take(table, c, axis=0) for c in corners]   # 1, 2 or 4 × (M, C)
+                best = picks[0]
+                for pick in picks[1:]:
+                    best = np.maximum(best, pick)
+                target = (k * oh + py) * ow + px
+                out[target] = best
+                if with_argmax:
+                    # the windows overlap: the answer is the earliest of those that reach
+                    # the max (each window already holds its earliest maximal cell)
+                    first = np.take(where, corners[0], axis=0)
+                    if len(corners) > 1:
+                        first = np.where(picks[0] == best, first, np.iinfo(np.int32).max)
+                        for pick, c in zip(picks[1:], corners[1:]):
+                            candidate = np.where(pick == best, np.take(where, c, axis=0), first)
+                            np.minimum(first, candidate, out=first)
+                    argmax[target] = first
     out = out.reshape(num_boxes, oh, ow, channels)
     if with_argmax:
         argmax = argmax.reshape(num_boxes, oh, ow, channels)
