@@ -11,7 +11,10 @@ per object, the lecture's algorithm (Faster R-CNN: 9000 anchors in, 100 proposal
 Conventions (torchvision's and onnxruntime's): a box is discarded when its IoU
 with a kept box is strictly greater than the threshold; equal scores are taken in
 index order (lower index first); the result lists the kept indices by decreasing
-score.
+score. Against onnxruntime's ``NonMaxSuppression`` (``center_point_box=0``) the kept
+indices are identical, with two documented differences: onnxruntime takes equal
+scores in an arbitrary (heap) order, and it reads a box with ``x1 > x2`` as the box
+between the two coordinates, where detseg treats it as empty (area 0, IoU 0).
 
 How the fast version works. Sorting once by score turns step 1 into "the next box
 that is still alive". The cost is step 3: the IoU of A with every remaining box.
