@@ -3,7 +3,7 @@
 A convolution layer slides a ``kh x kw`` window over the (zero-padded) input and
 takes, at every output position, a dot product between the window and each filter:
 
-    y[n, ho, wo, o] = b[o] + Σ_{i, j, c} x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c] · W[i, j, c, o]
+    y[n, ho, wo, o] = b[o] + Σ_{i,j,c} x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c] · W[i, j, c, o]
 
 (LeCun et al., 1998, "Gradient-based learning applied to document recognition";
 the arithmetic of strides, padding and dilation follows Dumoulin & Visin, 2016,
@@ -72,6 +72,10 @@ __all__ = [
 
 
 # =========================================================================== geometry
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def _pair(value, name, minimum):
     """``value`` (int or pair of ints) as a tuple of two ints ``>= minimum``."""
     if isinstance(value, (bool, np.bool_)):
@@ -81,7 +85,7 @@ def _pair(value, name, minimum):
     elif (
         isinstance(value, (tuple, list))
         and len(value) == 2
-        and all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in value)
+        and all(_is_int(v) for v in value)
     ):
         pair = (int(value[0]), int(value[1]))
     else:
@@ -174,7 +178,7 @@ def _check_array(value, name):
 
 
 def _check_groups(groups):
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, numbers.Integral) or groups < 1:
+    if not _is_int(groups) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     return int(groups)
 
@@ -201,7 +205,7 @@ def _conv2d_geometry(x, weight, bias, stride, padding, dilation, groups):
     """Validate a conv2d call and return its ``ConvGeometry`` (no work is done)."""
     groups = _check_groups(groups)
     _check_common("conv2d", x, weight, bias, weight.shape[-1] if np.ndim(weight) == 4 else -1)
-    n, h, w, c = x.shape
+    _, h, w, c = x.shape
     kh, kw, c_per_group, c_out = weight.shape
     if min(kh, kw) < 1:
         raise ValueError(f"conv2d: kernel size must be positive, got weight shape {weight.shape}")
@@ -213,7 +217,8 @@ def _conv2d_geometry(x, weight, bias, stride, padding, dilation, groups):
     if c_per_group * groups != c:
         raise ValueError(
             f"conv2d: x has {c} channels but weight {weight.shape} expects "
-            f"{c_per_group} x groups={groups} = {c_per_group * groups} (weight is (kh, kw, C_in // groups, C_out))"
+            f"{c_per_group} x groups={groups} = {c_per_group * groups} "
+            f"(weight is (kh, kw, C_in // groups, C_out))"
         )
     stride = _pair(stride, "stride", 1)
     dilation = _pair(dilation, "dilation", 1)
@@ -240,8 +245,8 @@ def _conv_transpose2d_geometry(x, weight, bias, stride, padding, output_padding,
     groups = _check_groups(groups)
     n_out = weight.shape[-1] * groups if np.ndim(weight) == 4 else -1
     _check_common("conv_transpose2d", x, weight, bias, n_out)
-    n, h, w, c = x.shape
-    kh, kw, c_in, c_out_per_group = weight.shape
+    _, h, w, c = x.shape
+    kh, kw, c_in, _ = weight.shape
     if min(kh, kw) < 1:
         raise ValueError(
             f"conv_transpose2d: kernel size must be positive, got weight shape {weight.shape}"
@@ -285,7 +290,7 @@ def _conv_transpose2d_geometry(x, weight, bias, stride, padding, output_padding,
 
 
 def _output_padding_for_size(output_size, in_hw, kernel, stride, pads, dilation, output_padding):
-    """The ``output_padding`` that makes a transposed conv produce ``output_size`` (PyTorch's rule)."""
+    """The ``output_padding`` that makes a transposed conv give ``output_size`` (PyTorch's rule)."""
     if isinstance(output_size, (tuple, list)) and len(output_size) == 4:
         output_size = tuple(output_size[1:3])  # (N, H, W, C) -> (H, W)
     size = _pair(output_size, "output_size", 1)
@@ -338,7 +343,8 @@ def im2col(x, geometry):
     ho, wo = geometry.out_hw
     g = geometry.groups
     cg = c // g
-    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and g == 1 and geometry.padding == ((0, 0), (0, 0)):
+    no_padding = geometry.padding == ((0, 0), (0, 0))
+    if (kh, kw, sh, sw, g) == (1, 1, 1, 1, 1) and no_padding:
         # A 1x1 stride-1 convolution is a plain GEMM on the input: no copy at all.
         return np.ascontiguousarray(x).reshape(1, n * ho * wo, c)  # (1, N·H·W, C)
     xp = _pad(np.ascontiguousarray(x), geometry.padding)
@@ -356,7 +362,7 @@ def im2col(x, geometry):
 
 
 def _grouped_weight(weight, groups):
-    """HWIO conv weight ``(kh, kw, C/g, C_out)`` as per-group GEMM operands ``(g, kh·kw·C/g, C_out/g)``."""
+    """HWIO weight ``(kh, kw, C/g, C_out)`` as per-group operands ``(g, kh·kw·C/g, C_out/g)``."""
     kh, kw, cg, c_out = weight.shape
     if groups == 1:
         return weight.reshape(1, kh * kw * cg, c_out)
@@ -479,14 +485,14 @@ def conv2d_input_grad(dy, weight, in_shape, geometry):
     cg = c // g
     c_out = weight.shape[-1]
     cog = c_out // g
-    m = n * ho * wo
     dy_rows = _grouped_rows(dy, g)  # (g, N·Ho·Wo, C_out/g)
     # Per-tap transposed weights, contiguous: w_taps[i, j, k] = (W[i, j] of group k)ᵀ.
     w6 = weight.reshape(kh, kw, cg, g, cog)
     w_taps = np.ascontiguousarray(w6.transpose(0, 1, 3, 4, 2))  # (kh, kw, g, C_out/g, C/g)
 
-    if (kh, kw) == (sh, sw) and geometry.padding == ((0, 0), (0, 0)) \
-            and (kh == 1 or geometry.dilation[0] == 1) and (kw == 1 or geometry.dilation[1] == 1):
+    dilated = (kh > 1 and geometry.dilation[0] > 1) or (kw > 1 and geometry.dilation[1] > 1)
+    if (kh, kw) == (sh, sw) and geometry.padding == ((0, 0), (0, 0)) and not dilated:
+        # The windows tile the input: no two taps meet, no sums at all.
         return _tiled_input_grad(dy_rows, w_taps, in_shape, geometry)
 
     rows = _phase_taps(kh, sh, geometry.dilation[0], geometry.padding[0][0], h)
@@ -495,7 +501,7 @@ def conv2d_input_grad(dy, weight, in_shape, geometry):
     some_phase_empty = any(not t for _, _, t in rows) or any(not t for _, _, t in cols)
     # Positions no tap reaches (stride > dilated kernel) keep their zero gradient.
     dx = (np.zeros if some_phase_empty else np.empty)(in_shape, dtype=dy.dtype)
-    buffer = None
+    products = _TapProducts(dy_rows, w_taps, n, ho, wo)
     for h0, h_count, row_taps in rows:
         for w0, w_count, col_taps in cols:
             taps = [(i, oh, j, ow) for i, oh in row_taps for j, ow in col_taps]
@@ -503,44 +509,77 @@ def conv2d_input_grad(dy, weight, in_shape, geometry):
                 continue
             target = dx[:, h0::sh, w0::sw, :]  # (N, h_count, w_count, C), a view
             if strided and len(taps) > 1:
-                # Several taps meet here: sum them densely, interleave once below.
+                # Several taps meet here: sum them densely, interleave into dx once.
                 phase = np.empty((n, h_count, w_count, c), dtype=dy.dtype)
-            else:
-                phase = target
-            # A tap covering the whole phase goes first and is assigned, not added.
-            covering = [
-                tap for tap in taps if tap[1] <= 0 and tap[1] + ho >= h_count
-                and tap[3] <= 0 and tap[3] + wo >= w_count
-            ]
-            if covering:
-                taps.remove(covering[0])
-                taps.insert(0, covering[0])
-            else:
-                phase[...] = 0
-            for index, (i, oh, j, ow) in enumerate(taps):
-                t0, t1 = _clip(oh, ho, h_count)
-                s0, s1 = _clip(ow, wo, w_count)
-                assign = index == 0 and bool(covering)
-                exact = (oh, ow, ho, wo) == (0, 0, h_count, w_count)
-                if assign and exact and g == 1 and phase.flags.c_contiguous:
-                    # The GEMM writes straight into the destination.
-                    np.matmul(dy_rows[0], w_taps[i, j, 0], out=phase.reshape(m, c))
-                    continue
-                if buffer is None:
-                    buffer = np.empty((g, m, cg), dtype=dy.dtype)
-                    tap_grid = buffer.reshape(g, n, ho, wo, cg).transpose(1, 2, 3, 0, 4)
-                np.matmul(dy_rows, w_taps[i, j], out=buffer)  # (g, N·Ho·Wo, C/g)
-                source = tap_grid[:, t0:t1, s0:s1]  # (N, rows, cols, g, C/g)
-                dest = phase[:, t0 + oh:t1 + oh, s0 + ow:s1 + ow, :].reshape(
-                    n, t1 - t0, s1 - s0, g, cg
-                )  # (N, rows, cols, g, C/g), a view
-                if assign:
-                    dest[...] = source
-                else:
-                    dest += source
-            if phase is not target:
+                _sum_taps(phase, taps, products)
                 target[...] = phase
+            else:
+                _sum_taps(target, taps, products)
     return dx
+
+
+class _TapProducts:
+    """``dy @ W[i, j]ᵀ`` for one tap at a time, in one reused contiguous buffer.
+
+    Args:
+        dy_rows (ndarray[g, N·Ho·Wo, C_out/g]): output gradient as GEMM rows.
+        w_taps (ndarray[kh, kw, g, C_out/g, C/g]): per-tap transposed weights.
+    """
+
+    def __init__(self, dy_rows, w_taps, n, ho, wo):
+        self.dy_rows, self.w_taps = dy_rows, w_taps
+        self.grid_shape = (n, ho, wo)
+        self.buffer = None
+
+    def grid(self, i, j):
+        """Tap ``(i, j)``'s contribution as ``(N, Ho, Wo, g, C/g)`` (valid until the next call)."""
+        g, m, _ = self.dy_rows.shape
+        cg = self.w_taps.shape[-1]
+        if self.buffer is None:
+            self.buffer = np.empty((g, m, cg), dtype=self.dy_rows.dtype)
+        np.matmul(self.dy_rows, self.w_taps[i, j], out=self.buffer)  # (g, N·Ho·Wo, C/g)
+        return self.buffer.reshape((g,) + self.grid_shape + (cg,)).transpose(1, 2, 3, 0, 4)
+
+    def write(self, out, i, j):
+        """Write tap ``(i, j)``'s contribution straight into ``out (N, Ho, Wo, C)`` (one GEMM)."""
+        np.matmul(self.dy_rows[0], self.w_taps[i, j, 0], out=out.reshape(-1, out.shape[-1]))
+
+
+def _sum_taps(phase, taps, products):
+    """``phase = Σ`` over ``taps`` of each tap's contribution, shifted to where it lands.
+
+    Args:
+        phase (ndarray[N, rows, cols, C]): destination (a view into dx or a dense buffer).
+        taps (list): ``(i, row_offset, j, col_offset)``; output pixel ``(t, u)`` of tap
+            ``(i, j)`` lands on ``phase[:, t + row_offset, u + col_offset]``.
+        products (_TapProducts): source of the per-tap contributions.
+    """
+    n, h_count, w_count, c = phase.shape
+    _, ho, wo = products.grid_shape
+    g = products.dy_rows.shape[0]
+    # A tap covering the whole phase goes first and is assigned, not added: no zero fill.
+    covering = [tap for tap in taps if tap[1] <= 0 <= tap[1] + ho - h_count
+                and tap[3] <= 0 <= tap[3] + wo - w_count]
+    if covering:
+        taps = covering[:1] + [tap for tap in taps if tap != covering[0]]
+    else:
+        phase[...] = 0
+    for index, (i, oh, j, ow) in enumerate(taps):
+        assign = index == 0 and bool(covering)
+        if assign and (oh, ow, ho, wo) == (0, 0, h_count, w_count) and g == 1 \
+                and phase.flags.c_contiguous:
+            products.write(phase, i, j)  # the GEMM writes straight into the destination
+            continue
+        t0, t1 = _clip(oh, ho, h_count)
+        u0, u1 = _clip(ow, wo, w_count)
+        source = products.grid(i, j)[:, t0:t1, u0:u1]  # (N, rows, cols, g, C/g)
+        dest = phase[:, t0 + oh:t1 + oh, u0 + ow:u1 + ow, :].reshape(
+            n, t1 - t0, u1 - u0, g, c // g
+        )  # (N, rows, cols, g, C/g), a view: splitting the contiguous channel axis
+        if assign:
+            dest[...] = source
+        else:
+            dest += source
 
 
 def _tiled_input_grad(dy_rows, w_taps, in_shape, geometry):
@@ -630,7 +669,8 @@ def conv2d_backward(dy, cache, need_input_grad=True, need_weight_grad=True, need
         need_input_grad, need_weight_grad, need_bias_grad (bool): skip what is not needed
             (a network's first layer needs no ``dx``).
     Returns:
-        tuple: ``(dx[N, H, W, C] or None, dweight[kh, kw, C/g, C_out] or None, dbias[C_out] or None)``.
+        tuple: ``(dx[N, H, W, C], dweight[kh, kw, C/g, C_out], dbias[C_out])``, each None
+        when not requested.
     """
     dx = dw = db = None
     if need_weight_grad:
@@ -705,7 +745,8 @@ def conv_transpose2d_backward(dy, cache, need_input_grad=True, need_weight_grad=
         dy (ndarray[N, H_out, W_out, C_out]): gradient of the output.
         cache (ConvTranspose2dCache): from ``conv_transpose2d_forward``.
     Returns:
-        tuple: ``(dx[N, H, W, C_in] or None, dweight[kh, kw, C_in, C_out/g] or None, dbias or None)``.
+        tuple: ``(dx[N, H, W, C_in], dweight[kh, kw, C_in, C_out/g], dbias[C_out])``, each
+        None when not requested.
     """
     dx = dw = db = None
     geometry = cache.geometry
@@ -779,8 +820,8 @@ def _data(value, name):
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution over channels-last input (PyTorch's ``conv2d`` semantics).
 
-    ``y[n, ho, wo, o] = b[o] + Σ_{i,j,c} x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c] · W[i, j, c, o]``
-    (within a group), computed as im2col + one GEMM.
+    ``y[n, ho, wo, o] = b[o] + Σ_{i,j,c} x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c] W[i, j, c, o]``
+    (``c`` within ``o``'s group), computed as im2col + one GEMM.
 
     Args:
         x (Tensor or ndarray[N, H, W, C]): input, float32 or float64.

@@ -91,7 +91,7 @@ class Conv2d(Module):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator=None):
-        """Re-draw weight then bias from ``U(±1/sqrt(C_in/groups · kh · kw))`` (PyTorch's default)."""
+        """Re-draw weight, then bias, from ``U(±1/sqrt(C_in/groups · kh · kw))`` (PyTorch's)."""
         rng = get_generator(generator)
         kh, kw = self.kernel_size
         fan_in = self.in_channels // self.groups * kh * kw
@@ -178,7 +178,7 @@ class ConvTranspose2d(Module):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator=None):
-        """Re-draw weight then bias from ``U(±1/sqrt(C_out/groups · kh · kw))`` (PyTorch's default)."""
+        """Re-draw weight, then bias, from ``U(±1/sqrt(C_out/groups · kh · kw))`` (PyTorch's)."""
         rng = get_generator(generator)
         kh, kw = self.kernel_size
         fan_in = self.out_channels // self.groups * kh * kw
