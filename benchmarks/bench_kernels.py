@@ -72,7 +72,8 @@ def convt_name(layer):
 
 
 POOL_NAME = "max_pool2d 2x2/2 {},{},{},{}".format(*POOL_SHAPE)
-ROI_NAME = "roi_align {images}x{size}x{size}x{channels}, {boxes} boxes, {output}x{output}".format(**ROI)
+ROI_NAME = "roi_align {images}x{size}x{size}x{channels}, {boxes} boxes, {output}x{output}".format(
+    **ROI)
 
 
 def roi_inputs(rng):
@@ -103,10 +104,12 @@ def numpy_cases(groups):
         needs_dx = c != 3  # the first layer's image needs no gradient
         x = nn.Tensor(rng.standard_normal((n, h, w, c)).astype(np.float32), requires_grad=needs_dx)
         # HWIO (kh, kw, C_in, C_out) for conv2d; (kh, kw, C_in, C_out/groups) for the transpose.
-        weight = nn.Tensor(rng.standard_normal((k, k, c, co)).astype(np.float32) * 0.05, requires_grad=True)
+        weight = nn.Tensor(rng.standard_normal((k, k, c, co)).astype(np.float32) * 0.05,
+                           requires_grad=True)
         bias = nn.Tensor(np.zeros(co, np.float32), requires_grad=True)
         fn = F.conv_transpose2d if transposed else F.conv2d
-        grad = rng.standard_normal(fn(x, weight, bias, stride=s, padding=p).shape).astype(np.float32)
+        out_shape = fn(x, weight, bias, stride=s, padding=p).shape
+        grad = rng.standard_normal(out_shape).astype(np.float32)
 
         def run():
             x.grad = weight.grad = bias.grad = None
@@ -156,7 +159,8 @@ def torch_cases(groups):
         n, c, h, w, co, k, s, p = layer
         x = torch.tensor(rng.standard_normal((n, c, h, w)).astype(np.float32), requires_grad=c != 3)
         shape = (c, co, k, k) if transposed else (co, c, k, k)
-        weight = torch.tensor(rng.standard_normal(shape).astype(np.float32) * 0.05, requires_grad=True)
+        weight = torch.tensor(rng.standard_normal(shape).astype(np.float32) * 0.05,
+                              requires_grad=True)
         bias = torch.zeros(co, requires_grad=True)
         fn = tf.conv_transpose2d if transposed else tf.conv2d
         grad = torch.randn_like(fn(x, weight, bias, stride=s, padding=p))
@@ -265,7 +269,8 @@ def memory_worker(lib):
         import nn.functional as F
 
         x = nn.Tensor(rng.standard_normal((n, h, w, c)).astype(np.float32), requires_grad=True)
-        weight = nn.Tensor(rng.standard_normal((k, k, c, co)).astype(np.float32), requires_grad=True)
+        weight = nn.Tensor(rng.standard_normal((k, k, c, co)).astype(np.float32),
+                           requires_grad=True)
         bias = nn.Tensor(np.zeros(co, np.float32), requires_grad=True)
         grad = rng.standard_normal((n, h, w, co)).astype(np.float32)
         # A tiny layer first, so that one-time setup is not counted as the big layer's.
@@ -285,7 +290,8 @@ def memory_worker(lib):
 
         torch.set_num_threads(2)
         x = torch.tensor(rng.standard_normal((n, c, h, w)).astype(np.float32), requires_grad=True)
-        weight = torch.tensor(rng.standard_normal((co, c, k, k)).astype(np.float32), requires_grad=True)
+        weight = torch.tensor(rng.standard_normal((co, c, k, k)).astype(np.float32),
+                              requires_grad=True)
         bias = torch.zeros(co, requires_grad=True)
         grad = torch.tensor(rng.standard_normal((n, co, h, w)).astype(np.float32))
         small = torch.ones(1, 4, 8, 8, requires_grad=True)
@@ -319,7 +325,8 @@ def main():
                         help="kernel group(s) to run (repeatable); default all")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--worker", choices=("numpy", "torch", "onnxruntime"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("numpy", "torch", "onnxruntime"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--memory", choices=("numpy", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -359,8 +366,9 @@ def main():
                 reading = run_worker(["--memory", lib])
                 for key, value in reading.items():
                     memory.setdefault((lib, key), []).append(value)
-        n, c, h, w, co, k, s, p = MEMORY_LAYER
-        print(f"\nPeak memory, conv2d fwd+bwd {n},{c},{h},{w}->{co} k{k} (float32, min of 3 fresh processes):")
+        n, c, h, w, co, k = MEMORY_LAYER[:6]
+        print(f"\nPeak memory, conv2d fwd+bwd {n},{c},{h},{w}->{co} k{k} "
+              f"(float32, min of 3 fresh processes):")
         print(f"  ours : {min(memory[('numpy', 'tracemalloc_mib')]):6.1f} MiB (tracemalloc peak), "
               f"{min(memory[('numpy', 'maxrss_mib')]):6.1f} MiB (maxrss growth)")
         print(f"  torch: {min(memory[('torch', 'maxrss_mib')]):6.1f} MiB (maxrss growth)")
@@ -371,9 +379,10 @@ def report(samples, groups, rounds, repeats):
     for (name, _lib) in samples:
         if name not in names:
             names.append(name)
-    print(f"\nfloat32 fwd+bwd (roi_align: forward), medians of {rounds} rounds x {repeats} repeats, "
-          f"2 threads\n")
-    print(f"{'case':<44} {'ours ms':>9} {'ref ms':>9} {'ref':>12} {'ratio':>7} {'best-of ratio':>14}")
+    print(f"\nfloat32 fwd+bwd (roi_align: forward), medians of {rounds} rounds x {repeats} "
+          f"repeats, 2 threads\n")
+    print(f"{'case':<44} {'ours ms':>9} {'ref ms':>9} {'ref':>12} {'ratio':>7} "
+          f"{'best-of ratio':>14}")
     ratios = {}
     for name in names:
         ref = reference_of(name)
@@ -402,7 +411,8 @@ def report(samples, groups, rounds, repeats):
         print(line)
     for group in groups:
         if group not in [group_of[k] for k in ratios]:
-            missing = {"pool": "nn.functional.max_pool2d", "roi": "nn.functional.roi_align"}.get(group)
+            missing = {"pool": "nn.functional.max_pool2d",
+                       "roi": "nn.functional.roi_align"}.get(group)
             print(f"{group:<6} not measured: {missing or group} is not available in this checkout")
 
 

@@ -85,6 +85,12 @@ def _pads(padding):
     return tuple((p, p) for p in padding)
 
 
+def _conv_weight(rng, geometry):
+    """A random HWIO weight (kh, kw, C_in/groups, C_out) for a ``conv2d_geometries`` draw."""
+    g = geometry
+    return rng.standard_normal(g["kernel_size"] + (g["shape"][3] // g["groups"], g["out_channels"]))
+
+
 def _tolerance(dtype):
     return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
 
@@ -122,7 +128,7 @@ def test_conv2d_hypothesis_geometries_match_loop_reference(geometry, seed):
     rng = np.random.default_rng(seed)
     g = geometry
     x = rng.standard_normal(g["shape"])
-    weight = rng.standard_normal(g["kernel_size"] + (g["shape"][3] // g["groups"], g["out_channels"]))
+    weight = _conv_weight(rng, g)
     bias = rng.standard_normal(g["out_channels"])
     y = F.conv2d(x, weight, bias, g["stride"], g["padding"], g["dilation"], g["groups"])
     expected = conv2d_reference(x, weight, bias, g["stride"], _pads(g["padding"]), g["dilation"],
@@ -212,7 +218,8 @@ GRAD_GEOMETRIES = [
 def test_conv2d_gradcheck(shape, c_out, kernel, stride, padding, dilation, groups):
     rng = np.random.default_rng(0)
     x = nn.Tensor(rng.standard_normal(shape), requires_grad=True)
-    weight = nn.Tensor(rng.standard_normal(kernel + (shape[3] // groups, c_out)), requires_grad=True)
+    weight = nn.Tensor(rng.standard_normal(kernel + (shape[3] // groups, c_out)),
+                       requires_grad=True)
     bias = nn.Tensor(rng.standard_normal(c_out), requires_grad=True)
     assert nn.gradcheck(
         lambda a, w, b: F.conv2d(a, w, b, stride, padding, dilation, groups), (x, weight, bias)
@@ -238,7 +245,8 @@ def test_conv_transpose2d_gradcheck(shape, c_out, kernel, stride, padding, outpu
                                     dilation, groups):
     rng = np.random.default_rng(0)
     x = nn.Tensor(rng.standard_normal(shape), requires_grad=True)
-    weight = nn.Tensor(rng.standard_normal(kernel + (shape[3], c_out // groups)), requires_grad=True)
+    weight = nn.Tensor(rng.standard_normal(kernel + (shape[3], c_out // groups)),
+                       requires_grad=True)
     bias = nn.Tensor(rng.standard_normal(c_out), requires_grad=True)
     assert nn.gradcheck(
         lambda a, w, b: F.conv_transpose2d(a, w, b, stride, padding, output_padding, groups,
@@ -265,7 +273,7 @@ def test_conv2d_gradients_match_loop_reference_transposes(geometry, seed):
     rng = np.random.default_rng(seed)
     g = geometry
     x = rng.standard_normal(g["shape"])
-    weight = rng.standard_normal(g["kernel_size"] + (g["shape"][3] // g["groups"], g["out_channels"]))
+    weight = _conv_weight(rng, g)
     y, cache = conv2d_forward(x, weight, np.zeros(g["out_channels"]), g["stride"], g["padding"],
                               g["dilation"], g["groups"])
     dy = rng.standard_normal(y.shape)
@@ -280,7 +288,7 @@ def test_conv2d_gradients_match_loop_reference_transposes(geometry, seed):
     padded = np.zeros((n, h + 2 * ph, w + 2 * pw, c))
     padded[:, :full.shape[1], :full.shape[2]] = full
     np.testing.assert_allclose(dx, padded[:, ph:ph + h, pw:pw + w], rtol=1e-10, atol=1e-10)
-    # dW[i, j, c, o] = Σ_{n, t, u} x_pad[n, t·sh + i·dh, u·sw + j·dw, c of o's group] · dy[n, t, u, o]
+    # dW[i, j, c, o] = Σ_{n,t,u} x_pad[n, t·sh + i·dh, u·sw + j·dw, c of o's group] dy[n, t, u, o]
     xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
     (kh, kw), (sh, sw), (dh, dw_), groups = (g["kernel_size"], g["stride"], g["dilation"],
                                              g["groups"])
@@ -289,7 +297,8 @@ def test_conv2d_gradients_match_loop_reference_transposes(geometry, seed):
     expected_dw = np.zeros_like(weight)
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw_:j * dw_ + sw * (wo - 1) + 1:sw]
+            patch = xp[:, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                       j * dw_:j * dw_ + sw * (wo - 1) + 1:sw]
             for o in range(g["out_channels"]):
                 group = o // cog
                 expected_dw[i, j, :, o] = np.tensordot(
@@ -306,7 +315,7 @@ def test_conv2d_and_conv_transpose2d_are_adjoint(geometry, seed):
     rng = np.random.default_rng(seed)
     g = geometry
     x = rng.standard_normal(g["shape"])
-    weight = rng.standard_normal(g["kernel_size"] + (g["shape"][3] // g["groups"], g["out_channels"]))
+    weight = _conv_weight(rng, g)
     y = F.conv2d(x, weight, None, g["stride"], g["padding"], g["dilation"], g["groups"]).data
     probe = rng.standard_normal(y.shape)
     back = F.conv_transpose2d(probe, weight.transpose(0, 1, 3, 2), None, g["stride"], g["padding"],
@@ -417,8 +426,9 @@ def test_conv_transpose2d_matches_torch(shape, c_out, kernel, stride, padding, o
     weight = rng.standard_normal(kernel + (shape[3], c_out // groups)).astype(dtype)
     bias = rng.standard_normal(c_out).astype(dtype)
 
+    torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
     module_t = torch.nn.ConvTranspose2d(shape[3], c_out, kernel, stride, padding, output_padding,
-                                        groups, True, dilation).to(torch.float64 if dtype == np.float64 else torch.float32)
+                                        groups, True, dilation).to(torch_dtype)
     with torch.no_grad():
         module_t.weight.copy_(torch.tensor(np.ascontiguousarray(weight.transpose(2, 3, 0, 1))))
         module_t.bias.copy_(torch.tensor(bias))
@@ -439,8 +449,8 @@ def test_conv_transpose2d_matches_torch(shape, c_out, kernel, stride, padding, o
     tol = _tolerance(dtype)
     np.testing.assert_allclose(y.data, _nhwc(yt), **tol)
     np.testing.assert_allclose(xs.grad, _nhwc(xt.grad), **tol)
-    np.testing.assert_allclose(module.weight.grad, module_t.weight.grad.numpy().transpose(2, 3, 0, 1),
-                               **tol)
+    torch_weight_grad = module_t.weight.grad.numpy().transpose(2, 3, 0, 1)  # -> (kh, kw, in, out/g)
+    np.testing.assert_allclose(module.weight.grad, torch_weight_grad, **tol)
     np.testing.assert_allclose(module.bias.grad, module_t.bias.grad.numpy(), **tol)
 
 
@@ -452,7 +462,7 @@ def test_conv2d_hypothesis_geometries_match_torch(geometry, seed):
     rng = np.random.default_rng(seed)
     g = geometry
     x = rng.standard_normal(g["shape"])
-    weight = rng.standard_normal(g["kernel_size"] + (g["shape"][3] // g["groups"], g["out_channels"]))
+    weight = _conv_weight(rng, g)
     xs, ws = nn.Tensor(x, requires_grad=True), nn.Tensor(weight, requires_grad=True)
     y = F.conv2d(xs, ws, None, g["stride"], g["padding"], g["dilation"], g["groups"])
     dy = rng.standard_normal(y.shape)
@@ -464,7 +474,8 @@ def test_conv2d_hypothesis_geometries_match_torch(geometry, seed):
     yt.backward(torch.tensor(_nchw(dy)))
     np.testing.assert_allclose(y.data, _nhwc(yt), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(xs.grad, _nhwc(xt.grad), rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(ws.grad, wt.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ws.grad, wt.grad.numpy().transpose(2, 3, 1, 0), rtol=1e-10,
+                               atol=1e-10)
 
 
 # =========================================================== shapes, dtypes
@@ -643,7 +654,8 @@ def test_conv_transpose2d_module_uses_torch_fan_in():
 @pytest.mark.parametrize(
     "cls, kwargs, match",
     [
-        (nn.Conv2d, dict(in_channels=3, out_channels=4, kernel_size=3, groups=2), "divisible by groups"),
+        (nn.Conv2d, dict(in_channels=3, out_channels=4, kernel_size=3, groups=2),
+         "divisible by groups"),
         (nn.Conv2d, dict(in_channels=0, out_channels=4, kernel_size=3), "in_channels must be"),
         (nn.Conv2d, dict(in_channels=2, out_channels=4, kernel_size=0), "kernel_size must be >= 1"),
         (nn.Conv2d, dict(in_channels=2, out_channels=4, kernel_size=3, stride=2, padding="same"),
