@@ -1,0 +1,129 @@
+"""Segmentation losses against loops written from the formulas, gradients, bad input."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import nn
+from segmentation.losses import pixel_cross_entropy, segmentation_loss, soft_dice_loss
+
+
+def _reference_ce(logits, target, ignore_index=255, weights=None):
+    """Loop over pixels: Σ w[t] · -log softmax(x)[t] / Σ w[t]."""
+    n, h, w, k = logits.shape
+    weights = np.ones(k) if weights is None else weights
+    total = norm = 0.0
+    for b in range(n):
+        for i in range(h):
+            for j in range(w):
+                t = target[b, i, j]
+                if t == ignore_index:
+                    continue
+                row = logits[b, i, j].astype(np.float64)
+                log_z = np.log(np.sum(np.exp(row - row.max()))) + row.max()
+                total += weights[t] * (log_z - row[t])
+                norm += weights[t]
+    return total / norm if norm else 0.0
+
+
+def _reference_dice(logits, target, ignore_index=255, eps=1.0):
+    """Loop over images and classes: mean of 1 - (2 Σ p·y + ε) / (Σ p + Σ y + ε)."""
+    n, h, w, k = logits.shape
+    losses = []
+    for b in range(n):
+        x = logits[b].astype(np.float64)
+        p = np.exp(x - x.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        valid = target[b] != ignore_index
+        for c in range(k):
+            y = (target[b] == c) & valid
+            inter = np.sum(p[..., c][valid] * y[valid])
+            card = np.sum(p[..., c][valid]) + np.sum(y)
+            losses.append(1 - (2 * inter + eps) / (card + eps))
+    return float(np.mean(losses))
+
+
+def _example(seed, shape=(2, 3, 5, 4), ignored=3):
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal(shape) * 2
+    target = rng.integers(0, shape[-1], shape[:3])
+    flat = target.reshape(-1)
+    flat[rng.choice(flat.size, ignored, replace=False)] = 255
+    return logits, target
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_values_match_the_formulas(seed, dtype):
+    logits, target = _example(seed)
+    weights = np.array([0.5, 1.0, 2.0, 1.5])
+    x = nn.Tensor(logits.astype(dtype))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    ce = pixel_cross_entropy(x, target, class_weights=weights)
+    assert ce.dtype == dtype
+    assert abs(ce.item() - _reference_ce(logits, target, weights=weights)) < tol * 10
+    dice = soft_dice_loss(x, target)
+    assert abs(dice.item() - _reference_dice(logits, target)) < tol * 10
+    total, parts = segmentation_loss(x, target, dice_weight=0.7, class_weights=weights,
+                                     return_parts=True)
+    expected = _reference_ce(logits, target, weights=weights) + 0.7 * _reference_dice(logits, target)
+    assert total.dtype == dtype
+    assert abs(total.item() - expected) < tol * 10
+    assert abs(parts["ce"] - ce.item()) < tol and abs(parts["dice"] - dice.item()) < tol
+
+
+@given(seed=st.integers(0, 2 ** 16), k=st.integers(2, 5), dice_weight=st.floats(0, 3))
+def test_sum_of_the_two_terms(seed, k, dice_weight):
+    logits, target = _example(seed, shape=(2, 2, 3, k), ignored=2)
+    x = nn.Tensor(logits)
+    total = segmentation_loss(x, target, dice_weight=dice_weight).item()
+    ce = pixel_cross_entropy(x, target).item()
+    dice = soft_dice_loss(x, target).item()
+    assert abs(total - (ce + dice_weight * dice)) < 1e-12
+
+
+def test_dice_weight_zero_is_cross_entropy_and_perfect_prediction_has_zero_dice():
+    logits, target = _example(3)
+    x = nn.Tensor(logits)
+    assert segmentation_loss(x, target, dice_weight=0).item() == pixel_cross_entropy(x, target).item()
+    # Confident, correct logits: Dice loss -> 0 (up to the smoothing and the softmax tails).
+    target = np.random.default_rng(0).integers(0, 4, (1, 4, 4))
+    perfect = 50.0 * np.eye(4)[target]
+    assert soft_dice_loss(nn.Tensor(perfect), target).item() < 1e-6
+
+
+def test_gradient_float64():
+    logits, target = _example(4, shape=(2, 2, 3, 3), ignored=2)
+    x = nn.Tensor(logits, requires_grad=True)
+    weights = np.array([1.0, 0.5, 2.0])
+    assert nn.gradcheck(
+        lambda t: segmentation_loss(t, target, dice_weight=0.8, class_weights=weights), [x])
+    assert nn.gradcheck(lambda t: soft_dice_loss(t, target, eps=0.5), [x])
+
+
+def test_every_pixel_ignored_gives_zero_cross_entropy_and_zero_gradient():
+    logits = np.random.default_rng(5).standard_normal((1, 2, 2, 3))
+    target = np.full((1, 2, 2), 255)
+    x = nn.Tensor(logits, requires_grad=True)
+    loss = pixel_cross_entropy(x, target)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert np.all(x.grad == 0)
+    # Dice of an image without valid pixels: every class absent, dice 1, loss 0.
+    assert soft_dice_loss(nn.Tensor(logits), target).item() == 0.0
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(target=np.zeros((1, 2, 3), np.int64)), ValueError, "target must have shape"),
+    (dict(target=np.zeros((1, 2, 2), np.float32)), TypeError, "integer"),
+    (dict(dice_weight=-1.0), ValueError, "dice_weight"),
+    (dict(dice_weight=float("nan")), ValueError, "dice_weight"),
+    (dict(class_weights=np.ones(2)), ValueError, "class_weights"),
+    (dict(class_weights=-np.ones(3)), ValueError, "class_weights"),
+    (dict(logits=nn.Tensor(np.zeros((2, 2, 3)))), ValueError, "logits"),
+])
+def test_bad_input(kwargs, error, message):
+    args = dict(logits=nn.Tensor(np.zeros((1, 2, 2, 3))), target=np.zeros((1, 2, 2), np.int64))
+    args.update(kwargs)
+    with pytest.raises(error, match=message):
+        segmentation_loss(**args)
