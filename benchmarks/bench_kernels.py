@@ -21,7 +21,10 @@ Method (``../shared/bench/BASELINES.md``): each library runs in its own process
 2 threads (``OPENBLAS_NUM_THREADS=2``, ``torch.set_num_threads(2)``, onnxruntime
 ``intra_op_num_threads=2``); the processes are interleaved round by round, the order
 alternating, and each case reports the median of all its timed repeats after warm-up.
-The machine is shared, so the ratio (ours / reference) is the figure to read.
+The machine is shared, so the ratio (ours / reference) is the figure to read; the
+"best-of" column divides the fastest repeats, the least disturbed by other processes.
+``--threads 1 --clock cpu`` measures process CPU time with one thread per library:
+a comparison of the work done that other processes' load hardly moves.
 """
 import argparse
 import json
@@ -53,6 +56,7 @@ POOL_SHAPE = (16, 32, 64, 64)  # N, C, H, W; 2x2 window, stride 2
 ROI = dict(images=2, channels=256, size=32, boxes=512, output=7, sampling_ratio=2)
 MEMORY_LAYER = (8, 256, 16, 16, 256, 3, 1, 1)  # the largest layer (weights, FLOPs, columns)
 GROUPS = ("conv", "convt", "pool", "roi")
+THREADS = int(os.environ.get("DETSEG_BENCH_THREADS", "2"))  # set by the driver for its workers
 TARGETS = {  # (median ratio, max ratio) from issue 3
     "conv": (1.3, 2.0),
     "convt": (1.3, None),
@@ -150,7 +154,7 @@ def numpy_cases(groups):
 def torch_cases(groups):
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     rng = np.random.default_rng(0)
     tf = torch.nn.functional
     cases = {}
@@ -215,7 +219,7 @@ def onnxruntime_cases(groups):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
     onnx.checker.check_model(model)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
+    options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
@@ -229,23 +233,24 @@ def onnxruntime_cases(groups):
 
 
 # ==================================================================== workers
-def time_cases(cases, repeats, warmup):
+def time_cases(cases, repeats, warmup, clock=time.perf_counter):
     times = {}
     for name, run in cases.items():
         for _ in range(warmup):
             run()
         samples = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = clock()
             run()
-            samples.append(time.perf_counter() - start)
+            samples.append(clock() - start)
         times[name] = samples
     return times
 
 
-def worker(lib, groups, repeats, warmup):
+def worker(lib, groups, repeats, warmup, clock):
     make = {"numpy": numpy_cases, "torch": torch_cases, "onnxruntime": onnxruntime_cases}[lib]
-    print(json.dumps(time_cases(make(groups), repeats, warmup)))
+    clock = {"wall": time.perf_counter, "cpu": time.process_time}[clock]
+    print(json.dumps(time_cases(make(groups), repeats, warmup, clock)))
 
 
 def memory_worker(lib):
@@ -288,7 +293,7 @@ def memory_worker(lib):
     else:
         import torch
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(THREADS)
         x = torch.tensor(rng.standard_normal((n, c, h, w)).astype(np.float32), requires_grad=True)
         weight = torch.tensor(rng.standard_normal((co, c, k, k)).astype(np.float32),
                               requires_grad=True)
@@ -305,13 +310,23 @@ def memory_worker(lib):
 
 
 # ===================================================================== driver
-def run_worker(args):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+def run_worker(args, threads=2):
+    n = str(threads)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n,
+               DETSEG_BENCH_THREADS=n)
     command = [sys.executable, os.path.abspath(__file__)] + args
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _load():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def reference_of(name):
@@ -329,13 +344,16 @@ def main():
                         help=argparse.SUPPRESS)
     parser.add_argument("--memory", choices=("numpy", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=2, help="threads per library (default 2)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall-clock time (default) or process CPU time")
     args = parser.parse_args()
     groups = tuple(args.only) if args.only else GROUPS + ("mem",)
     rounds = args.rounds or (2 if args.quick else 5)
     repeats = args.repeats or (3 if args.quick else 7)
 
     if args.worker:
-        worker(args.worker, groups, repeats, args.warmup)
+        worker(args.worker, groups, repeats, args.warmup, args.clock)
         return
     if args.memory:
         memory_worker(args.memory)
@@ -352,13 +370,13 @@ def main():
         for r in range(rounds):
             order = libs if r % 2 == 0 else libs[::-1]
             for lib in order:
-                worker_args = ["--worker", lib, "--repeats", str(repeats)]
+                worker_args = ["--worker", lib, "--repeats", str(repeats), "--clock", args.clock]
                 for g in timed:
                     worker_args += ["--only", g]
-                for name, values in run_worker(worker_args).items():
+                for name, values in run_worker(worker_args, args.threads).items():
                     samples.setdefault((name, lib), []).extend(values)
             print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
-        report(samples, timed, rounds, repeats)
+        report(samples, timed, rounds, repeats, args.threads, args.clock)
     if "mem" in groups:
         memory = {}
         for _ in range(3):  # fresh processes; the smallest reading is the least disturbed
@@ -374,13 +392,13 @@ def main():
         print(f"  torch: {min(memory[('torch', 'maxrss_mib')]):6.1f} MiB (maxrss growth)")
 
 
-def report(samples, groups, rounds, repeats):
+def report(samples, groups, rounds, repeats, threads, clock):
     names = []
     for (name, _lib) in samples:
         if name not in names:
             names.append(name)
     print(f"\nfloat32 fwd+bwd (roi_align: forward), medians of {rounds} rounds x {repeats} "
-          f"repeats, 2 threads\n")
+          f"repeats, {threads} thread(s), {clock} clock; load average {_load()}\n")
     print(f"{'case':<44} {'ours ms':>9} {'ref ms':>9} {'ref':>12} {'ratio':>7} "
           f"{'best-of ratio':>14}")
     ratios = {}
