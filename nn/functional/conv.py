@@ -158,6 +158,7 @@ class ConvGeometry:
         groups (int): number of channel groups.
         in_hw (tuple[int, int]): input ``(H, W)`` of the convolution.
         out_hw (tuple[int, int]): output ``(Ho, Wo)`` of the convolution.
+        in_channels_per_group (int): ``C/g`` of the convolution's input.
     """
 
     kernel: tuple
@@ -167,6 +168,7 @@ class ConvGeometry:
     groups: int
     in_hw: tuple
     out_hw: tuple
+    in_channels_per_group: int
 
 
 # ==================================================================== input checks
@@ -231,7 +233,7 @@ def _conv2d_geometry(x, weight, bias, stride, padding, dilation, groups):
                 f"padded input size {size + p[0] + p[1]}"
             )
         out.append(conv2d_output_size(size, k, s, p, d))
-    return ConvGeometry((kh, kw), stride, pads, dilation, groups, (h, w), tuple(out))
+    return ConvGeometry((kh, kw), stride, pads, dilation, groups, (h, w), tuple(out), c_per_group)
 
 
 def _conv_transpose2d_geometry(x, weight, bias, stride, padding, output_padding, dilation, groups,
@@ -286,7 +288,9 @@ def _conv_transpose2d_geometry(x, weight, bias, stride, padding, output_padding,
                 f"output_padding {op}); it must be positive"
             )
         out.append(length)
-    return ConvGeometry((kh, kw), stride, pads, dilation, groups, tuple(out), (h, w))
+    # The underlying convolution reads the C_out/groups channels of each group.
+    return ConvGeometry((kh, kw), stride, pads, dilation, groups, tuple(out), (h, w),
+                        weight.shape[-1])
 
 
 def _output_padding_for_size(output_size, in_hw, kernel, stride, pads, dilation, output_padding):
@@ -326,15 +330,27 @@ def _pad(x, padding):
     return xp
 
 
-def im2col(x, geometry):
+def _is_plain_gemm(geometry):
+    """A 1x1, stride-1, unpadded, ungrouped convolution: the input already is the column matrix."""
+    return (geometry.kernel, geometry.stride, geometry.padding, geometry.groups) == (
+        (1, 1), (1, 1), ((0, 0), (0, 0)), 1
+    )
+
+
+def im2col(x, geometry, bias_column=False):
     """The column matrices of a (grouped) convolution, one row per output position.
 
     Args:
         x (ndarray[N, H, W, C]): input, float.
         geometry (ConvGeometry): of the convolution.
+        bias_column (bool): append a column of ones (then zeros up to a multiple of 4
+            columns, which the GEMM runs faster on) so that ``[cols, 1] @ [W; b]`` adds
+            the bias inside the GEMM and ``[cols, 1]ᵀ @ dy`` yields ``db`` with ``dW``
+            (the "bias trick"). Groups must be 1.
     Returns:
-        ndarray[g, N·Ho·Wo, kh·kw·C/g]: row ``(n, ho, wo)`` of group ``k`` holds the
-        window ``x_pad[n, ho·sh + i·dh, wo·sw + j·dw, k·C/g + c]`` ordered ``(i, j, c)``.
+        ndarray[g, N·Ho·Wo, kh·kw·C/g (+ extra)]: row ``(n, ho, wo)`` of group ``k``
+        holds the window ``x_pad[n, ho·sh + i·dh, wo·sw + j·dw, k·C/g + c]`` ordered
+        ``(i, j, c)``.
     """
     n, _, _, c = x.shape
     kh, kw = geometry.kernel
@@ -343,10 +359,11 @@ def im2col(x, geometry):
     ho, wo = geometry.out_hw
     g = geometry.groups
     cg = c // g
-    no_padding = geometry.padding == ((0, 0), (0, 0))
-    if (kh, kw, sh, sw, g) == (1, 1, 1, 1, 1) and no_padding:
+    if _is_plain_gemm(geometry) and not bias_column:
         # A 1x1 stride-1 convolution is a plain GEMM on the input: no copy at all.
         return np.ascontiguousarray(x).reshape(1, n * ho * wo, c)  # (1, N·H·W, C)
+    if bias_column and g != 1:
+        raise ValueError("im2col: bias_column needs groups == 1")
     xp = _pad(np.ascontiguousarray(x), geometry.padding)
     s_n, s_h, s_w, s_c = xp.strides
     # A read-only strided view of every window, then one copy into contiguous rows.
@@ -357,8 +374,16 @@ def im2col(x, geometry):
         strides=(cg * s_c, s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c),
         writeable=False,
     )
-    cols = np.ascontiguousarray(windows)  # (g, N, Ho, Wo, kh, kw, C/g)
-    return cols.reshape(g, n * ho * wo, kh * kw * cg)  # (g, N·Ho·Wo, kh·kw·C/g)
+    k = kh * kw * cg
+    if not bias_column:
+        cols = np.ascontiguousarray(windows)  # (g, N, Ho, Wo, kh, kw, C/g)
+        return cols.reshape(g, n * ho * wo, k)  # (g, N·Ho·Wo, kh·kw·C/g)
+    width = (k + 1 + 3) // 4 * 4
+    cols = np.empty((1, n * ho * wo, width), dtype=x.dtype)  # (1, N·Ho·Wo, K + extra)
+    cols[0, :, k] = 1
+    cols[0, :, k + 1:] = 0
+    cols[0, :, :k].reshape(n, ho, wo, kh, kw, cg)[...] = windows[0]  # a view of the first K
+    return cols
 
 
 def _grouped_weight(weight, groups):
@@ -411,13 +436,20 @@ def conv2d_weight_grad(cols, dy, geometry):
     Returns:
         ndarray[kh, kw, C/g, C_out]
     """
+    return _weight_and_bias_grad(cols, dy, geometry)[0]
+
+
+def _weight_and_bias_grad(cols, dy, geometry):
+    """``dW = colsᵀ @ dy``; also ``db`` when ``cols`` carries the bias column (else None)."""
     g = geometry.groups
     dy_rows = _grouped_rows(dy, g)  # (g, N·Ho·Wo, C_out/g)
-    if g == 1:
-        dw = cols[0].T @ dy_rows[0]  # (kh·kw·C, C_out)
-        return _ungroup_weight(dw[None], geometry.kernel)
-    dw = np.matmul(cols.transpose(0, 2, 1), dy_rows)  # (g, kh·kw·C/g, C_out/g)
-    return _ungroup_weight(dw, geometry.kernel)
+    if g > 1:
+        dw = np.matmul(cols.transpose(0, 2, 1), dy_rows)  # (g, kh·kw·C/g, C_out/g)
+        return _ungroup_weight(dw, geometry.kernel), None
+    product = cols[0].T @ dy_rows[0]  # (kh·kw·C [+ bias column + zeros], C_out)
+    k = geometry.kernel[0] * geometry.kernel[1] * geometry.in_channels_per_group
+    db = product[k].copy() if product.shape[0] > k else None  # the bias column's row: Σ dy
+    return _ungroup_weight(product[None, :k], geometry.kernel), db
 
 
 def _add_bias(y, bias):
@@ -665,10 +697,21 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         ValueError, TypeError: see ``conv2d``.
     """
     geometry = _conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
-    cols = im2col(x, geometry)  # (g, N·Ho·Wo, kh·kw·C/g)
-    y = _conv_gemm(cols, weight, geometry, x.shape[0])  # (N, Ho, Wo, C_out)
-    if bias is not None:
-        _add_bias(y, bias)
+    n = x.shape[0]
+    # The bias trick pays when a copy is made anyway (not for a plain 1x1 GEMM).
+    bias_column = bias is not None and groups == 1 and not _is_plain_gemm(geometry)
+    cols = im2col(x, geometry, bias_column)  # (g, N·Ho·Wo, kh·kw·C/g [+ bias column])
+    if bias_column:
+        # [cols, 1, 0...] @ [W; b; 0...]: the GEMM adds the bias.
+        k = cols.shape[-1]
+        w_ext = np.zeros((k, weight.shape[-1]), dtype=weight.dtype)  # (K + extra, C_out)
+        w_ext[:weight[..., 0].size] = weight.reshape(-1, weight.shape[-1])
+        w_ext[weight[..., 0].size] = bias
+        y = (cols[0] @ w_ext).reshape(n, *geometry.out_hw, weight.shape[-1])
+    else:
+        y = _conv_gemm(cols, weight, geometry, n)  # (N, Ho, Wo, C_out)
+        if bias is not None:
+            _add_bias(y, bias)
     cache = Conv2dCache(x.shape, cols if keep_cols else None, weight, geometry)
     return y, cache
 
@@ -690,9 +733,12 @@ def conv2d_backward(dy, cache, need_input_grad=True, need_weight_grad=True, need
         if cache.cols is None:
             raise ValueError("conv2d_backward: the weight gradient needs the forward's columns "
                              "(call conv2d_forward with keep_cols=True)")
-        dw = conv2d_weight_grad(cache.cols, dy, cache.geometry)
-    if need_bias_grad:
+        # With the bias column, the same GEMM gives db = Σ dy as its last useful row.
+        dw, db = _weight_and_bias_grad(cache.cols, dy, cache.geometry)
+    if need_bias_grad and db is None:
         db = _bias_grad(dy)
+    elif not need_bias_grad:
+        db = None
     if need_input_grad:
         dx = conv2d_input_grad(dy, cache.weight, cache.x_shape, cache.geometry)
     return dx, dw, db
