@@ -356,6 +356,32 @@ def test_frozen_weight_keeps_no_column_matrix():
     np.testing.assert_allclose(xt.grad, expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("need_weight, need_bias", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("groups, kernel", [(1, 3), (2, 3), (1, 1)])
+def test_bias_gradient_with_and_without_the_weight_gradient(need_weight, need_bias, groups, kernel):
+    """db = Σ dy, whether it comes from the bias column of dW's GEMM or on its own."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 6, 4))
+    weight = rng.standard_normal((kernel, kernel, 4 // groups, 6))
+    bias = rng.standard_normal(6)
+    y, cache = conv2d_forward(x, weight, bias, padding=kernel // 2, groups=groups)
+    expected = conv2d_reference(x, weight, bias, (1, 1), _pads((kernel // 2,) * 2), (1, 1), groups)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    _, dw, db = conv2d_backward(dy, cache, need_input_grad=False, need_weight_grad=need_weight,
+                                need_bias_grad=need_bias)
+    if need_bias:
+        np.testing.assert_allclose(db, dy.sum(axis=(0, 1, 2)), rtol=1e-12, atol=1e-12)
+    else:
+        assert db is None
+    if need_weight:
+        reference_dw = conv2d_backward(dy, conv2d_forward(x, weight, None, padding=kernel // 2,
+                                                          groups=groups)[1])[1]
+        np.testing.assert_allclose(dw, reference_dw, rtol=1e-12, atol=1e-12)
+    else:
+        assert dw is None
+
+
 # =================================================================== oracle
 def _nchw(a):
     return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
