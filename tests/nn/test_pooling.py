@@ -369,8 +369,8 @@ def test_adaptive_avg_pool2d_matches_torch(h, w, ho, wo, seed):
     tx = _to_torch(torch, x)
     ty = torch.nn.functional.adaptive_avg_pool2d(tx, (ho, wo))
     ty.backward(torch.from_numpy(np.ascontiguousarray(grad_out.transpose(0, 3, 1, 2))))
-    assert np.allclose(y, _from_torch(ty), rtol=1e-5, atol=1e-6)
-    assert np.allclose(dx, _from_torch(tx.grad), rtol=1e-5, atol=1e-6)
+    assert np.allclose(y, _from_torch(ty), rtol=1e-5, atol=1e-5)
+    assert np.allclose(dx, _from_torch(tx.grad), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.oracle
