@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nn.functional.upsampling import separable_map, separable_map_transpose
+from nn.functional.upsampling import separable_map, transpose_taps
 from nn.tensor import Function, Tensor
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
     "max_pool2d_forward", "max_pool2d_backward",
     "avg_pool2d_forward", "avg_pool2d_backward",
     "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
-    "adaptive_pool_matrix", "pool_output_size", "PoolGeometry",
+    "adaptive_pool_taps", "pool_output_size", "PoolGeometry",
     "MaxPool2dFunction", "AvgPool2dFunction", "AdaptiveAvgPool2dFunction",
 ]
 
@@ -440,31 +440,35 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 
 # -------------------------------------------------- adaptive average pooling
-def adaptive_pool_matrix(in_size, out_size, dtype=np.float32):
-    """Averaging matrix of adaptive pooling along one axis.
+def adaptive_pool_taps(in_size, out_size, dtype=np.float32):
+    """Adaptive average pooling along one axis, as taps (see ``nn.functional.upsampling``).
 
     Output ``i`` averages inputs ``[floor(i·in/out), ceil((i+1)·in/out))``
     (PyTorch's adaptive windows, which may overlap).
 
     Returns:
-        ndarray[out, in]: row ``i`` holds ``1 / window length`` on window ``i``.
+        tuple: ``index`` and ``weight`` (ndarray[L, out_size]), ``L`` the longest
+        window: tap ``r`` of output ``i`` reads input ``start_i + r`` with weight
+        ``1 / length_i``, or weight 0 beyond the window.
     """
     i = np.arange(out_size)
     start = (i * in_size) // out_size
     end = -((-(i + 1) * in_size) // out_size)  # ceil division
-    columns = np.arange(in_size)
-    inside = (columns[None, :] >= start[:, None]) & (columns[None, :] < end[:, None])
-    return (inside / (end - start)[:, None]).astype(dtype)  # (out, in)
+    length = end - start  # (out,)
+    r = np.arange(length.max())[:, None]  # (L, 1)
+    index = np.minimum(start + r, end - 1)  # (L, out): past the end, repeat the last input
+    weight = np.where(r < length, 1.0 / length, 0.0).astype(dtype)  # (L, out)
+    return index, weight
 
 
 def adaptive_avg_pool2d_forward(x, output_size):
-    """Adaptive average pooling kernel as two small GEMMs (rows, then columns).
+    """Adaptive average pooling kernel: window sums as taps along H, then along W.
 
     Args:
         x (ndarray[N, H, W, C]): float input.
         output_size (tuple): ``(Ho, Wo)``.
     Returns:
-        tuple: ``y`` (ndarray[N, Ho, Wo, C]) and ``cache`` ``(rows, cols)``.
+        tuple: ``y`` (ndarray[N, Ho, Wo, C]) and ``cache`` ``(rows, cols)`` (taps).
     """
     n, h, w, c = x.shape
     out_h, out_w = output_size
@@ -472,13 +476,13 @@ def adaptive_avg_pool2d_forward(x, output_size):
         # Global average pooling: one reduction over a contiguous (H·W) axis.
         y = x.reshape(n, h * w, c).mean(axis=1, keepdims=True)  # (N, 1, C)
         return y.reshape(n, 1, 1, c), (None, None)
-    rows = adaptive_pool_matrix(h, out_h, x.dtype)  # (Ho, H)
-    cols = adaptive_pool_matrix(w, out_w, x.dtype)  # (Wo, W)
+    rows = adaptive_pool_taps(h, out_h, x.dtype)  # along H
+    cols = adaptive_pool_taps(w, out_w, x.dtype)  # along W
     return separable_map(x, rows, cols), (rows, cols)
 
 
 def adaptive_avg_pool2d_backward(grad, cache, in_size):
-    """Gradient of adaptive average pooling: the transposed averaging matrices.
+    """Gradient of adaptive average pooling: the transposed taps.
 
     Args:
         grad (ndarray[N, Ho, Wo, C]): gradient of the output.
@@ -488,12 +492,13 @@ def adaptive_avg_pool2d_backward(grad, cache, in_size):
         ndarray[N, H, W, C]
     """
     rows, cols = cache
+    n, _, _, c = grad.shape
+    h, w = in_size
     if rows is None:
-        n, _, _, c = grad.shape
-        h, w = in_size
         share = grad / (h * w)  # (N, 1, 1, C)
         return np.broadcast_to(share, (n, h, w, c)).copy()
-    return separable_map_transpose(grad, rows, cols)
+    rows_t, cols_t = transpose_taps(*rows, h), transpose_taps(*cols, w)
+    return separable_map(grad, rows_t, cols_t)
 
 
 class AdaptiveAvgPool2dFunction(Function):

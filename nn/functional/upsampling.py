@@ -20,12 +20,17 @@ PyTorch's to the last index, including its float32 arithmetic:
   with ``scale`` chosen as for nearest, so ``scale_factor=1.5`` and the
   equivalent ``size`` give different maps unless ``recompute_scale_factor=True``.
 
-Both modes are separable linear maps ``y = R · x · Cᵀ`` per channel, with an
-``(Ho, H)`` row matrix ``R`` and a ``(Wo, W)`` column matrix ``C``. Bilinear applies
-them as two GEMM passes (rows over an ``(N, H, W·C)`` view, columns over an
-``(N·H, W, C)`` view); its backward multiplies by the transposes. Nearest copies by
-integer indexing instead; for integer factors (``Ho = k·H``) it is one broadcast
-copy forward and a sum over the ``k`` replicas backward.
+Both modes are separable linear maps: along each axis, output ``o`` is a weighted
+sum of a few inputs. The kernels store such a map as *taps* (a sparse "ELL"
+matrix): ``index[r, o]`` and ``weight[r, o]`` for ``r < R``, the ``r``-th input of
+output ``o`` and its weight (bilinear: ``R = 2``; padded taps have weight 0). One
+axis is then ``R`` gathers (``np.take``) and multiply-adds, and the gradient is the
+same with the transposed taps (for each input, the outputs that read it), so there
+is no scatter-add. Gathers along H copy whole ``W·C`` rows; along W, runs of ``C``.
+Nearest with integer factors (``Ho = k·H``) is one broadcast copy forward and a sum
+over the ``k`` replicas backward. (Dense ``(Ho, H)`` matrices applied with GEMMs
+cost ``O(H)`` per output instead of ``O(R)``, and the column pass becomes thousands
+of tiny GEMMs, which OpenBLAS runs badly on a busy machine.)
 """
 import math
 import numbers
@@ -36,8 +41,8 @@ from nn.tensor import Function, Tensor
 
 __all__ = [
     "interpolate", "interpolate_forward", "interpolate_backward",
-    "nearest_source_indices", "linear_source_weights", "interpolation_matrix",
-    "separable_map", "separable_map_transpose", "InterpolateFunction",
+    "nearest_source_indices", "linear_source_weights", "interpolation_taps",
+    "transpose_taps", "taps_matrix", "apply_taps", "separable_map", "InterpolateFunction",
 ]
 
 MODES = ("nearest", "nearest-exact", "bilinear")
@@ -108,67 +113,106 @@ def linear_source_weights(in_size, out_size, scale=None, align_corners=False, dt
     return i0, i1, (dtype.type(1) - l1).astype(dtype), l1
 
 
-def interpolation_matrix(in_size, out_size, mode, scale=None, align_corners=False,
-                         dtype=np.float32):
-    """The ``(out_size, in_size)`` matrix of interpolation along one axis.
+def interpolation_taps(in_size, out_size, mode, scale=None, align_corners=False,
+                       dtype=np.float32):
+    """Interpolation along one axis as taps.
 
-    Row ``o`` holds the weights with which output ``o`` mixes the inputs: a single 1
-    for nearest modes, ``l0`` and ``l1`` for bilinear.
+    Returns:
+        tuple: ``index`` (ndarray[R, out_size] int64) and ``weight``
+        (ndarray[R, out_size] of ``dtype``, or None for a single tap of weight 1):
+        ``y[o] = sum_r weight[r, o] · x[index[r, o]]``. ``R`` is 1 for nearest modes
+        and 2 for bilinear.
     """
-    matrix = np.zeros((out_size, in_size), dtype=dtype)
-    rows = np.arange(out_size)
     if mode == "bilinear":
         i0, i1, l0, l1 = linear_source_weights(in_size, out_size, scale, align_corners, dtype)
-        matrix[rows, i0] = l0
-        matrix[rows, i1] += l1  # i1 == i0 at the last input: the weights add to 1
-    else:
-        matrix[rows, nearest_source_indices(in_size, out_size, scale, mode == "nearest-exact")] = 1
+        return np.stack([i0, i1]), np.stack([l0, l1])
+    indices = nearest_source_indices(in_size, out_size, scale, mode == "nearest-exact")
+    return indices[None, :], None
+
+
+def transpose_taps(index, weight, in_size):
+    """The taps of the transposed map: for each input, the outputs that read it.
+
+    Args:
+        index (ndarray[R, out] int64), weight (ndarray[R, out] or None): taps of a map
+            from ``in_size`` inputs to ``out`` outputs.
+        in_size (int): number of inputs.
+    Returns:
+        tuple: ``index`` (ndarray[R', in_size] int64) and ``weight``
+        (ndarray[R', in_size]), ``R'`` the most outputs any input feeds; unused
+        taps point at output 0 with weight 0.
+    """
+    taps, out_size = index.shape
+    if weight is None:
+        weight = np.ones((taps, out_size))
+    sources = index.reshape(-1)  # (R·out,): input of each (tap, output) pair
+    outputs = np.tile(np.arange(out_size), taps)  # (R·out,)
+    values = weight.reshape(-1)
+    order = np.argsort(sources, kind="stable")  # group the pairs by input
+    sources, outputs, values = sources[order], outputs[order], values[order]
+    counts = np.bincount(sources, minlength=in_size)  # (in,)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(sources.size) - starts[sources]  # position within its input's group
+    width = max(int(counts.max()) if counts.size else 0, 1)
+    t_index = np.zeros((width, in_size), dtype=np.int64)
+    t_weight = np.zeros((width, in_size), dtype=weight.dtype)
+    t_index[rank, sources] = outputs
+    t_weight[rank, sources] = values
+    return t_index, t_weight
+
+
+def taps_matrix(index, weight, in_size):
+    """The dense ``(out, in_size)`` matrix of taps (for inspection and tests)."""
+    taps, out_size = index.shape
+    matrix = np.zeros((out_size, in_size))
+    rows = np.arange(out_size)
+    for r in range(taps):
+        matrix[rows, index[r]] += 1.0 if weight is None else weight[r]
     return matrix
 
 
-# ------------------------------------------------------ separable linear maps
-def _rows_pass(x, rows):
-    """``(N, H, W, C) -> (N, Ho, W, C)``: N GEMMs ``(Ho, H) @ (H, W·C)`` with long rows."""
-    n, h, w, c = x.shape
-    t = np.matmul(rows, x.reshape(n, h, w * c))  # (N, Ho, W·C)
-    return t.reshape(n, rows.shape[0], w, c)
+def apply_taps(x, index, weight, axis):
+    """``y[.., o, ..] = sum_r weight[r, o] · x[.., index[r, o], ..]`` along ``axis``.
 
-
-def _cols_pass(x, cols):
-    """``(N, H, W, C) -> (N, H, Wo, C)``: N·H small GEMMs ``(Wo, W) @ (W, C)``."""
-    n, h, w, c = x.shape
-    t = np.matmul(cols, x.reshape(n * h, w, c))  # (N·H, Wo, C)
-    return t.reshape(n, h, cols.shape[0], c)
+    Args:
+        x (ndarray): input.
+        index (ndarray[R, out] int64), weight (ndarray[R, out] or None): the taps.
+        axis (int): the axis mapped from ``x.shape[axis]`` to ``out`` elements.
+    Returns:
+        ndarray: ``x``'s shape with ``out`` along ``axis``.
+    """
+    y = np.take(x, index[0], axis=axis, mode="clip")  # indices are valid: no bounds pass
+    if weight is None:
+        return y
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    y *= weight[0].reshape(shape)
+    term = None
+    for r in range(1, index.shape[0]):
+        term = np.take(x, index[r], axis=axis, mode="clip", out=term)  # one reused buffer
+        term *= weight[r].reshape(shape)
+        y += term
+    return y
 
 
 def separable_map(x, rows, cols):
-    """``y[n, a, b, c] = sum_{h, w} rows[a, h] · x[n, h, w, c] · cols[b, w]`` as two GEMM passes.
+    """Apply taps ``rows`` along H and ``cols`` along W of an ``(N, H, W, C)`` array.
 
-    The pass that leaves the smaller intermediate goes first; on a tie (e.g. 2x in
-    both directions) the one that leaves fewer of the small column GEMMs.
+    ``y[n, a, b, c] = sum_{h, w} R[a, h] · x[n, h, w, c] · C[b, w]`` with ``R`` and ``C``
+    the matrices of the taps. The pass that leaves the smaller intermediate goes first.
 
     Args:
-        x (ndarray[N, H, W, C]), rows (ndarray[Ho, H]), cols (ndarray[Wo, W]).
+        x (ndarray[N, H, W, C]).
+        rows, cols (tuple): ``(index, weight)`` taps along H (``Ho`` outputs) and
+            along W (``Wo`` outputs).
     Returns:
         ndarray[N, Ho, Wo, C]
     """
-    x = np.ascontiguousarray(x)
-    (out_h, h), (out_w, w) = rows.shape, cols.shape
-    rows_first = out_h * w < h * out_w or (out_h * w == h * out_w and out_h < h)
-    if rows_first:
-        return _cols_pass(_rows_pass(x, rows), cols)
-    return _rows_pass(_cols_pass(x, cols), rows)
-
-
-def separable_map_transpose(grad, rows, cols):
-    """The adjoint of ``separable_map`` (its gradient with respect to ``x``).
-
-    Args:
-        grad (ndarray[N, Ho, Wo, C]), rows (ndarray[Ho, H]), cols (ndarray[Wo, W]).
-    Returns:
-        ndarray[N, H, W, C]
-    """
-    return separable_map(grad, rows.T, cols.T)
+    _, h, w, _ = x.shape
+    out_h, out_w = rows[0].shape[1], cols[0].shape[1]
+    if out_h * w <= h * out_w:
+        return apply_taps(apply_taps(x, *rows, axis=1), *cols, axis=2)
+    return apply_taps(apply_taps(x, *cols, axis=2), *rows, axis=1)
 
 
 # ------------------------------------------------------------------ kernels
@@ -191,27 +235,23 @@ def interpolate_forward(x, out_size, mode, scales=(None, None), align_corners=Fa
         scales (tuple): scale factors handed to the kernel per axis, or None each.
         align_corners (bool): bilinear only.
     Returns:
-        tuple: ``y`` (ndarray[N, Ho, Wo, C]) and ``cache`` for ``interpolate_backward``.
+        tuple: ``y`` (ndarray[N, Ho, Wo, C]) and ``cache`` for ``interpolate_backward``:
+        ``("identity",)``, ``("repeat", kh, kw)`` or ``("taps", rows, cols, (H, W))``.
     """
     n, h, w, c = x.shape
     out_h, out_w = out_size
-    if mode == "bilinear":
-        if (out_h, out_w) == (h, w):
-            return x.copy(), ("identity",)
-        rows = interpolation_matrix(h, out_h, mode, scales[0], align_corners, x.dtype)  # (Ho, H)
-        cols = interpolation_matrix(w, out_w, mode, scales[1], align_corners, x.dtype)  # (Wo, W)
-        return separable_map(x, rows, cols), ("matrix", rows, cols)
-    exact = mode == "nearest-exact"
-    rows_index = nearest_source_indices(h, out_h, scales[0], exact)
-    cols_index = nearest_source_indices(w, out_w, scales[1], exact)
-    kh, kw = _integer_factor(rows_index, h), _integer_factor(cols_index, w)
-    if kh is not None and kw is not None:
-        # Replication: one copy of a broadcast (N, H, kh, W, kw, C) view.
-        y = np.broadcast_to(x[:, :, None, :, None, :], (n, h, kh, w, kw, c))
-        return y.reshape(n, out_h, out_w, c), ("repeat", kh, kw)
-    y = np.take(x, rows_index, axis=1)  # (N, Ho, W, C)
-    y = np.take(y, cols_index, axis=2)  # (N, Ho, Wo, C)
-    return y, ("gather", rows_index, cols_index, h, w)
+    if mode == "bilinear" and (out_h, out_w) == (h, w):
+        return x.copy(), ("identity",)
+    dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+    rows = interpolation_taps(h, out_h, mode, scales[0], align_corners, dtype)  # along H
+    cols = interpolation_taps(w, out_w, mode, scales[1], align_corners, dtype)  # along W
+    if mode != "bilinear":
+        kh, kw = _integer_factor(rows[0][0], h), _integer_factor(cols[0][0], w)
+        if kh is not None and kw is not None:
+            # Replication: one copy of a broadcast (N, H, kh, W, kw, C) view.
+            y = np.broadcast_to(x[:, :, None, :, None, :], (n, h, kh, w, kw, c))
+            return y.reshape(n, out_h, out_w, c), ("repeat", kh, kw)
+    return separable_map(x, rows, cols), ("taps", rows, cols, (h, w))
 
 
 def interpolate_backward(grad, cache):
@@ -226,10 +266,6 @@ def interpolate_backward(grad, cache):
     kind = cache[0]
     if kind == "identity":
         return grad.copy()
-    if kind == "matrix":
-        _, rows, cols = cache
-        return separable_map_transpose(grad, rows.astype(grad.dtype, copy=False),
-                                       cols.astype(grad.dtype, copy=False))
     n, out_h, out_w, c = grad.shape
     if kind == "repeat":
         _, kh, kw = cache
@@ -238,14 +274,13 @@ def interpolate_backward(grad, cache):
         # Sum the kh row replicas over long (W·kw·C) rows, then the kw column replicas.
         g = g.reshape(n, h, kh, out_w * c).sum(axis=2)  # (N, H, Wo·C)
         return g.reshape(n, h, w, kw, c).sum(axis=3)  # (N, H, W, C)
-    # Arbitrary indices: each input accumulates the outputs that read it, i.e. the
-    # transposed one-hot selection matrices (no scatter-add with np.add.at).
-    _, rows_index, cols_index, h, w = cache
-    rows = np.zeros((out_h, h), dtype=grad.dtype)
-    rows[np.arange(out_h), rows_index] = 1
-    cols = np.zeros((out_w, w), dtype=grad.dtype)
-    cols[np.arange(out_w), cols_index] = 1
-    return separable_map_transpose(grad, rows, cols)
+    # Each input gathers the outputs that read it: the transposed taps.
+    _, rows, cols, (h, w) = cache
+    rows_t = transpose_taps(*rows, h)
+    cols_t = transpose_taps(*cols, w)
+    rows_t = (rows_t[0], rows_t[1].astype(grad.dtype))
+    cols_t = (cols_t[0], cols_t[1].astype(grad.dtype))
+    return separable_map(grad, rows_t, cols_t)
 
 
 class InterpolateFunction(Function):

@@ -176,6 +176,20 @@ def test_empty_batch_and_channels():
             assert y.shape == (shape[0], 8, 8, shape[3]) and y.dtype == np.float32
 
 
+@given(size_in=st.integers(1, 12), size_out=st.integers(1, 30),
+       mode=st.sampled_from(["nearest", "nearest-exact", "bilinear"]), align_corners=st.booleans())
+def test_transposed_taps_are_the_transposed_matrix(size_in, size_out, mode, align_corners):
+    from nn.functional.upsampling import interpolation_taps, taps_matrix, transpose_taps
+
+    index, weight = interpolation_taps(size_in, size_out, mode, None,
+                                       align_corners and mode == "bilinear", np.float64)
+    matrix = taps_matrix(index, weight, size_in)  # (out, in)
+    assert np.allclose(matrix.sum(axis=1), 1)  # every output is a convex combination
+    t_index, t_weight = transpose_taps(index, weight, size_in)
+    assert t_index.shape[1] == size_in
+    assert np.allclose(taps_matrix(t_index, t_weight, size_out), matrix.T)
+
+
 # ------------------------------------------------------------ gradient checks
 @pytest.mark.parametrize("kwargs", [
     {"scale_factor": 2},
