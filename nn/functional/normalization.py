@@ -117,8 +117,11 @@ def batch_norm_backward(grad, cache, needs_weight_grad=True, needs_bias_grad=Tru
     c = grad.shape[-1]
     g, k = _wide(grad)  # (rows, K·C)
     count = g.shape[0] * k
-    dbias = _channel_sum(g, k, c)  # (C,)
-    dweight = _channel_dot(g, xc, k, c) * invstd  # sum g · xhat, (C,)
+    # In training both sums enter dx; in evaluation only the parameters need them.
+    need_dbias = training or needs_bias_grad
+    need_dweight = training or (weight is not None and needs_weight_grad)
+    dbias = _channel_sum(g, k, c) if need_dbias else None  # sum g, (C,)
+    dweight = _channel_dot(g, xc, k, c) * invstd if need_dweight else None  # sum g · xhat
     scale = invstd if weight is None else invstd * weight  # (C,)
     dx = g * np.tile(scale, k)
     if training:

@@ -142,6 +142,17 @@ def test_batch_norm_gradcheck(training, rng):
     )
 
 
+def test_frozen_batch_norm_gradient(rng):
+    # Evaluation mode with fixed parameters (detection backbones): an affine map per channel.
+    x = nn.Tensor(rng.standard_normal((2, 3, 2, 4)), requires_grad=True)
+    weight, bias = rng.standard_normal(4), rng.standard_normal(4)
+    running_mean, running_var = rng.standard_normal(4), rng.uniform(0.5, 2, 4)
+    grad_out = rng.standard_normal(x.shape)
+    F.batch_norm(x, running_mean, running_var, weight, bias).backward(grad_out)
+    assert np.allclose(x.grad, grad_out * weight / np.sqrt(running_var + 1e-5))
+    assert nn.gradcheck(lambda a: F.batch_norm(a, running_mean, running_var, weight, bias), [x])
+
+
 def test_batch_norm_gradcheck_without_affine(rng):
     x = nn.Tensor(rng.standard_normal((3, 2, 2, 2)), requires_grad=True)
     assert nn.gradcheck(lambda a: F.batch_norm(a, None, None, training=True), [x])
