@@ -6,9 +6,9 @@ Run as a script::
     python benchmarks/bench_pool_norm.py --quick    # 2 rounds, fewer repeats
 
 What is timed (float32, forward + backward through autograd, input gradient and,
-for the norms, weight and bias gradients): ``max_pool2d`` 2x2/2, ``batch_norm`` in
-training mode, ``group_norm`` with 8 groups, ``interpolate`` 2x nearest and 2x
-bilinear (``align_corners=False``). We run channels-last ``(N, H, W, C)``; torch
+for the norms, weight and bias gradients): ``max_pool2d`` 2x2/2 and 3x3/2 with
+padding 1 (ResNet's stem), ``batch_norm`` in training mode, ``group_norm`` with 8
+groups, ``interpolate`` 2x nearest and 2x bilinear (``align_corners=False``). We run channels-last ``(N, H, W, C)``; torch
 runs both its default NCHW layout and ``channels_last`` memory format, and each
 ratio is taken against the faster of the two.
 
@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name: (N, H, W, C) of the input
 CASES = {
     "max_pool2d 2x2/2 16,64,64,32": (16, 64, 64, 32),
+    "max_pool2d 3x3/2 p1 16,64,64,32": (16, 64, 64, 32),
     "batch_norm train 16,64,64,32": (16, 64, 64, 32),
     "group_norm G=8 16,64,64,32": (16, 64, 64, 32),
     "nearest 2x 16,32,32,64": (16, 32, 32, 64),
@@ -52,7 +53,9 @@ def numpy_cases():
         weight = nn.Tensor(np.ones(c, np.float32), requires_grad=True)
         bias = nn.Tensor(np.zeros(c, np.float32), requires_grad=True)
         running = (np.zeros(c, np.float32), np.ones(c, np.float32))
-        if name.startswith("max_pool2d"):
+        if name.startswith("max_pool2d 3x3"):
+            fn = lambda x=x: F.max_pool2d(x, 3, 2, 1)  # noqa: E731  (ResNet's stem)
+        elif name.startswith("max_pool2d"):
             fn = lambda x=x: F.max_pool2d(x, 2, 2)  # noqa: E731
         elif name.startswith("batch_norm"):
             fn = lambda x=x, w=weight, b=bias, r=running: F.batch_norm(  # noqa: E731
@@ -90,7 +93,9 @@ def torch_cases():
             weight = torch.ones(c, requires_grad=True)
             bias = torch.zeros(c, requires_grad=True)
             running = (torch.zeros(c), torch.ones(c))
-            if name.startswith("max_pool2d"):
+            if name.startswith("max_pool2d 3x3"):
+                fn = lambda x=x: tf.max_pool2d(x, 3, 2, 1)  # noqa: E731
+            elif name.startswith("max_pool2d"):
                 fn = lambda x=x: tf.max_pool2d(x, 2, 2)  # noqa: E731
             elif name.startswith("batch_norm"):
                 fn = lambda x=x, w=weight, b=bias, r=running: tf.batch_norm(  # noqa: E731
