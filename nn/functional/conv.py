@@ -365,24 +365,31 @@ def im2col(x, geometry, bias_column=False):
     if bias_column and g != 1:
         raise ValueError("im2col: bias_column needs groups == 1")
     xp = _pad(np.ascontiguousarray(x), geometry.padding)
+    k = kh * kw * cg
+    width = (k + 1 + 3) // 4 * 4 if bias_column else k
+    cols = np.empty((g, n * ho * wo, width), dtype=x.dtype)  # (g, N·Ho·Wo, K [+ extra])
+    if bias_column:
+        cols[0, :, k] = 1
+        cols[0, :, k + 1:] = 0
     s_n, s_h, s_w, s_c = xp.strides
-    # A read-only strided view of every window, then one copy into contiguous rows.
-    # The copy's inner runs are the kw·C values of one window row (contiguous in NHWC).
+    if g == 1 and (dw == 1 or kw == 1):
+        # One window row is kw·C values that are contiguous in NHWC. NumPy copies an
+        # array run by run, with a fixed cost per run; seen as one opaque record of
+        # kw·C values, a window row is copied with a third of the runs for small C.
+        record = np.dtype((np.void, kw * c * xp.itemsize))
+        rows = np.ndarray((n, ho, wo, kh), dtype=record, buffer=xp,
+                          strides=(s_n, s_h * sh, s_w * sw, s_h * dh))  # overlapping records
+        dest = cols[0, :, :k].reshape(n, ho, wo, kh, kw * c).view(record)  # (N, Ho, Wo, kh, 1)
+        dest[..., 0] = rows
+        return cols
+    # A read-only strided view of every window, then one copy into the rows.
     windows = as_strided(
         xp,
         shape=(g, n, ho, wo, kh, kw, cg),
         strides=(cg * s_c, s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c),
         writeable=False,
     )
-    k = kh * kw * cg
-    if not bias_column:
-        cols = np.ascontiguousarray(windows)  # (g, N, Ho, Wo, kh, kw, C/g)
-        return cols.reshape(g, n * ho * wo, k)  # (g, N·Ho·Wo, kh·kw·C/g)
-    width = (k + 1 + 3) // 4 * 4
-    cols = np.empty((1, n * ho * wo, width), dtype=x.dtype)  # (1, N·Ho·Wo, K + extra)
-    cols[0, :, k] = 1
-    cols[0, :, k + 1:] = 0
-    cols[0, :, :k].reshape(n, ho, wo, kh, kw, cg)[...] = windows[0]  # a view of the first K
+    cols[:, :, :k].reshape(g, n, ho, wo, kh, kw, cg)[...] = windows  # (g, N, Ho, Wo, kh, kw, C/g)
     return cols
 
 
