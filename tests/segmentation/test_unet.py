@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 import nn
+from segmentation.losses import segmentation_loss
 from segmentation.unet import UNet
+from tests.oracles import require
 
 
 @pytest.mark.parametrize("depth, norm", [(2, "batch"), (3, "group"), (3, None)])
@@ -70,3 +72,58 @@ def test_bad_input_shapes():
         model(nn.Tensor(np.zeros((1, 6, 8, 3), np.float32)))
     with pytest.raises(ValueError, match="expects input"):
         model(nn.Tensor(np.zeros((1, 8, 8, 1), np.float32)))
+
+
+def _benchmark_module():
+    """benchmarks/train_step_unet.py, whose torch twin of the U-Net the benchmark times."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "train_step_unet.py")
+    spec = importlib.util.spec_from_file_location("train_step_unet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.oracle
+def test_the_benchmarks_torch_unet_is_the_same_network():
+    torch = require("torch")
+    bench = _benchmark_module()
+    ours = UNet(3, 5, base_channels=4, depth=3).astype(np.float64)
+    theirs = bench.torch_unet(3, 5, 4, 3).double()
+    # Our weights into torch: conv HWIO -> OIHW, transposed conv (kh, kw, Cin, Cout) ->
+    # (Cin, Cout, kh, kw); DoubleConv's conv1, norm1, conv2, norm2 are Sequential 0, 1, 3, 4.
+    state = {}
+    for name, value in ours.state_dict().items():
+        torch_name = name.replace("conv1", "0").replace("norm1", "1").replace("conv2", "3") \
+            .replace("norm2", "4")
+        if value.ndim == 4:
+            value = value.transpose(2, 3, 0, 1) if name.startswith("upsample") \
+                else value.transpose(3, 2, 0, 1)
+        state[torch_name] = torch.from_numpy(np.ascontiguousarray(value))
+    missing = theirs.load_state_dict(state, strict=False)
+    assert not missing.unexpected_keys
+    assert all(k.endswith("num_batches_tracked") for k in missing.missing_keys)
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((2, 8, 12, 3))
+    target = rng.integers(0, 5, (2, 8, 12))
+    target[0, 0] = 255
+    weights = np.array([1.0, 2.0, 2.0, 0.5, 1.0])
+    x = nn.Tensor(images)
+    logits = ours(x)
+    loss = segmentation_loss(logits, target, dice_weight=0.5, class_weights=weights)
+    loss.backward()
+    t_logits = theirs(torch.from_numpy(images).permute(0, 3, 1, 2))
+    t_target = torch.from_numpy(target)
+    t_loss = torch.nn.functional.cross_entropy(t_logits, t_target, torch.from_numpy(weights),
+                                               ignore_index=255) \
+        + 0.5 * bench.torch_dice_loss(t_logits, t_target)
+    t_loss.backward()
+    assert np.allclose(logits.data, t_logits.detach().permute(0, 2, 3, 1).numpy(), atol=1e-10)
+    assert abs(loss.item() - t_loss.item()) < 1e-10
+    first = theirs.encoder[0][0].weight.grad.numpy().transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    assert np.allclose(ours.encoder[0].conv1.weight.grad, first, atol=1e-10)
+    up = theirs.upsample[0].weight.grad.numpy().transpose(2, 3, 0, 1)
+    assert np.allclose(ours.upsample[0].weight.grad, up, atol=1e-10)

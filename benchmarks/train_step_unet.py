@@ -1,0 +1,136 @@
+"""One training step of the digit segmenter's U-Net, ours and the same network in PyTorch.
+
+Used by ``python benchmarks/bench_train_step.py --model unet``. The configuration is
+the training default (``segmentation.train.TrainConfig``): the same crop size, batch
+size, widths and depth, BatchNorm, the loss ``CE + Dice`` with 255 ignored, and Adam.
+The torch network is written layer for layer like ``segmentation.unet.UNet`` (3x3
+convolutions without bias before BatchNorm, 2x2 max pooling, 2x2 stride-2 transposed
+convolutions, skip concatenation ``[skip, up]``, a 1x1 head); torch runs in its
+default NCHW layout, its fastest on CPU for this network.
+"""
+import numpy as np
+
+from segmentation.train import CLASS_PRIOR, TrainConfig, class_weights
+
+CONFIG = TrainConfig()
+NUM_CLASSES = 14
+DESCRIPTION = (
+    f"U-Net base {CONFIG.base_channels}, depth {CONFIG.depth}, BatchNorm, "
+    f"batch {CONFIG.batch_size} x {CONFIG.crop_size[0]}x{CONFIG.crop_size[1]}x3, {NUM_CLASSES} classes, "
+    f"CE (characters weighted {CONFIG.char_weight:g}) + {CONFIG.dice_weight:g}·Dice, Adam: "
+    f"forward, loss, backward, step"
+)
+
+
+def _batch(seed=0):
+    """Random images in [0, 1] and class maps with some ignored pixels (fixed per seed)."""
+    rng = np.random.default_rng(seed)
+    h, w = CONFIG.crop_size
+    images = rng.random((CONFIG.batch_size, h, w, 3), dtype=np.float32)
+    targets = rng.integers(0, NUM_CLASSES, (CONFIG.batch_size, h, w))
+    targets[:, :2] = 255
+    return images, targets
+
+
+def make_ours():
+    import nn
+    from segmentation.losses import segmentation_loss
+    from segmentation.train import build_model
+
+    model = build_model(CONFIG)
+    model.train()
+    weights = class_weights(CONFIG)
+    optimizer = nn.optim.Adam(model.parameters(), lr=CONFIG.lr)
+    images, targets = _batch()
+
+    def step():
+        loss = segmentation_loss(model(nn.Tensor(images)), targets, dice_weight=CONFIG.dice_weight,
+                                 class_weights=weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def torch_unet(in_channels, num_classes, base_channels, depth):
+    """``segmentation.unet.UNet`` (BatchNorm, same padding) written in torch, NCHW."""
+    import torch
+    import torch.nn as tnn
+
+    class DoubleConv(tnn.Sequential):
+        def __init__(self, cin, cout):
+            super().__init__(
+                tnn.Conv2d(cin, cout, 3, padding=1, bias=False), tnn.BatchNorm2d(cout), tnn.ReLU(),
+                tnn.Conv2d(cout, cout, 3, padding=1, bias=False), tnn.BatchNorm2d(cout), tnn.ReLU(),
+            )
+
+    class UNet(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = [base_channels * 2 ** i for i in range(depth)]
+            self.encoder = tnn.ModuleList(
+                [DoubleConv(in_channels if i == 0 else widths[i - 1], widths[i])
+                 for i in range(depth)])
+            self.pool = tnn.MaxPool2d(2)
+            self.upsample = tnn.ModuleList(
+                [tnn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2)
+                 for i in range(depth - 1, 0, -1)])
+            self.decoder = tnn.ModuleList(
+                [DoubleConv(2 * widths[i - 1], widths[i - 1]) for i in range(depth - 1, 0, -1)])
+            self.head = tnn.Conv2d(widths[0], num_classes, 1)
+
+        def forward(self, x):
+            skips = []
+            for i, block in enumerate(self.encoder):
+                x = block(x if i == 0 else self.pool(x))
+                skips.append(x)
+            x = skips.pop()
+            for up, block in zip(self.upsample, self.decoder):
+                x = block(torch.cat([skips.pop(), up(x)], dim=1))
+            return self.head(x)
+
+    return UNet()
+
+
+def torch_dice_loss(logits, target, ignore_index=255, eps=1.0):
+    """``nn.functional.dice_loss`` on NCHW logits: mean over images and classes."""
+    import torch
+    import torch.nn.functional as F
+
+    valid = (target != ignore_index).unsqueeze(1).to(logits.dtype)  # (N, 1, H, W)
+    one_hot = F.one_hot(torch.where(target == ignore_index, 0, target), logits.shape[1])
+    one_hot = one_hot.permute(0, 3, 1, 2).to(logits.dtype) * valid  # (N, K, H, W)
+    probs = logits.softmax(dim=1) * valid
+    intersection = (probs * one_hot).sum(dim=(2, 3))
+    cardinality = probs.sum(dim=(2, 3)) + one_hot.sum(dim=(2, 3))
+    return (1 - (2 * intersection + eps) / (cardinality + eps)).mean()
+
+
+def make_torch():
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = torch_unet(3, NUM_CLASSES, CONFIG.base_channels, CONFIG.depth)
+    if CONFIG.prior_init:
+        with torch.no_grad():
+            model.head.bias.copy_(torch.from_numpy(np.log(CLASS_PRIOR / CLASS_PRIOR.sum())))
+    model.train()
+    weights = torch.from_numpy(class_weights(CONFIG))
+    optimizer = torch.optim.Adam(model.parameters(), lr=CONFIG.lr)
+    images, targets = _batch()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # NCHW
+    t = torch.from_numpy(targets)
+
+    def step():
+        logits = model(x)
+        loss = F.cross_entropy(logits, t, weight=weights, ignore_index=255) \
+            + CONFIG.dice_weight * torch_dice_loss(logits, t)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step

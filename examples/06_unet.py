@@ -1,0 +1,197 @@
+"""06 — U-Net: segment the characters of a plate, then read it.
+
+Stage two of the license-plate lab. The detector of stage one hands us plate boxes;
+each plate is cut out at 32x96 pixels, and a U-Net (Ronneberger, Fischer and Brox,
+2015) labels every pixel: background, one of the ten digits, or "another character".
+Connected blobs of character pixels are the characters; sorted in reading order,
+their classes spell the plate. This tutorial follows the lecture's slides on the
+encoder-decoder:
+
+1. the data: plate crops and their class maps,
+2. the network: an encoder that pools, a decoder that upsamples with transposed
+   convolutions, skip connections ("copy and crop") between them,
+3. the loss: per-pixel cross entropy plus Dice,
+4. training from scratch (``segmentation.train``, no pretrained weights),
+5. the result: masks, metrics, and plates read as text.
+
+Run it with ``python examples/06_unet.py`` (about five minutes of training;
+``--quick`` trains a tiny network for seconds, to check the machinery; ``--out DIR``
+chooses where data, checkpoints and figures go, ``out/`` by default).
+"""
+import argparse
+import os
+import sys
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")  # write files, never open a window
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import nn  # noqa: E402
+from detection.visualize import save_figure  # noqa: E402
+from segmentation.instances import read_plate, text_to_class_text  # noqa: E402
+from segmentation.losses import pixel_cross_entropy, segmentation_loss, soft_dice_loss  # noqa: E402
+from segmentation.metrics import confusion_matrix  # noqa: E402
+from segmentation.train import (  # noqa: E402
+    CHARACTER_CLASSES, NUM_CLASSES, TrainConfig, TrainPatches, build_model, class_colours,
+    load_crops, load_segmenter, predict, prepare_data, preprocess, quick_config,
+    train_digit_segmenter,
+)
+
+# %% Configuration
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--quick", action="store_true", help="tiny data and network (seconds)")
+parser.add_argument("--out", default="out", help="directory for data, checkpoints and figures")
+parser.add_argument("--data", default=None, help="plate dataset (rendered if missing)")
+args = parser.parse_args()
+
+OUT_DIR = os.path.join(args.out, "06_unet")
+os.makedirs(OUT_DIR, exist_ok=True)
+if args.quick:
+    config = quick_config(data=args.data or os.path.join(OUT_DIR, "plates_quick"),
+                          out=os.path.join(OUT_DIR, "run_quick"), progress=False)
+else:
+    config = TrainConfig(data=args.data or os.path.join(args.out, "plates512"),
+                         out=os.path.join(OUT_DIR, "run"))
+COLOURS = class_colours()  # class id -> RGB: digits a rainbow, other characters white
+NAMES = ["bg", "car", "plate"] + [str(d) for d in range(10)] + ["char"]
+
+# %% 1. Data: plate crops and class maps
+# The synthetic street scenes (tutorial 04) are rendered once into config.data. Every
+# plate becomes a 32x96 crop; its class map keeps only characters: 0 background (the
+# plate and the car included), 3 + d for digit d, 13 for letters, dashes and dots,
+# 255 for crop pixels outside the image (ignored by the loss and the metrics).
+start = time.perf_counter()
+info = prepare_data(config)
+print(f"data in {config.data}: {'rendered' if info['generated'] else 'reused'} "
+      f"({info['seconds']:.1f} s)")
+val = load_crops(config.data, "val", config.crop_size, config.crop_padding)
+print(f"validation: {len(val['texts'])} plates, crops {val['crops'].shape} {val['crops'].dtype}, "
+      f"masks {val['masks'].shape}; e.g. {val['texts'][:3]}")
+
+# Training crops come from randomly moved windows (the detector's boxes are never
+# exact), with colour jitter and noise. Never a horizontal flip: a mirrored "2" is
+# not a digit, and the reading order would be reversed.
+train_patches = TrainPatches(config.data, "train", config.crop_size, config.crop_padding)
+rng = np.random.default_rng(0)
+show = np.arange(min(4, len(train_patches)))
+figure = Figure(figsize=(10, 1.3 * len(show)))
+axes = figure.subplots(len(show), 3, squeeze=False)
+for row, index in enumerate(show):
+    still, _ = train_patches.sample([index], rng, shift=0, scale=0)
+    moved, moved_mask = train_patches.sample([index], rng, config.shift, config.scale)
+    for ax, image, title in zip(axes[row], (still[0], moved[0], COLOURS[moved_mask[0]]),
+                                ("test-time crop", "moved window", "its class map")):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+figure.tight_layout()
+save_figure(figure, os.path.join(OUT_DIR, "06_data.png"))
+print(f"{len(train_patches)} training plates; wrote {OUT_DIR}/06_data.png")
+
+# %% 2. The network: encoder, decoder, skip connections
+# Each encoder level is two 3x3 convolutions (BatchNorm, ReLU); a 2x2 max pooling halves
+# the resolution and the next level doubles the channels. The decoder goes back up with
+# 2x2 stride-2 transposed convolutions ("up-conv 2x2" on the slide) and concatenates the
+# encoder map of the same scale: coarse maps know *which* digit, the skip brings back
+# *where* its strokes are. A 1x1 convolution gives 14 class scores per pixel.
+model = build_model(config)
+x = nn.Tensor(preprocess(val["crops"][:2]))
+print(model)
+with nn.no_grad():
+    skips, h = [], x
+    for level, block in enumerate(model.encoder):
+        h = block(h if level == 0 else model.pool(h))
+        skips.append(h)
+        print(f"encoder level {level}: {h.shape}")
+    h = skips.pop()
+    for up, block in zip(model.upsample, model.decoder):
+        h = up(h)
+        skip = skips.pop()
+        h = block(nn.concat([skip, h], axis=-1))
+        print(f"decoder: up-conv to {h.shape[1:3]}, concat skip {skip.shape[-1]} + "
+              f"{up.weight.shape[-1]} channels -> {h.shape}")
+    logits = model.head(h)
+print(f"logits {logits.shape}: one score per class and pixel; "
+      f"{model.num_parameters():,} parameters")
+
+# %% 3. The loss: cross entropy + Dice
+# About 85% of a crop is background. Cross entropy averages over pixels, so the thin
+# strokes of a "1" weigh little; Dice scores each class as a whole (2|P∩Y| / (|P|+|Y|)),
+# so a small class counts as much as the background. We train on their sum.
+target = val["masks"][:2].astype(np.int64)
+logits = model(x)
+print(f"untrained: CE {pixel_cross_entropy(logits, target).item():.3f} "
+      f"(log 14 = {np.log(14):.3f}), Dice loss {soft_dice_loss(logits, target).item():.3f}, "
+      f"sum {segmentation_loss(logits, target).item():.3f}")
+
+# %% 4. Train from scratch
+# segmentation.train does the loop: seeded batches from moved windows, Adam with warm-up
+# and cosine decay, validation mean IoU every few steps, the best checkpoint kept, and
+# everything needed to resume after an interruption. The same run from the command
+# line: python -m segmentation.train --data DIR --out RUN_DIR
+print(f"training: {config.steps} steps of {config.batch_size} crops, "
+      f"time limit {config.minutes} min")
+result = train_digit_segmenter(config)
+print(f"trained {result['steps_done']} steps in {result['train_seconds']:.0f} s "
+      f"(stopped by {result['stopped_by']}); best validation step {result['best_step']}")
+print(f"test: mean IoU over characters {result['test']['mean_iou']:.3f}, plates read exactly "
+      f"{result['test']['read_exact']:.1%} of {result['test']['plates']}")
+print(f"loss curve and predictions in {config.out}")
+
+# %% 5. Look at the result: masks and plates read as text
+# The best checkpoint segments the test crops; read_plate splits the class map into
+# 8-connected blobs (one per character), votes each blob's class and sorts the blobs in
+# reading order (rows top to bottom, left to right), which spells the plate. A plate is
+# read exactly when every character is its own blob with the right class.
+model, _, _ = load_segmenter(os.path.join(config.out, "best.npz"))
+test = load_crops(config.data, "test", config.crop_size, config.crop_padding)
+pred = predict(model, test["crops"])
+rows = min(8, len(test["texts"]))
+figure = Figure(figsize=(12, 1.2 * rows + 0.4))
+axes = figure.subplots(rows, 4, squeeze=False)
+for row in range(rows):
+    reading = read_plate(pred[row])
+    truth = text_to_class_text(test["texts"][row])
+    axes[row, 0].imshow(test["crops"][row])
+    axes[row, 0].set_title(f"plate {test['texts'][row]!r}", fontsize=8)
+    axes[row, 1].imshow(COLOURS[test["masks"][row]], interpolation="nearest")
+    axes[row, 1].set_title("target", fontsize=8)
+    axes[row, 2].imshow(COLOURS[pred[row]], interpolation="nearest")
+    axes[row, 2].set_title("U-Net", fontsize=8)
+    axes[row, 3].imshow(test["crops"][row])
+    for (x1, y1, x2, y2), label in zip(reading["boxes"], reading["labels"]):
+        axes[row, 3].add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                                         edgecolor=COLOURS[label], linewidth=1))
+    axes[row, 3].set_title(f"read {reading['text']!r} (truth {truth!r})", fontsize=8,
+                           color="green" if reading["text"] == truth else "red")
+for ax in axes.ravel():
+    ax.axis("off")
+figure.tight_layout()
+save_figure(figure, os.path.join(OUT_DIR, "06_masks_and_reads.png"))
+
+# Which classes does the network confuse? Rows: target, columns: prediction, normalized
+# per row, over the character pixels of the test crops.
+matrix = confusion_matrix(pred, test["masks"], NUM_CLASSES)
+shown = [0] + list(CHARACTER_CLASSES)
+sub = matrix[np.ix_(shown, shown)].astype(np.float64)
+sub /= np.maximum(sub.sum(axis=1, keepdims=True), 1)
+figure = Figure(figsize=(6, 5))
+ax = figure.subplots()
+image = ax.imshow(sub, cmap="Blues", vmin=0, vmax=1)
+ax.set_xticks(range(len(shown)), [NAMES[k] for k in shown])
+ax.set_yticks(range(len(shown)), [NAMES[k] for k in shown])
+ax.set_xlabel("predicted")
+ax.set_ylabel("target")
+ax.set_title("test confusion matrix (row-normalized)")
+figure.colorbar(image)
+figure.tight_layout()
+save_figure(figure, os.path.join(OUT_DIR, "06_confusion.png"))
+reads = [read_plate(p)["text"] == text_to_class_text(t) for p, t in zip(pred, test["texts"])]
+print(f"read exactly: {np.mean(reads):.1%} of {len(reads)} test plates "
+      f"({time.perf_counter() - start:.0f} s in all)")
+print(f"wrote {OUT_DIR}/06_masks_and_reads.png and {OUT_DIR}/06_confusion.png")

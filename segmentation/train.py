@@ -1,0 +1,726 @@
+"""Train the digit segmenter: a U-Net from scratch on synthetic plate crops.
+
+Stage two of the license-plate lab. Every plate of the synthetic street scenes is cut
+out at a fixed size (``detection.datasets.crops``) with its class map, in which each
+pixel is background (0), a digit (3..12, digit ``d`` is ``3 + d``) or another
+character (13); car and plate pixels are background here, 255 stays "ignore" (crop
+parts outside the image). A ``UNet`` learns that map with ``CE + Dice``
+(``segmentation.losses``); ``segmentation.instances.read_plate`` then turns a
+predicted map into the plate's text, one connected blob per character.
+
+Command::
+
+    python -m segmentation.train --data DIR --out RUN_DIR [--minutes 5] [--seed 0]
+        [--steps N] [--resume] [--quick]
+
+If ``DIR`` does not exist the synthetic scenes are rendered into it first (timed
+apart from training). The run directory receives ``last.npz`` (every evaluation) and
+``best.npz`` (the best validation mean IoU so far): each an atomic ``nn.save`` of
+the model, the optimizer, the schedule, the step, the data order and generator
+state, the loss history and the configuration. ``--resume`` continues from
+``last.npz``; because every random draw comes from state saved there, a resumed run
+repeats the uninterrupted one exactly (``tests/segmentation/test_train.py`` checks
+it bit for bit). At the end the best checkpoint is evaluated on the test split and
+``metrics.json``, ``loss_curve.png`` and ``predictions.png`` are written.
+
+Choices (measured on the synthetic plates, see ``docs/results.md``):
+
+- **Data at 512 px.** At the generator's default 256 px the median character is
+  5 px tall and a third of the plates hold characters the generator itself marks
+  "difficult" (< 5 px): unreadable for anyone. At 512 px every plate is readable
+  (median glyph 10 px), which is the setting where a segmenter can be judged.
+- **Crops 32 x 96**, the plate crops of ``PlateCropDataset`` (``padding = 0.1``).
+- **Augmentation that suits text:** no flips (a mirrored "2" is no digit), but
+  shifts and scalings of the crop window (the detector's boxes are never exact),
+  colour jitter (brightness, contrast, saturation, per-channel gain) and noise.
+- **Input standardization per crop** (zero mean, unit variance): plates come in
+  every colour and exposure; what matters is the contrast of the glyphs.
+- **Schedule:** Adam, linear warm-up then cosine decay over a fixed number of
+  steps, so that a seed fixes the run (a time limit only ever stops it early).
+"""
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+import nn
+from detection.datasets.atomic import atomic_write_text
+from detection.datasets.classes import CHAR, DIGIT_IDS, IGNORE_INDEX
+from detection.datasets.crops import PlateCropDataset, crop_plates, crop_windows, plate_texts
+from detection.datasets.voc import VOCDataset
+from segmentation.instances import read_plate, text_to_class_text
+from segmentation.losses import segmentation_loss
+from segmentation.metrics import ConfusionMatrix
+from segmentation.unet import UNet
+
+__all__ = [
+    "NUM_CLASSES", "CHARACTER_CLASSES", "TrainConfig", "quick_config", "prepare_data",
+    "load_crops", "TrainPatches", "augment_colours", "preprocess", "build_model", "predict",
+    "evaluate", "train_digit_segmenter", "load_segmenter", "main",
+]
+
+NUM_CLASSES = 14  # background, car, plate (unused here), ten digits, other character
+CHARACTER_CLASSES = tuple(DIGIT_IDS) + (CHAR,)  # ids 3..13: the classes the mean IoU is over
+CHECKPOINT_LAST, CHECKPOINT_BEST = "last.npz", "best.npz"
+
+
+# ============================================================================ configuration
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in every checkpoint).
+
+    Data: ``data`` (VOC root, generated when missing from ``num_images`` scenes of
+    ``image_size`` px with ``data_seed``), ``crop_size`` (h, w) and ``crop_padding``.
+    Model: ``base_channels``, ``depth``. Optimization: ``steps`` of ``batch_size``
+    crops, Adam with ``lr`` and ``weight_decay``, ``warmup_steps`` then cosine decay to
+    ``lr * final_lr_fraction``, loss ``CE + dice_weight · Dice`` with the character classes
+    weighted ``char_weight`` in the cross entropy; ``prior_init`` starts the head's bias
+    at the log class frequencies. ``minutes`` caps the
+    training wall clock (None: no cap). Validation every ``eval_every`` steps (and a
+    ``last.npz`` checkpoint). Augmentation: window shift (fraction of the plate box)
+    and scale, colour jitter strengths, noise. ``stop_after`` ends the run abruptly
+    after that many steps without a checkpoint, like a kill (to test ``--resume``).
+    """
+
+    data: str = "data/plates512"
+    out: str = "runs/unet"
+    num_images: int = 2500
+    image_size: int = 512
+    data_seed: int = 0
+    data_workers: int = 2
+    crop_size: tuple = (32, 96)
+    crop_padding: float = 0.1
+    base_channels: int = 16
+    depth: int = 3
+    seed: int = 0
+    steps: int = 1200
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    final_lr_fraction: float = 0.02
+    dice_weight: float = 1.0
+    char_weight: float = 1.0
+    prior_init: bool = True
+    minutes: float = 5.0
+    eval_every: int = 100
+    shift: float = 0.06
+    scale: float = 0.1
+    brightness: float = 0.2
+    contrast: float = 0.4
+    saturation: float = 0.5
+    channel_gain: float = 0.15
+    noise: float = 0.05
+    stop_after: int = None
+    progress: bool = True
+
+    def __post_init__(self):
+        self.crop_size = tuple(int(s) for s in self.crop_size)
+        positive_ints = ("num_images", "image_size", "data_workers", "base_channels", "depth",
+                         "steps", "batch_size", "eval_every")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("data_seed", "seed", "warmup_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+            raise ValueError(f"crop_size must be (height, width), got {self.crop_size!r}")
+        multiple = 2 ** (self.depth - 1)
+        if self.crop_size[0] % multiple or self.crop_size[1] % multiple:
+            raise ValueError(f"crop_size {self.crop_size} must be divisible by {multiple} "
+                             f"(2 ** (depth - 1)) for the U-Net")
+        non_negative = ("crop_padding", "lr", "weight_decay", "dice_weight", "char_weight", "shift",
+                        "scale", "brightness", "contrast", "saturation", "channel_gain", "noise")
+        for name in non_negative:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.lr == 0:
+            raise ValueError("lr must be > 0")
+        if not 0 < self.final_lr_fraction <= 1:
+            raise ValueError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction!r}")
+        if self.minutes is not None and (not isinstance(self.minutes, (int, float))
+                                         or not self.minutes > 0):
+            raise ValueError(f"minutes must be a positive number or None, got {self.minutes!r}")
+        if self.stop_after is not None and (not isinstance(self.stop_after, int)
+                                            or self.stop_after < 1):
+            raise ValueError(f"stop_after must be a positive int or None, got {self.stop_after!r}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Rebuild a config from ``to_dict()`` (e.g. read back from a checkpoint)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}")
+        return cls(**values)
+
+
+def quick_config(**overrides):
+    """A configuration that trains for seconds (``--quick``, tests, tutorials): few small
+    scenes, a narrow network, a few dozen steps. It checks the machinery, not accuracy."""
+    values = dict(num_images=30, image_size=256, base_channels=8, depth=3, steps=30,
+                  batch_size=8, warmup_steps=5, eval_every=10, lr=5e-3, minutes=None)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+# ===================================================================================== data
+def prepare_data(config):
+    """Render the synthetic scenes into ``config.data`` unless a dataset is already there.
+
+    Returns:
+        dict: ``generated`` (bool) and ``seconds`` spent rendering (0 when reused).
+    """
+    from detection.datasets.synthetic import generate_plate_dataset
+
+    marker = os.path.join(config.data, "ImageSets", "Main", "test.txt")
+    if os.path.isfile(marker):
+        return {"generated": False, "seconds": 0.0}
+    start = time.perf_counter()
+    generate_plate_dataset(config.data, config.num_images, config.data_seed,
+                           image_size=config.image_size, workers=config.data_workers,
+                           progress=config.progress)
+    return {"generated": True, "seconds": time.perf_counter() - start}
+
+
+def load_crops(root, split, size=(32, 96), padding=0.1):
+    """Every plate of a split as a fixed-size crop, its class map and its text.
+
+    Returns:
+        dict: ``crops`` ndarray[P, h, w, 3] uint8, ``masks`` ndarray[P, h, w] uint8
+        (0 background, 3..13 characters, 255 ignore) and ``texts`` list[str].
+    """
+    dataset = PlateCropDataset(root, split, size=size, padding=padding)
+    h, w = dataset.size
+    crops = np.zeros((len(dataset), h, w, 3), np.uint8)
+    masks = np.zeros((len(dataset), h, w), np.uint8)
+    texts = []
+    for i in range(len(dataset)):
+        crops[i], masks[i], text = dataset[i]
+        texts.append(text)
+    return {"crops": crops, "masks": masks, "texts": texts}
+
+
+# Class ids of a plate scene's mask -> the segmenter's: characters and 255 kept, the rest 0.
+_CHARACTERS_ONLY = np.zeros(256, np.uint8)
+_CHARACTERS_ONLY[list(CHARACTER_CLASSES)] = CHARACTER_CLASSES
+_CHARACTERS_ONLY[IGNORE_INDEX] = IGNORE_INDEX
+
+
+class TrainPatches:
+    """The training plates, ready for random crop windows.
+
+    For each plate we keep the part of its image (and class map) around the plate —
+    the standard crop window grown by ``context`` — and the plate box inside it. A
+    training crop is then ``crop_plates`` on that patch with a *jittered* box: the
+    same resampling as a test crop, from a window shifted by up to ``shift`` of the
+    box size and scaled by ``1 ± scale``.
+
+    Args:
+        root (str): VOC root; split (str): image set.
+        size (tuple[int, int]), padding (float): crop geometry (``crop_plates``).
+        context (float): patch side relative to the crop window (covers the jitter).
+    """
+
+    def __init__(self, root, split="train", size=(32, 96), padding=0.1, context=1.6):
+        self.size, self.padding = tuple(size), float(padding)
+        voc = VOCDataset(root, split, return_masks=True)
+        self.patches, self.patch_masks, self.boxes, self.texts = [], [], [], []
+        for index in range(len(voc)):
+            plates = plate_texts(voc.annotation(index)["objects"])
+            if not plates:
+                continue
+            image, target = voc[index]
+            objects = voc.annotation(index)["objects"]
+            boxes = np.asarray([objects[i]["bbox"] for i, _ in plates], np.float64)  # (K, 4)
+            windows = crop_windows(boxes, self.size, self.padding).astype(np.float64)
+            centre = (windows[:, :2] + windows[:, 2:]) / 2  # (K, 2)
+            half = (windows[:, 2:] - windows[:, :2]) * context / 2  # (K, 2)
+            height, width = image.shape[:2]
+            for k, (_, text) in enumerate(plates):
+                x1, y1 = np.floor(np.maximum(centre[k] - half[k], 0)).astype(int)
+                x2 = int(np.ceil(min(centre[k, 0] + half[k, 0], width)))
+                y2 = int(np.ceil(min(centre[k, 1] + half[k, 1], height)))
+                self.patches.append(image[y1:y2, x1:x2].copy())
+                self.patch_masks.append(_CHARACTERS_ONLY[target["masks"][y1:y2, x1:x2]])
+                self.boxes.append(boxes[k] - [x1, y1, x1, y1])
+                self.texts.append(text)
+
+    def __len__(self):
+        return len(self.patches)
+
+    def sample(self, indices, rng, shift=0.06, scale=0.1):
+        """Crops of the plates ``indices`` from randomly moved windows.
+
+        Returns:
+            tuple: crops ndarray[B, h, w, 3] uint8 and masks ndarray[B, h, w] uint8.
+        """
+        count = len(indices)
+        moves = rng.uniform(-1, 1, size=(count, 3))  # x shift, y shift, log-scale
+        h, w = self.size
+        crops = np.empty((count, h, w, 3), np.uint8)
+        masks = np.empty((count, h, w), np.uint8)
+        for row, index in enumerate(indices):
+            x1, y1, x2, y2 = self.boxes[index]
+            bw, bh = x2 - x1, y2 - y1
+            cx = (x1 + x2) / 2 + moves[row, 0] * shift * bw
+            cy = (y1 + y2) / 2 + moves[row, 1] * shift * bh
+            factor = (1 + scale) ** moves[row, 2]
+            box = np.array([[cx - factor * bw / 2, cy - factor * bh / 2,
+                             cx + factor * bw / 2, cy + factor * bh / 2]])
+            crop, mask, _ = crop_plates(self.patches[index], box, self.size, self.padding,
+                                        class_mask=self.patch_masks[index])
+            crops[row], masks[row] = crop[0], mask[0]
+        return crops, masks
+
+
+def augment_colours(crops, rng, brightness=0.2, contrast=0.4, saturation=0.5, channel_gain=0.15,
+                    noise=0.05):
+    """Photometric jitter of a batch, one random setting per crop (no geometric change).
+
+    In [0, 1] units: ``x ← ((x - mean) · c + mean + b)`` with ``c ~ 1 ± contrast``,
+    ``b ~ ±brightness``; the colour is pulled to or pushed from its grey value by
+    ``1 ± saturation`` and each channel scaled by ``1 ± channel_gain``; then Gaussian
+    noise of a random std in ``[0, noise]`` is added and the result clipped to [0, 1].
+
+    Args:
+        crops (ndarray[B, h, w, 3] uint8).
+    Returns:
+        ndarray[B, h, w, 3] float32 in [0, 1].
+    """
+    x = crops.astype(np.float32) / 255.0
+    count = x.shape[0]
+    draws = rng.uniform(-1, 1, size=(count, 7)).astype(np.float32)
+    grey = x.mean(axis=3, keepdims=True)  # (B, h, w, 1)
+    x = grey + (x - grey) * (1 + saturation * draws[:, 0])[:, None, None, None]
+    x *= (1 + channel_gain * draws[:, 1:4])[:, None, None, :]
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)  # (B, 1, 1, 1)
+    x = (x - mean) * (1 + contrast * draws[:, 4])[:, None, None, None] + mean
+    x += brightness * draws[:, 5][:, None, None, None]
+    sigma = noise * (draws[:, 6] + 1) / 2  # (B,) in [0, noise]
+    x += rng.standard_normal(x.shape, dtype=np.float32) * sigma[:, None, None, None]
+    return np.clip(x, 0, 1, out=x)
+
+
+def preprocess(crops):
+    """Network input: each crop standardized to zero mean and unit variance.
+
+    Args:
+        crops (ndarray[B, h, w, 3]): uint8 (0..255) or float (any scale).
+    Returns:
+        ndarray[B, h, w, 3] float32.
+    """
+    x = np.asarray(crops, dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"crops must have shape (B, h, w, 3), got {x.shape}")
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)  # (B, 1, 1, 1)
+    std = x.std(axis=(1, 2, 3), keepdims=True)
+    return (x - mean) / np.maximum(std, 1e-3 * max(float(np.abs(x).max()), 1e-6))
+
+
+# ==================================================================================== model
+# Pixel frequencies of the classes in plate crops (measured on the training crops at
+# 512 px: 94% background, 5.6% characters spread over 11 classes; car and plate never
+# occur). With ``prior_init`` the head's bias starts at their logarithm, so the first
+# predictions already have the right proportions: the network spends no steps learning
+# "mostly background" (the prior initialization of Lin et al., 2017, "Focal Loss").
+CLASS_PRIOR = np.array([0.94, 1e-4, 1e-4] + [0.06 / 11] * 11)
+
+
+def build_model(config):
+    """The U-Net of ``config`` (seeded by ``config.seed``)."""
+    nn.manual_seed(config.seed)
+    model = UNet(3, NUM_CLASSES, base_channels=config.base_channels, depth=config.depth)
+    if config.prior_init:
+        model.head.bias.data[...] = np.log(CLASS_PRIOR / CLASS_PRIOR.sum())
+    return model
+
+
+def class_weights(config):
+    """Cross-entropy weight per class: 1 for background, ``char_weight`` for characters."""
+    weights = np.ones(NUM_CLASSES, np.float32)
+    weights[list(CHARACTER_CLASSES)] = config.char_weight
+    return weights
+
+
+def predict(model, crops, batch_size=64):
+    """Class maps of plate crops (evaluation mode, no gradient).
+
+    Args:
+        model (UNet): a trained segmenter.
+        crops (ndarray[P, h, w, 3] uint8).
+    Returns:
+        ndarray[P, h, w] int64: argmax class per pixel.
+    """
+    was_training = model.training
+    model.eval()
+    out = np.zeros(crops.shape[:3], np.int64)
+    with nn.no_grad():
+        for start in range(0, len(crops), batch_size):
+            logits = model(nn.Tensor(preprocess(crops[start:start + batch_size])))
+            out[start:start + batch_size] = logits.data.argmax(axis=-1)
+    model.train(was_training)
+    return out
+
+
+def evaluate(model, crops, masks, texts, batch_size=64):
+    """Pixel metrics and plate reading of a set of crops.
+
+    Returns:
+        dict: ``mean_iou`` over the character classes 3..13, ``iou_per_class`` (list of
+        14, NaN where absent), ``pixel_accuracy``, ``read_exact`` (fraction of plates whose
+        ``read_plate(pred)["text"]`` equals ``text_to_class_text(text)``), ``plates``,
+        and ``predictions`` ndarray[P, h, w] and ``reads`` list[str].
+    """
+    predictions = predict(model, crops, batch_size)
+    matrix = ConfusionMatrix(NUM_CLASSES, ignore_index=IGNORE_INDEX)
+    matrix.update(predictions, masks)
+    reads = [read_plate(p)["text"] for p in predictions]
+    exact = [r == text_to_class_text(t) for r, t in zip(reads, texts)]
+    return {
+        "mean_iou": matrix.mean_iou(classes=CHARACTER_CLASSES),
+        "iou_per_class": [float(v) for v in matrix.iou_per_class()],
+        "pixel_accuracy": matrix.pixel_accuracy(),
+        "read_exact": float(np.mean(exact)) if exact else float("nan"),
+        "plates": len(texts),
+        "predictions": predictions,
+        "reads": reads,
+    }
+
+
+# =============================================================================== checkpoints
+def _save(path, model, optimizer, scheduler, config, state):
+    nn.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "config": config.to_dict(), **state}, path)
+
+
+def load_segmenter(path):
+    """A trained U-Net from a checkpoint of this module, in evaluation mode.
+
+    Returns:
+        tuple: ``(model, config, checkpoint)``.
+    """
+    checkpoint = nn.load(path)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = build_model(config)
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    return model, config, checkpoint
+
+
+def _schedule(optimizer, config):
+    cosine = nn.optim.CosineAnnealingLR(optimizer, T_max=max(config.steps - config.warmup_steps, 1),
+                                        eta_min=config.lr * config.final_lr_fraction)
+    return nn.optim.LinearWarmup(optimizer, config.warmup_steps, start_factor=0.05, after=cosine)
+
+
+def _load_average():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return None
+
+
+# ================================================================================= training
+def train_digit_segmenter(config, resume=False):
+    """Train (or resume) the digit segmenter and evaluate its best checkpoint.
+
+    Args:
+        config (TrainConfig): the run; ``config.out`` is the run directory.
+        resume (bool): continue from ``out/last.npz`` (its saved configuration wins,
+            except ``minutes``, ``stop_after`` and ``progress``).
+    Returns:
+        dict: what ``metrics.json`` holds — ``test`` and ``val`` metrics of the best
+        checkpoint, ``best_step``, ``steps_done``, ``train_seconds`` (wall clock of the
+        training loop, validation included) and ``train_cpu_seconds`` (CPU time of this
+        process in it, all threads: on a shared machine, wall clock / CPU time shows the
+        share we got), ``data_seconds`` (rendering) and
+        ``load_seconds`` (reading crops), ``stopped_by`` ("steps", "time" or
+        "interrupt"), the machine's load average and the configuration.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    os.makedirs(config.out, exist_ok=True)
+    last_path = os.path.join(config.out, CHECKPOINT_LAST)
+    checkpoint = None
+    if resume:
+        if not os.path.isfile(last_path):
+            raise FileNotFoundError(f"--resume: no checkpoint {last_path!r} to resume from")
+        checkpoint = nn.load(last_path)
+        saved = dict(checkpoint["config"])
+        saved.update(minutes=config.minutes, stop_after=config.stop_after,
+                     progress=config.progress, out=config.out)
+        config = TrainConfig.from_dict(saved)
+
+    data_info = prepare_data(config)
+    start = time.perf_counter()
+    train_set = TrainPatches(config.data, "train", config.crop_size, config.crop_padding)
+    val = load_crops(config.data, "val", config.crop_size, config.crop_padding)
+    if len(train_set) == 0 or len(val["texts"]) == 0:
+        raise ValueError(f"{config.data!r} has no plates in its train or val split")
+    load_seconds = time.perf_counter() - start
+
+    model = build_model(config)
+    model.train()
+    optimizer = nn.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = _schedule(optimizer, config)
+    # One generator drives the data order and every augmentation; its state is saved.
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1,)))
+    state = {"step": 0, "epoch": 0, "position": 0, "order": rng.permutation(len(train_set)),
+             "rng": rng.bit_generator.state, "losses": np.zeros(0, np.float32),
+             "val_steps": np.zeros(0, np.int64), "val_iou": np.zeros(0, np.float64),
+             "val_read": np.zeros(0, np.float64), "val_seconds": np.zeros(0, np.float64),
+             "best_iou": -1.0, "best_step": -1,
+             "train_seconds": 0.0, "cpu_seconds": 0.0}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        state = {key: checkpoint[key] for key in state}
+        rng.bit_generator.state = state["rng"]
+    losses = list(np.asarray(state["losses"], np.float32))
+
+    weights = class_weights(config)
+    stopped_by = "steps"
+    clock, cpu_clock = time.perf_counter(), time.process_time()
+    elapsed_before, cpu_before = float(state["train_seconds"]), float(state["cpu_seconds"])
+    bar = tqdm(total=config.steps, initial=int(state["step"]), desc="train", unit="step",
+               disable=not config.progress, dynamic_ncols=True)
+    step = int(state["step"])
+    while step < config.steps:
+        if config.minutes is not None and \
+                elapsed_before + time.perf_counter() - clock > 60 * config.minutes:
+            stopped_by = "time"
+            break
+        # --- a batch: the next indices of this epoch's order, crops from moved windows
+        if state["position"] + config.batch_size > len(state["order"]):
+            state["epoch"] = int(state["epoch"]) + 1
+            state["order"], state["position"] = rng.permutation(len(train_set)), 0
+        indices = state["order"][state["position"]:state["position"] + config.batch_size]
+        state["position"] = int(state["position"]) + len(indices)
+        crops, masks = train_set.sample(indices, rng, config.shift, config.scale)
+        images = augment_colours(crops, rng, config.brightness, config.contrast,
+                                 config.saturation, config.channel_gain, config.noise)
+        # --- one optimization step
+        logits = model(nn.Tensor(preprocess(images)))
+        loss = segmentation_loss(logits, masks.astype(np.int64), dice_weight=config.dice_weight,
+                                 ignore_index=IGNORE_INDEX, class_weights=weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}",
+                        best_miou=f"{max(float(state['best_iou']), 0):.3f}")
+        if config.stop_after is not None and step >= config.stop_after and step < config.steps:
+            stopped_by = "interrupt"  # a simulated kill: nothing saved since the last evaluation
+            break
+        if step % config.eval_every == 0 or step == config.steps:
+            metrics = evaluate(model, val["crops"], val["masks"], val["texts"])
+            state["val_steps"] = np.append(state["val_steps"], step)
+            state["val_iou"] = np.append(state["val_iou"], metrics["mean_iou"])
+            state["val_read"] = np.append(state["val_read"], metrics["read_exact"])
+            state["val_seconds"] = np.append(state["val_seconds"],
+                                             elapsed_before + time.perf_counter() - clock)
+            state.update(step=step, rng=rng.bit_generator.state,
+                         losses=np.asarray(losses, np.float32),
+                         train_seconds=elapsed_before + time.perf_counter() - clock,
+                         cpu_seconds=cpu_before + time.process_time() - cpu_clock)
+            if metrics["mean_iou"] > float(state["best_iou"]):
+                state.update(best_iou=metrics["mean_iou"], best_step=step)
+                _save(os.path.join(config.out, CHECKPOINT_BEST), model, optimizer, scheduler,
+                      config, state)
+            _save(last_path, model, optimizer, scheduler, config, state)
+            bar.write(f"step {step}: loss {np.mean(losses[-config.eval_every:]):.4f}, "
+                      f"val mean IoU {metrics['mean_iou']:.4f}, read {metrics['read_exact']:.3f}")
+    bar.close()
+    train_seconds = elapsed_before + time.perf_counter() - clock
+    cpu_seconds = cpu_before + time.process_time() - cpu_clock
+
+    result = {
+        "stopped_by": stopped_by, "steps_done": step, "train_seconds": round(train_seconds, 2),
+        "train_cpu_seconds": round(cpu_seconds, 2),
+        "data_seconds": round(data_info["seconds"], 2), "data_generated": data_info["generated"],
+        "load_seconds": round(load_seconds, 2), "load_average": _load_average(),
+        "train_plates": len(train_set), "config": config.to_dict(),
+    }
+    if stopped_by == "interrupt":
+        return result
+    if int(state["best_step"]) < 0:  # stopped by time before the first evaluation
+        state.update(step=step, rng=rng.bit_generator.state, losses=np.asarray(losses, np.float32),
+                     train_seconds=train_seconds, cpu_seconds=cpu_seconds)
+        metrics = evaluate(model, val["crops"], val["masks"], val["texts"])
+        state.update(best_iou=metrics["mean_iou"], best_step=step)
+        _save(os.path.join(config.out, CHECKPOINT_BEST), model, optimizer, scheduler, config, state)
+        _save(last_path, model, optimizer, scheduler, config, state)
+
+    # --- the best checkpoint on held-out data
+    best_model, _, best = load_segmenter(os.path.join(config.out, CHECKPOINT_BEST))
+    test = load_crops(config.data, "test", config.crop_size, config.crop_padding)
+    val_metrics = evaluate(best_model, val["crops"], val["masks"], val["texts"])
+    test_metrics = evaluate(best_model, test["crops"], test["masks"], test["texts"])
+    _plot_loss_curve(losses, state, os.path.join(config.out, "loss_curve.png"))
+    _plot_predictions(test, test_metrics, os.path.join(config.out, "predictions.png"))
+    strip = ("predictions", "reads")
+    result.update(
+        best_step=int(best["best_step"]),
+        val={k: v for k, v in val_metrics.items() if k not in strip},
+        test={k: v for k, v in test_metrics.items() if k not in strip},
+        final_train_loss=float(np.mean(losses[-50:])) if losses else None,
+    )
+    atomic_write_text(os.path.join(config.out, "metrics.json"),
+                      json.dumps(_json_safe(result), indent=2) + "\n")
+    return result
+
+
+def _json_safe(value):
+    """NaN -> None (JSON has no NaN), NumPy scalars -> Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# ================================================================================== figures
+def _plot_loss_curve(losses, state, path):
+    from matplotlib.figure import Figure
+
+    from detection.visualize import save_figure
+
+    figure = Figure(figsize=(9, 3.5))
+    ax_loss, ax_val = figure.subplots(1, 2)
+    steps = np.arange(1, len(losses) + 1)
+    ax_loss.plot(steps, losses, color="0.75", linewidth=0.8, label="per step")
+    if len(losses) >= 20:
+        window = min(50, len(losses) // 4)
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax_loss.plot(steps[window - 1:], smooth, color="C0", label=f"mean of {window}")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("CE + Dice")
+    ax_loss.set_title("training loss")
+    ax_loss.legend()
+    ax_val.plot(state["val_steps"], state["val_iou"], "o-", label="mean IoU (characters)")
+    ax_val.plot(state["val_steps"], state["val_read"], "s-", label="plates read exactly")
+    ax_val.set_ylim(0, 1)
+    ax_val.set_xlabel("step")
+    ax_val.set_title("validation")
+    ax_val.legend(loc="lower right")
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def class_colours():
+    """(256, 3) float RGB for class ids: background black, digits a rainbow, char white,
+    ignore grey."""
+    from matplotlib import colormaps
+
+    colours = np.zeros((256, 3))
+    colours[list(DIGIT_IDS)] = colormaps["tab10"](np.arange(10))[:, :3]
+    colours[CHAR] = 1.0
+    colours[IGNORE_INDEX] = 0.5
+    return colours
+
+
+def _plot_predictions(test, metrics, path, count=12):
+    from matplotlib.figure import Figure
+
+    from detection.visualize import save_figure
+
+    count = min(count, len(test["texts"]))
+    colours = class_colours()
+    figure = Figure(figsize=(9, 1.05 * count + 0.5))
+    axes = figure.subplots(count, 3, squeeze=False)
+    for row in range(count):
+        truth = text_to_class_text(test["texts"][row])
+        read = metrics["reads"][row]
+        panels = (test["crops"][row], colours[test["masks"][row]],
+                  colours[metrics["predictions"][row]])
+        titles = (f"crop: {test['texts'][row]}", f"target: {truth}", f"read: {read}")
+        for ax, image, title in zip(axes[row], panels, titles):
+            ax.imshow(image, interpolation="nearest")
+            ax.set_title(title, fontsize=8,
+                         color=("green" if read == truth else "red") if ax is axes[row, 2] else "k")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    figure.suptitle(f"test plates: mean IoU {metrics['mean_iou']:.3f}, "
+                    f"read exactly {metrics['read_exact']:.1%} of {metrics['plates']}", fontsize=9)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+# ================================================================================== command
+def _build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m segmentation.train",
+        description="Train the digit segmenter (a U-Net from scratch) on synthetic plate crops.")
+    parser.add_argument("--data", required=True,
+                        help="VOC dataset root; rendered there first if it does not exist")
+    parser.add_argument("--out", required=True,
+                        help="run directory (checkpoints, figures, metrics)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="wall-clock limit of training (default 5; 0 = none)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the run (default 0)")
+    parser.add_argument("--steps", type=int, default=None, help="optimization steps (default 1200)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.npz")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny data and network, seconds: checks the machinery, not accuracy")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv=None):
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    overrides = {"data": args.data, "out": args.out, "progress": not args.quiet}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.minutes is not None:
+        overrides["minutes"] = None if args.minutes == 0 else args.minutes
+    try:
+        config = quick_config(**overrides) if args.quick else TrainConfig(**overrides)
+        result = train_digit_segmenter(config, resume=args.resume)
+    except (TypeError, ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    except KeyboardInterrupt:
+        last = os.path.join(args.out, CHECKPOINT_LAST)
+        print(f"\ninterrupted: continue with --resume (from {last})", file=sys.stderr)
+        return 130
+    if result["stopped_by"] == "interrupt":
+        print(f"stopped after {result['steps_done']} steps (stop_after)")
+        return 0
+    test = result["test"]
+    print(f"trained {result['steps_done']} steps in {result['train_seconds']:.1f} s "
+          f"(stopped by {result['stopped_by']}; data rendering {result['data_seconds']:.1f} s, "
+          f"loading {result['load_seconds']:.1f} s; load average {result['load_average']})")
+    print(f"test: mean IoU (characters) {test['mean_iou']:.4f}, plates read exactly "
+          f"{test['read_exact']:.1%} of {test['plates']}, "
+          f"pixel accuracy {test['pixel_accuracy']:.4f} (best step {result['best_step']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

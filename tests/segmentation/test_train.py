@@ -1,0 +1,244 @@
+"""The digit-segmenter trainer: data, augmentation, a falling loss, exact resume, the
+read-exactly evaluation and the command end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nn
+from detection.datasets.synthetic import generate_plate_dataset
+from segmentation.instances import text_to_class_text
+from segmentation.losses import segmentation_loss
+from segmentation.train import (
+    CHARACTER_CLASSES, NUM_CLASSES, TrainConfig, TrainPatches, augment_colours, build_model,
+    evaluate, load_crops, load_segmenter, preprocess, quick_config, train_digit_segmenter,
+)
+from segmentation.unet import UNet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def plates(tmp_path_factory):
+    """A dozen small scenes with plates in every split (rendered once per module)."""
+    root = tmp_path_factory.mktemp("plates") / "voc"
+    generate_plate_dataset(root, 12, seed=3, image_size=256, splits=(0.5, 0.25, 0.25),
+                           progress=False)
+    return str(root)
+
+
+def _tiny_config(plates, out, **overrides):
+    values = dict(data=plates, out=str(out), base_channels=4, depth=2, steps=6, batch_size=4,
+                  warmup_steps=2, eval_every=2, minutes=None, progress=False)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+# ------------------------------------------------------------------------------------ data
+def test_unjittered_training_crops_are_the_test_time_crops(plates):
+    patches = TrainPatches(plates, "train")
+    standard = load_crops(plates, "train")
+    assert len(patches) == len(standard["texts"]) > 0
+    assert patches.texts == standard["texts"]
+    crops, masks = patches.sample(np.arange(len(patches)), np.random.default_rng(0), shift=0,
+                                  scale=0)
+    # Same windows, resampled from a patch instead of the image: equal up to float rounding.
+    assert np.abs(crops.astype(int) - standard["crops"]).max() <= 1
+    assert np.mean(masks == standard["masks"]) > 0.999
+    assert set(np.unique(masks)) <= {0, 255} | set(CHARACTER_CLASSES)
+    # Jittered windows move the glyphs but keep the classes.
+    moved, moved_masks = patches.sample(np.arange(len(patches)), np.random.default_rng(1))
+    assert moved.shape == crops.shape and moved.dtype == np.uint8
+    assert not np.array_equal(moved, crops)
+    assert set(np.unique(moved_masks)) <= {0, 255} | set(CHARACTER_CLASSES)
+
+
+def test_colour_augmentation_is_seeded_and_stays_in_range():
+    crops = np.random.default_rng(0).integers(0, 256, (5, 8, 12, 3), dtype=np.uint8)
+    a = augment_colours(crops, np.random.default_rng(7))
+    b = augment_colours(crops, np.random.default_rng(7))
+    assert a.dtype == np.float32 and a.shape == crops.shape
+    assert np.array_equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    plain = augment_colours(crops, np.random.default_rng(7), 0, 0, 0, 0, 0)
+    assert np.allclose(plain, crops / 255.0, atol=1e-6)  # all strengths 0: the identity
+
+
+def test_preprocess_standardizes_each_crop():
+    crops = np.random.default_rng(1).integers(0, 256, (3, 4, 8, 3), dtype=np.uint8)
+    x = preprocess(crops)
+    assert x.dtype == np.float32
+    assert np.allclose(x.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    assert np.allclose(x.std(axis=(1, 2, 3)), 1, atol=1e-4)
+    assert np.all(np.isfinite(preprocess(np.zeros((1, 4, 8, 3), np.uint8))))  # flat crop
+    with pytest.raises(ValueError, match="crops"):
+        preprocess(np.zeros((4, 8, 3)))
+
+
+# -------------------------------------------------------------------------------- training
+def test_tiny_training_run_loss_falls(plates):
+    patches = TrainPatches(plates, "train")
+    crops, masks = patches.sample(np.arange(min(4, len(patches))), np.random.default_rng(0))
+    x = nn.Tensor(preprocess(crops))
+    target = masks.astype(np.int64)
+    nn.manual_seed(0)
+    model = UNet(3, NUM_CLASSES, base_channels=4, depth=2)
+    optimizer = nn.optim.Adam(model.parameters(), lr=2e-2)
+    losses = []
+    for _ in range(20):
+        loss = segmentation_loss(model(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.6 * losses[0]
+
+
+def _weights(path):
+    checkpoint = nn.load(path)
+    return checkpoint["model"], checkpoint["optimizer"]["state"], checkpoint
+
+
+def test_resume_after_an_interruption_equals_the_uninterrupted_run(plates, tmp_path):
+    full = train_digit_segmenter(_tiny_config(plates, tmp_path / "full"))
+    assert full["stopped_by"] == "steps" and full["steps_done"] == 6
+    # A kill after step 5: the last checkpoint is the one of step 4.
+    cut = train_digit_segmenter(_tiny_config(plates, tmp_path / "cut", stop_after=5))
+    assert cut["stopped_by"] == "interrupt" and cut["steps_done"] == 5
+    assert int(nn.load(tmp_path / "cut" / "last.npz")["step"]) == 4
+    resumed = train_digit_segmenter(_tiny_config(plates, tmp_path / "cut"), resume=True)
+    assert resumed["steps_done"] == 6
+
+    model_a, adam_a, ckpt_a = _weights(tmp_path / "full" / "last.npz")
+    model_b, adam_b, ckpt_b = _weights(tmp_path / "cut" / "last.npz")
+    assert model_a.keys() == model_b.keys()
+    for key in model_a:
+        assert np.array_equal(model_a[key], model_b[key]), key
+    for index in adam_a:
+        for name in adam_a[index]:
+            assert np.array_equal(np.asarray(adam_a[index][name]),
+                                  np.asarray(adam_b[index][name])), (index, name)
+    assert np.array_equal(ckpt_a["losses"], ckpt_b["losses"])
+    assert np.array_equal(ckpt_a["order"], ckpt_b["order"])
+    np.testing.assert_equal(full["test"], resumed["test"])  # NaN (absent class) equals NaN
+    assert full["best_step"] == resumed["best_step"]
+
+
+def test_a_seed_fixes_the_run_and_another_seed_changes_it(plates, tmp_path):
+    runs = [train_digit_segmenter(_tiny_config(plates, tmp_path / name, steps=2, seed=seed))
+            for name, seed in (("a", 0), ("b", 0), ("c", 1))]
+    weights = [nn.load(tmp_path / name / "last.npz")["model"] for name in "abc"]
+    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(np.array_equal(weights[0][k], weights[2][k]) for k in weights[0])
+    np.testing.assert_equal(runs[0]["test"], runs[1]["test"])
+
+
+def test_outputs_of_a_run(plates, tmp_path):
+    result = train_digit_segmenter(_tiny_config(plates, tmp_path, steps=2, eval_every=1))
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["best.npz", "last.npz", "loss_curve.png", "metrics.json", "predictions.png"]
+    with open(tmp_path / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["steps_done"] == 2 and metrics["config"]["steps"] == 2
+    assert 0 <= metrics["test"]["mean_iou"] <= 1
+    assert 0 <= metrics["test"]["read_exact"] <= 1
+    assert metrics["test"]["plates"] == len(load_crops(plates, "test")["texts"])
+    assert len(metrics["test"]["iou_per_class"]) == NUM_CLASSES
+    assert result["train_seconds"] > 0
+    model, config, checkpoint = load_segmenter(tmp_path / "best.npz")
+    assert config.steps == 2 and not model.training
+    assert int(checkpoint["best_step"]) == result["best_step"]
+
+
+def test_resume_without_a_checkpoint_and_bad_configs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="last.npz"):
+        train_digit_segmenter(TrainConfig(data=str(tmp_path), out=str(tmp_path)), resume=True)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        TrainConfig(crop_size=(30, 96), depth=3)
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="dice_weight"):
+        TrainConfig(dice_weight=-1)
+    with pytest.raises(TypeError, match="TrainConfig"):
+        train_digit_segmenter({"steps": 3})
+    assert quick_config().steps < TrainConfig().steps
+
+
+# ---------------------------------------------------------------------- read-exactly metric
+class _Oracle(nn.Module):
+    """Returns one-hot logits of stored class maps, batch after batch (a stand-in model)."""
+
+    def __init__(self, maps):
+        super().__init__()
+        self.maps, self.next = maps, 0
+
+    def forward(self, x):
+        maps = self.maps[self.next:self.next + x.shape[0]]
+        self.next += x.shape[0]
+        return nn.Tensor(10.0 * np.eye(NUM_CLASSES, dtype=np.float32)[maps])
+
+
+def _plate_map(text, height=16, width=64):
+    """A class map with one 5x3 blob per character of a one-row plate."""
+    class_map = np.zeros((height, width), np.int64)
+    for i, char in enumerate(text):
+        class_map[5:10, 2 + 5 * i:5 + 5 * i] = 3 + int(char) if char.isdigit() else 13
+    return class_map
+
+
+def test_read_exactly_counts_whole_plates():
+    texts = ["12-345", "907", "A11"]
+    maps = np.stack([_plate_map(t) for t in texts])
+    crops = np.zeros(maps.shape + (3,), np.uint8)
+    perfect = evaluate(_Oracle(maps), crops, maps.astype(np.uint8), texts, batch_size=2)
+    assert perfect["reads"] == [text_to_class_text(t) for t in texts] == ["12#345", "907", "#11"]
+    assert perfect["read_exact"] == 1.0 and perfect["mean_iou"] == 1.0
+    # One wrong character class, and two characters merged into one blob: two plates misread.
+    wrong = maps.copy()
+    wrong[0][wrong[0] == 3 + 5] = 3 + 6        # "5" read as "6"
+    wrong[1][5:10, 5:7] = 3 + 9                # the gap between "9" and "0" filled
+    result = evaluate(_Oracle(wrong), crops, maps.astype(np.uint8), texts)
+    assert result["reads"][0] == "12#346" and result["reads"][2] == "#11"
+    assert len(result["reads"][1]) == 2
+    assert result["read_exact"] == pytest.approx(1 / 3)
+    assert result["mean_iou"] < 1.0
+    assert result["plates"] == 3
+
+
+# --------------------------------------------------------------------------------- command
+@pytest.mark.slow
+def test_command_quick_end_to_end(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
+    command = [sys.executable, "-m", "segmentation.train", "--data", str(data), "--out", str(out),
+               "--quick", "--quiet", "--steps", "12"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+    assert result.returncode == 0, result.stderr
+    assert "test: mean IoU (characters)" in result.stdout
+    assert os.path.isfile(data / "ImageSets" / "Main" / "test.txt")  # rendered first
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["data_generated"] is True and metrics["data_seconds"] > 0
+    assert metrics["steps_done"] == 12
+    assert sorted(os.listdir(out)) == ["best.npz", "last.npz", "loss_curve.png", "metrics.json",
+                                       "predictions.png"]
+    # --resume on a finished run: nothing left to train, the same test metrics.
+    again = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600,
+                           cwd=ROOT, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert again.returncode == 0, again.stderr
+    with open(out / "metrics.json") as f:
+        assert json.load(f)["test"] == metrics["test"]  # NaN written as null: comparable
+
+
+def test_command_rejects_bad_arguments(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "segmentation.train", "--data", str(tmp_path / "d"), "--out",
+         str(tmp_path / "r"), "--steps", "0"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2
+    assert "steps must be a positive integer" in result.stderr
+    assert not os.path.exists(tmp_path / "d")  # nothing rendered before the check
