@@ -8,15 +8,18 @@ Run as a script::
 What is timed (float32, forward + backward through autograd, input gradient and,
 for the norms, weight and bias gradients): ``max_pool2d`` 2x2/2 and 3x3/2 with
 padding 1 (ResNet's stem), ``batch_norm`` in training mode, ``group_norm`` with 8
-groups, ``interpolate`` 2x nearest and 2x bilinear (``align_corners=False``). We run channels-last ``(N, H, W, C)``; torch
-runs both its default NCHW layout and ``channels_last`` memory format, and each
-ratio is taken against the faster of the two.
+groups, ``interpolate`` 2x nearest and 2x bilinear (``align_corners=False``). We
+run channels-last ``(N, H, W, C)``; torch runs both its default NCHW layout and
+``channels_last`` memory format, and each ratio is taken against the faster of the
+two.
 
 Method (``../shared/bench/BASELINES.md``): each library runs in its own process
-with 2 threads, the processes interleaved round by round (order alternating);
-each case reports the median of all its timed repeats after warm-up. The machine
-is shared, so read the ratio (ours / torch); the best-of ratio (fastest repeat
-over fastest repeat) is the least disturbed figure.
+with 2 threads (``--threads``), the processes interleaved round by round (order
+alternating); each case reports the median of all its timed repeats after warm-up.
+The machine is shared, so read the ratio (ours / torch); the best-of ratio (fastest
+repeat over fastest repeat) is the least disturbed figure. On a busy machine,
+``--threads 1`` keeps torch's OpenMP workers from waiting on descheduled threads
+(our kernels here use no BLAS and run on one thread either way).
 """
 import argparse
 import json
@@ -77,10 +80,10 @@ def numpy_cases():
     return cases
 
 
-def torch_cases():
+def torch_cases(threads):
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     tf = torch.nn.functional
     rng = np.random.default_rng(0)
     cases = {}
@@ -134,8 +137,9 @@ def time_cases(cases, repeats, warmup):
     return times
 
 
-def run_worker(args):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+def run_worker(args, threads):
+    count = str(threads)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=count, OMP_NUM_THREADS=count, MKL_NUM_THREADS=count)
     command = [sys.executable, os.path.abspath(__file__)] + args
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -143,8 +147,9 @@ def run_worker(args):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def report(samples, rounds, repeats):
-    print(f"\nfloat32 fwd+bwd, medians of {rounds} rounds x {repeats} repeats, 2 threads\n")
+def report(samples, rounds, repeats, threads):
+    print(f"\nfloat32 fwd+bwd, medians of {rounds} rounds x {repeats} repeats, "
+          f"{threads} thread(s)\n")
     print(f"{'case':<32} {'ours ms':>8} {'torch NCHW':>11} {'torch CL':>9} {'ratio':>6} "
           f"{'best-of ratio':>14}")
     for name in CASES:
@@ -168,23 +173,27 @@ def main():
     parser.add_argument("--quick", action="store_true", help="2 rounds of few repeats")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads of each library (1 isolates kernels from scheduling noise)")
     parser.add_argument("--worker", choices=("numpy", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 5)
     repeats = args.repeats or (3 if args.quick else 7)
     if args.worker:
-        make = numpy_cases if args.worker == "numpy" else torch_cases
-        print(json.dumps(time_cases(make(), repeats, args.warmup)))
+        cases = numpy_cases() if args.worker == "numpy" else torch_cases(args.threads)
+        print(json.dumps(time_cases(cases, repeats, args.warmup)))
         return
     samples = {}
     libs = ["numpy", "torch"]
     for r in range(rounds):
         for lib in (libs if r % 2 == 0 else libs[::-1]):
-            for name, values in run_worker(["--worker", lib, "--repeats", str(repeats)]).items():
+            worker_args = ["--worker", lib, "--repeats", str(repeats),
+                           "--threads", str(args.threads)]
+            for name, values in run_worker(worker_args, args.threads).items():
                 samples.setdefault((name, lib), []).extend(values)
         print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
-    report(samples, rounds, repeats)
+    report(samples, rounds, repeats, args.threads)
 
 
 if __name__ == "__main__":
