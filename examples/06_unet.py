@@ -134,8 +134,8 @@ print(f"untrained: CE {pixel_cross_entropy(logits, target).item():.3f} "
 # and cosine decay, validation mean IoU every few steps, the best checkpoint kept, and
 # everything needed to resume after an interruption. The same run from the command
 # line: python -m segmentation.train --data DIR --out RUN_DIR
-print(f"training: {config.steps} steps of {config.batch_size} crops, "
-      f"time limit {config.minutes} min")
+print(f"training: {config.steps or 'as many'} steps of {config.batch_size} crops "
+      f"(time limit: {config.minutes} min)")
 result = train_digit_segmenter(config)
 print(f"trained {result['steps_done']} steps in {result['train_seconds']:.0f} s "
       f"(stopped by {result['stopped_by']}); best validation step {result['best_step']}")

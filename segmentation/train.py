@@ -35,8 +35,12 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
   colour jitter (brightness, contrast, saturation, per-channel gain) and noise.
 - **Input standardization per crop** (zero mean, unit variance): plates come in
   every colour and exposure; what matters is the contrast of the glyphs.
-- **Schedule:** Adam, linear warm-up then cosine decay over a fixed number of
-  steps, so that a seed fixes the run (a time limit only ever stops it early).
+- **Schedule:** Adam, linear warm-up then cosine decay to the last step. The number
+  of steps is either given (``--steps N``) or fitted to the time budget: the first
+  ``CALIBRATION_STEPS`` steps (still in the warm-up, whose rates do not depend on the
+  total) are timed and the total is set so that training ends within ``--minutes``.
+  The chosen total is printed and saved in the checkpoints' configuration; a seed and
+  a number of steps fix the run (``--steps N --seed S`` repeats it exactly).
 """
 import argparse
 import dataclasses
@@ -68,6 +72,8 @@ __all__ = [
 NUM_CLASSES = 14  # background, car, plate (unused here), ten digits, other character
 CHARACTER_CLASSES = tuple(DIGIT_IDS) + (CHAR,)  # ids 3..13: the classes the mean IoU is over
 CHECKPOINT_LAST, CHECKPOINT_BEST = "last.npz", "best.npz"
+CALIBRATION_STEPS = 10  # timed steps that fix the total when steps=None
+TIME_MARGIN = 0.9  # fraction of the remaining budget planned (validation, noise)
 
 
 # ============================================================================ configuration
@@ -78,7 +84,7 @@ class TrainConfig:
     Data: ``data`` (VOC root, generated when missing from ``num_images`` scenes of
     ``image_size`` px with ``data_seed``), ``crop_size`` (h, w) and ``crop_padding``.
     Model: ``base_channels``, ``depth``. Optimization: ``steps`` of ``batch_size``
-    crops, Adam with ``lr`` and ``weight_decay``, ``warmup_steps`` then cosine decay to
+    crops (None: as many as fit in ``minutes``, see the module docstring), Adam with ``lr`` and ``weight_decay``, ``warmup_steps`` then cosine decay to
     ``lr * final_lr_fraction``, loss ``CE + dice_weight · Dice`` with the character classes
     weighted ``char_weight`` in the cross entropy; ``prior_init`` starts the head's bias
     at the log class frequencies. ``minutes`` caps the
@@ -99,7 +105,7 @@ class TrainConfig:
     base_channels: int = 16
     depth: int = 3
     seed: int = 0
-    steps: int = 1200
+    steps: int = None
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -123,7 +129,7 @@ class TrainConfig:
     def __post_init__(self):
         self.crop_size = tuple(int(s) for s in self.crop_size)
         positive_ints = ("num_images", "image_size", "data_workers", "base_channels", "depth",
-                         "steps", "batch_size", "eval_every")
+                         "batch_size", "eval_every") + (("steps",) if self.steps is not None else ())
         for name in positive_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -152,6 +158,8 @@ class TrainConfig:
         if self.minutes is not None and (not isinstance(self.minutes, (int, float))
                                          or not self.minutes > 0):
             raise ValueError(f"minutes must be a positive number or None, got {self.minutes!r}")
+        if self.steps is None and (self.minutes is None or self.warmup_steps < 1):
+            raise ValueError("steps=None (fit the time budget) needs minutes and warmup_steps >= 1")
         if self.stop_after is not None and (not isinstance(self.stop_after, int)
                                             or self.stop_after < 1):
             raise ValueError(f"stop_after must be a positive int or None, got {self.stop_after!r}")
@@ -423,9 +431,18 @@ def load_segmenter(path):
 
 
 def _schedule(optimizer, config):
-    cosine = nn.optim.CosineAnnealingLR(optimizer, T_max=max(config.steps - config.warmup_steps, 1),
+    """Warm-up, then cosine decay to the last step (a placeholder length until calibrated)."""
+    total = config.steps if config.steps is not None else config.warmup_steps + 1
+    cosine = nn.optim.CosineAnnealingLR(optimizer, T_max=max(total - config.warmup_steps, 1),
                                         eta_min=config.lr * config.final_lr_fraction)
     return nn.optim.LinearWarmup(optimizer, config.warmup_steps, start_factor=0.05, after=cosine)
+
+
+def _fit_steps(config, done, seconds):
+    """Total steps that fit the time budget, given ``done`` steps took ``seconds``."""
+    per_step = seconds / max(done, 1)
+    remaining = 60 * config.minutes - seconds
+    return max(done + 1, done + int(TIME_MARGIN * remaining / per_step))
 
 
 def _load_average():
@@ -498,10 +515,19 @@ def train_digit_segmenter(config, resume=False):
     stopped_by = "steps"
     clock, cpu_clock = time.perf_counter(), time.process_time()
     elapsed_before, cpu_before = float(state["train_seconds"]), float(state["cpu_seconds"])
+    calibrate = min(CALIBRATION_STEPS, config.warmup_steps)
     bar = tqdm(total=config.steps, initial=int(state["step"]), desc="train", unit="step",
                disable=not config.progress, dynamic_ncols=True)
     step = int(state["step"])
-    while step < config.steps:
+    while config.steps is None or step < config.steps:
+        if config.steps is None and step == calibrate:
+            # Fit the total to the budget; the warm-up so far did not depend on it.
+            config = dataclasses.replace(config, steps=_fit_steps(
+                config, step, elapsed_before + time.perf_counter() - clock))
+            scheduler.after.T_max = max(config.steps - config.warmup_steps, 1)
+            bar.total = config.steps
+            bar.write(f"{step} steps took {time.perf_counter() - clock:.1f} s: "
+                      f"training for {config.steps} steps (--steps {config.steps})")
         if config.minutes is not None and \
                 elapsed_before + time.perf_counter() - clock > 60 * config.minutes:
             stopped_by = "time"
@@ -528,10 +554,11 @@ def train_digit_segmenter(config, resume=False):
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}",
                         best_miou=f"{max(float(state['best_iou']), 0):.3f}")
-        if config.stop_after is not None and step >= config.stop_after and step < config.steps:
+        if config.stop_after is not None and step >= config.stop_after \
+                and (config.steps is None or step < config.steps):
             stopped_by = "interrupt"  # a simulated kill: nothing saved since the last evaluation
             break
-        if step % config.eval_every == 0 or step == config.steps:
+        if step % config.eval_every == 0 or step == config.steps:  # (None: no last step yet)
             metrics = evaluate(model, val["crops"], val["masks"], val["texts"])
             state["val_steps"] = np.append(state["val_steps"], step)
             state["val_iou"] = np.append(state["val_iou"], metrics["mean_iou"])
@@ -632,14 +659,14 @@ def _plot_loss_curve(losses, state, path):
 
 
 def class_colours():
-    """(256, 3) float RGB for class ids: background black, digits a rainbow, char white,
-    ignore grey."""
+    """(256, 3) float RGB for class ids: background black, digits a rainbow (0 red ... 9
+    violet), other characters white, ignore dark grey."""
     from matplotlib import colormaps
 
     colours = np.zeros((256, 3))
-    colours[list(DIGIT_IDS)] = colormaps["tab10"](np.arange(10))[:, :3]
+    colours[list(DIGIT_IDS)] = colormaps["hsv"](np.linspace(0, 0.8, 10))[:, :3]
     colours[CHAR] = 1.0
-    colours[IGNORE_INDEX] = 0.5
+    colours[IGNORE_INDEX] = 0.3
     return colours
 
 
@@ -682,7 +709,8 @@ def _build_parser():
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-clock limit of training (default 5; 0 = none)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the run (default 0)")
-    parser.add_argument("--steps", type=int, default=None, help="optimization steps (default 1200)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimization steps (default: as many as fit in --minutes)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.npz")
     parser.add_argument("--quick", action="store_true",
                         help="tiny data and network, seconds: checks the machinery, not accuracy")

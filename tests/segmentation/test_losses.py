@@ -66,7 +66,8 @@ def test_values_match_the_formulas(seed, dtype):
     assert abs(dice.item() - _reference_dice(logits, target)) < tol * 10
     total, parts = segmentation_loss(x, target, dice_weight=0.7, class_weights=weights,
                                      return_parts=True)
-    expected = _reference_ce(logits, target, weights=weights) + 0.7 * _reference_dice(logits, target)
+    expected = (_reference_ce(logits, target, weights=weights)
+                + 0.7 * _reference_dice(logits, target))
     assert total.dtype == dtype
     assert abs(total.item() - expected) < tol * 10
     assert abs(parts["ce"] - ce.item()) < tol and abs(parts["dice"] - dice.item()) < tol
@@ -85,7 +86,8 @@ def test_sum_of_the_two_terms(seed, k, dice_weight):
 def test_dice_weight_zero_is_cross_entropy_and_perfect_prediction_has_zero_dice():
     logits, target = _example(3)
     x = nn.Tensor(logits)
-    assert segmentation_loss(x, target, dice_weight=0).item() == pixel_cross_entropy(x, target).item()
+    plain = pixel_cross_entropy(x, target).item()
+    assert segmentation_loss(x, target, dice_weight=0).item() == plain
     # Confident, correct logits: Dice loss -> 0 (up to the smoothing and the softmax tails).
     target = np.random.default_rng(0).integers(0, 4, (1, 4, 4))
     perfect = 50.0 * np.eye(4)[target]

@@ -165,7 +165,20 @@ def test_resume_without_a_checkpoint_and_bad_configs(tmp_path):
         TrainConfig(dice_weight=-1)
     with pytest.raises(TypeError, match="TrainConfig"):
         train_digit_segmenter({"steps": 3})
-    assert quick_config().steps < TrainConfig().steps
+    with pytest.raises(ValueError, match="needs minutes"):
+        TrainConfig(steps=None, minutes=None)
+    assert TrainConfig().steps is None and quick_config().steps == 30
+
+
+def test_steps_fitted_to_the_time_budget(plates, tmp_path):
+    config = _tiny_config(plates, tmp_path, steps=None, minutes=0.1, warmup_steps=3,
+                          eval_every=1000)
+    result = train_digit_segmenter(config)
+    chosen = result["config"]["steps"]
+    assert isinstance(chosen, int) and chosen >= 4  # timed 3 warm-up steps, then fitted
+    assert result["steps_done"] == chosen or result["stopped_by"] == "time"
+    saved = nn.load(tmp_path / "last.npz")["config"]
+    assert saved["steps"] == chosen  # a rerun with --steps N repeats the run
 
 
 # ---------------------------------------------------------------------- read-exactly metric
