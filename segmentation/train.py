@@ -107,12 +107,12 @@ class TrainConfig:
     seed: int = 0
     steps: int = None
     batch_size: int = 16
-    lr: float = 3e-3
+    lr: float = 5e-3
     weight_decay: float = 0.0
     warmup_steps: int = 50
     final_lr_fraction: float = 0.02
     dice_weight: float = 1.0
-    char_weight: float = 1.0
+    char_weight: float = 2.0
     prior_init: bool = True
     minutes: float = 5.0
     eval_every: int = 100
