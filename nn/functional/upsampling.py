@@ -106,7 +106,7 @@ def linear_source_weights(in_size, out_size, scale=None, align_corners=False, dt
     else:
         ratio = _kernel_scale(in_size, out_size, scale, dtype)
         src = ratio * (dst.astype(dtype) + dtype.type(0.5)) - dtype.type(0.5)
-        src = np.maximum(src, dtype.type(0))  # half-pixel centres before the first pixel clamp
+        src = np.maximum(src, dtype.type(0))  # a centre before the first pixel reads it
     i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     l1 = np.clip(src - i0.astype(dtype), 0, 1).astype(dtype)
     i1 = i0 + (i0 < in_size - 1)
