@@ -9,19 +9,31 @@ Reading order is the order a person reads a plate: rows top to bottom, each row 
 to right. Rows are found by splitting the characters sorted by their vertical centre
 wherever two consecutive centres are further apart than half a character height —
 a one-row plate has no such gap, a motorbike's two-row plate has exactly one.
+
+Fragments. In a 32x96 crop a glyph's strokes are one or two pixels wide; a predicted
+(or a resampled ground-truth) mask often breaks a character into pieces: the two
+halves of a "5", the dot of an "i". ``read_plate`` therefore merges, within a row,
+the blobs whose horizontal extents overlap (by more than ``merge_overlap`` of the
+narrower one): characters of a plate stand side by side, so pieces stacked in one
+column belong to one character. The merged character's class is the vote of all its
+pixels. Rows are found with a character height taken from the larger blobs, so that
+small pieces do not make the row gap small.
 """
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from detection.datasets.classes import BACKGROUND, CHAR, IGNORE_INDEX
 
-__all__ = ["connected_instances", "reading_order", "read_plate", "classes_to_text", "text_to_class_text"]
+__all__ = ["connected_instances", "reading_order", "merge_fragments", "read_plate", "classes_to_text",
+           "text_to_class_text"]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def connected_instances(class_map, num_classes=14, background=BACKGROUND, ignore_index=IGNORE_INDEX,
-                        min_area=4, return_masks=False):
+                        min_area=4, return_masks=False, return_votes=False):
     """Split a predicted class map into one instance per connected blob.
 
     Args:
@@ -31,6 +43,8 @@ def connected_instances(class_map, num_classes=14, background=BACKGROUND, ignore
         ignore_index (int or None): pixels treated as background too.
         min_area (int): blobs with fewer pixels are dropped (specks of noise).
         return_masks (bool): also return a boolean mask per instance.
+        return_votes (bool): also return ``votes`` ndarray[I, K] int64, the pixels of
+            each instance per predicted class.
     Returns:
         dict: ``labels`` ndarray[I] int64 (majority class), ``boxes`` ndarray[I, 4]
         float32 (tight xyxy, continuous: ``x2 = last column + 1``), ``areas`` ndarray[I]
@@ -61,6 +75,8 @@ def connected_instances(class_map, num_classes=14, background=BACKGROUND, ignore
     }
     if return_masks:
         empty["masks"] = np.zeros((0, height, width), bool)
+    if return_votes:
+        empty["votes"] = np.zeros((0, num_classes), np.int64)
     if count == 0:
         return empty
 
@@ -82,18 +98,21 @@ def connected_instances(class_map, num_classes=14, background=BACKGROUND, ignore
         "areas": areas[keep].astype(np.int64),
         "scores": scores[keep].astype(np.float32),
     }
+    if return_votes:
+        result["votes"] = votes[keep].astype(np.int64)
     if return_masks:
         result["masks"] = components[None, :, :] == (keep + 1)[:, None, None]
     return result
 
 
-def reading_order(boxes, row_gap=0.5):
+def reading_order(boxes, row_gap=0.5, height=None):
     """Indices that put character boxes in reading order, and the row of each.
 
     Args:
         boxes (ndarray[I, 4]): xyxy boxes of the characters of one plate.
         row_gap (float): a new row starts where consecutive vertical centres differ by
-            more than ``row_gap`` times the median character height.
+            more than ``row_gap`` times the character height.
+        height (float, optional): the character height; default the median box height.
     Returns:
         tuple: ``order`` ndarray[I] int64 and ``rows`` ndarray[I] int64 (row of each
         box in the returned order, 0 = top).
@@ -105,7 +124,8 @@ def reading_order(boxes, row_gap=0.5):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    height = np.median(boxes[:, 3] - boxes[:, 1])
+    if height is None:
+        height = np.median(boxes[:, 3] - boxes[:, 1])
     by_y = np.argsort(cy, kind="stable")
     new_row = np.diff(cy[by_y]) > row_gap * max(height, 1e-6)
     row_of = np.empty(len(boxes), np.int64)
@@ -146,22 +166,87 @@ def text_to_class_text(text, row_separator=" "):
     )
 
 
-def read_plate(class_map, num_classes=14, min_area=4, row_gap=0.5):
+def merge_fragments(boxes, rows, overlap=0.3):
+    """Group the blobs of each row that stand in one column (pieces of one character).
+
+    Two blobs of the same row are linked when their horizontal extents overlap by more
+    than ``overlap`` times the narrower width; groups are the connected components of
+    these links (so three stacked pieces form one group).
+
+    Args:
+        boxes (ndarray[I, 4]): xyxy blob boxes.
+        rows (ndarray[I] int): row of each blob.
+        overlap (float): in [0, 1].
+    Returns:
+        ndarray[I] int64: group id of each blob, ``0 .. G-1``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    rows = np.asarray(rows).reshape(-1)
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    left, right = boxes[:, 0], boxes[:, 2]
+    shared = np.minimum(right[:, None], right[None, :]) - np.maximum(left[:, None], left[None, :])
+    narrower = np.minimum((right - left)[:, None], (right - left)[None, :])  # (I, I)
+    linked = (shared > overlap * narrower) & (rows[:, None] == rows[None, :])
+    _, groups = connected_components(csr_matrix(linked), directed=False)
+    return groups.astype(np.int64)
+
+
+def read_plate(class_map, num_classes=14, min_area=2, row_gap=0.5, merge_overlap=0.3):
     """Read a plate crop's predicted class map as text.
+
+    Blobs (8-connected, at least ``min_area`` pixels) are put in rows, pieces of one
+    character are merged (``merge_fragments``; ``merge_overlap=None`` keeps every blob
+    a character), each character takes the majority class of its pixels, and the
+    characters are spelt in reading order.
 
     Args:
         class_map (ndarray[H, W] int): the segmenter's per-pixel classes of one plate crop.
+        num_classes (int): K.
+        min_area (int): smaller blobs are noise.
+        row_gap (float): see ``reading_order``; the character height is the median
+            height of the larger half of the blobs (pieces are short).
+        merge_overlap (float or None): see ``merge_fragments``.
     Returns:
         dict: ``text`` (str, rows separated by a space, other characters as ``'#'``),
-        and the instances in reading order: ``labels``, ``boxes``, ``scores``, ``rows``.
+        and the characters in reading order: ``labels``, ``boxes`` (the union of their
+        pieces), ``scores`` (fraction of pixels voting for the label), ``rows``.
     """
-    inst = connected_instances(class_map, num_classes=num_classes, min_area=min_area)
-    order, rows = reading_order(inst["boxes"], row_gap=row_gap)
-    labels = inst["labels"][order]
+    inst = connected_instances(class_map, num_classes=num_classes, min_area=min_area,
+                               return_votes=True)
+    boxes, votes = inst["boxes"], inst["votes"]
+    if len(boxes):
+        large = inst["areas"] >= np.median(inst["areas"])
+        height = float(np.median(boxes[large, 3] - boxes[large, 1]))
+        order, rows = reading_order(boxes, row_gap=row_gap, height=height)
+        row_of = np.empty(len(boxes), np.int64)
+        row_of[order] = rows
+        if merge_overlap is not None:
+            groups = merge_fragments(boxes, row_of, merge_overlap)
+            count = int(groups.max()) + 1
+            member = np.zeros((count, len(boxes)), np.int64)
+            member[groups, np.arange(len(boxes))] = 1  # (G, I): one group per blob
+            votes = member @ votes  # (G, K) pixels per class of each character
+            by_group = np.argsort(groups, kind="stable")
+            starts = np.searchsorted(groups[by_group], np.arange(count))
+            sorted_boxes = boxes[by_group]
+            boxes = np.stack([np.minimum.reduceat(sorted_boxes[:, 0], starts),
+                              np.minimum.reduceat(sorted_boxes[:, 1], starts),
+                              np.maximum.reduceat(sorted_boxes[:, 2], starts),
+                              np.maximum.reduceat(sorted_boxes[:, 3], starts)], axis=1)
+            row_of = row_of[by_group][starts]  # every piece of a group has the group's row
+        centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
+        order = np.lexsort((centre_x, row_of))  # rows top to bottom, then left to right
+        rows = row_of[order]
+    else:
+        order, rows = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    labels = votes.argmax(axis=1).astype(np.int64) if len(votes) else np.zeros(0, np.int64)
+    totals = np.maximum(votes.sum(axis=1), 1)
+    scores = (votes.max(axis=1, initial=0) / totals).astype(np.float32)
     return {
-        "text": classes_to_text(labels, rows),
-        "labels": labels,
-        "boxes": inst["boxes"][order],
-        "scores": inst["scores"][order],
-        "rows": rows,
+        "text": classes_to_text(labels[order], rows),
+        "labels": labels[order],
+        "boxes": boxes[order].astype(np.float32),
+        "scores": scores[order],
+        "rows": rows.astype(np.int64),
     }

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from segmentation.instances import (
-    classes_to_text, connected_instances, read_plate, reading_order, text_to_class_text,
+    classes_to_text, connected_instances, merge_fragments, read_plate, reading_order,
+    text_to_class_text,
 )
 
 
@@ -67,7 +68,42 @@ def test_text_helpers():
     assert classes_to_text([5, 13, 3], rows=[0, 0, 1]) == "2# 0"
 
 
-@pytest.mark.parametrize("bad, error", [(np.zeros((2, 2, 2), int), ValueError), (np.zeros((2, 2)), TypeError)])
+@pytest.mark.parametrize("bad, error", [(np.zeros((2, 2, 2), int), ValueError),
+                                        (np.zeros((2, 2)), TypeError)])
 def test_bad_input(bad, error):
     with pytest.raises(error):
         connected_instances(bad)
+
+
+def test_pieces_of_one_character_are_merged_within_a_row():
+    m = np.zeros((14, 30), np.uint8)
+    m[2:6, 2:6] = 8      # a "5" broken in two: top half ...
+    m[8:12, 3:6] = 8     # ... and bottom half, stacked in one column
+    m[2:12, 9:11] = 4    # a "1"
+    m[10:12, 13:15] = 13  # a dot: a small character of its own
+    m[2:12, 17:20] = 9   # a "6" whose top piece ...
+    m[2:4, 17:20] = 10   # ... was predicted "7": the character's pixels vote
+    out = read_plate(m)
+    assert out["text"] == "51#6"
+    np.testing.assert_array_equal(out["boxes"][0], [2, 2, 6, 12])  # the union of its pieces
+    assert out["scores"][3] == pytest.approx(24 / 30)
+    # Without merging, every piece is a character.
+    assert read_plate(m, merge_overlap=None)["text"] == "551#6"
+
+
+def test_two_rows_are_not_merged_although_they_share_columns():
+    m, _ = draw_plate([[5, 12, 13], [4, 5, 6]])
+    assert read_plate(m)["text"] == "29# 123"
+
+
+def test_merge_fragments_groups_by_column_and_row():
+    boxes = np.array([[0, 0, 4, 3], [1, 5, 3, 8], [6, 0, 9, 8], [0, 12, 4, 16], [3, 0, 7, 8]],
+                     np.float32)
+    rows = np.array([0, 0, 0, 1, 0])
+    # Blob 4 overlaps blob 0 by 1 px of 4 (0.25), blob 1 not at all and blob 2 by 1 px of 3
+    # (0.33 > 0.3): linked to blob 2 only.
+    groups = merge_fragments(boxes, rows, overlap=0.3)
+    assert groups[0] == groups[1] != groups[2] == groups[4]
+    assert groups[3] not in (groups[0], groups[2])  # same column, other row
+    assert merge_fragments(np.zeros((0, 4)), np.zeros(0)).shape == (0,)
+    assert len(set(merge_fragments(boxes, rows, overlap=1.0))) == 5  # nothing overlaps fully
