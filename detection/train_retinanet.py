@@ -5,7 +5,7 @@ Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017) trained from ran
 weights on a laptop CPU in a fixed wall-clock budget. Command::
 
     python -m detection.train_retinanet --data DIR --out RUN_DIR [--minutes 15]
-        [--backbone small|resnet18] [--seed 0] [--resume] [--quick]
+        [--backbone small|resnet18] [--width W] [--seed 0] [--threads 1] [--resume] [--quick]
 
 ``DIR`` is generated with ``detection.datasets.synthetic`` when it holds no dataset
 (the generation time is reported apart from the training time). ``RUN_DIR`` receives:
@@ -670,10 +670,12 @@ def build_parser():
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--num-images", type=int, default=2000,
                         help="images to generate when DIR holds no dataset")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="BLAS threads (0: the library default). On a shared, busy machine "
-                             "1 thread is often several times faster than 2 (threads of a "
-                             "GEMM wait for each other)")
+    parser.add_argument("--width", type=float, default=None,
+                        help="backbone width multiplier (default: 1 for small, 0.5 for resnet18)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS threads (default 1; 0 keeps the library's default). On a "
+                             "machine shared with other jobs one thread was 2-5x faster than "
+                             "two: the threads of every GEMM wait for each other")
     parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -684,7 +686,8 @@ def main(argv=None):
     config = TrainConfig(data=args.data, out=args.out, minutes=args.minutes, iters=args.iters,
                          backbone=args.backbone, seed=args.seed, quick=args.quick,
                          batch_size=args.batch_size, lr=args.lr, num_images=args.num_images,
-                         stop_after=args.stop_after, progress=not args.no_progress)
+                         stop_after=args.stop_after, progress=not args.no_progress,
+                         model={} if args.width is None else {"width_multiplier": args.width})
     try:
         config.validate()
     except (TypeError, ValueError) as exc:

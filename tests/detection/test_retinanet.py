@@ -111,6 +111,30 @@ def test_predict_output_format():
         assert det["boxes"].min() >= 0 and det["boxes"].max() <= 32
 
 
+def test_predict_without_detections_returns_typed_empty_arrays():
+    model = RetinaNet(small_config())
+    out = model.predict(np.zeros((1, 32, 32, 3), np.float32), score_threshold=0.999)
+    assert out[0]["boxes"].shape == (0, 4) and out[0]["boxes"].dtype == np.float32
+    assert out[0]["scores"].shape == (0,) and out[0]["scores"].dtype == np.float32
+    assert out[0]["labels"].shape == (0,) and out[0]["labels"].dtype == np.int64
+
+
+def test_matching_counts_per_level_follow_object_size():
+    """A plate-sized box is matched on the finest level, a car-sized one on coarse levels."""
+    model = RetinaNet(small_config(levels=(3, 4, 5, 6), anchor_sizes=(16, 32, 64, 128),
+                                   aspect_ratios=(0.25, 0.5, 1.0)))
+    sizes = [(32, 32), (16, 16), (8, 8), (4, 4)]
+    anchors = model.anchors((256, 256), sizes)
+    starts = np.cumsum([0] + [h * w * 9 for h, w in sizes])
+    targets = [{"boxes": np.array([[100, 150, 132, 158]], np.float32), "labels": np.array([2])},
+               {"boxes": np.array([[40, 30, 200, 180]], np.float32), "labels": np.array([1])}]
+    _, _, _, fg = model.assign_targets(anchors, targets)
+    level_of = np.searchsorted(starts, np.arange(len(anchors)), side="right") - 1
+    plate_levels, car_levels = set(level_of[fg[0]]), set(level_of[fg[1]])
+    assert plate_levels == {0}
+    assert car_levels and min(car_levels) >= 2
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
