@@ -675,7 +675,8 @@ class Conv2dCache:
 
     Attributes:
         x_shape (tuple): ``(N, H, W, C)``.
-        cols (ndarray[g, N·Ho·Wo, kh·kw·C/g] or None): column matrix, kept for ``dW``.
+        cols (ndarray[g, N·Ho·Wo, kh·kw·C/g (+ bias column)] or None): column matrix,
+            kept for ``dW`` (and ``db``, when it carries the bias column).
         weight (ndarray[kh, kw, C/g, C_out]): the weight, for ``dx``.
         geometry (ConvGeometry): of the convolution.
     """
@@ -712,11 +713,12 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     cols = im2col(x, geometry, bias_column)  # (g, N·Ho·Wo, kh·kw·C/g [+ bias column])
     if bias_column:
         # [cols, 1, 0...] @ [W; b; 0...]: the GEMM adds the bias.
-        k = cols.shape[-1]
-        w_ext = np.zeros((k, weight.shape[-1]), dtype=weight.dtype)  # (K + extra, C_out)
-        w_ext[:weight[..., 0].size] = weight.reshape(-1, weight.shape[-1])
-        w_ext[weight[..., 0].size] = bias
-        y = (cols[0] @ w_ext).reshape(n, *geometry.out_hw, weight.shape[-1])
+        kh, kw, c, c_out = weight.shape
+        k = kh * kw * c
+        w_ext = np.zeros((cols.shape[-1], c_out), dtype=weight.dtype)  # (K + extra, C_out)
+        w_ext[:k] = weight.reshape(k, c_out)
+        w_ext[k] = bias
+        y = (cols[0] @ w_ext).reshape(n, *geometry.out_hw, c_out)  # (N, Ho, Wo, C_out)
     else:
         y = _conv_gemm(cols, weight, geometry, n)  # (N, Ho, Wo, C_out)
         if bias is not None:
