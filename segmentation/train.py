@@ -36,9 +36,10 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
 - **Input standardization per crop** (zero mean, unit variance): plates come in
   every colour and exposure; what matters is the contrast of the glyphs.
 - **Schedule:** Adam, linear warm-up then cosine decay to the last step. The number
-  of steps is either given (``--steps N``) or fitted to the time budget: the first
-  ``CALIBRATION_STEPS`` steps (still in the warm-up, whose rates do not depend on the
-  total) are timed and the total is set so that training ends within ``--minutes``.
+  of steps is either given (``--steps N``) or fitted to the time budget: the warm-up
+  steps (whose rates do not depend on the total) are timed, the first
+  ``CALIBRATION_SKIP`` aside (first calls allocate), and at the end of the warm-up the
+  total is set so that training ends within ``--minutes``.
   The chosen total is printed and saved in the checkpoints' configuration; a seed and
   a number of steps fix the run (``--steps N --seed S`` repeats it exactly).
 """
@@ -72,7 +73,7 @@ __all__ = [
 NUM_CLASSES = 14  # background, car, plate (unused here), ten digits, other character
 CHARACTER_CLASSES = tuple(DIGIT_IDS) + (CHAR,)  # ids 3..13: the classes the mean IoU is over
 CHECKPOINT_LAST, CHECKPOINT_BEST = "last.npz", "best.npz"
-CALIBRATION_STEPS = 10  # timed steps that fix the total when steps=None
+CALIBRATION_SKIP = 3  # warm-up steps not timed when fitting the total to the budget
 TIME_MARGIN = 0.9  # fraction of the remaining budget planned (validation, noise)
 
 
@@ -438,9 +439,10 @@ def _schedule(optimizer, config):
     return nn.optim.LinearWarmup(optimizer, config.warmup_steps, start_factor=0.05, after=cosine)
 
 
-def _fit_steps(config, done, seconds):
-    """Total steps that fit the time budget, given ``done`` steps took ``seconds``."""
-    per_step = seconds / max(done, 1)
+def _fit_steps(config, done, seconds, timed, timed_seconds):
+    """Total steps that fit the time budget: ``done`` steps took ``seconds`` so far, of
+    which the last ``timed`` took ``timed_seconds`` (the speed estimate)."""
+    per_step = timed_seconds / max(timed, 1)
     remaining = 60 * config.minutes - seconds
     return max(done + 1, done + int(TIME_MARGIN * remaining / per_step))
 
@@ -515,18 +517,23 @@ def train_digit_segmenter(config, resume=False):
     stopped_by = "steps"
     clock, cpu_clock = time.perf_counter(), time.process_time()
     elapsed_before, cpu_before = float(state["train_seconds"]), float(state["cpu_seconds"])
-    calibrate = min(CALIBRATION_STEPS, config.warmup_steps)
+    calibrate = config.warmup_steps  # fit the total when the warm-up ends
+    skip = CALIBRATION_SKIP if calibrate > CALIBRATION_SKIP else 0
+    timer_start = clock
     bar = tqdm(total=config.steps, initial=int(state["step"]), desc="train", unit="step",
                disable=not config.progress, dynamic_ncols=True)
     step = int(state["step"])
     while config.steps is None or step < config.steps:
+        if config.steps is None and step == skip:
+            timer_start = time.perf_counter()
         if config.steps is None and step == calibrate:
             # Fit the total to the budget; the warm-up so far did not depend on it.
+            now = time.perf_counter()
             config = dataclasses.replace(config, steps=_fit_steps(
-                config, step, elapsed_before + time.perf_counter() - clock))
+                config, step, elapsed_before + now - clock, step - skip, now - timer_start))
             scheduler.after.T_max = max(config.steps - config.warmup_steps, 1)
             bar.total = config.steps
-            bar.write(f"{step} steps took {time.perf_counter() - clock:.1f} s: "
+            bar.write(f"steps {skip + 1}..{step} took {now - timer_start:.1f} s: "
                       f"training for {config.steps} steps (--steps {config.steps})")
         if config.minutes is not None and \
                 elapsed_before + time.perf_counter() - clock > 60 * config.minutes:
