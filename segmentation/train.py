@@ -517,6 +517,26 @@ def train_digit_segmenter(config, resume=False):
     stopped_by = "steps"
     clock, cpu_clock = time.perf_counter(), time.process_time()
     elapsed_before, cpu_before = float(state["train_seconds"]), float(state["cpu_seconds"])
+    def validate_and_save(step):
+        """Validation, ``last.npz`` always, ``best.npz`` when the mean IoU improved."""
+        metrics = evaluate(model, val["crops"], val["masks"], val["texts"])
+        state["val_steps"] = np.append(state["val_steps"], step)
+        state["val_iou"] = np.append(state["val_iou"], metrics["mean_iou"])
+        state["val_read"] = np.append(state["val_read"], metrics["read_exact"])
+        state["val_seconds"] = np.append(state["val_seconds"],
+                                         elapsed_before + time.perf_counter() - clock)
+        state.update(step=step, rng=rng.bit_generator.state,
+                     losses=np.asarray(losses, np.float32),
+                     train_seconds=elapsed_before + time.perf_counter() - clock,
+                     cpu_seconds=cpu_before + time.process_time() - cpu_clock)
+        if metrics["mean_iou"] > float(state["best_iou"]):
+            state.update(best_iou=metrics["mean_iou"], best_step=step)
+            _save(os.path.join(config.out, CHECKPOINT_BEST), model, optimizer, scheduler,
+                  config, state)
+        _save(last_path, model, optimizer, scheduler, config, state)
+        bar.write(f"step {step}: loss {np.mean(losses[-config.eval_every:]):.4f}, "
+                  f"val mean IoU {metrics['mean_iou']:.4f}, read {metrics['read_exact']:.3f}")
+
     calibrate = config.warmup_steps  # fit the total when the warm-up ends
     skip = CALIBRATION_SKIP if calibrate > CALIBRATION_SKIP else 0
     timer_start = clock
@@ -538,6 +558,8 @@ def train_digit_segmenter(config, resume=False):
         if config.minutes is not None and \
                 elapsed_before + time.perf_counter() - clock > 60 * config.minutes:
             stopped_by = "time"
+            if int(state["step"]) != step:  # validate and keep the steps done since the last
+                validate_and_save(step)
             break
         # --- a batch: the next indices of this epoch's order, crops from moved windows
         if state["position"] + config.batch_size > len(state["order"]):
@@ -566,23 +588,7 @@ def train_digit_segmenter(config, resume=False):
             stopped_by = "interrupt"  # a simulated kill: nothing saved since the last evaluation
             break
         if step % config.eval_every == 0 or step == config.steps:  # (None: no last step yet)
-            metrics = evaluate(model, val["crops"], val["masks"], val["texts"])
-            state["val_steps"] = np.append(state["val_steps"], step)
-            state["val_iou"] = np.append(state["val_iou"], metrics["mean_iou"])
-            state["val_read"] = np.append(state["val_read"], metrics["read_exact"])
-            state["val_seconds"] = np.append(state["val_seconds"],
-                                             elapsed_before + time.perf_counter() - clock)
-            state.update(step=step, rng=rng.bit_generator.state,
-                         losses=np.asarray(losses, np.float32),
-                         train_seconds=elapsed_before + time.perf_counter() - clock,
-                         cpu_seconds=cpu_before + time.process_time() - cpu_clock)
-            if metrics["mean_iou"] > float(state["best_iou"]):
-                state.update(best_iou=metrics["mean_iou"], best_step=step)
-                _save(os.path.join(config.out, CHECKPOINT_BEST), model, optimizer, scheduler,
-                      config, state)
-            _save(last_path, model, optimizer, scheduler, config, state)
-            bar.write(f"step {step}: loss {np.mean(losses[-config.eval_every:]):.4f}, "
-                      f"val mean IoU {metrics['mean_iou']:.4f}, read {metrics['read_exact']:.3f}")
+            validate_and_save(step)
     bar.close()
     train_seconds = elapsed_before + time.perf_counter() - clock
     cpu_seconds = cpu_before + time.process_time() - cpu_clock

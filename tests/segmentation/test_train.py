@@ -255,3 +255,12 @@ def test_command_rejects_bad_arguments(tmp_path):
     assert result.returncode == 2
     assert "steps must be a positive integer" in result.stderr
     assert not os.path.exists(tmp_path / "d")  # nothing rendered before the check
+
+
+def test_a_run_stopped_by_the_clock_keeps_its_last_steps(plates, tmp_path):
+    config = _tiny_config(plates, tmp_path, steps=10_000, minutes=0.03, eval_every=10_000)
+    result = train_digit_segmenter(config)
+    assert result["stopped_by"] == "time" and 0 < result["steps_done"] < 10_000
+    last = nn.load(tmp_path / "last.npz")
+    assert int(last["step"]) == result["steps_done"]  # validated and saved at the stop
+    assert result["best_step"] == result["steps_done"]
