@@ -26,8 +26,8 @@ from scipy.sparse.csgraph import connected_components
 
 from detection.datasets.classes import BACKGROUND, CHAR, IGNORE_INDEX
 
-__all__ = ["connected_instances", "reading_order", "merge_fragments", "read_plate", "classes_to_text",
-           "text_to_class_text"]
+__all__ = ["connected_instances", "reading_order", "merge_fragments", "read_plate",
+           "classes_to_text", "text_to_class_text"]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -65,7 +65,8 @@ def connected_instances(class_map, num_classes=14, background=BACKGROUND, ignore
         foreground &= ids != ignore_index
     bad = foreground & ((ids < 0) | (ids >= num_classes))
     if bad.any():
-        raise ValueError(f"class_map holds ids outside [0, {num_classes}) that are not ignore_index")
+        raise ValueError(f"class_map holds ids outside [0, {num_classes}) that are not "
+                         f"ignore_index")
 
     components, count = ndimage.label(foreground, structure=_EIGHT_CONNECTED)
     height, width = class_map.shape

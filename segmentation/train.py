@@ -39,7 +39,10 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
   of steps is either given (``--steps N``) or fitted to the time budget: the warm-up
   steps (whose rates do not depend on the total) are timed, the first
   ``CALIBRATION_SKIP`` aside (first calls allocate), and at the end of the warm-up the
-  total is set so that training ends within ``--minutes``.
+  total is set so that training ends within ``--minutes``. If the machine slows down
+  later (other jobs on a shared machine), each validation shortens the total again so
+  that the decay still ends in time — a run shortened this way is not repeated
+  exactly by ``--steps N``; a run whose clock never binds is.
   The chosen total is printed and saved in the checkpoints' configuration; a seed and
   a number of steps fix the run (``--steps N --seed S`` repeats it exactly).
 """
@@ -85,7 +88,8 @@ class TrainConfig:
     Data: ``data`` (VOC root, generated when missing from ``num_images`` scenes of
     ``image_size`` px with ``data_seed``), ``crop_size`` (h, w) and ``crop_padding``.
     Model: ``base_channels``, ``depth``. Optimization: ``steps`` of ``batch_size``
-    crops (None: as many as fit in ``minutes``, see the module docstring), Adam with ``lr`` and ``weight_decay``, ``warmup_steps`` then cosine decay to
+    crops (None: as many as fit in ``minutes``, see the module docstring), Adam with
+    ``lr`` and ``weight_decay``, ``warmup_steps`` then cosine decay to
     ``lr * final_lr_fraction``, loss ``CE + dice_weight · Dice`` with the character classes
     weighted ``char_weight`` in the cross entropy; ``prior_init`` starts the head's bias
     at the log class frequencies. ``minutes`` caps the
@@ -130,7 +134,8 @@ class TrainConfig:
     def __post_init__(self):
         self.crop_size = tuple(int(s) for s in self.crop_size)
         positive_ints = ("num_images", "image_size", "data_workers", "base_channels", "depth",
-                         "batch_size", "eval_every") + (("steps",) if self.steps is not None else ())
+                         "batch_size", "eval_every")
+        positive_ints += ("steps",) if self.steps is not None else ()
         for name in positive_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -447,6 +452,15 @@ def _fit_steps(config, done, seconds, timed, timed_seconds):
     return max(done + 1, done + int(TIME_MARGIN * remaining / per_step))
 
 
+def _refit_steps(total, step, elapsed, budget, seconds_per_step):
+    """The total steps, shortened if the ``total - step`` left would end after ``budget``
+    seconds at ``seconds_per_step`` (planning ``TIME_MARGIN`` of the time left)."""
+    if (total - step) * seconds_per_step <= budget - elapsed:
+        return total
+    fitted = step + int(TIME_MARGIN * max(budget - elapsed, 0) / seconds_per_step)
+    return min(total, max(step + 1, fitted))
+
+
 def _load_average():
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -504,7 +518,8 @@ def train_digit_segmenter(config, resume=False):
              "val_steps": np.zeros(0, np.int64), "val_iou": np.zeros(0, np.float64),
              "val_read": np.zeros(0, np.float64), "val_seconds": np.zeros(0, np.float64),
              "best_iou": -1.0, "best_step": -1,
-             "train_seconds": 0.0, "cpu_seconds": 0.0}
+             "train_seconds": 0.0, "cpu_seconds": 0.0, "auto_steps": config.steps is None,
+             "refits": 0}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -537,20 +552,32 @@ def train_digit_segmenter(config, resume=False):
         bar.write(f"step {step}: loss {np.mean(losses[-config.eval_every:]):.4f}, "
                   f"val mean IoU {metrics['mean_iou']:.4f}, read {metrics['read_exact']:.3f}")
 
+    def refit_if_late(step, seconds_per_step):
+        """Shorten a fitted schedule when the remaining steps would overrun the budget."""
+        nonlocal config
+        elapsed = elapsed_before + time.perf_counter() - clock
+        total = _refit_steps(config.steps, step, elapsed, 60 * config.minutes, seconds_per_step)
+        if total < config.steps:
+            config = dataclasses.replace(config, steps=total)
+            scheduler.after.T_max = max(total - config.warmup_steps, 1)
+            bar.total = total
+            state["refits"] = int(state["refits"]) + 1
+            bar.write(f"step {step}: {seconds_per_step:.2f} s per step, shortened to {total} steps")
+
     calibrate = config.warmup_steps  # fit the total when the warm-up ends
     skip = CALIBRATION_SKIP if calibrate > CALIBRATION_SKIP else 0
-    timer_start = clock
+    timer_start, timed_from = clock, int(state["step"])
     bar = tqdm(total=config.steps, initial=int(state["step"]), desc="train", unit="step",
                disable=not config.progress, dynamic_ncols=True)
     step = int(state["step"])
     while config.steps is None or step < config.steps:
         if config.steps is None and step == skip:
-            timer_start = time.perf_counter()
+            timer_start, timed_from = time.perf_counter(), step
         if config.steps is None and step == calibrate:
             # Fit the total to the budget; the warm-up so far did not depend on it.
             now = time.perf_counter()
             config = dataclasses.replace(config, steps=_fit_steps(
-                config, step, elapsed_before + now - clock, step - skip, now - timer_start))
+                config, step, elapsed_before + now - clock, step - timed_from, now - timer_start))
             scheduler.after.T_max = max(config.steps - config.warmup_steps, 1)
             bar.total = config.steps
             bar.write(f"steps {skip + 1}..{step} took {now - timer_start:.1f} s: "
@@ -588,14 +615,18 @@ def train_digit_segmenter(config, resume=False):
             stopped_by = "interrupt"  # a simulated kill: nothing saved since the last evaluation
             break
         if step % config.eval_every == 0 or step == config.steps:  # (None: no last step yet)
+            now = time.perf_counter()
+            if bool(state["auto_steps"]) and config.steps is not None and step > calibrate:
+                refit_if_late(step, (now - timer_start) / max(step - timed_from, 1))
             validate_and_save(step)
+            timer_start, timed_from = time.perf_counter(), step  # speed since this validation
     bar.close()
     train_seconds = elapsed_before + time.perf_counter() - clock
     cpu_seconds = cpu_before + time.process_time() - cpu_clock
 
     result = {
         "stopped_by": stopped_by, "steps_done": step, "train_seconds": round(train_seconds, 2),
-        "train_cpu_seconds": round(cpu_seconds, 2),
+        "train_cpu_seconds": round(cpu_seconds, 2), "schedule_refits": int(state["refits"]),
         "data_seconds": round(data_info["seconds"], 2), "data_generated": data_info["generated"],
         "load_seconds": round(load_seconds, 2), "load_average": _load_average(),
         "train_plates": len(train_set), "config": config.to_dict(),

@@ -264,3 +264,12 @@ def test_a_run_stopped_by_the_clock_keeps_its_last_steps(plates, tmp_path):
     last = nn.load(tmp_path / "last.npz")
     assert int(last["step"]) == result["steps_done"]  # validated and saved at the stop
     assert result["best_step"] == result["steps_done"]
+
+
+def test_a_slower_machine_shortens_a_fitted_schedule():
+    from segmentation.train import TIME_MARGIN, _refit_steps
+
+    assert _refit_steps(1000, 200, 60.0, 300.0, 0.2) == 1000  # 160 s left for 160 s of steps
+    shortened = _refit_steps(1000, 200, 60.0, 300.0, 0.5)  # 400 s of steps for 240 s left
+    assert shortened == 200 + int(TIME_MARGIN * 240 / 0.5)
+    assert _refit_steps(1000, 200, 310.0, 300.0, 0.5) == 201  # over time: one more step at most
