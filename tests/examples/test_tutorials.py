@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TUTORIALS = sorted(
     os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "examples", "[0-9][0-9]_*.py"))
 )
-DEDICATED = {"01_autograd.py"}
+DEDICATED = {os.path.basename(p)[5:] for p in glob.glob(os.path.join(ROOT, "tests", "examples", "test_[0-9][0-9]_*.py"))}
 
 
 def test_the_tutorials_are_found():
