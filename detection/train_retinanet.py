@@ -389,6 +389,14 @@ def draw_detections(dataset, predictions, path, count=8, score_threshold=0.4):
     save_figure(figure, path)
 
 
+def _load_average():
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return list(os.getloadavg())
+    except (AttributeError, OSError):
+        return [None, None, None]
+
+
 def _write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
@@ -489,7 +497,8 @@ class _Run:
         self.model.train()
         record = {"iteration": self.state["iteration"], "elapsed": self.state["elapsed"],
                   "map": metrics["map"], "map_50": metrics["map_50"],
-                  "ap50_per_class": metrics["ap50_per_class"]}
+                  "ap50_per_class": metrics["ap50_per_class"],
+                  "load_average": _load_average()[0]}  # other jobs slow the run down
         self.history["evaluations"].append(record)
         return record
 
@@ -628,7 +637,7 @@ def _finish(config, state, history, generated, best_path, val_set, train_set):
         "val": _summary(val),
         "evaluations": history["evaluations"],
         "inference_ms_per_image": measure_inference(model, val_set),
-        "load_average": os.getloadavg(),
+        "load_average": _load_average(),
         "cpu_count": os.cpu_count(),
     }
     test_path = os.path.join(config.data, "ImageSets", "Main", "test.txt")

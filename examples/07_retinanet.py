@@ -73,7 +73,8 @@ def save(figure, name):
 # and plate (2). Images are normalized per channel; the model sees (N, H, W, 3).
 if not os.path.isfile(os.path.join(DATA_DIR, "ImageSets", "Main", "train.txt")):
     start = time.perf_counter()
-    generate_plate_dataset(DATA_DIR, NUM_IMAGES, seed=SEED, progress=False)
+    generate_plate_dataset(DATA_DIR, NUM_IMAGES, seed=SEED, workers=os.cpu_count() or 1,
+                           progress=False)
     print(f"rendered {NUM_IMAGES} scenes in {time.perf_counter() - start:.1f} s")
 val = VOCDataset(DATA_DIR, "val", classes=CLASSES, transforms=Compose([Normalize(MEAN, STD)]))
 raw = VOCDataset(DATA_DIR, "val", classes=CLASSES)
@@ -127,11 +128,12 @@ ax_fg, ax_ig = figure.subplots(1, 2)
 show_image(ax_fg, image)
 draw_anchors(ax_fg, anchors[foreground[0]], color="lime", linewidth=0.8, show_centers=True)
 draw_boxes(ax_fg, target["boxes"], target["labels"], class_names=NAMES, linewidth=2)
-ax_fg.set_title(f"foreground anchors (IoU >= 0.5 or best): {int(foreground.sum())}")
+ax_fg.set_title(f"foreground anchors (IoU >= 0.5 or best): {int(foreground.sum())}",
+                fontsize=10)
 show_image(ax_ig, image)
 draw_anchors(ax_ig, anchors[ignored], color="orange", linewidth=0.6, show_centers=False)
 draw_boxes(ax_ig, target["boxes"], target["labels"], class_names=NAMES, linewidth=2)
-ax_ig.set_title(f"ignored anchors (0.4 <= IoU < 0.5): {int(ignored.sum())}")
+ax_ig.set_title(f"ignored anchors (0.4 <= IoU < 0.5): {int(ignored.sum())}", fontsize=10)
 save(figure, "07_matching.png")
 
 # %% 3. Focal loss against cross entropy
@@ -171,7 +173,9 @@ for gamma in (0.0, 2.0):
 # by the number of foreground anchors), backward, AdamW with warm-up and cosine decay.
 # ``train_retinanet`` does all of it with a progress bar, seeded, keeping the best
 # checkpoint by val mAP. Here a short run; the full one (15 minutes) is
-# ``python -m detection.train_retinanet --data DIR --out RUN_DIR``.
+# ``python -m detection.train_retinanet --data DIR --out RUN_DIR``. (On a machine busy
+# with other jobs, ``OPENBLAS_NUM_THREADS=1 python examples/07_retinanet.py`` trains
+# several times faster than two BLAS threads that keep waiting for each other.)
 run_dir = os.path.join(OUT_DIR, "run")
 train_config = TrainConfig(data=DATA_DIR, out=run_dir, minutes=args.minutes, seed=SEED,
                            quick=args.quick, eval_at=(1.0,), progress=not args.quick)
