@@ -23,13 +23,14 @@ values, which is why this library is channels-last (Chellapilla et al., 2006,
 - ``dW = colsᵀ @ g`` reuses the forward's column matrix;
 - ``db = Σ g`` over N, Ho, Wo;
 - ``dx`` sends every output gradient back to the input pixels its window read:
-  for each kernel tap ``(i, j)`` the product ``g @ W[i, j]ᵀ`` (shape ``(N·Ho·Wo, C)``)
-  is added to the input positions that tap touched. A stride-``s`` convolution
-  touches input rows ``i·d + s·t``, so rows are split into ``s`` *phases* by
-  ``(i·d) mod s``: inside one phase the taps land on a dense grid, the adds stay
-  contiguous, and each phase is interleaved into ``dx`` once (the sub-pixel view
-  of Shi et al., 2016, "Real-time single image and video super-resolution using an
-  efficient sub-pixel convolutional neural network").
+  ``dx[h] = Σ_{i, t: h = i·d - pad + s·t} g[t] W[i]ᵀ``. With stride 1 this is itself a
+  convolution of ``g`` (zero-padded to "full" size) with the flipped kernel, so it
+  is im2col + one GEMM again. A stride-``s`` convolution touches input rows
+  ``i·d - pad + s·t``, so the rows split into ``s`` *phases* (``h mod s``); each
+  phase is reached by a subset of the taps and is a stride-1 convolution of ``g``
+  with that sub-kernel, interleaved into ``dx`` once (the sub-pixel view of Shi et
+  al., 2016, "Real-time single image and video super-resolution using an efficient
+  sub-pixel convolutional neural network").
 
 **Transposed convolution** ("deconvolution", Zeiler et al., 2010; used for learnable
 upsampling by Long et al., 2015, "Fully convolutional networks for semantic
@@ -475,56 +476,73 @@ def _add_bias(y, bias):
 
 
 def _bias_grad(dy):
-    """``db = Σ dy`` over N, H, W, as a matrix-vector product (3x faster than ``sum(axis=0)``
-    on a tall, narrow ``(N·H·W, C)`` array)."""
-    rows = dy.reshape(-1, dy.shape[-1])  # (N·H·W, C)
-    return np.ones(rows.shape[0], dtype=dy.dtype) @ rows
+    """``db = Σ dy`` over N, H, W: rows of ``W·C`` values summed, then the W blocks.
+
+    (Pure NumPy, as fast as a GEMV here, and no extra BLAS call; see conv2d_input_grad.)"""
+    n, h, w, c = dy.shape
+    return dy.reshape(n * h, w * c).sum(axis=0).reshape(w, c).sum(axis=0)
 
 
 # ================================================================ the input gradient
-def _phase_taps(k, s, d, pad_lo, size):
-    """Split the taps along one axis by the phase of the input rows they touch.
+@dataclass(frozen=True)
+class _Phase:
+    """One sub-grid of the input along one axis, and the convolution that fills it.
 
-    Tap ``i`` reads padded rows ``i·d + s·t`` (``t`` = output index), i.e. unpadded
-    rows ``h = i·d - pad_lo + s·t``. All taps with the same ``(i·d - pad_lo) mod s``
-    land on the same sub-grid ``h = h0 + s·u`` of the input.
-
-    Returns:
-        list of ``(h0, count, taps)`` per phase, ``taps`` a list of ``(i, offset)``
-        with ``u = t + offset`` the sub-grid row that output row ``t`` reaches.
+    Input rows ``h = start + stride·u`` (``u < count``) receive the gradient of the
+    kernel taps ``taps`` (increasing), from output rows ``t = u - offset(tap)``; the
+    offsets grow by ``step`` from tap to tap. That is a stride-1 correlation of ``dy``
+    with the taps in reverse order, dilation ``step``, once ``dy`` is cropped to
+    ``[crop_lo, n_out - crop_hi)`` and zero-padded by ``pad``.
     """
+
+    start: int
+    count: int
+    taps: tuple
+    step: int
+    crop_lo: int
+    crop_hi: int
+    pad: tuple
+
+
+def _phases(k, s, d, pad_lo, size, n_out):
+    """The phases of one axis (see ``_Phase``) for a convolution with kernel ``k``,
+    stride ``s``, dilation ``d``, leading padding ``pad_lo``, input length ``size`` and
+    output length ``n_out``. A phase no tap reaches has no taps (its gradient is 0)."""
     phases = []
-    for h0 in range(min(s, size)):
-        count = (size - h0 + s - 1) // s  # rows h0, h0 + s, ... below size
-        taps = []
-        for i in range(k):
-            shift = i * d - pad_lo - h0
-            if shift % s == 0:
-                taps.append((i, shift // s))
-        phases.append((h0, count, taps))
+    for start in range(min(s, size)):
+        count = (size - start + s - 1) // s  # rows start, start + s, ... below size
+        # Tap i reads input row i·d - pad_lo + s·t, which is start + s·u for u = t + offset.
+        taps = [i for i in range(k) if (i * d - pad_lo - start) % s == 0]
+        offsets = [(i * d - pad_lo - start) // s for i in taps]
+        step = offsets[1] - offsets[0] if len(taps) > 1 else 1
+        if not taps:
+            phases.append(_Phase(start, count, (), 1, 0, 0, (0, 0)))
+            continue
+        # phase[u] = Σ_r dy[u - offsets[r]] W[taps[r]]ᵀ = Σ_q dy_pad[u + q·step] W[taps[-1-q]]ᵀ
+        # with dy padded by offsets[-1] in front and so much behind that `count` rows come out.
+        before = offsets[-1]
+        after = count + step * (len(taps) - 1) - n_out - before
+        phases.append(_Phase(start, count, tuple(taps), step, max(0, -before), max(0, -after),
+                             (max(0, before), max(0, after))))
     return phases
 
 
-def _clip(offset, n_out, count):
-    """Rows ``t`` of the output with ``0 <= t + offset < count``: (t_start, t_stop)."""
-    start = max(0, -offset)
-    stop = min(n_out, count - offset)
-    return start, max(start, stop)
-
-
 def conv2d_input_grad(dy, weight, in_shape, geometry):
-    """``dx`` of a convolution: each tap's ``dy @ W[i, j]ᵀ`` added back where it was read.
+    """``dx`` of a convolution, as a few stride-1 convolutions of ``dy`` (sub-pixel phases).
 
-    For every kernel tap ``(i, j)``, the contribution ``dy @ W[i, j]ᵀ`` (one GEMM into
-    a reused contiguous buffer) is added to the input rows ``i·dh + sh·t - pad_top``
-    and columns ``j·dw + sw·t' - pad_left``. Rows that fall in the zero padding are
-    simply not added (no padded copy, no crop). With a stride the input splits into
-    ``sh·sw`` phases (sub-grids); a phase reached by several taps is summed in a dense
-    buffer and interleaved into ``dx`` once, so no add ever writes a strided array.
-    The first tap that covers a whole phase is assigned instead of added (no zero fill).
-    A stride-1, ungrouped convolution with a kernel larger than 1x1 takes a shortcut:
-    its input gradient is itself a convolution ("full" padding, flipped kernel), done
-    as im2col + one GEMM (``_full_correlation_input_grad``).
+    Input pixel ``h`` receives ``Σ dy[t] W[i]ᵀ`` over the taps ``i`` and outputs ``t``
+    with ``h = i·d - pad + s·t``. With stride 1 that is itself a convolution of ``dy``
+    (zero-padded to "full" size) with the kernel flipped and its channel axes swapped:
+    the textbook backward pass, done here as im2col + one GEMM. With stride ``s`` the
+    input splits into ``s`` phases per axis (``h mod s``); each phase is reached by a
+    subset of the taps and is again a stride-1 convolution of ``dy`` with that
+    sub-kernel (Shi et al., 2016's sub-pixel view). So ``dx`` costs ``sh·sw`` GEMMs at
+    most, and no scattered adds. (One large GEMM per phase rather than one small GEMM
+    per tap also keeps BLAS's threads busy: on a shared machine, every separate
+    multi-threaded GEMM can wait for a descheduled worker thread.)
+
+    When the windows tile the input (kernel == stride, no padding), every phase has
+    one tap: one GEMM and one transposing copy (``_tiled_input_grad``).
 
     Args:
         dy (ndarray[N, Ho, Wo, C_out]): gradient of the output.
@@ -537,146 +555,43 @@ def conv2d_input_grad(dy, weight, in_shape, geometry):
     n, h, w, c = in_shape
     kh, kw = geometry.kernel
     sh, sw = geometry.stride
+    dh, dw = geometry.dilation
     ho, wo = geometry.out_hw
     g = geometry.groups
     cg = c // g
-    c_out = weight.shape[-1]
-    cog = c_out // g
-    dy_rows = _grouped_rows(dy, g)  # (g, N·Ho·Wo, C_out/g)
-    # Per-tap transposed weights, contiguous: w_taps[i, j, k] = (W[i, j] of group k)ᵀ.
-    w6 = weight.reshape(kh, kw, cg, g, cog)
-    w_taps = np.ascontiguousarray(w6.transpose(0, 1, 3, 4, 2))  # (kh, kw, g, C_out/g, C/g)
-
-    dilated = (kh > 1 and geometry.dilation[0] > 1) or (kw > 1 and geometry.dilation[1] > 1)
+    cog = weight.shape[-1] // g
+    dilated = (kh > 1 and dh > 1) or (kw > 1 and dw > 1)
     if (kh, kw) == (sh, sw) and geometry.padding == ((0, 0), (0, 0)) and not dilated:
         # The windows tile the input: no two taps meet, no sums at all.
-        return _tiled_input_grad(dy_rows, w_taps, in_shape, geometry)
-    full = _full_padding(in_shape, geometry)
-    if full is not None and g == 1 and (kh, kw) != (1, 1):
-        return _full_correlation_input_grad(dy, weight, full, geometry)
+        return _tiled_input_grad(dy, weight, in_shape, geometry)
 
-    rows = _phase_taps(kh, sh, geometry.dilation[0], geometry.padding[0][0], h)
-    cols = _phase_taps(kw, sw, geometry.dilation[1], geometry.padding[1][0], w)
-    strided = len(rows) > 1 or len(cols) > 1
-    some_phase_empty = any(not t for _, _, t in rows) or any(not t for _, _, t in cols)
-    # Positions no tap reaches (stride > dilated kernel) keep their zero gradient.
+    # The filters seen from the output side, back[i, j, o, k·C/g + c] = W[i, j, c, k·C_out/g + o]:
+    # the HWIO weight (kh, kw, C_out/g, C) of the convolutions that map dy to dx.
+    back = weight.reshape(kh, kw, cg, g, cog).transpose(0, 1, 4, 3, 2).reshape(kh, kw, cog, c)
+    rows = _phases(kh, sh, dh, geometry.padding[0][0], h, ho)
+    cols = _phases(kw, sw, dw, geometry.padding[1][0], w, wo)
+    # Positions no tap reaches (stride > dilated kernel, or only padding read) get zero.
+    some_phase_empty = any(not p.taps for p in rows) or any(not p.taps for p in cols)
     dx = (np.zeros if some_phase_empty else np.empty)(in_shape, dtype=dy.dtype)
-    products = _TapProducts(dy_rows, w_taps, n, ho, wo)
-    for h0, h_count, row_taps in rows:
-        for w0, w_count, col_taps in cols:
-            taps = [(i, oh, j, ow) for i, oh in row_taps for j, ow in col_taps]
-            if not taps:
-                continue
-            target = dx[:, h0::sh, w0::sw, :]  # (N, h_count, w_count, C), a view
-            if strided and len(taps) > 1:
-                # Several taps meet here: sum them densely, interleave into dx once.
-                phase = np.empty((n, h_count, w_count, c), dtype=dy.dtype)
-                _sum_taps(phase, taps, products)
-                target[...] = phase
-            else:
-                _sum_taps(target, taps, products)
+    single = len(rows) == 1 and len(cols) == 1  # e.g. stride 1: dx is one phase
+    for row in rows:
+        for col in cols:
+            if not row.taps or not col.taps:
+                continue  # no tap reaches this phase: its gradient stays zero
+            # Reversed taps: the correlation reads the tap with the largest offset first.
+            sub = back[np.array(row.taps[::-1])][:, np.array(col.taps[::-1])]  # (Th, Tw, ·, C)
+            dy_sub = dy[:, row.crop_lo:ho - row.crop_hi, col.crop_lo:wo - col.crop_hi]
+            phase, _ = conv2d_forward(
+                dy_sub, np.ascontiguousarray(sub), None, 1, (row.pad, col.pad),
+                (row.step, col.step), g, keep_cols=False,
+            )  # (N, row.count, col.count, C)
+            if single:
+                return phase
+            dx[:, row.start::sh, col.start::sw] = phase
     return dx
 
 
-def _full_padding(in_shape, geometry):
-    """Padding of ``dy`` that makes a stride-1 input gradient a plain convolution, or None.
-
-    With stride 1, ``dx[y] = Σ_i dy[y + pad_top - i·d] W[i]ᵀ``: a correlation of ``dy``
-    padded by ``d·(k-1) - pad_top`` on top and ``h - Ho + pad_top`` below (the "full"
-    convolution of the textbook backward pass) with the flipped kernel. Needs stride 1
-    and paddings no larger than the dilated kernel (else some pad would be negative).
-    """
-    if geometry.stride != (1, 1):
-        return None
-    pads = []
-    for axis, size, out in ((0, in_shape[1], geometry.out_hw[0]),
-                            (1, in_shape[2], geometry.out_hw[1])):
-        reach = geometry.dilation[axis] * (geometry.kernel[axis] - 1)
-        before = reach - geometry.padding[axis][0]
-        after = size - out + geometry.padding[axis][0]
-        if before < 0 or after < 0:
-            return None
-        pads.append((before, after))
-    return tuple(pads)
-
-
-def _full_correlation_input_grad(dy, weight, full_padding, geometry):
-    """``dx`` of a stride-1 convolution as the forward convolution (im2col + one GEMM) of
-    the padded ``dy`` with the flipped, channel-swapped kernel ``W[kh-1-i, kw-1-j, o, c]``.
-
-    One GEMM with ``K = kh·kw·C_out`` instead of ``kh·kw`` thin GEMMs with ``K = C_out``
-    and as many shifted adds: 3-6x faster on the U-Net's 3x3 layers at 32x96.
-    """
-    flipped = np.ascontiguousarray(weight[::-1, ::-1].transpose(0, 1, 3, 2))  # (kh,kw,C_out,C)
-    dx, _ = conv2d_forward(dy, flipped, None, 1, full_padding, geometry.dilation, keep_cols=False)
-    return dx
-
-
-class _TapProducts:
-    """``dy @ W[i, j]ᵀ`` for one tap at a time, in one reused contiguous buffer.
-
-    Args:
-        dy_rows (ndarray[g, N·Ho·Wo, C_out/g]): output gradient as GEMM rows.
-        w_taps (ndarray[kh, kw, g, C_out/g, C/g]): per-tap transposed weights.
-    """
-
-    def __init__(self, dy_rows, w_taps, n, ho, wo):
-        self.dy_rows, self.w_taps = dy_rows, w_taps
-        self.grid_shape = (n, ho, wo)
-        self.buffer = None
-
-    def grid(self, i, j):
-        """Tap ``(i, j)``'s contribution as ``(N, Ho, Wo, g, C/g)`` (valid until the next call)."""
-        g, m, _ = self.dy_rows.shape
-        cg = self.w_taps.shape[-1]
-        if self.buffer is None:
-            self.buffer = np.empty((g, m, cg), dtype=self.dy_rows.dtype)
-        np.matmul(self.dy_rows, self.w_taps[i, j], out=self.buffer)  # (g, N·Ho·Wo, C/g)
-        return self.buffer.reshape((g,) + self.grid_shape + (cg,)).transpose(1, 2, 3, 0, 4)
-
-    def write(self, out, i, j):
-        """Write tap ``(i, j)``'s contribution straight into ``out (N, Ho, Wo, C)`` (one GEMM)."""
-        np.matmul(self.dy_rows[0], self.w_taps[i, j, 0], out=out.reshape(-1, out.shape[-1]))
-
-
-def _sum_taps(phase, taps, products):
-    """``phase = Σ`` over ``taps`` of each tap's contribution, shifted to where it lands.
-
-    Args:
-        phase (ndarray[N, rows, cols, C]): destination (a view into dx or a dense buffer).
-        taps (list): ``(i, row_offset, j, col_offset)``; output pixel ``(t, u)`` of tap
-            ``(i, j)`` lands on ``phase[:, t + row_offset, u + col_offset]``.
-        products (_TapProducts): source of the per-tap contributions.
-    """
-    n, h_count, w_count, c = phase.shape
-    _, ho, wo = products.grid_shape
-    g = products.dy_rows.shape[0]
-    # A tap covering the whole phase goes first and is assigned, not added: no zero fill.
-    covering = [tap for tap in taps if tap[1] <= 0 <= tap[1] + ho - h_count
-                and tap[3] <= 0 <= tap[3] + wo - w_count]
-    if covering:
-        taps = covering[:1] + [tap for tap in taps if tap != covering[0]]
-    else:
-        phase[...] = 0
-    for index, (i, oh, j, ow) in enumerate(taps):
-        assign = index == 0 and bool(covering)
-        if assign and (oh, ow, ho, wo) == (0, 0, h_count, w_count) and g == 1 \
-                and phase.flags.c_contiguous:
-            products.write(phase, i, j)  # the GEMM writes straight into the destination
-            continue
-        t0, t1 = _clip(oh, ho, h_count)
-        u0, u1 = _clip(ow, wo, w_count)
-        source = products.grid(i, j)[:, t0:t1, u0:u1]  # (N, rows, cols, g, C/g)
-        dest = phase[:, t0 + oh:t1 + oh, u0 + ow:u1 + ow, :].reshape(
-            n, t1 - t0, u1 - u0, g, c // g
-        )  # (N, rows, cols, g, C/g), a view: splitting the contiguous channel axis
-        if assign:
-            dest[...] = source
-        else:
-            dest += source
-
-
-def _tiled_input_grad(dy_rows, w_taps, in_shape, geometry):
+def _tiled_input_grad(dy, weight, in_shape, geometry):
     """``dx`` when the windows tile the input (kernel == stride, no padding).
 
     Each input pixel is read by exactly one tap of one window, so no sums are needed:
@@ -689,10 +604,14 @@ def _tiled_input_grad(dy_rows, w_taps, in_shape, geometry):
     n, h, w, c = in_shape
     kh, kw = geometry.kernel
     ho, wo = geometry.out_hw
-    g, cog, cg = w_taps.shape[2:]
-    # All taps side by side: (g, C_out/g, kh·kw·C/g), tap-major columns.
-    w_all = w_taps.transpose(2, 3, 0, 1, 4).reshape(g, cog, kh * kw * cg)
-    dx = np.empty(in_shape, dtype=dy_rows.dtype)
+    g = geometry.groups
+    cg = c // g
+    cog = weight.shape[-1] // g
+    dy_rows = _grouped_rows(dy, g)  # (g, N·Ho·Wo, C_out/g)
+    # All taps side by side: w_all[k, o, (i, j, c)] = W[i, j, c, k·C_out/g + o].
+    w_all = weight.reshape(kh, kw, cg, g, cog).transpose(3, 4, 0, 1, 2)  # (g, C_out/g, kh, kw, C/g)
+    w_all = w_all.reshape(g, cog, kh * kw * cg)
+    dx = np.empty(in_shape, dtype=dy.dtype)
     if ho * kh < h:
         dx[:, ho * kh:] = 0
     if wo * kw < w:
