@@ -24,7 +24,11 @@ alternating, and each case reports the median of all its timed repeats after war
 The machine is shared, so the ratio (ours / reference) is the figure to read; the
 "best-of" column divides the fastest repeats, the least disturbed by other processes.
 ``--threads 1 --clock cpu`` measures process CPU time with one thread per library:
-a comparison of the work done that other processes' load hardly moves.
+a comparison of the work done that other processes' load hardly moves. When the
+cores are busy (load average above ~2 on 2 cores), a 2-thread BLAS or OpenMP call
+can wait a whole scheduler slice for its descheduled worker thread (timings jump
+from ~5 to 100-400 ms, in both libraries); the wall-clock medians then measure the
+scheduler more than the kernels, and the header prints the load average to say so.
 """
 import argparse
 import json
