@@ -146,15 +146,15 @@ p_t = np.linspace(0.001, 1.0, 500)
 figure = Figure(figsize=(6, 4.5))
 ax = figure.add_subplot()
 for gamma in (0, 0.5, 1, 2, 5):
-    ax.plot(p_t, -(1 - p_t) ** gamma * np.log(p_t), label=f"gamma = {gamma}" +
+    ax.plot(p_t, -(1 - p_t) ** gamma * np.log(p_t), label=rf"$\gamma$ = {gamma}" +
             (" (cross entropy)" if gamma == 0 else ""))
 ax.axvspan(0.6, 1.0, color="grey", alpha=0.15)
 ax.text(0.62, 3.5, "well-classified\nexamples", fontsize=9)
-ax.set_xlabel("probability of ground truth class p_t")
+ax.set_xlabel(r"probability of the ground-truth class $p_t$")
 ax.set_ylabel("loss")
 ax.set_ylim(0, 5)
 ax.legend()
-ax.set_title("focal loss FL = -(1 - p_t)^gamma log(p_t)")
+ax.set_title(r"focal loss $FL(p_t) = -(1 - p_t)^\gamma \log(p_t)$")
 save(figure, "07_focal_loss.png")
 
 # The same on this image's anchors at initialisation: every anchor starts at
