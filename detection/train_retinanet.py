@@ -40,6 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
 import nn
@@ -53,7 +54,8 @@ from detection.retinanet import RetinaNet, RetinaNetConfig
 from detection.visualize import draw_boxes, plot_pr_curves, save_figure, show_image
 
 __all__ = ["CLASSES", "TrainConfig", "WarmupCosine", "plate_retinanet_config", "build_model",
-           "ensure_dataset", "evaluate", "measure_inference", "train_retinanet", "main"]
+           "ensure_dataset", "evaluate", "measure_inference", "load_run", "train_retinanet",
+           "main"]
 
 CLASSES = ("car", "plate")
 # ImageNet statistics: the generated scenes are natural-looking RGB, any fixed
@@ -240,20 +242,10 @@ def ensure_dataset(config):
                                   progress=config.progress)
 
 
-class _Subset(nn.data.Dataset):
-    """The first ``count`` items of a dataset (all when ``count`` is None)."""
-
-    def __init__(self, dataset, count=None):
-        self.dataset = dataset
-        self.count = len(dataset) if count is None else min(count, len(dataset))
-
-    def __len__(self):
-        return self.count
-
-    def __getitem__(self, index):
-        if not 0 <= index < self.count:
-            raise IndexError(f"index {index} out of range for {self.count} items")
-        return self.dataset[index]
+def _first(dataset, count):
+    """The first ``count`` items of ``dataset`` (all of them when ``count`` is None)."""
+    count = len(dataset) if count is None else min(count, len(dataset))
+    return nn.data.Subset(dataset, range(count))
 
 
 def build_datasets(config, augment_rng):
@@ -274,7 +266,7 @@ def build_datasets(config, augment_rng):
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"dataset {config.data} needs train and val images, got "
                          f"{len(train)} and {len(val)}")
-    return _Subset(train, config.max_train_images), _Subset(val, config.max_val_images)
+    return _first(train, config.max_train_images), _first(val, config.max_val_images)
 
 
 def _model_config(config):
@@ -331,14 +323,9 @@ def measure_inference(model, dataset, count=20, warmup=3):
 
 
 # ---------------------------------------------------------------------- figures
-def _figure(*size):
-    from matplotlib.figure import Figure
-    return Figure(figsize=size)
-
-
 def plot_losses(history, path):
     """Loss curves (per iteration, smoothed) and val mAP at each evaluation."""
-    figure = _figure(10, 4)
+    figure = Figure(figsize=(10, 4))
     ax_loss, ax_map = figure.subplots(1, 2)
     iterations = np.asarray(history["iteration"])
     for key, label in (("loss", "total"), ("classification", "focal (classification)"),
@@ -374,7 +361,7 @@ def draw_detections(dataset, predictions, path, count=8, score_threshold=0.4):
     count = min(count, len(dataset))
     columns = min(4, count)
     rows = math.ceil(count / columns)
-    figure = _figure(3.2 * columns, 3.2 * rows)
+    figure = Figure(figsize=(3.2 * columns, 3.2 * rows))
     axes = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
     for ax in axes[count:]:
         ax.set_axis_off()
@@ -566,10 +553,12 @@ def train_retinanet(config, resume=False):
     state = run.state
     budget = 60.0 * config.minutes
     timed_by_iters = config.iters is not None
+    # The bar counts iterations, or seconds of the budget (then without a rate).
     bar = tqdm(total=config.iters if timed_by_iters else int(round(budget)),
                initial=state["iteration"] if timed_by_iters else int(state["elapsed"]),
-               unit="it" if timed_by_iters else "s", disable=not config.progress,
-               desc=f"retinanet-{config.backbone}", dynamic_ncols=True)
+               unit="it", disable=not config.progress, desc=f"retinanet-{config.backbone}",
+               dynamic_ncols=True, bar_format=None if timed_by_iters else
+               "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]")
     session_start, elapsed_before = time.perf_counter(), state["elapsed"]
     last_save, session_iterations = session_start, 0
     run.model.train()
@@ -617,7 +606,7 @@ def _finish(config, state, history, generated, best_path, val_set, train_set):
     draw_detections(val_set, val["predictions"], os.path.join(config.out, "detections.png"))
     curves = val["curves"]
     defined = curves["ap"] >= 0
-    figure = _figure(5, 4)
+    figure = Figure(figsize=(5, 4))
     plot_pr_curves(np.broadcast_to(curves["recall"], curves["precision"].shape)[defined],
                    curves["precision"][defined],
                    names=[CLASSES[k - 1] for k in curves["labels"][defined]], ax=figure.subplots(),

@@ -165,7 +165,7 @@ for gamma in (0.0, 2.0):
     loss = nn.functional.sigmoid_focal_loss(logits, cls_targets, alpha=0.25, gamma=gamma).data
     loss = loss * valid[..., None]
     background_share = loss[~foreground].sum() / loss.sum()
-    print(f"gamma {gamma}: background anchors carry {100 * background_share:.1f}% of the "
+    print(f"gamma {gamma}: background anchors carry {100 * background_share:.3g}% of the "
           f"classification loss")
 
 # %% 4. Training
