@@ -11,3 +11,4 @@ from nn import init  # noqa: F401
 from nn import optim  # noqa: F401
 from nn.io import save, load
 from nn import data  # noqa: F401
+from nn._threads import get_num_threads, set_num_threads

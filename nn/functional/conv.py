@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from nn._threads import parallel_for, split_range
 from nn.tensor import Function, Tensor
 
 __all__ = [
@@ -319,16 +320,37 @@ def _output_padding_for_size(output_size, in_hw, kernel, stride, pads, dilation,
 
 
 # ============================================================ im2col and the GEMMs
+# Work is cut into blocks of about this many bytes: they fit the 1 MB L2 cache per
+# core, so a block of columns is still in cache when its GEMM reads it.
+_BLOCK_BYTES = 1 << 20
+
 def _pad(x, padding):
     """Zero-pad the H and W axes of ``x (N, H, W, C)`` by ``((top, bottom), (left, right))``."""
     (pt, pb), (pl, pr) = padding
     if pt == pb == pl == pr == 0:
         return x
     n, h, w, c = x.shape
-    # One zero-filled allocation and one interior copy; np.pad is slower here.
-    xp = np.zeros((n, h + pt + pb, w + pl + pr, c), dtype=x.dtype)
-    xp[:, pt:pt + h, pl:pl + w, :] = x
+    # One allocation; the borders zeroed and the interior copied per image block, on
+    # the library's threads (np.pad is slower here).
+    xp = np.empty((n, h + pt + pb, w + pl + pr, c), dtype=x.dtype)
+    blocks = split_range(n, _blocks_for(x.nbytes))
+
+    def fill(i, slot):
+        n0, n1 = blocks[i]
+        block = xp[n0:n1]
+        block[:, :pt] = 0
+        block[:, pt + h:] = 0
+        block[:, pt:pt + h, :pl] = 0
+        block[:, pt:pt + h, pl + w:] = 0
+        block[:, pt:pt + h, pl:pl + w] = x[n0:n1]
+
+    parallel_for(fill, len(blocks))
     return xp
+
+
+def _blocks_for(nbytes):
+    """How many blocks to cut ``nbytes`` of memory-bound work into: ~1 MB each."""
+    return max(1, nbytes // _BLOCK_BYTES)
 
 
 def _is_plain_gemm(geometry):
@@ -355,8 +377,6 @@ def im2col(x, geometry, bias_column=False):
     """
     n, _, _, c = x.shape
     kh, kw = geometry.kernel
-    sh, sw = geometry.stride
-    dh, dw = geometry.dilation
     ho, wo = geometry.out_hw
     g = geometry.groups
     cg = c // g
@@ -369,22 +389,76 @@ def im2col(x, geometry, bias_column=False):
     k = kh * kw * cg
     width = (k + 1 + 3) // 4 * 4 if bias_column else k
     cols = np.empty((g, n * ho * wo, width), dtype=x.dtype)  # (g, N·Ho·Wo, K [+ extra])
-    if bias_column:
-        cols[0, :, k] = 1
-        cols[0, :, k + 1:] = 0
+    blocks = _row_blocks(n, ho, wo * width * x.itemsize)
+
+    def fill(i, slot):
+        n0, n1, h0, h1 = blocks[i]
+        r0, r1 = (n0 * ho + h0) * wo, ((n1 - 1) * ho + h1) * wo
+        _fill_cols(_input_slab(xp, geometry, n0, n1, h0, h1), geometry, h1 - h0, cols[:, r0:r1, :k])
+        if bias_column:
+            cols[0, r0:r1, k] = 1
+            cols[0, r0:r1, k + 1:] = 0
+
+    parallel_for(fill, len(blocks))
+    return cols
+
+
+def _row_blocks(n, ho, row_bytes):
+    """Cut the ``N·Ho`` output rows into blocks ``(n0, n1, h0, h1)`` of about 1 MB of columns.
+
+    A block is either whole images ``[n0, n1)`` or rows ``[h0, h1)`` of one image, so
+    its rows of the column matrix and of the output are contiguous. Small blocks stay
+    in cache between the im2col copy and the GEMM that reads them (a whole column
+    matrix of the U-Net's first layers is 28-56 MB: copying it, then reading it back
+    from memory, costs as much as the GEMM), and they spread over the threads.
+    """
+    rows = max(1, _BLOCK_BYTES // max(1, row_bytes))  # output rows per block
+    if rows >= ho:
+        per = rows // ho  # whole images per block
+        return [(n0, min(n0 + per, n), 0, ho) for n0 in range(0, n, per)]
+    return [(i, i + 1, h0, min(h0 + rows, ho)) for i in range(n) for h0 in range(0, ho, rows)]
+
+
+def _input_slab(xp, geometry, n0, n1, h0, h1):
+    """The rows of the padded input that output rows ``[h0, h1)`` of images ``[n0, n1)`` read."""
+    kh = geometry.kernel[0]
+    sh, dh = geometry.stride[0], geometry.dilation[0]
+    return xp[n0:n1, h0 * sh:(h1 - 1) * sh + dh * (kh - 1) + 1]
+
+
+def _fill_cols(xp, geometry, ho, out):
+    """Write the windows of ``xp`` (padded input rows, ``ho`` output rows) into ``out``.
+
+    Args:
+        xp (ndarray[n, Hs, Wp, C]): padded input (a slab of rows of it).
+        geometry (ConvGeometry): of the convolution (``out_hw[1]`` is Wo).
+        ho (int): output rows the slab yields.
+        out (ndarray[g, n·ho·Wo, kh·kw·C/g]): destination (a view into the column matrix).
+    """
+    n, _, _, c = xp.shape
+    kh, kw = geometry.kernel
+    sh, sw = geometry.stride
+    dh, dw = geometry.dilation
+    wo = geometry.out_hw[1]
+    g = geometry.groups
+    cg = c // g
+    k = kh * kw * cg
     s_n, s_h, s_w, s_c = xp.strides
-    if g == 1 and (dw == 1 or kw == 1) and c > 0:
+    if g == 1 and (dw == 1 or kw == 1) and c > 0 and out[0].flags.c_contiguous:
         # One window row is kw·C values that are contiguous in NHWC. NumPy copies an
         # array run by run (its innermost axis), with a fixed cost per run: as floats
         # the runs are the N·Ho·Wo·kh window rows; with each window row seen as one
         # opaque record the runs are the N·Ho·Wo windows, kh times fewer (1.7x faster
         # for the first layer's 3 channels).
         record = np.dtype((np.void, kw * c * xp.itemsize))
+        # (A slab of whole padded rows is contiguous: ascontiguousarray makes no copy.)
+        xp = np.ascontiguousarray(xp)
+        s_n, s_h, s_w, s_c = xp.strides
         rows = np.ndarray((n, ho, wo, kh), dtype=record, buffer=xp,
                           strides=(s_n, s_h * sh, s_w * sw, s_h * dh))  # overlapping records
-        dest = cols[0, :, :k].reshape(n, ho, wo, kh, kw * c).view(record)  # (N, Ho, Wo, kh, 1)
+        dest = out[0].reshape(n, ho, wo, kh, kw * c).view(record)  # (n, ho, Wo, kh, 1)
         dest[..., 0] = rows
-        return cols
+        return
     # A read-only strided view of every window, then one copy into the rows.
     windows = as_strided(
         xp,
@@ -392,8 +466,112 @@ def im2col(x, geometry, bias_column=False):
         strides=(cg * s_c, s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c),
         writeable=False,
     )
-    cols[:, :, :k].reshape(g, n, ho, wo, kh, kw, cg)[...] = windows  # (g, N, Ho, Wo, kh, kw, C/g)
-    return cols
+    out.reshape(g, n, ho, wo, kh, kw, cg)[...] = windows  # (g, n, ho, Wo, kh, kw, C/g)
+
+
+def _gemm_rows(a, b, out=None):
+    """``a @ b`` with the rows of ``a (M, K)`` in ~1 MB blocks over the library's threads.
+
+    Each thread runs single-threaded BLAS on its blocks (see ``nn/_threads.py``).
+    Returns ``out (M, N)`` (allocated when None).
+    """
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    blocks = split_range(a.shape[0], _blocks_for(a.nbytes))
+
+    def work(i, slot):
+        r0, r1 = blocks[i]
+        np.matmul(a[r0:r1], b, out=out[r0:r1])
+
+    parallel_for(work, len(blocks))
+    return out
+
+
+def _gemm_tn(a, b):
+    """``aᵀ @ b`` for tall ``a (M, K)`` and ``b (M, N)``: ``(K, N)``, summed over M in blocks.
+
+    Each thread adds the products of its row blocks, ``b_blockᵀ @ a_block (N, K)``
+    (this orientation runs faster than ``a_blockᵀ @ b_block`` for narrow N), and the
+    few partial sums are added at the end.
+    """
+    blocks = split_range(a.shape[0], _blocks_for(a.nbytes + b.nbytes))
+    partial = {}
+
+    def work(i, slot):
+        r0, r1 = blocks[i]
+        product = b[r0:r1].T @ a[r0:r1]  # (N, K)
+        if slot in partial:
+            partial[slot] += product
+        else:
+            partial[slot] = product
+
+    parallel_for(work, len(blocks))
+    total = np.zeros((b.shape[1], a.shape[1]), dtype=np.result_type(a, b))
+    for product in partial.values():
+        total += product
+    return total.T  # (K, N)
+
+
+def _conv_blocks(xp, geometry, n, k, dtype, work):
+    """Run ``work(cols, r0, r1, slot)`` for every block of output rows (see ``_row_blocks``).
+
+    ``cols (r1 - r0, k)`` holds the im2col rows ``[r0, r1)`` of the padded input ``xp``;
+    it lives in a per-thread buffer that is reused from block to block, so it is
+    written and read while in cache.
+    """
+    ho, wo = geometry.out_hw
+    blocks = _row_blocks(n, ho, wo * k * np.dtype(dtype).itemsize)
+    most = max(((b[1] - b[0]) * (b[3] - b[2]) * wo for b in blocks), default=0)
+    buffers = {}
+
+    def run(i, slot):
+        n0, n1, h0, h1 = blocks[i]
+        r0, r1 = (n0 * ho + h0) * wo, ((n1 - 1) * ho + h1) * wo
+        if slot not in buffers:
+            buffers[slot] = np.empty((most, k), dtype=dtype)
+        cols = buffers[slot][:r1 - r0]  # (rows, kh·kw·C)
+        _fill_cols(_input_slab(xp, geometry, n0, n1, h0, h1), geometry, h1 - h0, cols[None])
+        work(cols, r0, r1, slot)
+
+    parallel_for(run, len(blocks))
+
+
+def _conv_forward_blocked(xp, w2d, bias, geometry, n):
+    """``y = im2col(xp) @ W (+ b)`` block by block: ``(N·Ho·Wo, C_out)`` (groups == 1)."""
+    ho, wo = geometry.out_hw
+    y = np.empty((n * ho * wo, w2d.shape[1]), dtype=xp.dtype)  # (N·Ho·Wo, C_out)
+
+    def work(cols, r0, r1, slot):
+        np.matmul(cols, w2d, out=y[r0:r1])
+        if bias is not None:
+            y[r0:r1] += bias
+
+    _conv_blocks(xp, geometry, n, w2d.shape[0], xp.dtype, work)
+    return y
+
+
+def _weight_grad_blocked(xp, dy_rows, geometry, n):
+    """``dW = im2col(xp)ᵀ @ dy`` with the columns rebuilt block by block: ``(K, C_out)``.
+
+    Rebuilding a block of columns from the kept (padded) input costs a copy in
+    cache; keeping the whole column matrix from the forward pass would cost ~9x the
+    memory and a trip through main memory both ways.
+    """
+    partial = {}
+
+    def work(cols, r0, r1, slot):
+        product = dy_rows[r0:r1].T @ cols  # (C_out, K)
+        if slot in partial:
+            partial[slot] += product
+        else:
+            partial[slot] = product
+
+    k = geometry.kernel[0] * geometry.kernel[1] * geometry.in_channels_per_group
+    _conv_blocks(xp, geometry, n, k, xp.dtype, work)
+    total = np.zeros((dy_rows.shape[1], k), dtype=xp.dtype)
+    for product in partial.values():
+        total += product
+    return total.T  # (K, C_out)
 
 
 def _grouped_weight(weight, groups):
@@ -430,7 +608,7 @@ def _conv_gemm(cols, weight, geometry, n):
     w_groups = _grouped_weight(weight, g)  # (g, kh·kw·C/g, C_out/g)
     c_out = weight.shape[-1]
     if g == 1:
-        return (cols[0] @ w_groups[0]).reshape(n, ho, wo, c_out)  # (N, Ho, Wo, C_out)
+        return _gemm_rows(cols[0], w_groups[0]).reshape(n, ho, wo, c_out)  # (N, Ho, Wo, C_out)
     y = np.matmul(cols, w_groups)  # (g, N·Ho·Wo, C_out/g)
     # Output channel block k comes from group k: (N·Ho·Wo, g, C_out/g) -> C_out.
     return np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(n, ho, wo, c_out)
@@ -456,7 +634,7 @@ def _weight_and_bias_grad(cols, dy, geometry):
     if g > 1:
         dw = np.matmul(cols.transpose(0, 2, 1), dy_rows)  # (g, kh·kw·C/g, C_out/g)
         return _ungroup_weight(dw, geometry.kernel), None
-    product = cols[0].T @ dy_rows[0]  # (kh·kw·C [+ bias column + zeros], C_out)
+    product = _gemm_tn(cols[0], dy_rows[0])  # (kh·kw·C [+ bias column + zeros], C_out)
     k = geometry.kernel[0] * geometry.kernel[1] * geometry.in_channels_per_group
     db = product[k].copy() if product.shape[0] > k else None  # the bias column's row: Σ dy
     return _ungroup_weight(product[None, :k], geometry.kernel), db
@@ -618,7 +796,7 @@ def _tiled_input_grad(dy, weight, in_shape, geometry):
         dx[:, :, wo * kw:] = 0
     if (kh, kw, g) == (1, 1, 1) and (ho, wo) == (h, w):
         # 1x1 stride-1: the GEMM writes dx directly.
-        np.matmul(dy_rows[0], w_all[0], out=dx.reshape(n * h * w, c))
+        _gemm_rows(dy_rows[0], w_all[0], out=dx.reshape(n * h * w, c))
         return dx
     cols = np.matmul(dy_rows, w_all)  # (g, N·Ho·Wo, kh·kw·C/g)
     tiles = cols.reshape(g, n, ho, wo, kh, kw, cg).transpose(1, 2, 4, 3, 5, 0, 6)
@@ -638,12 +816,16 @@ class Conv2dCache:
             kept for ``dW`` (and ``db``, when it carries the bias column).
         weight (ndarray[kh, kw, C/g, C_out]): the weight, for ``dx``.
         geometry (ConvGeometry): of the convolution.
+        x_padded (ndarray[N, H + pads, W + pads, C] or None): the zero-padded input,
+            kept instead of ``cols`` when ``dW`` rebuilds the columns block by block
+            (groups == 1).
     """
 
     x_shape: tuple
     cols: object
     weight: np.ndarray
     geometry: ConvGeometry
+    x_padded: object = None
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, keep_cols=True):
@@ -667,6 +849,21 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     """
     geometry = _conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
     n = x.shape[0]
+    if groups == 1:
+        # Blocks of output rows over the threads: im2col of a block, then its GEMM while
+        # the block is in cache. dW rebuilds the columns from the kept padded input.
+        kh, kw, c, c_out = weight.shape
+        w2d = weight.reshape(kh * kw * c, c_out)  # (K, C_out)
+        if _is_plain_gemm(geometry):
+            xp = np.ascontiguousarray(x)
+            y = _gemm_rows(xp.reshape(-1, c), w2d)  # (N·H·W, C_out)
+            if bias is not None:
+                _add_bias(y.reshape(n, *geometry.out_hw, c_out), bias)
+        else:
+            xp = _pad(np.ascontiguousarray(x), geometry.padding)
+            y = _conv_forward_blocked(xp, w2d, bias, geometry, n)  # (N·Ho·Wo, C_out)
+        cache = Conv2dCache(x.shape, None, weight, geometry, xp if keep_cols else None)
+        return y.reshape(n, *geometry.out_hw, c_out), cache
     # The bias trick pays when a copy is made anyway (not for a plain 1x1 GEMM).
     bias_column = bias is not None and groups == 1 and not _is_plain_gemm(geometry)
     cols = im2col(x, geometry, bias_column)  # (g, N·Ho·Wo, kh·kw·C/g [+ bias column])
@@ -700,11 +897,21 @@ def conv2d_backward(dy, cache, need_input_grad=True, need_weight_grad=True, need
     """
     dx = dw = db = None
     if need_weight_grad:
-        if cache.cols is None:
+        if cache.cols is None and cache.x_padded is None:
             raise ValueError("conv2d_backward: the weight gradient needs the forward's columns "
                              "(call conv2d_forward with keep_cols=True)")
-        # With the bias column, the same GEMM gives db = Σ dy as its last useful row.
-        dw, db = _weight_and_bias_grad(cache.cols, dy, cache.geometry)
+        if cache.cols is None:
+            geometry = cache.geometry
+            n, c_out = dy.shape[0], dy.shape[-1]
+            dy_rows = np.ascontiguousarray(dy).reshape(-1, c_out)  # (N·Ho·Wo, C_out)
+            if _is_plain_gemm(geometry):
+                dw2d = _gemm_tn(cache.x_padded.reshape(-1, cache.x_shape[-1]), dy_rows)
+            else:
+                dw2d = _weight_grad_blocked(cache.x_padded, dy_rows, geometry, n)
+            dw = np.ascontiguousarray(dw2d).reshape(cache.weight.shape)
+        else:
+            # With the bias column, the same GEMM gives db = Σ dy as its last useful row.
+            dw, db = _weight_and_bias_grad(cache.cols, dy, cache.geometry)
     if need_bias_grad and db is None:
         db = _bias_grad(dy)
     elif not need_bias_grad:

@@ -1,0 +1,178 @@
+"""The library's own worker threads: split a kernel's work over a few cores.
+
+Why this exists. A training step of a small CNN is dominated by its convolutions,
+and a convolution here is im2col (a memory copy) plus a GEMM with a *narrow* right
+operand (``C_out`` = 16-128 columns). Measured on the 2-core machine of this project
+(OpenBLAS 0.3.31, ``(3072 x 144) @ (144 x 16)``, 16 calls): one BLAS thread 3.5 ms,
+two BLAS threads 10 ms, and two BLAS threads while another process uses the second
+core 130 ms (its workers spin and wait for each other). The copies, BatchNorm and
+ReLU passes run on one core whatever BLAS does.
+
+So detseg parallelizes its kernels itself, the way a data-parallel library does:
+the work of one call (e.g. the output rows of a convolution) is cut into blocks
+small enough to stay in cache, and ``n`` threads take blocks from a shared counter
+(a thread that gets descheduled simply takes fewer blocks). NumPy releases the GIL
+in its copies, ufunc loops and BLAS calls, so the threads run in parallel. BLAS
+itself is pinned to one thread, which makes ``n`` the total number of threads.
+
+The thread count comes from ``set_num_threads(n)``, else the environment variable
+``DETSEG_NUM_THREADS``, else ``min(2, os.cpu_count())``.
+"""
+import ctypes
+import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["get_num_threads", "set_num_threads", "parallel_for", "split_range"]
+
+_lock = threading.Lock()
+_state = {"threads": None, "pool": None, "blas_pinned": None}
+_local = threading.local()  # .worker is True on the pool's threads (no nested pools)
+
+
+# ------------------------------------------------------------------ BLAS control
+def _blas_setters():
+    """``set_num_threads`` functions of the OpenBLAS libraries loaded in this process.
+
+    NumPy (and SciPy) wheels bundle their own OpenBLAS under a prefixed symbol name;
+    the loaded shared objects are listed in ``/proc/self/maps`` (Linux). Returns an
+    empty list where that is not available.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return []
+    names = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+             "openblas_set_num_threads64_", "openblas_set_num_threads")
+    setters = []
+    for path in sorted(p for p in paths if ".so" in os.path.basename(p)):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in names:
+            function = getattr(lib, name, None)
+            if function is not None:
+                function.argtypes = [ctypes.c_int]
+                function.restype = None
+                setters.append(function)
+                break
+    return setters
+
+
+def _blas_env_single():
+    """True when the environment already asks BLAS for one thread."""
+    return any(os.environ.get(name) == "1"
+               for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+
+
+def _pin_blas():
+    """Pin BLAS to one thread; True when BLAS is known to run single-threaded."""
+    if _state["blas_pinned"] is None:
+        import numpy  # noqa: F401  (loads NumPy's BLAS before we look for it)
+
+        setters = _blas_setters()
+        for setter in setters:
+            setter(1)
+        _state["blas_pinned"] = bool(setters) or _blas_env_single()
+    return _state["blas_pinned"]
+
+
+# ----------------------------------------------------------------- thread count
+def _default_threads():
+    value = os.environ.get("DETSEG_NUM_THREADS")
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ValueError(f"DETSEG_NUM_THREADS must be a positive int, got {value!r}") from None
+        if threads < 1:
+            raise ValueError(f"DETSEG_NUM_THREADS must be a positive int, got {value!r}")
+        return threads
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def get_num_threads():
+    """The number of threads detseg's kernels use (BLAS runs single-threaded inside them)."""
+    if _state["threads"] is None:
+        _state["threads"] = _default_threads()
+    return _state["threads"]
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in detseg's kernels (``n >= 1``); BLAS is pinned to one thread.
+
+    Args:
+        n (int): total number of threads of a kernel call, the caller's included.
+    Raises:
+        ValueError: ``n`` is not a positive int.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
+    with _lock:
+        _state["threads"] = n
+        if _state["pool"] is not None and _state["pool"]._max_workers != n - 1:
+            _state["pool"].shutdown(wait=True)
+            _state["pool"] = None
+
+
+def _pool():
+    """The worker pool (``threads - 1`` workers; the calling thread is the last one), or None."""
+    threads = get_num_threads()
+    # Several threads calling a multi-threaded BLAS at once stall; without control over
+    # BLAS the kernels run in the caller only.
+    if threads == 1 or not _pin_blas():
+        return None
+    with _lock:
+        if _state["pool"] is None:
+            _state["pool"] = ThreadPoolExecutor(threads - 1, thread_name_prefix="detseg")
+        return _state["pool"]
+
+
+# ------------------------------------------------------------------- scheduling
+def parallel_for(function, count):
+    """Call ``function(i, slot)`` for ``i`` in ``range(count)`` on the library's threads.
+
+    Threads take indices from a shared counter in increasing order (dynamic
+    scheduling: a thread that runs slower takes fewer items). ``slot`` in
+    ``[0, threads)`` names the thread, for per-thread buffers and partial sums.
+    Returns the number of slots used. Exceptions raised by ``function`` propagate.
+
+    Args:
+        function (callable): ``function(i, slot)``; its return value is ignored.
+        count (int): number of items.
+    Returns:
+        int: the number of slots (threads) that may have been used.
+    """
+    # A call from inside a worker runs inline: waiting there for the pool could deadlock.
+    pool = _pool() if count > 1 and not getattr(_local, "worker", False) else None
+    if pool is None:
+        for i in range(count):
+            function(i, 0)
+        return 1
+    slots = min(pool._max_workers + 1, count)
+    counter = itertools.count()  # next() on it is atomic under the GIL
+
+    def run(slot):
+        _local.worker = slot > 0
+        for i in counter:
+            if i >= count:
+                return
+            function(i, slot)
+
+    futures = [pool.submit(run, slot) for slot in range(1, slots)]
+    try:
+        run(0)
+    finally:
+        for future in futures:
+            future.result()
+    return slots
+
+
+def split_range(total, parts):
+    """``[(start, stop), ...]``: ``range(total)`` cut into ``parts`` near-equal pieces."""
+    parts = max(1, min(parts, total))
+    bounds = [total * k // parts for k in range(parts + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(parts)]

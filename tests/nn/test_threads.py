@@ -1,0 +1,166 @@
+"""Tests of nn._threads (the library's worker threads) and of the kernels cut into blocks.
+
+The blocked kernels (conv2d's im2col + GEMM per block of output rows, the parallel
+GEMMs) are run with tiny blocks, so that every way of cutting (several images per
+block, several blocks per image, one row per block) is exercised, and compared with
+the loop reference of tests/nn/test_conv.py and with a single block.
+"""
+import threading
+
+import numpy as np
+import pytest
+
+import nn
+from nn import _threads
+from nn.functional import conv as conv_module
+from nn.functional.conv import conv2d_backward, conv2d_forward
+from tests.nn.test_conv import conv2d_reference
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    before = nn.get_num_threads()
+    nn.set_num_threads(request.param)
+    yield request.param
+    nn.set_num_threads(before)
+
+
+# ================================================================== scheduling
+def test_parallel_for_runs_every_index_once(threads):
+    seen = []
+    lock = threading.Lock()
+
+    def record(i, slot):
+        assert 0 <= slot < threads
+        with lock:
+            seen.append(i)
+
+    slots = _threads.parallel_for(record, 37)
+    assert sorted(seen) == list(range(37))
+    assert 1 <= slots <= threads
+
+
+def test_parallel_for_empty_and_single(threads):
+    calls = []
+    assert _threads.parallel_for(lambda i, slot: calls.append(i), 0) == 1
+    assert calls == []
+    _threads.parallel_for(lambda i, slot: calls.append((i, slot)), 1)
+    assert calls == [(0, 0)]
+
+
+def test_parallel_for_nested_call_runs_inline(threads):
+    """A kernel called from inside a worker must not wait for the (busy) pool."""
+    totals = np.zeros(6)
+
+    def outer(i, slot):
+        def inner(j, inner_slot):
+            assert inner_slot == 0 or not getattr(_threads._local, "worker", False)
+            totals[i] += j
+
+        _threads.parallel_for(inner, 5)
+
+    _threads.parallel_for(outer, 6)
+    np.testing.assert_array_equal(totals, np.full(6, 10.0))
+
+
+def test_parallel_for_propagates_exceptions(threads):
+    def fail(i, slot):
+        if i == 3:
+            raise RuntimeError("item 3")
+
+    with pytest.raises(RuntimeError, match="item 3"):
+        _threads.parallel_for(fail, 8)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_set_num_threads_rejects_bad_counts(bad):
+    with pytest.raises(ValueError, match="positive int"):
+        nn.set_num_threads(bad)
+
+
+def test_environment_variable_sets_the_default(monkeypatch):
+    monkeypatch.setenv("DETSEG_NUM_THREADS", "3")
+    assert _threads._default_threads() == 3
+    monkeypatch.setenv("DETSEG_NUM_THREADS", "zero")
+    with pytest.raises(ValueError, match="DETSEG_NUM_THREADS"):
+        _threads._default_threads()
+    monkeypatch.delenv("DETSEG_NUM_THREADS")
+    assert _threads._default_threads() in (1, 2)
+
+
+@pytest.mark.parametrize("total,parts", [(10, 3), (3, 10), (0, 4), (7, 1), (8, 8)])
+def test_split_range_covers_the_range(total, parts):
+    pieces = _threads.split_range(total, parts)
+    covered = [i for start, stop in pieces for i in range(start, stop)]
+    assert covered == list(range(total))
+    assert all(stop > start for start, stop in pieces) or total == 0
+    assert len(pieces) <= max(1, parts)
+
+
+# ======================================================== blocked conv kernels
+CASES = [
+    # (x shape, weight shape, stride, padding, dilation)
+    ((3, 7, 9, 4), (3, 3, 4, 5), 1, 1, 1),
+    ((2, 8, 8, 3), (3, 3, 3, 6), 2, 1, 1),
+    ((2, 9, 7, 2), (3, 2, 2, 3), (2, 1), ((1, 0), (2, 1)), (1, 2)),
+    ((4, 5, 6, 3), (1, 1, 3, 4), 1, 0, 1),  # a plain GEMM
+    ((2, 6, 6, 4), (1, 1, 4, 3), 2, 0, 1),  # 1x1 stride 2: im2col
+]
+
+
+@pytest.mark.parametrize("block_bytes", [64, 700, 1 << 20])
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation", CASES)
+def test_blocked_conv_matches_the_loop_reference(monkeypatch, threads, block_bytes, x_shape,
+                                                  w_shape, stride, padding, dilation):
+    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(sum(x_shape) + block_bytes)
+    x = rng.standard_normal(x_shape)
+    weight = rng.standard_normal(w_shape)
+    bias = rng.standard_normal(w_shape[-1])
+    y, cache = conv2d_forward(x, weight, bias, stride, padding, dilation)
+    geometry = cache.geometry
+    expected = conv2d_reference(x, weight, bias, geometry.stride, geometry.padding,
+                                geometry.dilation)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+    # Gradients against the loop reference's: <y, dy> differentiated by finite sums.
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = conv2d_backward(dy, cache)
+    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", 1 << 30)  # one block, one thread's GEMM
+    dx_one, dw_one, db_one = conv2d_backward(dy, conv2d_forward(x, weight, bias, stride, padding,
+                                                                dilation)[1])
+    np.testing.assert_allclose(dx, dx_one, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_one, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, db_one, rtol=1e-12, atol=1e-12)
+    # dW by its definition: dW[i, j, c, o] = Σ x_pad[n, ho·s + i·d, wo·s + j·d, c] dy[n, ho, wo, o].
+    basis = np.zeros(w_shape)
+    dw_ref = np.empty(w_shape)
+    for index in np.ndindex(*w_shape):
+        basis[index] = 1
+        dw_ref[index] = np.sum(conv2d_reference(x, basis, None, geometry.stride,
+                                                geometry.padding, geometry.dilation) * dy)
+        basis[index] = 0
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("rows,block_bytes", [(1, 64), (50, 64), (50, 400), (0, 64)])
+def test_parallel_gemms(monkeypatch, threads, rows, block_bytes):
+    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(rows)
+    a = rng.standard_normal((rows, 7))
+    b = rng.standard_normal((7, 5))
+    c = rng.standard_normal((rows, 5))
+    np.testing.assert_allclose(conv_module._gemm_rows(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv_module._gemm_tn(a, c), a.T @ c, rtol=1e-12, atol=1e-12)
+    assert conv_module._gemm_tn(a, c).shape == (7, 5)
+
+
+def test_blocked_conv_float32_and_empty_batch(threads):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((0, 5, 5, 3)).astype(np.float32)
+    weight = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    y, cache = conv2d_forward(x, weight, None, 1, 1)
+    assert y.shape == (0, 5, 5, 4) and y.dtype == np.float32
+    dx, dw, _ = conv2d_backward(np.zeros(y.shape, np.float32), cache, need_bias_grad=False)
+    assert dx.shape == x.shape and dw.shape == weight.shape
+    np.testing.assert_array_equal(dw, 0)
