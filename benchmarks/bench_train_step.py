@@ -17,8 +17,8 @@ alternate ``--rounds`` times, each timing ``--steps`` steps after a warm-up, and
 medians are compared. The last line printed is a JSON object
 ``{"ours_ms": ..., "torch_ms": ..., "ratio": ...}``.
 
-``--threads`` (default 2) sets both libraries' thread counts (BLAS/OpenMP variables
-for ours, ``torch.set_num_threads`` for torch). On a machine shared with other jobs
+``--threads`` (default 2) sets both libraries' thread counts (``DETSEG_NUM_THREADS``
+and the BLAS/OpenMP variables for ours, ``torch.set_num_threads`` for torch). On a machine shared with other jobs
 the 2-thread timings of both sides swing by several times (a GEMM's threads wait for
 each other when one is descheduled); ``--threads 1`` measures the kernels themselves.
 """
@@ -35,7 +35,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ("unet", "retinanet")
 
 
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# DETSEG_NUM_THREADS: detseg's own kernel threads (it runs BLAS single-threaded inside them).
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "DETSEG_NUM_THREADS")
 
 
 def worker(model, side, steps, warmup, threads=2):

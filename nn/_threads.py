@@ -16,7 +16,8 @@ in its copies, ufunc loops and BLAS calls, so the threads run in parallel. BLAS
 itself is pinned to one thread, which makes ``n`` the total number of threads.
 
 The thread count comes from ``set_num_threads(n)``, else the environment variable
-``DETSEG_NUM_THREADS``, else ``min(2, os.cpu_count())``.
+``DETSEG_NUM_THREADS``, else ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` (a process
+started with one BLAS thread stays on one core), else ``min(2, os.cpu_count())``.
 """
 import ctypes
 import itertools
@@ -83,6 +84,12 @@ def _pin_blas():
 # ----------------------------------------------------------------- thread count
 def _default_threads():
     value = os.environ.get("DETSEG_NUM_THREADS")
+    if not value:
+        # A process started with BLAS/OpenMP thread variables keeps that total.
+        counts = [os.environ.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")]
+        counts = [int(count) for count in counts if count and count.isdigit() and int(count) > 0]
+        if counts:
+            return min(counts)
     if value:
         try:
             threads = int(value)

@@ -85,6 +85,11 @@ def test_environment_variable_sets_the_default(monkeypatch):
     with pytest.raises(ValueError, match="DETSEG_NUM_THREADS"):
         _threads._default_threads()
     monkeypatch.delenv("DETSEG_NUM_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert _threads._default_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
     assert _threads._default_threads() in (1, 2)
 
 
