@@ -25,7 +25,12 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["get_num_threads", "set_num_threads", "parallel_for", "split_range"]
+__all__ = ["get_num_threads", "set_num_threads", "parallel_for", "parallel_rows", "split_range",
+           "BLOCK_BYTES"]
+
+# Memory-bound passes are cut into blocks of about this many bytes (the L2 cache of
+# a core is 1 MB here): a block read twice in a row is read from cache the second time.
+BLOCK_BYTES = 1 << 20
 
 _lock = threading.Lock()
 _state = {"threads": None, "pool": None, "blas_pinned": None}
@@ -183,3 +188,18 @@ def split_range(total, parts):
     parts = max(1, min(parts, total))
     bounds = [total * k // parts for k in range(parts + 1)]
     return [(bounds[k], bounds[k + 1]) for k in range(parts)]
+
+
+def parallel_rows(function, rows, row_bytes, block_bytes=BLOCK_BYTES):
+    """Call ``function(start, stop, slot)`` over blocks of ``rows`` rows, ~``block_bytes`` each.
+
+    Args:
+        function (callable): ``function(start, stop, slot)`` for rows ``[start, stop)``.
+        rows (int): number of rows.
+        row_bytes (int): bytes per row (of the largest array the function touches).
+        block_bytes (int): target bytes per block.
+    Returns:
+        int: the number of slots (threads) that may have been used.
+    """
+    blocks = split_range(rows, max(1, rows * row_bytes // block_bytes))
+    return parallel_for(lambda i, slot: function(*blocks[i], slot), len(blocks))

@@ -13,12 +13,14 @@ import numbers
 
 import numpy as np
 
+from nn._threads import parallel_rows
 from nn.random import get_generator
 from nn.tensor import Function, Tensor
 
 __all__ = [
     "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
     "sigmoid_forward", "log_sigmoid_forward", "softmax_forward", "log_softmax_forward",
+    "relu_forward", "relu_backward",
 ]
 
 
@@ -59,13 +61,36 @@ def log_sigmoid_forward(x):
     return (np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
 
 
+def _last_axis_rows(x, axis):
+    """``x`` as contiguous rows ``(R, K)`` when ``axis`` is its last axis, else None."""
+    if x.ndim == 0 or axis % x.ndim != x.ndim - 1 or not x.flags.c_contiguous:
+        return None
+    return x.reshape(-1, x.shape[-1])
+
+
 def softmax_forward(x, axis=-1):
-    """``exp(x - max) / sum(exp(x - max))`` along ``axis`` (ndarray in, ndarray out)."""
+    """``exp(x - max) / sum(exp(x - max))`` along ``axis`` (ndarray in, ndarray out).
+
+    Along the last axis (the class axis of channels-last logits) the rows are cut
+    into ~1 MB blocks, each normalized in cache, on the library's threads.
+    """
     if x.shape[axis] == 0:
         return x.copy()
-    shifted = x - x.max(axis=axis, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=axis, keepdims=True)
+    rows = _last_axis_rows(x, axis)
+    if rows is None:
+        shifted = x - x.max(axis=axis, keepdims=True)
+        e = np.exp(shifted)
+        return e / e.sum(axis=axis, keepdims=True)
+    y = np.empty_like(rows)  # (R, K)
+
+    def block(a, b, slot):
+        out = y[a:b]
+        np.subtract(rows[a:b], rows[a:b].max(axis=1, keepdims=True), out=out)
+        np.exp(out, out=out)
+        out /= out.sum(axis=1, keepdims=True)
+
+    parallel_rows(block, rows.shape[0], rows.shape[1] * rows.itemsize)
+    return y.reshape(x.shape)
 
 
 def log_softmax_forward(x, axis=-1, return_probs=False):
@@ -73,18 +98,61 @@ def log_softmax_forward(x, axis=-1, return_probs=False):
 
     With ``return_probs`` also returns ``softmax(x)``, which backward passes need:
     dividing the exponentials already computed here is ~3x cheaper than a second
-    ``exp`` of the log-probabilities later.
+    ``exp`` of the log-probabilities later. Along the last axis the rows go in
+    ~1 MB blocks over the library's threads.
     """
     if x.shape[axis] == 0:
         return (x.copy(), x.copy()) if return_probs else x.copy()
-    shifted = x - x.max(axis=axis, keepdims=True)
-    e = np.exp(shifted)
-    total = e.sum(axis=axis, keepdims=True)
-    shifted -= np.log(total)  # now the log-probabilities
+    rows = _last_axis_rows(x, axis)
+    if rows is None:
+        shifted = x - x.max(axis=axis, keepdims=True)
+        e = np.exp(shifted)
+        total = e.sum(axis=axis, keepdims=True)
+        shifted -= np.log(total)  # now the log-probabilities
+        if not return_probs:
+            return shifted
+        e /= total  # now the probabilities
+        return shifted, e
+    logp = np.empty_like(rows)  # (R, K)
+    probs = np.empty_like(rows) if return_probs else None
+
+    def block(a, b, slot):
+        shifted = logp[a:b]
+        np.subtract(rows[a:b], rows[a:b].max(axis=1, keepdims=True), out=shifted)
+        e = np.exp(shifted) if probs is None else np.exp(shifted, out=probs[a:b])
+        total = e.sum(axis=1, keepdims=True)
+        shifted -= np.log(total)  # now the log-probabilities
+        if probs is not None:
+            e /= total  # now the probabilities
+
+    parallel_rows(block, rows.shape[0], rows.shape[1] * rows.itemsize)
     if not return_probs:
-        return shifted
-    e /= total  # now the probabilities
-    return shifted, e
+        return logp.reshape(x.shape)
+    return logp.reshape(x.shape), probs.reshape(x.shape)
+
+
+def relu_forward(x):
+    """``(max(x, 0), x > 0)`` on an ndarray, in ~1 MB blocks over the library's threads."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    mask = np.empty(flat.shape, dtype=bool)
+    y = np.empty_like(flat)
+
+    def block(a, b, slot):
+        np.greater(flat[a:b], 0, out=mask[a:b])
+        np.multiply(flat[a:b], mask[a:b], out=y[a:b])
+
+    parallel_rows(block, flat.size, flat.itemsize)
+    return y.reshape(x.shape), mask.reshape(x.shape)
+
+
+def relu_backward(grad, mask):
+    """``grad · mask`` in ~1 MB blocks over the library's threads."""
+    flat = np.ascontiguousarray(grad).reshape(-1)
+    flat_mask = mask.reshape(-1)
+    dx = np.empty_like(flat)
+    parallel_rows(lambda a, b, slot: np.multiply(flat[a:b], flat_mask[a:b], out=dx[a:b]),
+                  flat.size, flat.itemsize)
+    return dx.reshape(grad.shape)
 
 
 # --------------------------------------------------------------- Functions
@@ -93,14 +161,14 @@ class ReLUFunction(Function):
 
     @staticmethod
     def forward(ctx, x):
-        mask = x > 0
+        y, mask = relu_forward(x)
         ctx.save_for_backward(mask)
-        return x * mask
+        return y
 
     @staticmethod
     def backward(ctx, grad):
         (mask,) = ctx.saved_tensors
-        return grad * mask
+        return relu_backward(grad, mask)
 
 
 class LeakyReLUFunction(Function):
