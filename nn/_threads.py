@@ -190,16 +190,16 @@ def split_range(total, parts):
     return [(bounds[k], bounds[k + 1]) for k in range(parts)]
 
 
-def parallel_rows(function, rows, row_bytes, block_bytes=BLOCK_BYTES):
+def parallel_rows(function, rows, row_bytes, block_bytes=None):
     """Call ``function(start, stop, slot)`` over blocks of ``rows`` rows, ~``block_bytes`` each.
 
     Args:
         function (callable): ``function(start, stop, slot)`` for rows ``[start, stop)``.
         rows (int): number of rows.
         row_bytes (int): bytes per row (of the largest array the function touches).
-        block_bytes (int): target bytes per block.
+        block_bytes (int or None): target bytes per block (default ``BLOCK_BYTES``).
     Returns:
         int: the number of slots (threads) that may have been used.
     """
-    blocks = split_range(rows, max(1, rows * row_bytes // block_bytes))
+    blocks = split_range(rows, max(1, rows * row_bytes // (block_bytes or BLOCK_BYTES)))
     return parallel_for(lambda i, slot: function(*blocks[i], slot), len(blocks))

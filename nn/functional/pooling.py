@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nn import _threads
+from nn._threads import parallel_for, split_range
 from nn.functional.upsampling import separable_map, transpose_taps
 from nn.tensor import Function, Tensor
 
@@ -219,13 +221,23 @@ def max_pool2d_forward(x, geometry):
     else:
         lowest = np.iinfo(x.dtype).min
     xp = _pad(x, geometry, lowest)
-    y = None
-    for i, j in geometry.offsets():
-        window = xp[geometry.window_slice(i, j)]  # (N, Ho, Wo, C), a strided view
-        if y is None:
-            y = window.copy()
-        else:
-            np.maximum(y, window, out=y)  # propagates NaN, as PyTorch does
+    n, c = x.shape[0], x.shape[-1]
+    y = np.empty((n, *geometry.out_size, c), dtype=x.dtype)
+    offsets = geometry.offsets()
+    # Blocks of images on the library's threads; a block's slices are read while in cache.
+    blocks = split_range(n, max(1, xp.nbytes // _threads.BLOCK_BYTES))
+
+    def run(b, slot):
+        start, stop = blocks[b]
+        xb, yb = xp[start:stop], y[start:stop]
+        for k, (i, j) in enumerate(offsets):
+            window = xb[geometry.window_slice(i, j)]  # (n, Ho, Wo, C), a strided view
+            if k == 0:
+                yb[...] = window
+            else:
+                np.maximum(yb, window, out=yb)  # propagates NaN, as PyTorch does
+
+    parallel_for(run, len(blocks))
     return y, (x, y, geometry)
 
 
@@ -251,27 +263,35 @@ def max_pool2d_backward(grad, cache):
     # Tiling windows write every element once below: no need to zero the array first.
     dxp = (np.empty if geometry.tiling else np.zeros)(xp.shape, dtype=grad.dtype)
     offsets = geometry.offsets()
-    # Three reused (N, Ho, Wo, C) masks: fresh arrays per offset cost page faults.
-    equal = np.empty(y.shape, dtype=bool)
-    hit = np.empty(y.shape, dtype=bool)
-    taken = np.empty(y.shape, dtype=bool)
-    routed = np.empty(y.shape, dtype=grad.dtype) if geometry.overlapping else None
-    for k, (i, j) in enumerate(offsets):
-        index = geometry.window_slice(i, j)
-        np.equal(xp[index], y, out=equal)
-        if k == 0:
-            np.copyto(hit, equal)
-            np.copyto(taken, equal)
-        else:
-            np.greater(equal, taken, out=hit)  # equal and not taken (on booleans)
-            if k + 1 < len(offsets):
-                np.logical_or(taken, hit, out=taken)
-        if geometry.overlapping:
-            np.multiply(grad, hit, out=routed)
-            dxp[index] += routed
-        else:
-            # Disjoint windows: each input element receives from at most one output.
-            np.multiply(grad, hit, out=dxp[index])
+    # Blocks of images on the library's threads, each with three reused masks (fresh
+    # arrays per offset cost page faults).
+    blocks = split_range(y.shape[0], max(1, xp.nbytes // _threads.BLOCK_BYTES))
+
+    def run(b, slot):
+        start, stop = blocks[b]
+        xb, yb, gb, db = xp[start:stop], y[start:stop], grad[start:stop], dxp[start:stop]
+        equal = np.empty(yb.shape, dtype=bool)
+        hit = np.empty(yb.shape, dtype=bool)
+        taken = np.empty(yb.shape, dtype=bool)
+        routed = np.empty(yb.shape, dtype=grad.dtype) if geometry.overlapping else None
+        for k, (i, j) in enumerate(offsets):
+            index = geometry.window_slice(i, j)
+            np.equal(xb[index], yb, out=equal)
+            if k == 0:
+                np.copyto(hit, equal)
+                np.copyto(taken, equal)
+            else:
+                np.greater(equal, taken, out=hit)  # equal and not taken (on booleans)
+                if k + 1 < len(offsets):
+                    np.logical_or(taken, hit, out=taken)
+            if geometry.overlapping:
+                np.multiply(gb, hit, out=routed)
+                db[index] += routed
+            else:
+                # Disjoint windows: each input element receives from at most one output.
+                np.multiply(gb, hit, out=db[index])
+
+    parallel_for(run, len(blocks))
     if not geometry.needs_padding:
         return dxp
     return np.ascontiguousarray(dxp[geometry.crop()])

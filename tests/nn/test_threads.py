@@ -170,3 +170,68 @@ def test_blocked_conv_float32_and_empty_batch(threads):
     dx, dw, _ = conv2d_backward(np.zeros(y.shape, np.float32), cache, need_bias_grad=False)
     assert dx.shape == x.shape and dw.shape == weight.shape
     np.testing.assert_array_equal(dw, 0)
+
+
+# ============================================== blocked elementwise and pooling passes
+@pytest.mark.parametrize("block_bytes", [64, 1 << 30])
+def test_blocked_passes_match_plain_numpy(monkeypatch, threads, block_bytes):
+    """BatchNorm, ReLU, softmax, log-softmax and max pooling cut into tiny blocks."""
+    from nn.functional.activation import (
+        log_softmax_forward, relu_backward, relu_forward, softmax_forward,
+    )
+    from nn.functional.normalization import batch_norm_backward, batch_norm_forward
+    from nn.functional.pooling import _geometry, max_pool2d_backward, max_pool2d_forward
+
+    monkeypatch.setattr(_threads, "BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(block_bytes)
+    x = rng.standard_normal((3, 5, 6, 4))
+    grad = rng.standard_normal(x.shape)
+
+    y, mask = relu_forward(x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(relu_backward(grad, mask), grad * (x > 0))
+
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    probs = e / e.sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(softmax_forward(x), probs, rtol=1e-13)
+    logp, p = log_softmax_forward(x, return_probs=True)
+    np.testing.assert_allclose(logp, np.log(probs), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(p, probs, rtol=1e-13)
+
+    weight, bias = rng.standard_normal(4), rng.standard_normal(4)
+    running_mean, running_var = np.zeros(4), np.ones(4)
+    out, cache = batch_norm_forward(x, weight, bias, running_mean, running_var, True, 0.1, 1e-5)
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    xhat = (x - mean) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(out, xhat * weight + bias, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(running_mean, 0.1 * mean, rtol=1e-12)
+    dx, dweight, dbias = batch_norm_backward(grad, cache)
+    m = x.size // 4
+    np.testing.assert_allclose(dbias, grad.sum(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(dweight, (grad * xhat).sum(axis=(0, 1, 2)), rtol=1e-12)
+    expected_dx = weight / np.sqrt(var + 1e-5) * (grad - dbias / m - xhat * dweight / m)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-10, atol=1e-12)
+    out_eval, _ = batch_norm_forward(x, weight, bias, running_mean, running_var, False, 0.1, 1e-5)
+    expected_eval = (x - running_mean) / np.sqrt(running_var + 1e-5) * weight + bias
+    np.testing.assert_allclose(out_eval, expected_eval, rtol=1e-12, atol=1e-12)
+
+    # Max pooling, overlapping padded windows with ties (the first maximum wins).
+    ties = np.round(x * 2) / 2
+    geometry = _geometry(ties, 3, 2, 1, 1, False)
+    pooled, pool_cache = max_pool2d_forward(ties, geometry)
+    xp = np.pad(ties, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    ho, wo = pooled.shape[1:3]
+    expected = np.full(pooled.shape, -np.inf)
+    expected_dx = np.zeros(xp.shape)
+    pooled_grad = rng.standard_normal(pooled.shape)
+    for n in range(x.shape[0]):
+        for a in range(ho):
+            for b in range(wo):
+                for c in range(x.shape[-1]):
+                    window = xp[n, 2 * a:2 * a + 3, 2 * b:2 * b + 3, c]
+                    expected[n, a, b, c] = window.max()
+                    i, j = np.unravel_index(np.argmax(window), window.shape)
+                    expected_dx[n, 2 * a + i, 2 * b + j, c] += pooled_grad[n, a, b, c]
+    np.testing.assert_array_equal(pooled, expected)
+    np.testing.assert_allclose(max_pool2d_backward(pooled_grad, pool_cache),
+                               expected_dx[:, 1:-1, 1:-1], rtol=1e-13, atol=1e-13)
