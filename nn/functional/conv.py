@@ -800,10 +800,24 @@ def _tiled_input_grad(dy, weight, in_shape, geometry):
         # 1x1 stride-1: the GEMM writes dx directly.
         _gemm_rows(dy_rows[0], w_all[0], out=dx.reshape(n * h * w, c))
         return dx
-    cols = np.matmul(dy_rows, w_all)  # (g, N·Ho·Wo, kh·kw·C/g)
-    tiles = cols.reshape(g, n, ho, wo, kh, kw, cg).transpose(1, 2, 4, 3, 5, 0, 6)
-    dest = dx[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, g, cg)  # a view
-    dest[...] = tiles  # (N, Ho, kh, Wo, kw, g, C/g)
+    if g > 1:
+        cols = np.matmul(dy_rows, w_all)  # (g, N·Ho·Wo, kh·kw·C/g)
+        tiles = cols.reshape(g, n, ho, wo, kh, kw, cg).transpose(1, 2, 4, 3, 5, 0, 6)
+        dest = dx[:, :ho * kh, :wo * kw].reshape(n, ho, kh, wo, kw, g, cg)  # a view
+        dest[...] = tiles  # (N, Ho, kh, Wo, kw, g, C/g)
+        return dx
+    # Blocks of images on the library's threads: a block's GEMM output is transposed
+    # into dx while in cache.
+    blocks = split_range(n, _blocks_for(n * ho * wo * kh * kw * cg * dy.itemsize))
+
+    def work(i, slot):
+        n0, n1 = blocks[i]
+        cols = dy_rows[0, n0 * ho * wo:n1 * ho * wo] @ w_all[0]  # (n·Ho·Wo, kh·kw·C)
+        tiles = cols.reshape(n1 - n0, ho, wo, kh, kw, cg).transpose(0, 1, 3, 2, 4, 5)
+        dest = dx[n0:n1, :ho * kh, :wo * kw].reshape(n1 - n0, ho, kh, wo, kw, cg)  # a view
+        dest[...] = tiles  # (n, Ho, kh, Wo, kw, C)
+
+    parallel_for(work, len(blocks))
     return dx
 
 

@@ -235,3 +235,29 @@ def test_blocked_passes_match_plain_numpy(monkeypatch, threads, block_bytes):
     np.testing.assert_array_equal(pooled, expected)
     np.testing.assert_allclose(max_pool2d_backward(pooled_grad, pool_cache),
                                expected_dx[:, 1:-1, 1:-1], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,output_padding", [
+    (2, 2, 0, 0), (2, 2, 0, 1), (3, 2, 1, 1), (1, 1, 0, 0),
+])
+def test_blocked_conv_transpose_matches_the_loop_reference(monkeypatch, threads, kernel, stride,
+                                                           padding, output_padding):
+    from nn.functional.conv import conv_transpose2d_backward, conv_transpose2d_forward
+    from tests.nn.test_conv import conv_transpose2d_reference
+
+    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", 64)
+    rng = np.random.default_rng(kernel + stride)
+    x = rng.standard_normal((3, 4, 5, 3))
+    weight = rng.standard_normal((kernel, kernel, 3, 2))
+    y, cache = conv_transpose2d_forward(x, weight, None, stride, padding, output_padding)
+    expected = conv_transpose2d_reference(x, weight, None, (stride, stride), (padding, padding),
+                                          (output_padding, output_padding))
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = conv_transpose2d_backward(dy, cache, need_bias_grad=False)
+    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", 1 << 30)
+    dx_one, dw_one, _ = conv_transpose2d_backward(dy, cache, need_bias_grad=False)
+    np.testing.assert_allclose(dx, dx_one, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_one, rtol=1e-12, atol=1e-12)
+    # Adjointness fixes dx: <conv_transpose(x), dy> = <x, dx>.
+    np.testing.assert_allclose(np.sum(y * dy), np.sum(x * dx), rtol=1e-10)
