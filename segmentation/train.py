@@ -59,12 +59,13 @@ from tqdm import tqdm
 
 import nn
 from detection.datasets.atomic import atomic_write_text
-from detection.datasets.classes import CHAR, DIGIT_IDS, IGNORE_INDEX
-from detection.datasets.crops import PlateCropDataset, crop_plates, crop_windows, plate_texts
-from detection.datasets.voc import VOCDataset
+from detection.datasets.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES
+from detection.datasets.crops import crop_plates, crop_windows, plate_texts
+from detection.datasets.voc import VOCDataset, _read_label_map, _read_rgb
 from segmentation.instances import read_plate, text_to_class_text
 from segmentation.losses import segmentation_loss
 from segmentation.metrics import ConfusionMatrix
+from segmentation.targets import character_regions, crop_region_labels, separation_weights
 from segmentation.unet import UNet
 
 __all__ = [
@@ -78,6 +79,8 @@ CHARACTER_CLASSES = tuple(DIGIT_IDS) + (CHAR,)  # ids 3..13: the classes the mea
 CHECKPOINT_LAST, CHECKPOINT_BEST = "last.npz", "best.npz"
 CALIBRATION_SKIP = 3  # warm-up steps not timed when fitting the total to the budget
 TIME_MARGIN = 0.9  # fraction of the remaining budget planned (validation, noise)
+TARGETS = ("regions", "ink")  # what a character's label covers (segmentation.targets)
+LABEL_SAMPLES, LABEL_COVERAGE = 4, 0.5  # area vote of the labels: 4x4 sub-pixels, half covered
 
 
 # ============================================================================ configuration
@@ -86,12 +89,14 @@ class TrainConfig:
     """Everything that defines a training run (saved in every checkpoint).
 
     Data: ``data`` (VOC root, generated when missing from ``num_images`` scenes of
-    ``image_size`` px with ``data_seed``), ``crop_size`` (h, w) and ``crop_padding``.
-    Model: ``base_channels``, ``depth``. Optimization: ``steps`` of ``batch_size``
+    ``image_size`` px with ``data_seed``), ``crop_size`` (h, w) and ``crop_padding``;
+    ``targets``: what a character's label covers, ``"regions"`` (its filled hull) or
+    ``"ink"`` (``segmentation.targets``). Model: ``base_channels``, ``depth``. Optimization: ``steps`` of ``batch_size``
     crops (None: as many as fit in ``minutes``, see the module docstring), Adam with
     ``lr`` and ``weight_decay``, ``warmup_steps`` then cosine decay to
     ``lr * final_lr_fraction``, loss ``CE + dice_weight · Dice`` with the character classes
-    weighted ``char_weight`` in the cross entropy; ``prior_init`` starts the head's bias
+    weighted ``char_weight`` in the cross entropy and the gaps between characters
+    ``gap_weight`` (``separation_weights``); ``prior_init`` starts the head's bias
     at the log class frequencies. ``minutes`` caps the
     training wall clock (None: no cap). Validation every ``eval_every`` steps (and a
     ``last.npz`` checkpoint). Augmentation: window shift (fraction of the plate box)
@@ -107,6 +112,7 @@ class TrainConfig:
     data_workers: int = 2
     crop_size: tuple = (32, 96)
     crop_padding: float = 0.1
+    targets: str = "regions"
     base_channels: int = 16
     depth: int = 3
     seed: int = 0
@@ -118,6 +124,7 @@ class TrainConfig:
     final_lr_fraction: float = 0.02
     dice_weight: float = 1.0
     char_weight: float = 2.0
+    gap_weight: float = 10.0
     prior_init: bool = True
     minutes: float = 5.0
     eval_every: int = 100
@@ -144,14 +151,17 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}")
         if len(self.crop_size) != 2 or min(self.crop_size) < 1:
             raise ValueError(f"crop_size must be (height, width), got {self.crop_size!r}")
         multiple = 2 ** (self.depth - 1)
         if self.crop_size[0] % multiple or self.crop_size[1] % multiple:
             raise ValueError(f"crop_size {self.crop_size} must be divisible by {multiple} "
                              f"(2 ** (depth - 1)) for the U-Net")
-        non_negative = ("crop_padding", "lr", "weight_decay", "dice_weight", "char_weight", "shift",
-                        "scale", "brightness", "contrast", "saturation", "channel_gain", "noise")
+        non_negative = ("crop_padding", "lr", "weight_decay", "dice_weight", "char_weight",
+                        "gap_weight", "shift", "scale", "brightness", "contrast", "saturation",
+                        "channel_gain", "noise")
         for name in non_negative:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -211,25 +221,69 @@ def prepare_data(config):
     return {"generated": True, "seconds": time.perf_counter() - start}
 
 
-def load_crops(root, split, size=(32, 96), padding=0.1):
-    """Every plate of a split as a fixed-size crop, its class map and its text.
+def _plate_images(root, split, targets="regions"):
+    """The images of a split that hold plates, each with its character regions.
+
+    Yields:
+        tuple: ``image`` ndarray[H, W, 3] uint8, ``regions`` ndarray[H, W] int32
+        (``segmentation.targets.character_regions``: 0 or the instance id of a
+        character; with ``targets="ink"`` the ink alone), ``class_of`` ndarray[G + 1]
+        int64 (class id of each instance id, 0 for what is not a character) and
+        ``plates``, a list of ``(box ndarray[4], text)``.
+    """
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+    voc = VOCDataset(root, split, return_instance_masks=True)
+    for index in range(len(voc)):
+        objects = voc.annotation(index)["objects"]
+        plates = plate_texts(objects)
+        if not plates:
+            continue
+        record = voc._records[index]
+        image = _read_rgb(record["image_path"])
+        instances = _read_label_map(record["instance_mask_path"]).astype(np.int32)
+        if instances.shape != image.shape[:2]:
+            raise ValueError(f"{record['instance_mask_path']} does not match its image "
+                             f"{record['image_path']}")
+        class_of = np.zeros(len(objects) + 1, np.int64)  # instance id -> segmenter class
+        for i, obj in enumerate(objects):
+            class_of[i + 1] = _CHARACTERS_ONLY[PLATE_CLASSES.index(obj["name"])]
+        class_of[class_of == IGNORE_INDEX] = 0
+        character_ids = np.flatnonzero(class_of)
+        if targets == "regions":
+            regions = character_regions(instances, character_ids)
+        else:
+            regions = np.where(np.isin(instances, character_ids), instances, 0).astype(np.int32)
+        boxes = [np.asarray(objects[i]["bbox"], np.float64) for i, _ in plates]
+        yield image, regions, class_of, [(box, text) for box, (_, text) in zip(boxes, plates)]
+
+
+def load_crops(root, split, size=(32, 96), padding=0.1, targets="regions"):
+    """Every plate of a split as a fixed-size crop, its label map and its text.
+
+    The crop is ``crop_plates``'s (bilinear); the label map is
+    ``segmentation.targets.crop_region_labels`` of the same window: character
+    regions by area vote, neighbours separated.
 
     Returns:
         dict: ``crops`` ndarray[P, h, w, 3] uint8, ``masks`` ndarray[P, h, w] uint8
         (0 background, 3..13 characters, 255 ignore) and ``texts`` list[str].
     """
-    dataset = PlateCropDataset(root, split, size=size, padding=padding)
-    h, w = dataset.size
-    crops = np.zeros((len(dataset), h, w, 3), np.uint8)
-    masks = np.zeros((len(dataset), h, w), np.uint8)
-    texts = []
-    for i in range(len(dataset)):
-        crops[i], masks[i], text = dataset[i]
-        texts.append(text)
-    return {"crops": crops, "masks": masks, "texts": texts}
+    crops, masks, texts = [], [], []
+    for image, regions, class_of, plates in _plate_images(root, split, targets):
+        boxes = np.stack([box for box, _ in plates])  # (K, 4)
+        image_crops, _, windows = crop_plates(image, boxes, size, padding)
+        crops.append(image_crops)
+        masks.append(crop_region_labels(regions, class_of, windows, size, LABEL_SAMPLES,
+                                        LABEL_COVERAGE))
+        texts += [text for _, text in plates]
+    h, w = size
+    return {"crops": np.concatenate(crops) if crops else np.zeros((0, h, w, 3), np.uint8),
+            "masks": np.concatenate(masks) if masks else np.zeros((0, h, w), np.uint8),
+            "texts": texts}
 
 
-# Class ids of a plate scene's mask -> the segmenter's: characters and 255 kept, the rest 0.
+# Class ids of a plate scene's objects -> the segmenter's: characters kept, the rest 0.
 _CHARACTERS_ONLY = np.zeros(256, np.uint8)
 _CHARACTERS_ONLY[list(CHARACTER_CLASSES)] = CHARACTER_CLASSES
 _CHARACTERS_ONLY[IGNORE_INDEX] = IGNORE_INDEX
@@ -238,40 +292,38 @@ _CHARACTERS_ONLY[IGNORE_INDEX] = IGNORE_INDEX
 class TrainPatches:
     """The training plates, ready for random crop windows.
 
-    For each plate we keep the part of its image (and class map) around the plate —
-    the standard crop window grown by ``context`` — and the plate box inside it. A
-    training crop is then ``crop_plates`` on that patch with a *jittered* box: the
-    same resampling as a test crop, from a window shifted by up to ``shift`` of the
-    box size and scaled by ``1 ± scale``.
+    For each plate we keep the part of its image (and of its character regions) around
+    the plate — the standard crop window grown by ``context`` — and the plate box inside
+    it. A training crop is then ``crop_plates`` on that patch with a *jittered* box, and
+    its labels ``crop_region_labels`` of the same window: the same resampling as a test
+    crop, from a window shifted by up to ``shift`` of the box size and scaled by
+    ``1 ± scale``.
 
     Args:
         root (str): VOC root; split (str): image set.
         size (tuple[int, int]), padding (float): crop geometry (``crop_plates``).
         context (float): patch side relative to the crop window (covers the jitter).
+        targets (str): ``"regions"`` (default) or ``"ink"``, see ``_plate_images``.
     """
 
-    def __init__(self, root, split="train", size=(32, 96), padding=0.1, context=1.6):
+    def __init__(self, root, split="train", size=(32, 96), padding=0.1, context=1.6,
+                 targets="regions"):
         self.size, self.padding = tuple(size), float(padding)
-        voc = VOCDataset(root, split, return_masks=True)
-        self.patches, self.patch_masks, self.boxes, self.texts = [], [], [], []
-        for index in range(len(voc)):
-            plates = plate_texts(voc.annotation(index)["objects"])
-            if not plates:
-                continue
-            image, target = voc[index]
-            objects = voc.annotation(index)["objects"]
-            boxes = np.asarray([objects[i]["bbox"] for i, _ in plates], np.float64)  # (K, 4)
+        self.patches, self.patch_regions, self.class_of, self.boxes, self.texts = [], [], [], [], []
+        for image, regions, class_of, plates in _plate_images(root, split, targets):
+            boxes = np.stack([box for box, _ in plates])  # (K, 4)
             windows = crop_windows(boxes, self.size, self.padding).astype(np.float64)
             centre = (windows[:, :2] + windows[:, 2:]) / 2  # (K, 2)
             half = (windows[:, 2:] - windows[:, :2]) * context / 2  # (K, 2)
             height, width = image.shape[:2]
-            for k, (_, text) in enumerate(plates):
+            for k, (box, text) in enumerate(plates):
                 x1, y1 = np.floor(np.maximum(centre[k] - half[k], 0)).astype(int)
                 x2 = int(np.ceil(min(centre[k, 0] + half[k, 0], width)))
                 y2 = int(np.ceil(min(centre[k, 1] + half[k, 1], height)))
                 self.patches.append(image[y1:y2, x1:x2].copy())
-                self.patch_masks.append(_CHARACTERS_ONLY[target["masks"][y1:y2, x1:x2]])
-                self.boxes.append(boxes[k] - [x1, y1, x1, y1])
+                self.patch_regions.append(regions[y1:y2, x1:x2].copy())
+                self.class_of.append(class_of)
+                self.boxes.append(box - [x1, y1, x1, y1])
                 self.texts.append(text)
 
     def __len__(self):
@@ -296,9 +348,10 @@ class TrainPatches:
             factor = (1 + scale) ** moves[row, 2]
             box = np.array([[cx - factor * bw / 2, cy - factor * bh / 2,
                              cx + factor * bw / 2, cy + factor * bh / 2]])
-            crop, mask, _ = crop_plates(self.patches[index], box, self.size, self.padding,
-                                        class_mask=self.patch_masks[index])
-            crops[row], masks[row] = crop[0], mask[0]
+            crop, _, window = crop_plates(self.patches[index], box, self.size, self.padding)
+            crops[row] = crop[0]
+            masks[row] = crop_region_labels(self.patch_regions[index], self.class_of[index],
+                                            window, self.size, LABEL_SAMPLES, LABEL_COVERAGE)[0]
         return crops, masks
 
 
@@ -501,8 +554,9 @@ def train_digit_segmenter(config, resume=False):
 
     data_info = prepare_data(config)
     start = time.perf_counter()
-    train_set = TrainPatches(config.data, "train", config.crop_size, config.crop_padding)
-    val = load_crops(config.data, "val", config.crop_size, config.crop_padding)
+    train_set = TrainPatches(config.data, "train", config.crop_size, config.crop_padding,
+                             targets=config.targets)
+    val = load_crops(config.data, "val", config.crop_size, config.crop_padding, config.targets)
     if len(train_set) == 0 or len(val["texts"]) == 0:
         raise ValueError(f"{config.data!r} has no plates in its train or val split")
     load_seconds = time.perf_counter() - start
@@ -599,8 +653,10 @@ def train_digit_segmenter(config, resume=False):
                                  config.saturation, config.channel_gain, config.noise)
         # --- one optimization step
         logits = model(nn.Tensor(preprocess(images)))
+        gaps = separation_weights(masks, config.gap_weight) if config.gap_weight != 1 else None
         loss = segmentation_loss(logits, masks.astype(np.int64), dice_weight=config.dice_weight,
-                                 ignore_index=IGNORE_INDEX, class_weights=weights)
+                                 ignore_index=IGNORE_INDEX, class_weights=weights,
+                                 pixel_weights=gaps)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -643,7 +699,7 @@ def train_digit_segmenter(config, resume=False):
 
     # --- the best checkpoint on held-out data
     best_model, _, best = load_segmenter(os.path.join(config.out, CHECKPOINT_BEST))
-    test = load_crops(config.data, "test", config.crop_size, config.crop_padding)
+    test = load_crops(config.data, "test", config.crop_size, config.crop_padding, config.targets)
     val_metrics = evaluate(best_model, val["crops"], val["masks"], val["texts"])
     test_metrics = evaluate(best_model, test["crops"], test["masks"], test["texts"])
     _plot_loss_curve(losses, state, os.path.join(config.out, "loss_curve.png"))

@@ -8,10 +8,11 @@ import nn
 from segmentation.losses import pixel_cross_entropy, segmentation_loss, soft_dice_loss
 
 
-def _reference_ce(logits, target, ignore_index=255, weights=None):
-    """Loop over pixels: Σ w[t] · -log softmax(x)[t] / Σ w[t]."""
+def _reference_ce(logits, target, ignore_index=255, weights=None, pixel_weights=None):
+    """Loop over pixels: Σ v · w[t] · -log softmax(x)[t] / Σ v · w[t]."""
     n, h, w, k = logits.shape
     weights = np.ones(k) if weights is None else weights
+    pixel_weights = np.ones(target.shape) if pixel_weights is None else pixel_weights
     total = norm = 0.0
     for b in range(n):
         for i in range(h):
@@ -21,8 +22,9 @@ def _reference_ce(logits, target, ignore_index=255, weights=None):
                     continue
                 row = logits[b, i, j].astype(np.float64)
                 log_z = np.log(np.sum(np.exp(row - row.max()))) + row.max()
-                total += weights[t] * (log_z - row[t])
-                norm += weights[t]
+                v = pixel_weights[b, i, j]
+                total += v * weights[t] * (log_z - row[t])
+                norm += v * weights[t]
     return total / norm if norm else 0.0
 
 
@@ -103,6 +105,39 @@ def test_gradient_float64():
     assert nn.gradcheck(lambda t: soft_dice_loss(t, target, eps=0.5), [x])
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pixel_weights_match_the_formula_and_ones_change_nothing(seed):
+    logits, target = _example(seed)
+    weights = np.array([0.5, 1.0, 2.0, 1.5])
+    pixel_weights = np.random.default_rng(seed + 10).uniform(0, 5, target.shape)
+    x = nn.Tensor(logits)
+    loss, parts = segmentation_loss(x, target, dice_weight=0.7, class_weights=weights,
+                                    pixel_weights=pixel_weights, return_parts=True)
+    expected_ce = _reference_ce(logits, target, weights=weights, pixel_weights=pixel_weights)
+    assert parts["ce"] == pytest.approx(expected_ce, rel=1e-10)
+    assert loss.item() == pytest.approx(expected_ce + 0.7 * _reference_dice(logits, target),
+                                        rel=1e-10)
+    ones = segmentation_loss(x, target, class_weights=weights, pixel_weights=np.ones(target.shape))
+    plain = segmentation_loss(x, target, class_weights=weights)
+    assert ones.item() == pytest.approx(plain.item(), rel=1e-12)
+    # Scaling every pixel weight by the same factor changes nothing either.
+    scaled = segmentation_loss(x, target, class_weights=weights, pixel_weights=3 * pixel_weights)
+    heavy = segmentation_loss(x, target, class_weights=weights, pixel_weights=pixel_weights)
+    assert scaled.item() == pytest.approx(heavy.item(), rel=1e-12)
+
+
+def test_pixel_weights_gradient_float64_and_all_zero_weights():
+    logits, target = _example(7, shape=(2, 2, 3, 3), ignored=2)
+    pixel_weights = np.random.default_rng(8).uniform(0.5, 4, target.shape)
+    x = nn.Tensor(logits, requires_grad=True)
+    assert nn.gradcheck(lambda t: segmentation_loss(t, target, dice_weight=0.5,
+                                                    pixel_weights=pixel_weights), [x])
+    fresh = nn.Tensor(logits, requires_grad=True)
+    zero = segmentation_loss(fresh, target, dice_weight=0, pixel_weights=np.zeros(target.shape))
+    zero.backward()
+    assert zero.item() == 0.0 and np.all(fresh.grad == 0)
+
+
 def test_every_pixel_ignored_gives_zero_cross_entropy_and_zero_gradient():
     logits = np.random.default_rng(5).standard_normal((1, 2, 2, 3))
     target = np.full((1, 2, 2), 255)
@@ -123,6 +158,9 @@ def test_every_pixel_ignored_gives_zero_cross_entropy_and_zero_gradient():
     (dict(class_weights=np.ones(2)), ValueError, "class_weights"),
     (dict(class_weights=-np.ones(3)), ValueError, "class_weights"),
     (dict(logits=nn.Tensor(np.zeros((2, 2, 3)))), ValueError, "logits"),
+    (dict(pixel_weights=np.ones((1, 2, 3))), ValueError, "pixel_weights"),
+    (dict(pixel_weights=-np.ones((1, 2, 2))), ValueError, "pixel_weights"),
+    (dict(pixel_weights=np.full((1, 2, 2), np.inf)), ValueError, "pixel_weights"),
 ])
 def test_bad_input(kwargs, error, message):
     args = dict(logits=nn.Tensor(np.zeros((1, 2, 2, 3))), target=np.zeros((1, 2, 2), np.int64))

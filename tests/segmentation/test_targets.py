@@ -1,0 +1,220 @@
+"""Character regions: hull filling, separation of touching characters, area-vote crops."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from detection.datasets.classes import IGNORE_INDEX
+from segmentation.targets import (
+    character_regions, crop_region_labels, separate_instances, separation_weights,
+)
+
+
+# ------------------------------------------------------------------ character_regions
+def test_hull_fills_an_l_shape_and_drops_other_objects():
+    ink = np.zeros((8, 8), np.int32)
+    ink[1:7, 1] = 1  # the stem of an "L" ...
+    ink[6, 1:6] = 1  # ... and its foot
+    ink[0, 7] = 2  # an object that is not a character (a plate, say)
+    regions = character_regions(ink, [1])
+    # The hull of the L's pixel squares is the triangle (1,1)-(2,1)-(6,6)-(1,7)...: every
+    # pixel centre on or below the diagonal from the stem's top to the foot's end.
+    expected = np.zeros((8, 8), np.int32)
+    for y in range(8):
+        for x in range(8):
+            cx, cy = x + 0.5, y + 0.5
+            # corners (1,1), (2,1), (6,6), (6,7), (1,7): inside iff right of x=1, left of
+            # the edge (2,1)-(6,6), above y=7, below y=1
+            edge = (6 - 1) * (cx - 2) - (6 - 2) * (cy - 1)  # <= 0 on the inner side
+            if 1 <= cx <= 6 and 1 <= cy <= 7 and edge <= 1e-9:
+                expected[y, x] = 1
+    np.testing.assert_array_equal(regions, expected)
+    assert regions[0, 7] == 0  # not a character
+    assert (regions[ink == 1] == 1).all()  # ink is always kept
+
+
+def test_pixels_in_two_hulls_belong_to_neither_unless_ink():
+    ink = np.zeros((5, 7), np.int32)
+    ink[2, 0] = ink[2, 6] = 1  # the ends of a horizontal bar ...
+    ink[0, 3] = ink[4, 3] = 2  # ... and of a vertical one: the hulls cross at (2, 3)
+    regions = character_regions(ink, [1, 2])
+    expected = np.zeros((5, 7), np.int32)
+    expected[2, :] = 1
+    expected[:, 3] = 2
+    expected[2, 3] = 0  # in both hulls, ink of neither
+    np.testing.assert_array_equal(regions, expected)
+    ink[2, 3] = 1  # now it is ink of the bar: it stays the bar's
+    expected[2, 3] = 1
+    np.testing.assert_array_equal(character_regions(ink, [1, 2]), expected)
+
+
+def test_character_regions_empty_and_errors():
+    empty = np.zeros((5, 7), np.uint8)
+    np.testing.assert_array_equal(character_regions(empty, []), np.zeros((5, 7), np.int32))
+    np.testing.assert_array_equal(character_regions(empty, [3]), np.zeros((5, 7), np.int32))
+    with pytest.raises(ValueError, match="instance_map"):
+        character_regions(np.zeros((2, 2), np.float32), [1])
+    with pytest.raises(ValueError, match="character_ids"):
+        character_regions(np.zeros((2, 2), np.int32), [0])
+
+
+# ------------------------------------------------------------------ separate_instances
+def _separate_loop(instances):
+    h, w = instances.shape
+    out = instances.copy()
+    for y in range(h):
+        for x in range(w):
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    v, u = y + dy, x + dx
+                    if 0 <= v < h and 0 <= u < w and instances[v, u] not in (0, instances[y, x]):
+                        out[y, x] = 0
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 9), st.integers(1, 9), st.integers(1, 4))
+def test_separate_instances_equals_loop_and_leaves_no_contact(seed, h, w, count):
+    rng = np.random.default_rng(seed)
+    instances = rng.integers(0, count + 1, size=(h, w))
+    out = separate_instances(instances)
+    np.testing.assert_array_equal(out, _separate_loop(instances))
+    # no two different instances are 8-adjacent any more
+    for i in range(1, count + 1):
+        grown = ndimage.binary_dilation(out == i, structure=np.ones((3, 3), bool))
+        assert not (grown & (out != 0) & (out != i)).any()
+
+
+def test_separate_instances_batch_and_single_instance():
+    one = np.zeros((2, 4, 4), np.int64)
+    one[0, 1:3, 1:3] = 5
+    np.testing.assert_array_equal(separate_instances(one), one)  # nothing touches
+    two = one.copy()
+    two[1, :, :2], two[1, :, 2:] = 1, 2
+    out = separate_instances(two)
+    np.testing.assert_array_equal(out[0], one[0])  # crops are independent
+    assert (out[1, :, 1:3] == 0).all() and (out[1, :, 0] == 1).all() and (out[1, :, 3] == 2).all()
+    with pytest.raises(ValueError, match="instances"):
+        separate_instances(np.zeros(3, np.int64))
+
+
+# ------------------------------------------------------------------ crop_region_labels
+def _labels_loop(region_map, class_of, window, size, samples, coverage):
+    """Pixel by pixel: sub-pixel centres, nearest ids, vote, then separation."""
+    h, w = size
+    x1, y1, x2, y2 = window
+    image_h, image_w = region_map.shape
+    instances = np.zeros((h, w), np.int64)
+    for i in range(h):
+        for j in range(w):
+            ids = []
+            for a in range(samples):
+                for b in range(samples):
+                    y = y1 + (i * samples + a + 0.5) / (h * samples) * (y2 - y1)
+                    x = x1 + (j * samples + b + 0.5) / (w * samples) * (x2 - x1)
+                    r, c = int(np.floor(y)), int(np.floor(x))
+                    inside = 0 <= r < image_h and 0 <= c < image_w
+                    ids.append(int(region_map[r, c]) if inside else 0)
+            chars = [v for v in ids if v]
+            if chars and len(chars) >= coverage * len(ids) - 1e-12:
+                counts = {v: chars.count(v) for v in chars}
+                top = max(counts.values())
+                instances[i, j] = min(v for v, n in counts.items() if n == top)
+    labels = np.asarray(class_of)[separate_instances(instances)].astype(np.uint8)
+    for i in range(h):
+        for j in range(w):
+            cy = y1 + (i + 0.5) / h * (y2 - y1)
+            cx = x1 + (j + 0.5) / w * (x2 - x1)
+            if not (0 <= cy < image_h and 0 <= cx < image_w):
+                labels[i, j] = IGNORE_INDEX
+    return labels
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 2, 3]), st.sampled_from([0.25, 0.5, 1.0]))
+def test_crop_region_labels_equals_loop(seed, samples, coverage):
+    rng = np.random.default_rng(seed)
+    region_map = np.zeros((20, 30), np.int32)
+    for k in range(1, 5):  # a few blobs
+        y, x = rng.integers(0, 16), rng.integers(0, 26)
+        region_map[y:y + rng.integers(1, 5), x:x + rng.integers(1, 5)] = k
+    class_of = np.array([0, 3, 7, 13, 3])
+    windows = np.array([[-3.2, -1.5, 25.7, 12.0], [2.0, 4.0, 31.0, 22.5]])
+    labels = crop_region_labels(region_map, class_of, windows, (6, 9), samples, coverage)
+    assert labels.shape == (2, 6, 9) and labels.dtype == np.uint8
+    for k in range(2):
+        np.testing.assert_array_equal(
+            labels[k], _labels_loop(region_map, class_of, windows[k], (6, 9), samples, coverage))
+
+
+def test_crop_region_labels_identity_window_and_empty():
+    region_map = np.zeros((4, 6), np.int32)
+    region_map[1:3, 0:2] = 1
+    region_map[1:3, 4:6] = 2
+    class_of = np.array([0, 5, 13])
+    labels = crop_region_labels(region_map, class_of, [[0, 0, 6, 4]], (4, 6), samples=3)
+    np.testing.assert_array_equal(labels[0], class_of[region_map])  # 1:1, nothing touches
+    labels = crop_region_labels(region_map, class_of, [[-6, 0, 6, 4]], (4, 12), samples=2)
+    assert (labels[0, :, :6] == IGNORE_INDEX).all()  # left half outside the image
+    empty = crop_region_labels(region_map, class_of, np.zeros((0, 4)), (4, 6))
+    assert empty.shape == (0, 4, 6) and empty.dtype == np.uint8
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(class_of=np.array([0, 1])), "class_of"),
+    (dict(windows=np.array([[0, 0, 0, 4]])), "windows"),
+    (dict(size=(0, 3)), "size"),
+    (dict(samples=0), "samples"),
+    (dict(coverage=0.0), "coverage"),
+])
+def test_crop_region_labels_errors(kwargs, match):
+    args = dict(region_map=np.array([[0, 2]], np.int32), class_of=np.array([0, 3, 4]),
+                windows=np.array([[0, 0, 2, 1]]), size=(1, 2))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        crop_region_labels(**args)
+
+
+# ------------------------------------------------------------------ separation_weights
+def _weights_loop(labels, weight):
+    out = np.ones(labels.shape, np.float32)
+    for n in range(labels.shape[0]):
+        blobs, _ = ndimage.label((labels[n] != 0) & (labels[n] != IGNORE_INDEX),
+                                 structure=np.ones((3, 3), bool))
+        h, w = blobs.shape
+        for y in range(h):
+            for x in range(w):
+                if labels[n, y, x] != 0:
+                    continue
+                seen = {blobs[v, u] for v in range(max(y - 1, 0), min(y + 2, h))
+                        for u in range(max(x - 1, 0), min(x + 2, w))} - {0}
+                if len(seen) >= 2:
+                    out[n, y, x] = weight
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.0, 1.0, 10.0]))
+def test_separation_weights_equal_loop(seed, weight):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((3, 7, 11), np.int64)
+    for n in range(3):
+        for _ in range(rng.integers(0, 5)):
+            y, x = rng.integers(0, 6), rng.integers(0, 10)
+            labels[n, y:y + rng.integers(1, 4), x:x + rng.integers(1, 4)] = rng.choice([3, 5, 13])
+    labels[rng.random(labels.shape) < 0.05] = IGNORE_INDEX
+    np.testing.assert_array_equal(separation_weights(labels, weight), _weights_loop(labels, weight))
+
+
+def test_separation_weights_mark_only_gaps_between_two_characters():
+    labels = np.zeros((1, 3, 9), np.int64)
+    labels[0, :, 0:3] = 3
+    labels[0, :, 4:6] = 3  # same class, another character: the gap at column 3 counts
+    weights = separation_weights(labels, 10.0)
+    assert (weights[0, :, 3] == 10).all()
+    assert (weights[0, :, [0, 1, 2, 4, 5, 6, 7, 8]] == 1).all()  # column 6 touches one only
+    with pytest.raises(ValueError, match="labels"):
+        separation_weights(np.zeros((3, 3), np.int64))
+    with pytest.raises(ValueError, match="weight"):
+        separation_weights(labels, -1.0)
