@@ -44,6 +44,7 @@ Class ids are those of ``detection.datasets.classes`` (0 background, 3..12 the d
 13 other character, 255 ignore for crop pixels outside the image).
 """
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from detection.datasets.classes import IGNORE_INDEX
@@ -91,10 +92,12 @@ def character_regions(instance_map, character_ids):
     regions = ink.copy()
     claims = np.zeros(ink.shape, dtype=np.int16)  # hulls containing each pixel centre
     owner = np.zeros(ink.shape, dtype=np.int32)
-    present = ids[np.isin(ids, np.unique(ink))]
-    for char_id in present:  # a handful of characters per image
-        ys, xs = np.nonzero(ink == char_id)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    # Each character's bounding box in one pass over the image; its hull lies inside.
+    for char_id, box in enumerate(ndimage.find_objects(ink), start=1):
+        if box is None:
+            continue  # no pixel of this id
+        ys, xs = np.nonzero(ink[box] == char_id)
+        y0, x0 = box[0].start, box[1].start
         # The hull of the ink *pixels* (unit squares), i.e. of their corners.
         corners = np.concatenate([np.stack([xs + dx, ys + dy], axis=1)
                                   for dx in (0, 1) for dy in (0, 1)]).astype(np.float64)
@@ -102,13 +105,13 @@ def character_regions(instance_map, character_ids):
             hull = ConvexHull(corners)
         except QhullError:  # cannot happen for unit squares; keep the ink alone
             continue
-        gy, gx = np.mgrid[y0:y1, x0:x1]  # the hull lies inside the ink's bounding box
+        gy, gx = np.mgrid[0:box[0].stop - y0, 0:box[1].stop - x0]
         centres = np.stack([gx.ravel() + 0.5, gy.ravel() + 0.5], axis=1)  # (P, 2) as (x, y)
         # Inside a convex hull = on the inner side of every facet: n·p + offset <= 0.
         inside = (centres @ hull.equations[:, :2].T + hull.equations[:, 2]
                   <= _HULL_SLACK).all(axis=1).reshape(gy.shape)
-        claims[y0:y1, x0:x1] += inside
-        owner[y0:y1, x0:x1][inside] = char_id
+        claims[box] += inside
+        owner[box][inside] = char_id
     fill = (ink == 0) & (claims == 1)
     regions[fill] = owner[fill]
     return regions
@@ -241,8 +244,6 @@ def separation_weights(labels, weight=10.0, background=0, ignore_index=IGNORE_IN
     Returns:
         ndarray[N, H, W] float32.
     """
-    from scipy import ndimage
-
     if not isinstance(labels, np.ndarray) or labels.ndim != 3 \
             or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError("labels must be an integer ndarray (N, H, W), got "

@@ -266,10 +266,12 @@ def test_a_run_stopped_by_the_clock_keeps_its_last_steps(plates, tmp_path):
     assert result["best_step"] == result["steps_done"]
 
 
-def test_a_slower_machine_shortens_a_fitted_schedule():
+def test_a_slower_machine_shortens_a_fitted_schedule_and_a_faster_one_lengthens_it():
     from segmentation.train import TIME_MARGIN, _refit_steps
 
-    assert _refit_steps(1000, 200, 60.0, 300.0, 0.2) == 1000  # 160 s left for 160 s of steps
+    assert _refit_steps(1000, 200, 60.0, 300.0, 0.29) == 1000  # 232 s of steps, 240 s left
+    lengthened = _refit_steps(1000, 200, 60.0, 300.0, 0.2)  # 160 s of steps for 240 s left
+    assert lengthened == 200 + int(TIME_MARGIN * 240 / 0.2) > 1000
     shortened = _refit_steps(1000, 200, 60.0, 300.0, 0.5)  # 400 s of steps for 240 s left
     assert shortened == 200 + int(TIME_MARGIN * 240 / 0.5)
     assert _refit_steps(1000, 200, 310.0, 300.0, 0.5) == 201  # over time: one more step at most
