@@ -512,17 +512,46 @@ def _gemm_tn(a, b):
     return total.T  # (K, N)
 
 
-def _conv_blocks(xp, geometry, n, k, dtype, work, block_bytes=None):
+def _padded_slab(x, geometry, n0, n1, h0, h1, buffers, slot):
+    """The zero-padded input rows that output rows ``[h0, h1)`` of images ``[n0, n1)`` read.
+
+    Without padding this is a view of ``x``. Otherwise the rows are copied into a
+    per-thread buffer with zeroed borders: padding one block at a time, in cache,
+    costs less than writing and re-reading a padded copy of the whole input.
+    Returns ``ndarray[n1 - n0, rows, W + pad_left + pad_right, C]``.
+    """
+    (pt, pb), (pl, pr) = geometry.padding
+    kh = geometry.kernel[0]
+    sh, dh = geometry.stride[0], geometry.dilation[0]
+    _, h, w, c = x.shape
+    top, stop = h0 * sh - pt, (h1 - 1) * sh + dh * (kh - 1) + 1 - pt  # rows of x, may overhang
+    if pt == pb == pl == pr == 0:
+        return x[n0:n1, top:stop]
+    shape = (n1 - n0, stop - top, w + pl + pr, c)
+    size = shape[0] * shape[1] * shape[2] * shape[3]
+    if buffers.get(slot) is None or buffers[slot].size < size:
+        buffers[slot] = np.empty(size, dtype=x.dtype)
+    slab = buffers[slot][:size].reshape(shape)
+    lo, hi = max(top, 0), min(stop, h)  # rows inside x
+    slab[:, :lo - top] = 0
+    slab[:, hi - top:] = 0
+    slab[:, lo - top:hi - top, :pl] = 0
+    slab[:, lo - top:hi - top, pl + w:] = 0
+    slab[:, lo - top:hi - top, pl:pl + w] = x[n0:n1, lo:hi]
+    return slab
+
+
+def _conv_blocks(x, geometry, n, k, dtype, work, block_bytes=None):
     """Run ``work(cols, r0, r1, slot)`` for every block of output rows (see ``_row_blocks``).
 
-    ``cols (r1 - r0, k)`` holds the im2col rows ``[r0, r1)`` of the padded input ``xp``;
-    it lives in a per-thread buffer that is reused from block to block, so it is
-    written and read while in cache.
+    ``cols (r1 - r0, k)`` holds the im2col rows ``[r0, r1)`` of the input ``x``
+    (zero-padded block by block); it lives in a per-thread buffer that is reused
+    from block to block, so it is written and read while in cache.
     """
     ho, wo = geometry.out_hw
     blocks = _row_blocks(n, ho, wo * k * np.dtype(dtype).itemsize, block_bytes)
     most = max(((b[1] - b[0]) * (b[3] - b[2]) * wo for b in blocks), default=0)
-    buffers = {}
+    buffers, slabs = {}, {}
 
     def run(i, slot):
         n0, n1, h0, h1 = blocks[i]
@@ -530,14 +559,15 @@ def _conv_blocks(xp, geometry, n, k, dtype, work, block_bytes=None):
         if slot not in buffers:
             buffers[slot] = np.empty((most, k), dtype=dtype)
         cols = buffers[slot][:r1 - r0]  # (rows, kh·kw·C)
-        _fill_cols(_input_slab(xp, geometry, n0, n1, h0, h1), geometry, h1 - h0, cols[None])
+        slab = _padded_slab(x, geometry, n0, n1, h0, h1, slabs, slot)
+        _fill_cols(slab, geometry, h1 - h0, cols[None])
         work(cols, r0, r1, slot)
 
     parallel_for(run, len(blocks))
 
 
 def _conv_forward_blocked(xp, w2d, bias, geometry, n):
-    """``y = im2col(xp) @ W (+ b)`` block by block: ``(N·Ho·Wo, C_out)`` (groups == 1)."""
+    """``y = im2col(x) @ W (+ b)`` block by block, ``xp`` the unpadded input: ``(N·Ho·Wo, C_out)`` (groups == 1)."""
     ho, wo = geometry.out_hw
     y = np.empty((n * ho * wo, w2d.shape[1]), dtype=xp.dtype)  # (N·Ho·Wo, C_out)
 
@@ -553,7 +583,7 @@ def _conv_forward_blocked(xp, w2d, bias, geometry, n):
 def _weight_grad_blocked(xp, dy_rows, geometry, n):
     """``dW = im2col(xp)ᵀ @ dy`` with the columns rebuilt block by block: ``(K, C_out)``.
 
-    Rebuilding a block of columns from the kept (padded) input costs a copy in
+    Rebuilding a block of columns from the kept input costs a copy in
     cache; keeping the whole column matrix from the forward pass would cost ~9x the
     memory and a trip through main memory both ways.
     """
@@ -832,16 +862,15 @@ class Conv2dCache:
             kept for ``dW`` (and ``db``, when it carries the bias column).
         weight (ndarray[kh, kw, C/g, C_out]): the weight, for ``dx``.
         geometry (ConvGeometry): of the convolution.
-        x_padded (ndarray[N, H + pads, W + pads, C] or None): the zero-padded input,
-            kept instead of ``cols`` when ``dW`` rebuilds the columns block by block
-            (groups == 1).
+        x_kept (ndarray[N, H, W, C] or None): the input, kept instead of ``cols`` when
+            ``dW`` rebuilds the columns block by block (groups == 1).
     """
 
     x_shape: tuple
     cols: object
     weight: np.ndarray
     geometry: ConvGeometry
-    x_padded: object = None
+    x_kept: object = None
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, keep_cols=True):
@@ -876,7 +905,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
             if bias is not None:
                 _add_bias(y.reshape(n, *geometry.out_hw, c_out), bias)
         else:
-            xp = _pad(np.ascontiguousarray(x), geometry.padding)
+            xp = np.ascontiguousarray(x)  # padded block by block
             y = _conv_forward_blocked(xp, w2d, bias, geometry, n)  # (N·Ho·Wo, C_out)
         cache = Conv2dCache(x.shape, None, weight, geometry, xp if keep_cols else None)
         return y.reshape(n, *geometry.out_hw, c_out), cache
@@ -913,7 +942,7 @@ def conv2d_backward(dy, cache, need_input_grad=True, need_weight_grad=True, need
     """
     dx = dw = db = None
     if need_weight_grad:
-        if cache.cols is None and cache.x_padded is None:
+        if cache.cols is None and cache.x_kept is None:
             raise ValueError("conv2d_backward: the weight gradient needs the forward's columns "
                              "(call conv2d_forward with keep_cols=True)")
         if cache.cols is None:
@@ -921,9 +950,9 @@ def conv2d_backward(dy, cache, need_input_grad=True, need_weight_grad=True, need
             n, c_out = dy.shape[0], dy.shape[-1]
             dy_rows = np.ascontiguousarray(dy).reshape(-1, c_out)  # (N·Ho·Wo, C_out)
             if _is_plain_gemm(geometry):
-                dw2d = _gemm_tn(cache.x_padded.reshape(-1, cache.x_shape[-1]), dy_rows)
+                dw2d = _gemm_tn(cache.x_kept.reshape(-1, cache.x_shape[-1]), dy_rows)
             else:
-                dw2d = _weight_grad_blocked(cache.x_padded, dy_rows, geometry, n)
+                dw2d = _weight_grad_blocked(cache.x_kept, dy_rows, geometry, n)
             dw = np.ascontiguousarray(dw2d).reshape(cache.weight.shape)
         else:
             # With the bias column, the same GEMM gives db = Σ dy as its last useful row.
