@@ -791,10 +791,13 @@ def conv2d_input_grad(dy, weight, in_shape, geometry):
             # Reversed taps: the correlation reads the tap with the largest offset first.
             sub = back[np.array(row.taps[::-1])][:, np.array(col.taps[::-1])]  # (Th, Tw, ·, C)
             dy_sub = dy[:, row.crop_lo:ho - row.crop_hi, col.crop_lo:wo - col.crop_hi]
-            phase, _ = conv2d_forward(
-                dy_sub, np.ascontiguousarray(sub), None, 1, (row.pad, col.pad),
-                (row.step, col.step), g, keep_cols=False,
-            )  # (N, row.count, col.count, C)
+            # The phase's convolution is valid by construction: no argument checks.
+            phase_geometry = ConvGeometry(
+                sub.shape[:2], (1, 1), (row.pad, col.pad), (row.step, col.step), g,
+                dy_sub.shape[1:3], (row.count, col.count), cog,
+            )
+            phase, _ = _conv2d_forward(dy_sub, np.ascontiguousarray(sub), None, phase_geometry,
+                                       keep_cols=False)  # (N, row.count, col.count, C)
             if single:
                 return phase
             dx[:, row.start::sh, col.start::sw] = phase
@@ -893,7 +896,13 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         ValueError, TypeError: see ``conv2d``.
     """
     geometry = _conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
+    return _conv2d_forward(x, weight, bias, geometry, keep_cols)
+
+
+def _conv2d_forward(x, weight, bias, geometry, keep_cols):
+    """``conv2d_forward`` once the arguments are checked and ``geometry`` is known."""
     n = x.shape[0]
+    groups = geometry.groups
     if groups == 1:
         # Blocks of output rows over the threads: im2col of a block, then its GEMM while
         # the block is in cache. dW rebuilds the columns from the kept padded input.
