@@ -20,7 +20,7 @@ from nn.tensor import Function, Tensor
 __all__ = [
     "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
     "sigmoid_forward", "log_sigmoid_forward", "softmax_forward", "log_softmax_forward",
-    "relu_forward", "relu_backward",
+    "relu_forward", "relu_backward", "softmax_backward", "log_softmax_backward",
 ]
 
 
@@ -131,6 +131,45 @@ def log_softmax_forward(x, axis=-1, return_probs=False):
     return logp.reshape(x.shape), probs.reshape(x.shape)
 
 
+def softmax_backward(grad, y, axis=-1):
+    """``y ⊙ (g - Σ g ⊙ y)`` along ``axis``: the vector-Jacobian product of softmax.
+
+    Along the last axis, in ~1 MB blocks of rows on the library's threads.
+    """
+    grad = np.ascontiguousarray(grad)
+    rows, y_rows = _last_axis_rows(grad, axis), _last_axis_rows(y, axis)
+    if rows is None or y_rows is None:
+        return y * (grad - (grad * y).sum(axis=axis, keepdims=True))
+    dx = np.empty_like(rows)  # (R, K)
+
+    def block(a, b, slot):
+        out = dx[a:b]
+        np.multiply(rows[a:b], y_rows[a:b], out=out)
+        total = out.sum(axis=1, keepdims=True)  # Σ g ⊙ y per row
+        np.subtract(rows[a:b], total, out=out)
+        out *= y_rows[a:b]
+
+    parallel_rows(block, rows.shape[0], rows.shape[1] * rows.itemsize)
+    return dx.reshape(grad.shape)
+
+
+def log_softmax_backward(grad, probs, axis=-1):
+    """``g - softmax(x) ⊙ Σ g`` along ``axis``, in blocks of rows along the last axis."""
+    grad = np.ascontiguousarray(grad)
+    rows, p_rows = _last_axis_rows(grad, axis), _last_axis_rows(probs, axis)
+    if rows is None or p_rows is None:
+        return grad - probs * grad.sum(axis=axis, keepdims=True)
+    dx = np.empty_like(rows)  # (R, K)
+
+    def block(a, b, slot):
+        out = dx[a:b]
+        np.multiply(p_rows[a:b], rows[a:b].sum(axis=1, keepdims=True), out=out)
+        np.subtract(rows[a:b], out, out=out)
+
+    parallel_rows(block, rows.shape[0], rows.shape[1] * rows.itemsize)
+    return dx.reshape(grad.shape)
+
+
 def relu_forward(x):
     """``(max(x, 0), x > 0)`` on an ndarray, in ~1 MB blocks over the library's threads."""
     flat = np.ascontiguousarray(x).reshape(-1)
@@ -230,7 +269,7 @@ class SoftmaxFunction(Function):
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        return y * (grad - (grad * y).sum(axis=ctx.axis, keepdims=True))
+        return softmax_backward(grad, y, ctx.axis)
 
 
 class LogSoftmaxFunction(Function):
@@ -246,7 +285,7 @@ class LogSoftmaxFunction(Function):
     @staticmethod
     def backward(ctx, grad):
         (probs,) = ctx.saved_tensors
-        return grad - probs * grad.sum(axis=ctx.axis, keepdims=True)
+        return log_softmax_backward(grad, probs, ctx.axis)
 
 
 class DropoutFunction(Function):

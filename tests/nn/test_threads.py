@@ -261,3 +261,21 @@ def test_blocked_conv_transpose_matches_the_loop_reference(monkeypatch, threads,
     np.testing.assert_allclose(dw, dw_one, rtol=1e-12, atol=1e-12)
     # Adjointness fixes dx: <conv_transpose(x), dy> = <x, dx>.
     np.testing.assert_allclose(np.sum(y * dy), np.sum(x * dx), rtol=1e-10)
+
+
+@pytest.mark.parametrize("block_bytes", [64, 1 << 30])
+def test_blocked_softmax_backward_passes(monkeypatch, threads, block_bytes):
+    from nn.functional.activation import log_softmax_backward, softmax_backward, softmax_forward
+
+    monkeypatch.setattr(_threads, "BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 5, 3, 6))
+    grad = rng.standard_normal(x.shape)
+    for axis in (-1, 1):
+        y = softmax_forward(x, axis)
+        expected = y * (grad - (grad * y).sum(axis=axis, keepdims=True))
+        np.testing.assert_allclose(softmax_backward(grad, y, axis), expected, rtol=1e-12,
+                                   atol=1e-14)
+        expected = grad - y * grad.sum(axis=axis, keepdims=True)
+        np.testing.assert_allclose(log_softmax_backward(grad, y, axis), expected, rtol=1e-12,
+                                   atol=1e-14)
