@@ -1057,10 +1057,14 @@ class Conv2dFunction(Function):
     """Autograd glue around ``conv2d_forward`` / ``conv2d_backward``."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    def forward(ctx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                geometry=None):
         # The column matrix is only needed for dW; without it backward keeps less memory.
         keep_cols = len(ctx.needs_input_grad) > 1 and ctx.needs_input_grad[1]
-        y, ctx.cache = conv2d_forward(x, weight, bias, stride, padding, dilation, groups, keep_cols)
+        if geometry is None:
+            geometry = _conv2d_geometry(x, weight, bias, stride, padding, dilation, groups)
+        # (conv2d passes the geometry it checked: no second round of checks.)
+        y, ctx.cache = _conv2d_forward(x, weight, bias, geometry, keep_cols)
         ctx.has_bias = bias is not None
         return y
 
@@ -1131,9 +1135,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """
     x_data, w_data = _data(x, "x"), _data(weight, "weight")
     b_data = None if bias is None else _data(bias, "bias")
-    _conv2d_geometry(x_data, w_data, b_data, stride, padding, dilation, groups)
+    geometry = _conv2d_geometry(x_data, w_data, b_data, stride, padding, dilation, groups)
     return Conv2dFunction.apply(
-        x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups
+        x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        geometry=geometry,
     )
 
 
