@@ -13,7 +13,9 @@ the work of one call (e.g. the output rows of a convolution) is cut into blocks
 small enough to stay in cache, and ``n`` threads take blocks from a shared counter
 (a thread that gets descheduled simply takes fewer blocks). NumPy releases the GIL
 in its copies, ufunc loops and BLAS calls, so the threads run in parallel. BLAS
-itself is pinned to one thread, which makes ``n`` the total number of threads.
+itself is pinned to one thread (at the first kernel call, whatever ``n`` is), which
+makes ``n`` the total number of threads; a plain ``a @ b`` elsewhere in the process then
+runs on one thread too.
 
 The thread count comes from ``set_num_threads(n)``, else the environment variable
 ``DETSEG_NUM_THREADS``, else ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` (a process
@@ -133,9 +135,11 @@ def set_num_threads(n):
 def _pool():
     """The worker pool (``threads - 1`` workers; the calling thread is the last one), or None."""
     threads = get_num_threads()
-    # Several threads calling a multi-threaded BLAS at once stall; without control over
-    # BLAS the kernels run in the caller only.
-    if threads == 1 or not _pin_blas():
+    # BLAS is pinned to one thread even when the kernels use one thread: the blocks'
+    # small GEMMs run 3x slower on a multi-threaded BLAS. Several threads calling a
+    # multi-threaded BLAS at once stall: without control over BLAS the kernels run in
+    # the caller only.
+    if not _pin_blas() or threads == 1:
         return None
     with _lock:
         if _state["pool"] is None:
@@ -159,8 +163,8 @@ def parallel_for(function, count):
         int: the number of slots (threads) that may have been used.
     """
     # A call from inside a worker runs inline: waiting there for the pool could deadlock.
-    pool = _pool() if count > 1 and not getattr(_local, "worker", False) else None
-    if pool is None:
+    pool = _pool() if count > 0 and not getattr(_local, "worker", False) else None
+    if pool is None or count == 1:
         for i in range(count):
             function(i, 0)
         return 1
