@@ -566,18 +566,31 @@ def _conv_blocks(x, geometry, n, k, dtype, work, block_bytes=None):
     parallel_for(run, len(blocks))
 
 
-def _conv_forward_blocked(xp, w2d, bias, geometry, n):
-    """``y = im2col(x) @ W (+ b)`` block by block, ``xp`` the unpadded input: ``(N·Ho·Wo, C_out)`` (groups == 1)."""
+def _conv_forward_blocked(xp, w2d, bias, geometry, n, out=None):
+    """``y = im2col(x) @ W (+ b)`` block by block, ``xp`` the unpadded input (groups == 1).
+
+    Returns ``(N·Ho·Wo, C_out)``; with ``out`` (an ``(N, Ho, Wo, C_out)`` view, e.g. one
+    phase of a strided ``dx``) each block is written there instead, from cache.
+    """
     ho, wo = geometry.out_hw
-    y = np.empty((n * ho * wo, w2d.shape[1]), dtype=xp.dtype)  # (N·Ho·Wo, C_out)
+    c_out = w2d.shape[1]
+    y = np.empty((n * ho * wo, c_out), dtype=xp.dtype) if out is None else None
 
     def work(cols, r0, r1, slot):
-        np.matmul(cols, w2d, out=y[r0:r1])
+        if out is None:
+            block = y[r0:r1]
+            np.matmul(cols, w2d, out=block)
+        else:
+            block = cols @ w2d  # (rows, C_out)
         if bias is not None:
-            y[r0:r1] += bias
+            block += bias
+        if out is not None:
+            first, last = divmod(r0 // wo, ho), divmod(r1 // wo - 1, ho)  # (image, row)
+            out[first[0]:last[0] + 1, first[1]:last[1] + 1] = block.reshape(
+                last[0] + 1 - first[0], last[1] + 1 - first[1], wo, c_out)
 
     _conv_blocks(xp, geometry, n, w2d.shape[0], xp.dtype, work)
-    return y
+    return y if out is None else out
 
 
 def _weight_grad_blocked(xp, dy_rows, geometry, n):
@@ -796,10 +809,18 @@ def conv2d_input_grad(dy, weight, in_shape, geometry):
                 sub.shape[:2], (1, 1), (row.pad, col.pad), (row.step, col.step), g,
                 dy_sub.shape[1:3], (row.count, col.count), cog,
             )
+            if single:
+                phase, _ = _conv2d_forward(dy_sub, np.ascontiguousarray(sub), None,
+                                           phase_geometry, keep_cols=False)
+                return phase  # (N, H, W, C)
+            if g == 1:
+                # Each block of the phase goes straight into its strided place in dx.
+                sub2d = np.ascontiguousarray(sub).reshape(-1, c)  # (Th·Tw·C_out, C)
+                _conv_forward_blocked(np.ascontiguousarray(dy_sub), sub2d, None,
+                                      phase_geometry, n, out=dx[:, row.start::sh, col.start::sw])
+                continue
             phase, _ = _conv2d_forward(dy_sub, np.ascontiguousarray(sub), None, phase_geometry,
                                        keep_cols=False)  # (N, row.count, col.count, C)
-            if single:
-                return phase
             dx[:, row.start::sh, col.start::sw] = phase
     return dx
 
