@@ -18,9 +18,17 @@ channels-last feature map. In NHWC a window row reads contiguous runs of ``kw·C
 values, which is why this library is channels-last (Chellapilla et al., 2006,
 "High performance convolutional neural networks for document processing").
 
+**In blocks, on several threads.** The column matrix of a whole layer is large (28-56
+MB for the U-Net's first layers): written out, then read back by the GEMM, it makes
+the layer memory-bound. So the output rows are cut into blocks of ~1 MB of columns;
+a block is padded, copied into a reused per-thread buffer and multiplied while it
+is still in cache, and the blocks are shared by the library's threads
+(``nn/_threads.py``; BLAS runs single-threaded inside them). ``dW`` rebuilds the
+columns block by block from the kept input instead of keeping them.
+
 **Backward.** With ``g = dL/dy`` flattened to ``(N·Ho·Wo, C_out)``:
 
-- ``dW = colsᵀ @ g`` reuses the forward's column matrix;
+- ``dW = colsᵀ @ g`` (summed block by block, the columns rebuilt from the input);
 - ``db = Σ g`` over N, Ho, Wo;
 - ``dx`` sends every output gradient back to the input pixels its window read:
   ``dx[h] = Σ_{i, t: h = i·d - pad + s·t} g[t] W[i]ᵀ``. With stride 1 this is itself a
