@@ -39,6 +39,17 @@ _state = {"threads": None, "pool": None, "blas_pinned": None}
 _local = threading.local()  # .worker is True on the pool's threads (no nested pools)
 
 
+def _after_fork_in_child():
+    """A forked child (e.g. a data-loading worker) has none of the parent's threads."""
+    global _lock
+    _lock = threading.Lock()
+    _state["pool"] = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 # ------------------------------------------------------------------ BLAS control
 def _blas_setters():
     """``set_num_threads`` functions of the OpenBLAS libraries loaded in this process.

@@ -279,3 +279,23 @@ def test_blocked_softmax_backward_passes(monkeypatch, threads, block_bytes):
         expected = grad - y * grad.sum(axis=axis, keepdims=True)
         np.testing.assert_allclose(log_softmax_backward(grad, y, axis), expected, rtol=1e-12,
                                    atol=1e-14)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_pool():
+    """The parent's worker threads do not exist in a forked child: it must not wait for them."""
+    import os
+
+    before = nn.get_num_threads()
+    nn.set_num_threads(2)
+    try:
+        _threads.parallel_for(lambda i, slot: None, 4)  # the parent's pool exists now
+        pid = os.fork()
+        if pid == 0:  # the child: a kernel call must finish
+            done = []
+            _threads.parallel_for(lambda i, slot: done.append(i), 6)
+            os._exit(0 if sorted(done) == list(range(6)) else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        nn.set_num_threads(before)
