@@ -205,15 +205,19 @@ def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=
     ids = region_map[rows.clip(0, image_h - 1)[:, :, None], cols.clip(0, image_w - 1)[:, None, :]]
     ids = np.where(inside, ids, 0)  # (K, h·s, w·s): outside the image is no character
     votes = ids.reshape(count, height, s, width, s).transpose(0, 1, 3, 2, 4)
-    votes = votes.reshape(count, height, width, s * s)  # (K, h, w, s²)
-    # The most frequent non-zero id: count each sub-pixel's id among the s² (sorted, so
-    # that argmax's first maximum is the smallest id among ties).
-    votes = np.sort(votes, axis=-1)
-    same = (votes[..., :, None] == votes[..., None, :]) & (votes[..., None, :] != 0)
-    counts = same.sum(axis=-1)  # (K, h, w, s²): how often each sub-pixel's id occurs
-    best = np.take_along_axis(votes, counts.argmax(axis=-1)[..., None], axis=-1)[..., 0]
-    share = (votes != 0).mean(axis=-1)  # (K, h, w): character sub-pixels
-    instances = np.where(share >= coverage - 1e-12, best, 0)
+    votes = votes.reshape(count * height * width, s * s)  # (K·h·w, s²) ids per crop pixel
+    # Votes per (pixel, id) with one bincount; argmax takes the first maximum, i.e. the
+    # smallest id among ties. (Ids are small: the objects of one image.)
+    m = int(votes.max(initial=0)) + 1
+    pixel = np.arange(votes.shape[0])[:, None]  # (K·h·w, 1)
+    counts = np.bincount((pixel * m + votes).ravel(), minlength=votes.shape[0] * m)
+    counts = counts.reshape(votes.shape[0], m)  # (K·h·w, M): column 0 is "no character"
+    if m == 1:  # no character anywhere
+        instances = np.zeros((count, height, width), np.int64)
+    else:
+        best = 1 + counts[:, 1:].argmax(axis=1)
+        share = 1 - counts[:, 0] / (s * s)  # character sub-pixels
+        instances = np.where(share >= coverage - 1e-12, best, 0).reshape(count, height, width)
     instances = separate_instances(instances)
     labels = class_of[instances].astype(np.uint8)  # (K, h, w)
     # Ignore where the pixel centre lies outside the image (as crop_plates).
