@@ -299,3 +299,15 @@ def test_a_forked_child_gets_its_own_pool():
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     finally:
         nn.set_num_threads(before)
+
+
+@pytest.mark.parametrize("block_bytes", [64, 1 << 30])
+def test_blocked_sigmoid_passes(monkeypatch, threads, block_bytes):
+    from nn.functional.activation import log_sigmoid_forward, sigmoid_forward
+
+    monkeypatch.setattr(_threads, "BLOCK_BYTES", block_bytes)
+    x = np.linspace(-40, 40, 3 * 7 * 5).reshape(3, 7, 5)
+    np.testing.assert_allclose(sigmoid_forward(x), 1 / (1 + np.exp(-x)), rtol=1e-13)
+    np.testing.assert_allclose(log_sigmoid_forward(x), -np.log1p(np.exp(-x)), rtol=1e-12,
+                               atol=1e-300)
+    assert sigmoid_forward(x.astype(np.float32)).dtype == np.float32
