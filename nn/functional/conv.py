@@ -802,13 +802,23 @@ def conv2d_input_grad(dy, weight, in_shape, geometry):
     rows = _phases(kh, sh, dh, geometry.padding[0][0], h, ho)
     cols = _phases(kw, sw, dw, geometry.padding[1][0], w, wo)
     # Positions no tap reaches (stride > dilated kernel, or only padding read) get zero.
-    some_phase_empty = any(not p.taps for p in rows) or any(not p.taps for p in cols)
-    dx = (np.zeros if some_phase_empty else np.empty)(in_shape, dtype=dy.dtype)
+    dx = np.empty(in_shape, dtype=dy.dtype)
+    empty = [(row, col) for row in rows for col in cols if not row.taps or not col.taps]
+    if empty:
+        # Zero those phases only, in blocks of images on the library's threads.
+        blocks = split_range(n, _blocks_for(dx.nbytes))
+
+        def zero(i, slot):
+            n0, n1 = blocks[i]
+            for row, col in empty:
+                dx[n0:n1, row.start::sh, col.start::sw] = 0
+
+        parallel_for(zero, len(blocks))
     single = len(rows) == 1 and len(cols) == 1  # e.g. stride 1: dx is one phase
     for row in rows:
         for col in cols:
             if not row.taps or not col.taps:
-                continue  # no tap reaches this phase: its gradient stays zero
+                continue  # no tap reaches this phase: its gradient is zero
             # Reversed taps: the correlation reads the tap with the largest offset first.
             sub = back[np.array(row.taps[::-1])][:, np.array(col.taps[::-1])]  # (Th, Tw, ·, C)
             dy_sub = dy[:, row.crop_lo:ho - row.crop_hi, col.crop_lo:wo - col.crop_hi]
