@@ -27,8 +27,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["get_num_threads", "set_num_threads", "parallel_for", "parallel_rows", "split_range",
-           "BLOCK_BYTES"]
+__all__ = ["get_num_threads", "set_num_threads", "parallel_for", "parallel_rows", "parallel_sum",
+           "split_range", "BLOCK_BYTES"]
 
 # Memory-bound passes are cut into blocks of about this many bytes (the L2 cache of
 # a core is 1 MB here): a block read twice in a row is read from cache the second time.
@@ -218,3 +218,32 @@ def parallel_rows(function, rows, row_bytes, block_bytes=None):
     """
     blocks = split_range(rows, max(1, rows * row_bytes // (block_bytes or BLOCK_BYTES)))
     return parallel_for(lambda i, slot: function(*blocks[i], slot), len(blocks))
+
+
+def parallel_sum(function, rows, row_bytes):
+    """``Σ function(start, stop)`` over ~1 MB blocks of rows, the blocks on the threads.
+
+    Each thread adds the arrays its blocks return; the few partial sums are added last.
+
+    Args:
+        function (callable): ``function(start, stop)`` -> ndarray (same shape for all blocks).
+        rows (int): number of rows.
+        row_bytes (int): bytes per row.
+    Returns:
+        ndarray: the sum.
+    """
+    partial = {}
+
+    def run(start, stop, slot):
+        value = function(start, stop)
+        if slot in partial:
+            partial[slot] += value
+        else:
+            partial[slot] = value
+
+    parallel_rows(run, rows, row_bytes)
+    values = list(partial.values())
+    total = values[0]
+    for value in values[1:]:
+        total += value
+    return total

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from nn._threads import parallel_for, split_range
+from nn._threads import parallel_for, parallel_sum, split_range
 from nn.tensor import Function, Tensor
 
 __all__ = [
@@ -711,7 +711,9 @@ def _bias_grad(dy):
 
     (Pure NumPy, as fast as a GEMV here, and no extra BLAS call; see conv2d_input_grad.)"""
     n, h, w, c = dy.shape
-    return dy.reshape(n * h, w * c).sum(axis=0).reshape(w, c).sum(axis=0)
+    rows = np.ascontiguousarray(dy).reshape(n * h, w * c)  # (N·H, W·C)
+    total = parallel_sum(lambda a, b: rows[a:b].sum(axis=0), n * h, w * c * dy.itemsize)
+    return total.reshape(w, c).sum(axis=0)
 
 
 # ================================================================ the input gradient

@@ -25,7 +25,7 @@ with ``C = 32`` is 1.5-6x slower). The backward passes use the fused closed form
 """
 import numpy as np
 
-from nn._threads import parallel_rows
+from nn._threads import parallel_rows, parallel_sum
 from nn.tensor import Function, Tensor
 
 __all__ = [
@@ -59,28 +59,6 @@ def _as_array(value):
     return value.data if isinstance(value, Tensor) else value
 
 
-def _row_sums(function, rows, row_bytes):
-    """``Σ function(start, stop)`` over blocks of rows, the blocks spread over the threads.
-
-    Each thread adds the vectors of its blocks; the few partial sums are added last.
-    """
-    partial = {}
-
-    def run(start, stop, slot):
-        value = function(start, stop)
-        if slot in partial:
-            partial[slot] += value
-        else:
-            partial[slot] = value
-
-    parallel_rows(run, rows, row_bytes)
-    values = list(partial.values())
-    total = values[0]
-    for value in values[1:]:
-        total += value
-    return total
-
-
 # ------------------------------------------------------------- batch norm
 def batch_norm_forward(x, weight, bias, running_mean, running_var, training, momentum, eps):
     """Batch normalization kernel over the last axis; updates running stats in place.
@@ -107,7 +85,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
     # block and its sum of squares happen while the block is in cache.
     xc = np.empty_like(wide)  # (rows, K·C): x minus the mean used
     if training:
-        total = _row_sums(lambda a, b: wide[a:b].sum(axis=0), rows, row_bytes)  # (K·C,)
+        total = parallel_sum(lambda a, b: wide[a:b].sum(axis=0), rows, row_bytes)  # (K·C,)
         mean = total.reshape(k, c).sum(axis=0) / count  # (C,)
         tiled_mean = np.tile(mean, k)
 
@@ -115,7 +93,7 @@ def batch_norm_forward(x, weight, bias, running_mean, running_var, training, mom
             np.subtract(wide[a:b], tiled_mean, out=xc[a:b])
             return np.einsum("ij,ij->j", xc[a:b], xc[a:b])
 
-        var = _row_sums(center, rows, row_bytes).reshape(k, c).sum(axis=0) / count  # biased
+        var = parallel_sum(center, rows, row_bytes).reshape(k, c).sum(axis=0) / count  # biased
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean
@@ -176,7 +154,7 @@ def batch_norm_backward(grad, cache, needs_weight_grad=True, needs_bias_grad=Tru
                 out[1] = np.einsum("ij,ij->j", g[a:b], xc[a:b])
             return out
 
-        both = _row_sums(sums, rows, row_bytes).reshape(2, k, c).sum(axis=1)  # (2, C)
+        both = parallel_sum(sums, rows, row_bytes).reshape(2, k, c).sum(axis=1)  # (2, C)
         dbias = both[0] if need_dbias else None  # sum g
         dweight = both[1] * invstd if need_dweight else None  # sum g · xhat
     scale = invstd if weight is None else invstd * weight  # (C,)

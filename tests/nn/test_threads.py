@@ -118,6 +118,7 @@ CASES = [
 def test_blocked_conv_matches_the_loop_reference(monkeypatch, threads, block_bytes, x_shape,
                                                   w_shape, stride, padding, dilation):
     monkeypatch.setattr(conv_module, "_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(_threads, "BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(sum(x_shape) + block_bytes)
     x = rng.standard_normal(x_shape)
     weight = rng.standard_normal(w_shape)
@@ -137,6 +138,7 @@ def test_blocked_conv_matches_the_loop_reference(monkeypatch, threads, block_byt
     np.testing.assert_allclose(dx, dx_one, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, dw_one, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, db_one, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 1, 2)), rtol=1e-12, atol=1e-12)
     # dW by its definition: dW[i, j, c, o] = Σ x_pad[n, ho·s + i·d, wo·s + j·d, c] dy[n, ho, wo, o].
     (pt, pb), (pl, pr) = geometry.padding
     x_pad = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
