@@ -139,14 +139,17 @@ def test_blocked_conv_matches_the_loop_reference(monkeypatch, threads, block_byt
     np.testing.assert_allclose(dw, dw_one, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, db_one, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, dy.sum(axis=(0, 1, 2)), rtol=1e-12, atol=1e-12)
-    # dW by its definition: dW[i, j, c, o] = Σ x_pad[n, ho·s + i·d, wo·s + j·d, c] dy[n, ho, wo, o].
+    # dW by its definition:
+    # dW[i, j, c, o] = Σ x_pad[n, ho·s + i·d, wo·s + j·d, c] dy[n, ho, wo, o].
     (pt, pb), (pl, pr) = geometry.padding
     x_pad = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     (sh, sw), (dh, dw_), (ho, wo) = geometry.stride, geometry.dilation, geometry.out_hw
     dw_ref = np.empty(w_shape)
     for i in range(w_shape[0]):
         for j in range(w_shape[1]):
-            taps = x_pad[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw_:j * dw_ + sw * (wo - 1) + 1:sw]
+            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            cols = slice(j * dw_, j * dw_ + sw * (wo - 1) + 1, sw)
+            taps = x_pad[:, rows, cols]  # (N, Ho, Wo, C)
             dw_ref[i, j] = np.einsum("nhwc,nhwo->co", taps, dy)
     np.testing.assert_allclose(dw, dw_ref, rtol=1e-10, atol=1e-10)
 
