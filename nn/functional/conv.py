@@ -477,8 +477,8 @@ def _fill_cols(xp, geometry, ho, out):
     out.reshape(g, n, ho, wo, kh, kw, cg)[...] = windows  # (g, n, ho, Wo, kh, kw, C/g)
 
 
-def _gemm_rows(a, b, out=None):
-    """``a @ b`` with the rows of ``a (M, K)`` in ~1 MB blocks over the library's threads.
+def _gemm_rows(a, b, out=None, bias=None):
+    """``a @ b (+ bias)`` with the rows of ``a (M, K)`` in ~1 MB blocks over the threads.
 
     Each thread runs single-threaded BLAS on its blocks (see ``nn/_threads.py``).
     Returns ``out (M, N)`` (allocated when None).
@@ -490,6 +490,8 @@ def _gemm_rows(a, b, out=None):
     def work(i, slot):
         r0, r1 = blocks[i]
         np.matmul(a[r0:r1], b, out=out[r0:r1])
+        if bias is not None:
+            out[r0:r1] += bias
 
     parallel_for(work, len(blocks))
     return out
@@ -951,9 +953,7 @@ def _conv2d_forward(x, weight, bias, geometry, keep_cols):
         w2d = weight.reshape(kh * kw * c, c_out)  # (K, C_out)
         if _is_plain_gemm(geometry):
             xp = np.ascontiguousarray(x)
-            y = _gemm_rows(xp.reshape(-1, c), w2d)  # (N·H·W, C_out)
-            if bias is not None:
-                _add_bias(y.reshape(n, *geometry.out_hw, c_out), bias)
+            y = _gemm_rows(xp.reshape(-1, c), w2d, bias=bias)  # (N·H·W, C_out)
         else:
             xp = np.ascontiguousarray(x)  # padded block by block
             y = _conv_forward_blocked(xp, w2d, bias, geometry, n)  # (N·Ho·Wo, C_out)
