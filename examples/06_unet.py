@@ -64,9 +64,10 @@ NAMES = ["bg", "car", "plate"] + [str(d) for d in range(10)] + ["char"]
 
 # %% 1. Data: plate crops and class maps
 # The synthetic street scenes (tutorial 04) are rendered once into config.data. Every
-# plate becomes a 48x144 crop (32x96 with --quick); its class map keeps only characters: 0 background (the
-# plate and the car included), 3 + d for digit d, 13 for letters, dashes and dots,
-# 255 for crop pixels outside the image (ignored by the loss and the metrics).
+# plate becomes a 48x144 crop (32x96 with --quick); its class map keeps only characters:
+# 0 background (the plate and the car included), 3 + d for digit d, 13 for letters,
+# dashes and dots, 255 for crop pixels outside the image (ignored by the loss and the
+# metrics).
 start = time.perf_counter()
 info = prepare_data(config)
 print(f"data in {config.data}: {'rendered' if info['generated'] else 'reused'} "

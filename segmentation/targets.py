@@ -2,8 +2,8 @@
 
 The plate scenes come with an *instance* map (``SegmentationObject``): every pixel of a
 character's ink carries the index of that character. The segmenter works on small
-plate crops (32 x 96 by default), where a character is ~6 px wide, its strokes 1-2 px
-and its neighbours one pixel away. Labelling the crop with the *ink* fails twice
+plate crops (48 x 144 by default, 32 x 96 in the first version), where a character is
+6-9 px wide, its strokes 1-3 px and its neighbours one or two pixels away. Labelling the crop with the *ink* fails twice
 (measured on the 336 test plates at 512 px, ``docs/results.md``):
 
 - thin strokes vanish when the plate is shrunk, so a character falls apart into pieces

@@ -411,8 +411,9 @@ def preprocess(crops):
 # ==================================================================================== model
 # Pixel frequencies of the classes in plate crops (measured on the crops at 512 px with
 # character-region labels: 89% background, 11% characters spread over 11 classes, the
-# same at 32x96 and 48x144; car and plate never occur). With ``prior_init`` the head's bias starts at their logarithm, so the first
-# predictions already have the right proportions: the network spends no steps learning
+# same at 32x96 and 48x144; car and plate never occur). With ``prior_init`` the head's
+# bias starts at their logarithm, so the first predictions already have the right
+# proportions: the network spends no steps learning
 # "mostly background" (the prior initialization of Lin et al., 2017, "Focal Loss").
 CLASS_PRIOR = np.array([0.89, 1e-4, 1e-4] + [0.11 / 11] * 11)
 
