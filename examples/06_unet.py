@@ -162,7 +162,8 @@ print(f"logits {logits.shape}: one score per class and pixel; "
 # of the gap pixels weighted (section 1b).
 target = val["masks"][:2].astype(np.int64)
 logits = model(x)
-weighted = segmentation_loss(logits, target, pixel_weights=separation_weights(target, config.gap_weight))
+weighted = segmentation_loss(logits, target,
+                             pixel_weights=separation_weights(target, config.gap_weight))
 print(f"untrained: CE {pixel_cross_entropy(logits, target).item():.3f} "
       f"(log 14 = {np.log(14):.3f}), Dice loss {soft_dice_loss(logits, target).item():.3f}, "
       f"sum {segmentation_loss(logits, target).item():.3f}, with gap weights {weighted.item():.3f}")

@@ -110,7 +110,8 @@ def _weighted_cross_entropy(logits, t, weight, ignore_index, pixel_weights):
     per_pixel = cross_entropy(logits, t, weight=weight, ignore_index=ignore_index,
                               reduction="none")  # (N, H, W): w[t]·(-logp[t]), 0 where ignored
     valid = t != ignore_index
-    class_w = weight[np.where(valid, t, 0)] if weight is not None else np.ones(t.shape, pixel_weights.dtype)
+    class_w = (weight[np.where(valid, t, 0)] if weight is not None
+               else np.ones(t.shape, pixel_weights.dtype))
     total = float((pixel_weights * class_w * valid).sum())
     scale = pixel_weights / total if total > 0 else np.zeros_like(pixel_weights)
     return (per_pixel * scale).sum()

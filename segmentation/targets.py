@@ -3,8 +3,8 @@
 The plate scenes come with an *instance* map (``SegmentationObject``): every pixel of a
 character's ink carries the index of that character. The segmenter works on small
 plate crops (48 x 144 by default, 32 x 96 in the first version), where a character is
-6-9 px wide, its strokes 1-3 px and its neighbours one or two pixels away. Labelling the crop with the *ink* fails twice
-(measured on the 336 test plates at 512 px, ``docs/results.md``):
+6-9 px wide, its strokes 1-3 px and its neighbours one or two pixels away. Labelling
+the crop with the *ink* fails twice (measured on the 336 test plates at 512 px, ``docs/results.md``):
 
 - thin strokes vanish when the plate is shrunk, so a character falls apart into pieces
   ("M" into three, "4" into a stem and a diagonal), and
@@ -60,9 +60,9 @@ _HULL_SLACK = 1e-9
 def _check_instance_map(instance_map, name):
     if not isinstance(instance_map, np.ndarray) or instance_map.ndim != 2 \
             or not np.issubdtype(instance_map.dtype, np.integer):
-        raise ValueError(f"{name} must be a 2-D integer ndarray (H, W) of instance ids, got "
-                         + (f"{instance_map.dtype} {instance_map.shape}"
-                            if isinstance(instance_map, np.ndarray) else type(instance_map).__name__))
+        got = (f"{instance_map.dtype} {instance_map.shape}" if isinstance(instance_map, np.ndarray)
+               else type(instance_map).__name__)
+        raise ValueError(f"{name} must be a 2-D integer ndarray (H, W) of instance ids, got {got}")
     if instance_map.size and instance_map.min() < 0:
         raise ValueError(f"{name} must hold ids >= 0 (0 = no object), got {instance_map.min()}")
 
@@ -130,9 +130,9 @@ def separate_instances(instances):
     """
     if not isinstance(instances, np.ndarray) or instances.ndim < 2 \
             or not np.issubdtype(instances.dtype, np.integer):
-        raise ValueError("instances must be an integer ndarray (..., H, W), got "
-                         + (f"{instances.dtype} {instances.shape}" if isinstance(instances, np.ndarray)
-                            else type(instances).__name__))
+        got = (f"{instances.dtype} {instances.shape}" if isinstance(instances, np.ndarray)
+               else type(instances).__name__)
+        raise ValueError(f"instances must be an integer ndarray (..., H, W), got {got}")
     h, w = instances.shape[-2:]
     pad = [(0, 0)] * (instances.ndim - 2) + [(1, 1), (1, 1)]
     padded = np.pad(instances, pad)  # 0 outside: the border touches nothing
@@ -201,8 +201,10 @@ def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=
     ys = windows[:, 1:2] + fy[None] * (windows[:, 3:4] - windows[:, 1:2])
     xs = windows[:, 0:1] + fx[None] * (windows[:, 2:3] - windows[:, 0:1])
     rows, cols = np.floor(ys).astype(np.intp), np.floor(xs).astype(np.intp)
-    inside = ((rows >= 0) & (rows < image_h))[:, :, None] & ((cols >= 0) & (cols < image_w))[:, None, :]
-    ids = region_map[rows.clip(0, image_h - 1)[:, :, None], cols.clip(0, image_w - 1)[:, None, :]]
+    inside = (((rows >= 0) & (rows < image_h))[:, :, None]
+              & ((cols >= 0) & (cols < image_w))[:, None, :])
+    ids = region_map[rows.clip(0, image_h - 1)[:, :, None],
+                     cols.clip(0, image_w - 1)[:, None, :]]
     ids = np.where(inside, ids, 0)  # (K, h·s, w·s): outside the image is no character
     votes = ids.reshape(count, height, s, width, s).transpose(0, 1, 3, 2, 4)
     votes = votes.reshape(count * height * width, s * s)  # (K·h·w, s²) ids per crop pixel
@@ -221,9 +223,12 @@ def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=
     instances = separate_instances(instances)
     labels = class_of[instances].astype(np.uint8)  # (K, h, w)
     # Ignore where the pixel centre lies outside the image (as crop_plates).
-    cy = windows[:, 1:2] + (np.arange(height) + 0.5)[None] / height * (windows[:, 3:4] - windows[:, 1:2])
-    cx = windows[:, 0:1] + (np.arange(width) + 0.5)[None] / width * (windows[:, 2:3] - windows[:, 0:1])
-    centre_inside = ((cy >= 0) & (cy < image_h))[:, :, None] & ((cx >= 0) & (cx < image_w))[:, None, :]
+    cy = windows[:, 1:2] + (np.arange(height) + 0.5)[None] / height * (windows[:, 3:4]
+                                                                       - windows[:, 1:2])
+    cx = windows[:, 0:1] + (np.arange(width) + 0.5)[None] / width * (windows[:, 2:3]
+                                                                     - windows[:, 0:1])
+    centre_inside = (((cy >= 0) & (cy < image_h))[:, :, None]
+                     & ((cx >= 0) & (cx < image_w))[:, None, :])
     labels[~centre_inside] = IGNORE_INDEX
     return labels
 

@@ -100,14 +100,14 @@ class TrainConfig:
     Data: ``data`` (VOC root, generated when missing from ``num_images`` scenes of
     ``image_size`` px with ``data_seed``), ``crop_size`` (h, w) and ``crop_padding``;
     ``targets``: what a character's label covers, ``"regions"`` (its filled hull) or
-    ``"ink"`` (``segmentation.targets``). Model: ``base_channels``, ``depth``. Optimization: ``steps`` of ``batch_size``
-    crops (None: as many as fit in ``minutes``, see the module docstring), Adam with
-    ``lr`` and ``weight_decay``, ``warmup_steps`` then cosine decay to
-    ``lr * final_lr_fraction``, loss ``CE + dice_weight · Dice`` with the character classes
-    weighted ``char_weight`` in the cross entropy and the gaps between characters
-    ``gap_weight`` (``separation_weights``); ``prior_init`` starts the head's bias
-    at the log class frequencies. ``minutes`` caps the
-    training wall clock (None: no cap). Validation every ``eval_every`` steps (and a
+    ``"ink"`` (``segmentation.targets``). Model: ``base_channels``, ``depth``.
+    Optimization: ``steps`` of ``batch_size`` crops (None: as many as fit in
+    ``minutes``, see the module docstring), Adam with ``lr`` and ``weight_decay``,
+    ``warmup_steps`` then cosine decay to ``lr * final_lr_fraction``, loss
+    ``CE + dice_weight · Dice`` with the character classes weighted ``char_weight`` in
+    the cross entropy and the gaps between characters ``gap_weight``
+    (``separation_weights``); ``prior_init`` starts the head's bias at the log class
+    frequencies. ``minutes`` caps the training wall clock (None: no cap). Validation every ``eval_every`` steps (and a
     ``last.npz`` checkpoint). Augmentation: window shift (fraction of the plate box)
     and scale, colour jitter strengths, noise. ``stop_after`` ends the run abruptly
     after that many steps without a checkpoint, like a kill (to test ``--resume``).
