@@ -24,8 +24,8 @@ started with one BLAS thread stays on one core), else ``min(2, os.cpu_count())``
 import ctypes
 import itertools
 import os
-import threading
 import queue
+import threading
 
 __all__ = ["get_num_threads", "set_num_threads", "parallel_for", "parallel_rows", "parallel_sum",
            "split_range", "BLOCK_BYTES"]
