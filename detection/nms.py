@@ -141,9 +141,10 @@ def _search_half_widths(widths, iou_threshold, coordinate_scale, dtype):
     widths = widths.astype(np.float64)
     overlap_bound = (widths + widths.max()) / 2
     t = iou_threshold * (1 - 1e-4)     # a computed IoU may exceed the exact one by ulps
-    if t > 0:
-        bound = np.minimum(widths * ((1 - t) / min(1.0, 2 * t)), overlap_bound)
-    else:
+    ratio = (1 - t) / min(1.0, 2 * t) if t > 0 else np.inf
+    if np.isfinite(ratio):
+        bound = np.minimum(widths * ratio, overlap_bound)
+    else:  # t == 0 or so tiny (a denormal) that the ratio overflows: overlap is the bound
         bound = overlap_bound
     slack = 64 * np.finfo(dtype).eps * (coordinate_scale + 1)
     return bound * (1 + 1e-4) + slack

@@ -194,6 +194,19 @@ def test_nms_properties(detections, threshold):
     np.testing.assert_array_equal(keep[nms(boxes[keep], scores[keep], threshold)], keep)
 
 
+@pytest.mark.parametrize("threshold", [5e-324, 1e-310, 1e-300, 1e-12])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiny_thresholds_equal_the_loop(threshold, dtype):
+    """Denormal thresholds once overflowed the search window to inf/NaN (hypothesis found it)."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 50, (60, 2))
+    wh = rng.uniform(0, 20, (60, 2))
+    wh[:5] = 0  # degenerate boxes too
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(dtype)
+    scores = rng.random(60).astype(dtype)
+    np.testing.assert_array_equal(nms(boxes, scores, threshold), nms_loop(boxes, scores, threshold))
+
+
 @given(scored_boxes(max_boxes=30, grid=True, ties=True), st.integers(0, 2**31 - 1),
        st.sampled_from([0.0, 0.3, 0.5, 1.0]))
 def test_batched_nms_equals_per_class_nms_merged(detections, seed, threshold):
