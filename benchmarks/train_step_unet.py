@@ -2,7 +2,10 @@
 
 Used by ``python benchmarks/bench_train_step.py --model unet``. The configuration is
 the training default (``segmentation.train.TrainConfig``): the same crop size, batch
-size, widths and depth, BatchNorm, the loss ``CE + Dice`` with 255 ignored, and Adam.
+size, widths and depth, BatchNorm, the loss ``CE + Dice`` with 255 ignored, the
+characters' class weight and the per-pixel gap weights of the cross entropy
+(``segmentation.targets.separation_weights``, computed with the batch, outside the
+timed step, as in training), and Adam.
 The torch network is written layer for layer like ``segmentation.unet.UNet`` (3x3
 convolutions without bias before BatchNorm, 2x2 max pooling, 2x2 stride-2 transposed
 convolutions, skip concatenation ``[skip, up]``, a 1x1 head); torch runs in its
@@ -17,19 +20,23 @@ NUM_CLASSES = 14
 DESCRIPTION = (
     f"U-Net base {CONFIG.base_channels}, depth {CONFIG.depth}, BatchNorm, "
     f"batch {CONFIG.batch_size} x {CONFIG.crop_size[0]}x{CONFIG.crop_size[1]}x3, {NUM_CLASSES} classes, "
-    f"CE (characters weighted {CONFIG.char_weight:g}) + {CONFIG.dice_weight:g}·Dice, Adam: "
+    f"CE (characters weighted {CONFIG.char_weight:g}, gaps {CONFIG.gap_weight:g}) "
+    f"+ {CONFIG.dice_weight:g}·Dice, Adam: "
     f"forward, loss, backward, step"
 )
 
 
 def _batch(seed=0):
-    """Random images in [0, 1] and class maps with some ignored pixels (fixed per seed)."""
+    """Random images in [0, 1], class maps with some ignored pixels and their gap
+    weights (fixed per seed)."""
+    from segmentation.targets import separation_weights
+
     rng = np.random.default_rng(seed)
     h, w = CONFIG.crop_size
     images = rng.random((CONFIG.batch_size, h, w, 3), dtype=np.float32)
     targets = rng.integers(0, NUM_CLASSES, (CONFIG.batch_size, h, w))
     targets[:, :2] = 255
-    return images, targets
+    return images, targets, separation_weights(targets, CONFIG.gap_weight)
 
 
 def make_ours():
@@ -41,11 +48,11 @@ def make_ours():
     model.train()
     weights = class_weights(CONFIG)
     optimizer = nn.optim.Adam(model.parameters(), lr=CONFIG.lr)
-    images, targets = _batch()
+    images, targets, gaps = _batch()
 
     def step():
         loss = segmentation_loss(model(nn.Tensor(images)), targets, dice_weight=CONFIG.dice_weight,
-                                 class_weights=weights)
+                                 class_weights=weights, pixel_weights=gaps)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -108,9 +115,23 @@ def torch_dice_loss(logits, target, ignore_index=255, eps=1.0):
     return (1 - (2 * intersection + eps) / (cardinality + eps)).mean()
 
 
-def make_torch():
+def torch_segmentation_loss(logits, target, class_weights, pixel_weights, dice_weight,
+                            ignore_index=255):
+    """``segmentation.losses.segmentation_loss`` on NCHW logits: the cross entropy
+    ``Σ v·w[t]·(-logp[t]) / Σ v·w[t]`` over non-ignored pixels, plus ``dice_weight`` Dice."""
     import torch
     import torch.nn.functional as F
+
+    per_pixel = F.cross_entropy(logits, target, weight=class_weights, ignore_index=ignore_index,
+                                reduction="none")  # (N, H, W), 0 where ignored
+    valid = target != ignore_index
+    w_t = class_weights[torch.where(valid, target, 0)] * valid
+    ce = (per_pixel * pixel_weights).sum() / (pixel_weights * w_t).sum()
+    return ce + dice_weight * torch_dice_loss(logits, target, ignore_index)
+
+
+def make_torch():
+    import torch
 
     torch.manual_seed(0)
     model = torch_unet(3, NUM_CLASSES, CONFIG.base_channels, CONFIG.depth)
@@ -120,14 +141,14 @@ def make_torch():
     model.train()
     weights = torch.from_numpy(class_weights(CONFIG))
     optimizer = torch.optim.Adam(model.parameters(), lr=CONFIG.lr)
-    images, targets = _batch()
+    images, targets, gaps = _batch()
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # NCHW
     t = torch.from_numpy(targets)
+    v = torch.from_numpy(gaps)
 
     def step():
         logits = model(x)
-        loss = F.cross_entropy(logits, t, weight=weights, ignore_index=255) \
-            + CONFIG.dice_weight * torch_dice_loss(logits, t)
+        loss = torch_segmentation_loss(logits, t, weights, v, CONFIG.dice_weight)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

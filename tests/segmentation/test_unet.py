@@ -111,15 +111,16 @@ def test_the_benchmarks_torch_unet_is_the_same_network():
     target = rng.integers(0, 5, (2, 8, 12))
     target[0, 0] = 255
     weights = np.array([1.0, 2.0, 2.0, 0.5, 1.0])
+    gaps = rng.uniform(1, 10, target.shape)  # the per-pixel weights of the cross entropy
     x = nn.Tensor(images)
     logits = ours(x)
-    loss = segmentation_loss(logits, target, dice_weight=0.5, class_weights=weights)
+    loss = segmentation_loss(logits, target, dice_weight=0.5, class_weights=weights,
+                             pixel_weights=gaps)
     loss.backward()
     t_logits = theirs(torch.from_numpy(images).permute(0, 3, 1, 2))
     t_target = torch.from_numpy(target)
-    t_loss = torch.nn.functional.cross_entropy(t_logits, t_target, torch.from_numpy(weights),
-                                               ignore_index=255) \
-        + 0.5 * bench.torch_dice_loss(t_logits, t_target)
+    t_loss = bench.torch_segmentation_loss(t_logits, t_target, torch.from_numpy(weights),
+                                           torch.from_numpy(gaps), 0.5)
     t_loss.backward()
     assert np.allclose(logits.data, t_logits.detach().permute(0, 2, 3, 1).numpy(), atol=1e-10)
     assert abs(loss.item() - t_loss.item()) < 1e-10
