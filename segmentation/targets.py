@@ -11,7 +11,7 @@ the crop with the *ink* fails twice (measured on the 336 test plates at 512 px, 
 - neighbouring characters touch, so two characters become one blob.
 
 Reading the *ground-truth* ink maps with ``segmentation.instances.read_plate`` gives the
-right text for only 66-75% of the plates at 32 x 96 (79% at 48 x 144): no segmenter
+right text for only 61-66% of the plates at 32 x 96 (79% at 48 x 144): no segmenter
 trained on those labels can read more. So the segmenter labels each character's
 **region**, as OCR's "character segmentation" does, built in three steps:
 
@@ -37,8 +37,9 @@ trained on those labels can read more. So the segmenter labels each character's
    is, in effect, a weight ``w0`` on the background pixels that see two characters in
    their 3x3 neighbourhood, which is what we use.
 
-With these labels the ground truth reads 98.2% of the test plates at 32 x 96 (99.7% at
-48 x 144); the failures left are characters that shrink below a pixel.
+With these labels the ground truth reads 98.2% of the test plates at 32 x 96 (83.3% when
+``read_plate`` drops blobs under 2 pixels as noise: dots shrink to one pixel) and 99.7% at
+48 x 144 either way.
 
 Class ids are those of ``detection.datasets.classes`` (0 background, 3..12 the digits,
 13 other character, 255 ignore for crop pixels outside the image).

@@ -32,11 +32,11 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
   "difficult" (< 5 px): unreadable for anyone. At 512 px every plate is readable
   (median glyph 10 px), which is the setting where a segmenter can be judged.
 - **Character regions, not ink** (``targets="regions"``): the ground-truth ink maps of
-  the 32 x 96 test crops read exactly for only 61% of the plates (thin strokes break,
-  neighbours touch); region labels read 98% (``segmentation.targets``).
+  the 32 x 96 test crops read exactly for only 61% of the plates (79% at 48 x 144: thin
+  strokes break, neighbours touch); region labels read 98% (``segmentation.targets``).
 - **Crops 48 x 144** (``padding = 0.1``), batch 8. At 32 x 96 a plate's dots and dashes
-  shrink to one pixel: the ground-truth region maps read 85% with the 2-pixel noise
-  filter of ``read_plate`` (98% without it); at 48 x 144, 98.8% with it. Batch 8 of
+  shrink to one pixel: the ground-truth region maps read 83% with the 2-pixel noise
+  filter of ``read_plate`` (98% without it); at 48 x 144, 99.7% with it. Batch 8 of
   48 x 144 costs about what batch 16 of 32 x 96 did.
 - **Augmentation that suits text:** no flips (a mirrored "2" is no digit), but
   shifts and scalings of the crop window (the detector's boxes are never exact),
