@@ -50,7 +50,8 @@ from scipy.spatial import ConvexHull, QhullError
 
 from detection.datasets.classes import IGNORE_INDEX
 
-__all__ = ["character_regions", "separate_instances", "crop_region_labels", "separation_weights"]
+__all__ = ["character_regions", "separate_instances", "crop_region_labels", "separation_weights",
+           "size_weights"]
 
 # A pixel centre counts as inside a hull up to this slack (pixel units), so that the
 # centres of the ink pixels themselves, which lie strictly inside, are never lost to
@@ -272,4 +273,38 @@ def separation_weights(labels, weight=10.0, background=0, ignore_index=IGNORE_IN
                                     mode="constant", cval=count + 1)
     gap = (labels == background) & (highest > 0) & (lowest <= count) & (lowest != highest)
     weights[gap] = weight
+    return weights
+
+
+def size_weights(labels, max_weight=5.0, background=0, ignore_index=IGNORE_INDEX):
+    """Per-pixel loss weights that let a small character count like a large one.
+
+    A dot or a dash covers a few pixels of a crop, a digit tens: in a per-pixel loss a
+    lost dot costs almost nothing, yet the plate is misread. Each character (8-connected
+    blob of the label map) gets the weight ``median area / its area`` on its pixels,
+    clipped to ``[1, max_weight]`` (the median over the blobs of the whole batch);
+    everything else 1.
+
+    Args:
+        labels (ndarray[N, H, W] int): class ids (``crop_region_labels``).
+        max_weight (float): the largest weight, >= 1 (1 disables it).
+
+    Returns:
+        ndarray[N, H, W] float32.
+    """
+    if not isinstance(labels, np.ndarray) or labels.ndim != 3 \
+            or not np.issubdtype(labels.dtype, np.integer):
+        got = (f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray)
+               else type(labels).__name__)
+        raise ValueError(f"labels must be an integer ndarray (N, H, W), got {got}")
+    if isinstance(max_weight, bool) or not np.isfinite(max_weight) or max_weight < 1:
+        raise ValueError(f"max_weight must be a finite number >= 1, got {max_weight!r}")
+    character = (labels != background) & (labels != ignore_index)
+    blobs, count = ndimage.label(character, structure=_BATCH_EIGHT)
+    weights = np.ones(labels.shape, np.float32)
+    if count == 0:
+        return weights
+    areas = np.bincount(blobs.ravel(), minlength=count + 1)[1:]  # (count,)
+    per_blob = np.clip(np.median(areas) / areas, 1, max_weight).astype(np.float32)
+    weights[character] = per_blob[blobs[character] - 1]
     return weights

@@ -74,7 +74,9 @@ from detection.datasets.voc import VOCDataset, _read_label_map, _read_rgb
 from segmentation.instances import read_plate, text_to_class_text
 from segmentation.losses import segmentation_loss
 from segmentation.metrics import ConfusionMatrix
-from segmentation.targets import character_regions, crop_region_labels, separation_weights
+from segmentation.targets import (
+    character_regions, crop_region_labels, separation_weights, size_weights,
+)
 from segmentation.unet import UNet
 
 __all__ = [
@@ -105,8 +107,9 @@ class TrainConfig:
     ``minutes``, see the module docstring), Adam with ``lr`` and ``weight_decay``,
     ``warmup_steps`` then cosine decay to ``lr * final_lr_fraction``, loss
     ``CE + dice_weight · Dice`` with the character classes weighted ``char_weight`` in
-    the cross entropy and the gaps between characters ``gap_weight``
-    (``separation_weights``); ``prior_init`` starts the head's bias at the log class
+    the cross entropy, the gaps between characters ``gap_weight``
+    (``separation_weights``) and small characters up to ``small_weight``
+    (``size_weights``); ``prior_init`` starts the head's bias at the log class
     frequencies. ``minutes`` caps the training wall clock (None: no cap). Validation every ``eval_every`` steps (and a
     ``last.npz`` checkpoint). Augmentation: window shift (fraction of the plate box)
     and scale, colour jitter strengths, noise. ``stop_after`` ends the run abruptly
@@ -134,6 +137,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     char_weight: float = 2.0
     gap_weight: float = 10.0
+    small_weight: float = 1.0
     prior_init: bool = True
     minutes: float = 5.0
     eval_every: int = 100
@@ -168,6 +172,10 @@ class TrainConfig:
         if self.crop_size[0] % multiple or self.crop_size[1] % multiple:
             raise ValueError(f"crop_size {self.crop_size} must be divisible by {multiple} "
                              f"(2 ** (depth - 1)) for the U-Net")
+        small = self.small_weight
+        if isinstance(small, bool) or not isinstance(small, (int, float)) \
+                or not math.isfinite(small) or small < 1:
+            raise ValueError(f"small_weight must be a finite number >= 1, got {small!r}")
         non_negative = ("crop_padding", "lr", "weight_decay", "dice_weight", "char_weight",
                         "gap_weight", "shift", "scale", "brightness", "contrast", "saturation",
                         "channel_gain", "noise")
@@ -676,10 +684,15 @@ def train_digit_segmenter(config, resume=False):
                                  config.saturation, config.channel_gain, config.noise)
         # --- one optimization step
         logits = model(nn.Tensor(preprocess(images)))
-        gaps = separation_weights(masks, config.gap_weight) if config.gap_weight != 1 else None
+        pixel_weights = None
+        if config.gap_weight != 1:
+            pixel_weights = separation_weights(masks, config.gap_weight)
+        if config.small_weight != 1:  # (gaps are background, small characters are not)
+            small = size_weights(masks, config.small_weight)
+            pixel_weights = small if pixel_weights is None else pixel_weights * small
         loss = segmentation_loss(logits, masks.astype(np.int64), dice_weight=config.dice_weight,
                                  ignore_index=IGNORE_INDEX, class_weights=weights,
-                                 pixel_weights=gaps)
+                                 pixel_weights=pixel_weights)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from detection.datasets.classes import IGNORE_INDEX
 from segmentation.targets import (
-    character_regions, crop_region_labels, separate_instances, separation_weights,
+    character_regions, crop_region_labels, separate_instances, separation_weights, size_weights,
 )
 
 
@@ -218,3 +218,25 @@ def test_separation_weights_mark_only_gaps_between_two_characters():
         separation_weights(np.zeros((3, 3), np.int64))
     with pytest.raises(ValueError, match="weight"):
         separation_weights(labels, -1.0)
+
+
+# ------------------------------------------------------------------------ size_weights
+def test_size_weights_lift_small_characters_to_the_median():
+    labels = np.zeros((2, 6, 12), np.int64)
+    labels[0, 0:4, 0:3] = 3  # 12 px
+    labels[0, 0:4, 5:8] = 7  # 12 px
+    labels[1, 5, 0] = 13  # a 1-px dot
+    labels[1, 0:2, 10:12] = 13  # a 4-px dash
+    labels[1, 0:4, 4:7] = 255  # ignored pixels are no character
+    weights = size_weights(labels, max_weight=5.0)
+    # areas 12, 12, 1, 4: median 8 -> weights 1 (clipped), 1, 5 (clipped from 8), 2
+    expected = np.ones(labels.shape, np.float32)
+    expected[1, 5, 0] = 5
+    expected[1, 0:2, 10:12] = 2
+    np.testing.assert_array_equal(weights, expected)
+    np.testing.assert_array_equal(size_weights(labels, max_weight=1.0), np.ones(labels.shape))
+    np.testing.assert_array_equal(size_weights(np.zeros((1, 2, 2), np.int64)), np.ones((1, 2, 2)))
+    with pytest.raises(ValueError, match="max_weight"):
+        size_weights(labels, max_weight=0.5)
+    with pytest.raises(ValueError, match="labels"):
+        size_weights(labels[0])

@@ -163,6 +163,12 @@ def test_resume_without_a_checkpoint_and_bad_configs(tmp_path):
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="dice_weight"):
         TrainConfig(dice_weight=-1)
+    with pytest.raises(ValueError, match="gap_weight"):
+        TrainConfig(gap_weight=-1)
+    with pytest.raises(ValueError, match="small_weight"):
+        TrainConfig(small_weight=0.5)
+    with pytest.raises(ValueError, match="targets"):
+        TrainConfig(targets="glyphs")
     with pytest.raises(TypeError, match="TrainConfig"):
         train_digit_segmenter({"steps": 3})
     with pytest.raises(ValueError, match="needs minutes"):
