@@ -4,7 +4,8 @@ The plate scenes come with an *instance* map (``SegmentationObject``): every pix
 character's ink carries the index of that character. The segmenter works on small
 plate crops (48 x 144 by default, 32 x 96 in the first version), where a character is
 6-9 px wide, its strokes 1-3 px and its neighbours one or two pixels away. Labelling
-the crop with the *ink* fails twice (measured on the 336 test plates at 512 px, ``docs/results.md``):
+the crop with the *ink* fails twice (measured on the 336 test plates at 512 px,
+``docs/results.md``):
 
 - thin strokes vanish when the plate is shrunk, so a character falls apart into pieces
   ("M" into three, "4" into a stem and a diagonal), and

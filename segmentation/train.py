@@ -111,8 +111,8 @@ class TrainConfig:
     (``separation_weights``) and small characters up to ``small_weight``
     (``size_weights``); ``prior_init`` starts the head's bias at the log class
     frequencies. ``minutes`` caps the training wall clock (None: no cap). Validation
-    every ``eval_every`` steps (and a ``last.npz`` checkpoint). Augmentation: window shift (fraction of the plate box)
-    and scale, colour jitter strengths, noise. ``stop_after`` ends the run abruptly
+    every ``eval_every`` steps (and a ``last.npz`` checkpoint). Augmentation: window
+    shift (fraction of the plate box) and scale, colour jitter strengths, noise. ``stop_after`` ends the run abruptly
     after that many steps without a checkpoint, like a kill (to test ``--resume``).
     """
 
