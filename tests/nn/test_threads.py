@@ -113,18 +113,25 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("keep_cols_bytes", [0, 1 << 30], ids=["rebuilt-cols", "kept-cols"])
 @pytest.mark.parametrize("block_bytes", [64, 700, 1 << 20])
 @pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation", CASES)
 def test_blocked_conv_matches_the_loop_reference(monkeypatch, threads, block_bytes, x_shape,
-                                                  w_shape, stride, padding, dilation):
+                                                  w_shape, stride, padding, dilation,
+                                                  keep_cols_bytes):
     monkeypatch.setattr(conv_module, "_BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(_threads, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(conv_module, "KEEP_COLS_BYTES", keep_cols_bytes)
     rng = np.random.default_rng(sum(x_shape) + block_bytes)
     x = rng.standard_normal(x_shape)
     weight = rng.standard_normal(w_shape)
     bias = rng.standard_normal(w_shape[-1])
     y, cache = conv2d_forward(x, weight, bias, stride, padding, dilation)
     geometry = cache.geometry
+    if not conv_module._is_plain_gemm(geometry):
+        # The column matrix is kept (dW reads it) or the input is (dW rebuilds it).
+        assert (cache.cols is not None) == (keep_cols_bytes > 0)
+        assert (cache.x_kept is not None) == (keep_cols_bytes == 0)
     expected = conv2d_reference(x, weight, bias, geometry.stride, geometry.padding,
                                 geometry.dilation)
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
@@ -304,6 +311,31 @@ def test_a_forked_child_gets_its_own_pool():
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     finally:
         nn.set_num_threads(before)
+
+
+def _malloc_state_in_child(env):
+    """``_threads._state["malloc_tuned"]`` after a kernel call in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from nn import _threads; _threads.parallel_for(lambda i, s: None, 2); "
+            "print(_threads._state['malloc_tuned'])")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES",
+                          "DETSEG_MALLOC_TUNING")}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=dict(clean, **env), cwd=root, check=True)
+    return result.stdout.strip()
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc mallopt")
+def test_allocator_tuning_at_the_first_kernel_call_and_its_opt_outs():
+    """glibc keeps freed memory for reuse unless the user set the allocator up or opted out."""
+    assert _malloc_state_in_child({}) == "True"
+    assert _malloc_state_in_child({"DETSEG_MALLOC_TUNING": "0"}) == "False"
+    assert _malloc_state_in_child({"MALLOC_TRIM_THRESHOLD_": "131072"}) == "False"
 
 
 @pytest.mark.parametrize("block_bytes", [64, 1 << 30])
