@@ -70,7 +70,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from nn._threads import parallel_for, parallel_sum, split_range
+from nn._threads import BLOCK_BYTES, parallel_for, parallel_sum, split_range
 from nn.tensor import Function, Tensor
 
 __all__ = [
@@ -330,9 +330,10 @@ def _output_padding_for_size(output_size, in_hw, kernel, stride, pads, dilation,
 
 
 # ============================================================ im2col and the GEMMs
-# Work is cut into blocks of about this many bytes: they fit the 1 MB L2 cache per
-# core, so a block of columns is still in cache when its GEMM reads it.
-_BLOCK_BYTES = 1 << 20
+# Work is cut into blocks of about this many bytes (the library's, nn/_threads.py):
+# they fit the 1 MB L2 cache per core, so a block of columns is still in cache when
+# its GEMM reads it.
+_BLOCK_BYTES = BLOCK_BYTES
 
 # The forward keeps a layer's whole column matrix for ``dW`` when it is at most this
 # large (bytes); larger ones are rebuilt block by block from the kept input in the
@@ -342,6 +343,7 @@ _BLOCK_BYTES = 1 << 20
 # each) and the step runs ~10% faster than rebuilding all; 32-64 MB (all of them) was
 # slower than 16 MB (a 64 MB matrix goes through main memory and fresh mmap pages).
 KEEP_COLS_BYTES = 16 << 20
+
 
 def _pad(x, padding):
     """Zero-pad the H and W axes of ``x (N, H, W, C)`` by ``((top, bottom), (left, right))``."""
@@ -379,18 +381,14 @@ def _is_plain_gemm(geometry):
     )
 
 
-def im2col(x, geometry, bias_column=False):
+def im2col(x, geometry):
     """The column matrices of a (grouped) convolution, one row per output position.
 
     Args:
         x (ndarray[N, H, W, C]): input, float.
         geometry (ConvGeometry): of the convolution.
-        bias_column (bool): append a column of ones (then zeros up to a multiple of 4
-            columns, which the GEMM runs faster on) so that ``[cols, 1] @ [W; b]`` adds
-            the bias inside the GEMM and ``[cols, 1]ᵀ @ dy`` yields ``db`` with ``dW``
-            (the "bias trick"). Groups must be 1.
     Returns:
-        ndarray[g, N·Ho·Wo, kh·kw·C/g (+ extra)]: row ``(n, ho, wo)`` of group ``k``
+        ndarray[g, N·Ho·Wo, kh·kw·C/g]: row ``(n, ho, wo)`` of group ``k``
         holds the window ``x_pad[n, ho·sh + i·dh, wo·sw + j·dw, k·C/g + c]`` ordered
         ``(i, j, c)``.
     """
@@ -399,24 +397,18 @@ def im2col(x, geometry, bias_column=False):
     ho, wo = geometry.out_hw
     g = geometry.groups
     cg = c // g
-    if _is_plain_gemm(geometry) and not bias_column:
+    if _is_plain_gemm(geometry):
         # A 1x1 stride-1 convolution is a plain GEMM on the input: no copy at all.
         return np.ascontiguousarray(x).reshape(1, n * ho * wo, c)  # (1, N·H·W, C)
-    if bias_column and g != 1:
-        raise ValueError("im2col: bias_column needs groups == 1")
     xp = _pad(np.ascontiguousarray(x), geometry.padding)
     k = kh * kw * cg
-    width = (k + 1 + 3) // 4 * 4 if bias_column else k
-    cols = np.empty((g, n * ho * wo, width), dtype=x.dtype)  # (g, N·Ho·Wo, K [+ extra])
-    blocks = _row_blocks(n, ho, wo * width * x.itemsize)
+    cols = np.empty((g, n * ho * wo, k), dtype=x.dtype)  # (g, N·Ho·Wo, K)
+    blocks = _row_blocks(n, ho, wo * k * x.itemsize)
 
     def fill(i, slot):
         n0, n1, h0, h1 = blocks[i]
         r0, r1 = (n0 * ho + h0) * wo, ((n1 - 1) * ho + h1) * wo
-        _fill_cols(_input_slab(xp, geometry, n0, n1, h0, h1), geometry, h1 - h0, cols[:, r0:r1, :k])
-        if bias_column:
-            cols[0, r0:r1, k] = 1
-            cols[0, r0:r1, k + 1:] = 0
+        _fill_cols(_input_slab(xp, geometry, n0, n1, h0, h1), geometry, h1 - h0, cols[:, r0:r1])
 
     parallel_for(fill, len(blocks))
     return cols
@@ -694,20 +686,13 @@ def conv2d_weight_grad(cols, dy, geometry):
     Returns:
         ndarray[kh, kw, C/g, C_out]
     """
-    return _weight_and_bias_grad(cols, dy, geometry)[0]
-
-
-def _weight_and_bias_grad(cols, dy, geometry):
-    """``dW = colsᵀ @ dy``; also ``db`` when ``cols`` carries the bias column (else None)."""
     g = geometry.groups
     dy_rows = _grouped_rows(dy, g)  # (g, N·Ho·Wo, C_out/g)
     if g > 1:
         dw = np.matmul(cols.transpose(0, 2, 1), dy_rows)  # (g, kh·kw·C/g, C_out/g)
-        return _ungroup_weight(dw, geometry.kernel), None
-    product = _gemm_tn(cols[0], dy_rows[0])  # (kh·kw·C [+ bias column + zeros], C_out)
-    k = geometry.kernel[0] * geometry.kernel[1] * geometry.in_channels_per_group
-    db = product[k].copy() if product.shape[0] > k else None  # the bias column's row: Σ dy
-    return _ungroup_weight(product[None, :k], geometry.kernel), db
+        return _ungroup_weight(dw, geometry.kernel)
+    product = _gemm_tn(cols[0], dy_rows[0])  # (kh·kw·C, C_out)
+    return _ungroup_weight(product[None], geometry.kernel)
 
 
 def _add_bias(y, bias):
@@ -919,8 +904,7 @@ class Conv2dCache:
 
     Attributes:
         x_shape (tuple): ``(N, H, W, C)``.
-        cols (ndarray[g, N·Ho·Wo, kh·kw·C/g (+ bias column)] or None): column matrix,
-            kept for ``dW`` (and ``db``, when it carries the bias column).
+        cols (ndarray[g, N·Ho·Wo, kh·kw·C/g] or None): column matrix, kept for ``dW``.
         weight (ndarray[kh, kw, C/g, C_out]): the weight, for ``dx``.
         geometry (ConvGeometry): of the convolution.
         x_kept (ndarray[N, H, W, C] or None): the input, kept instead of ``cols`` when
@@ -983,21 +967,11 @@ def _conv2d_forward(x, weight, bias, geometry, keep_cols):
             else:
                 cache = Conv2dCache(x.shape, None, weight, geometry, xp if keep_cols else None)
         return y.reshape(n, *geometry.out_hw, c_out), cache
-    # The bias trick pays when a copy is made anyway (not for a plain 1x1 GEMM).
-    bias_column = bias is not None and groups == 1 and not _is_plain_gemm(geometry)
-    cols = im2col(x, geometry, bias_column)  # (g, N·Ho·Wo, kh·kw·C/g [+ bias column])
-    if bias_column:
-        # [cols, 1, 0...] @ [W; b; 0...]: the GEMM adds the bias.
-        kh, kw, c, c_out = weight.shape
-        k = kh * kw * c
-        w_ext = np.zeros((cols.shape[-1], c_out), dtype=weight.dtype)  # (K + extra, C_out)
-        w_ext[:k] = weight.reshape(k, c_out)
-        w_ext[k] = bias
-        y = (cols[0] @ w_ext).reshape(n, *geometry.out_hw, c_out)  # (N, Ho, Wo, C_out)
-    else:
-        y = _conv_gemm(cols, weight, geometry, n)  # (N, Ho, Wo, C_out)
-        if bias is not None:
-            _add_bias(y, bias)
+    # Grouped: one im2col of every group, one batched GEMM.
+    cols = im2col(x, geometry)  # (g, N·Ho·Wo, kh·kw·C/g)
+    y = _conv_gemm(cols, weight, geometry, n)  # (N, Ho, Wo, C_out)
+    if bias is not None:
+        _add_bias(y, bias)
     cache = Conv2dCache(x.shape, cols if keep_cols else None, weight, geometry)
     return y, cache
 
@@ -1029,12 +1003,9 @@ def conv2d_backward(dy, cache, need_input_grad=True, need_weight_grad=True, need
                 dw2d = _weight_grad_blocked(cache.x_kept, dy_rows, geometry, n)
             dw = np.ascontiguousarray(dw2d).reshape(cache.weight.shape)
         else:
-            # With the bias column, the same GEMM gives db = Σ dy as its last useful row.
-            dw, db = _weight_and_bias_grad(cache.cols, dy, cache.geometry)
-    if need_bias_grad and db is None:
+            dw = conv2d_weight_grad(cache.cols, dy, cache.geometry)
+    if need_bias_grad:
         db = _bias_grad(dy)
-    elif not need_bias_grad:
-        db = None
     if need_input_grad:
         dx = conv2d_input_grad(dy, cache.weight, cache.x_shape, cache.geometry)
     return dx, dw, db

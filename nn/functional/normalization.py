@@ -45,16 +45,6 @@ def _wide(a):
     return np.ascontiguousarray(a).reshape(-1, k * a.shape[-1]), k
 
 
-def _channel_sum(wide, k, c):
-    """Per-channel sums of a wide view: ``(rows, K·C) -> (C,)``."""
-    return wide.sum(axis=0).reshape(k, c).sum(axis=0)
-
-
-def _channel_dot(wide_a, wide_b, k, c):
-    """Per-channel ``sum(a · b)`` of two wide views without a temporary: ``-> (C,)``."""
-    return np.einsum("ij,ij->j", wide_a, wide_b).reshape(k, c).sum(axis=0)
-
-
 def _as_array(value):
     return value.data if isinstance(value, Tensor) else value
 
