@@ -50,6 +50,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from detection.datasets.classes import IGNORE_INDEX
+from detection.datasets.crops import _check_size, _sample_positions
 
 __all__ = ["character_regions", "separate_instances", "crop_region_labels", "separation_weights",
            "size_weights"]
@@ -184,25 +185,19 @@ def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=
             or (windows[:, 2:] <= windows[:, :2]).any():
         raise ValueError(f"windows must be (K, 4) finite xyxy boxes with x2 > x1 and y2 > y1, "
                          f"got shape {windows.shape}")
-    if not (isinstance(size, (tuple, list)) and len(size) == 2
-            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
-                    for v in size)):
-        raise ValueError(f"size must be a pair of positive ints (h, w), got {size!r}")
+    height, width = _check_size(size)
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise ValueError(f"samples must be a positive int, got {samples!r}")
     if not 0 < coverage <= 1:
         raise ValueError(f"coverage must be in (0, 1], got {coverage!r}")
-    height, width = int(size[0]), int(size[1])
     count, s = len(windows), int(samples)
     image_h, image_w = region_map.shape
     if count == 0:
         return np.zeros((0, height, width), dtype=np.uint8)
 
-    # Sub-pixel centres: (K, h·s) rows and (K, w·s) columns in image pixels.
-    fy = (np.arange(height * s) + 0.5) / (height * s)
-    fx = (np.arange(width * s) + 0.5) / (width * s)
-    ys = windows[:, 1:2] + fy[None] * (windows[:, 3:4] - windows[:, 1:2])
-    xs = windows[:, 0:1] + fx[None] * (windows[:, 2:3] - windows[:, 0:1])
+    # Sub-pixel centres: (K, h·s) rows and (K, w·s) columns in image pixels, the
+    # sample positions of a crop s times finer.
+    ys, xs = _sample_positions(windows, height * s, width * s)
     rows, cols = np.floor(ys).astype(np.intp), np.floor(xs).astype(np.intp)
     inside = (((rows >= 0) & (rows < image_h))[:, :, None]
               & ((cols >= 0) & (cols < image_w))[:, None, :])
@@ -226,10 +221,7 @@ def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=
     instances = separate_instances(instances)
     labels = class_of[instances].astype(np.uint8)  # (K, h, w)
     # Ignore where the pixel centre lies outside the image (as crop_plates).
-    cy = windows[:, 1:2] + (np.arange(height) + 0.5)[None] / height * (windows[:, 3:4]
-                                                                       - windows[:, 1:2])
-    cx = windows[:, 0:1] + (np.arange(width) + 0.5)[None] / width * (windows[:, 2:3]
-                                                                     - windows[:, 0:1])
+    cy, cx = _sample_positions(windows, height, width)  # pixel centres (K, h), (K, w)
     centre_inside = (((cy >= 0) & (cy < image_h))[:, :, None]
                      & ((cx >= 0) & (cx < image_w))[:, None, :])
     labels[~centre_inside] = IGNORE_INDEX
@@ -239,6 +231,18 @@ def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=
 # 8-connectivity within each crop of a (N, H, W) batch, none across crops.
 _BATCH_EIGHT = np.zeros((3, 3, 3), dtype=bool)
 _BATCH_EIGHT[1] = True
+
+
+def _character_blobs(labels, background, ignore_index):
+    """Check a batch of label maps; its character mask, 8-connected blobs and their count."""
+    if not isinstance(labels, np.ndarray) or labels.ndim != 3 \
+            or not np.issubdtype(labels.dtype, np.integer):
+        got = (f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray)
+               else type(labels).__name__)
+        raise ValueError(f"labels must be an integer ndarray (N, H, W), got {got}")
+    character = (labels != background) & (labels != ignore_index)
+    blobs, count = ndimage.label(character, structure=_BATCH_EIGHT)  # (N, H, W) ids, 0 none
+    return character, blobs, count
 
 
 def separation_weights(labels, weight=10.0, background=0, ignore_index=IGNORE_INDEX):
@@ -256,15 +260,9 @@ def separation_weights(labels, weight=10.0, background=0, ignore_index=IGNORE_IN
     Returns:
         ndarray[N, H, W] float32.
     """
-    if not isinstance(labels, np.ndarray) or labels.ndim != 3 \
-            or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError("labels must be an integer ndarray (N, H, W), got "
-                         + (f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray)
-                            else type(labels).__name__))
     if isinstance(weight, bool) or not np.isfinite(weight) or weight < 0:
         raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
-    character = (labels != background) & (labels != ignore_index)
-    blobs, count = ndimage.label(character, structure=_BATCH_EIGHT)  # (N, H, W) ids, 0 none
+    _, blobs, count = _character_blobs(labels, background, ignore_index)
     weights = np.ones(labels.shape, np.float32)
     if count < 2:
         return weights
@@ -293,15 +291,9 @@ def size_weights(labels, max_weight=5.0, background=0, ignore_index=IGNORE_INDEX
     Returns:
         ndarray[N, H, W] float32.
     """
-    if not isinstance(labels, np.ndarray) or labels.ndim != 3 \
-            or not np.issubdtype(labels.dtype, np.integer):
-        got = (f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray)
-               else type(labels).__name__)
-        raise ValueError(f"labels must be an integer ndarray (N, H, W), got {got}")
     if isinstance(max_weight, bool) or not np.isfinite(max_weight) or max_weight < 1:
         raise ValueError(f"max_weight must be a finite number >= 1, got {max_weight!r}")
-    character = (labels != background) & (labels != ignore_index)
-    blobs, count = ndimage.label(character, structure=_BATCH_EIGHT)
+    character, blobs, count = _character_blobs(labels, background, ignore_index)
     weights = np.ones(labels.shape, np.float32)
     if count == 0:
         return weights

@@ -265,7 +265,6 @@ def _plate_images(root, split, targets="regions"):
         class_of = np.zeros(len(objects) + 1, np.int64)  # instance id -> segmenter class
         for i, obj in enumerate(objects):
             class_of[i + 1] = _CHARACTERS_ONLY[PLATE_CLASSES.index(obj["name"])]
-        class_of[class_of == IGNORE_INDEX] = 0
         character_ids = np.flatnonzero(class_of)
         if targets == "regions":
             regions = character_regions(instances, character_ids)

@@ -15,7 +15,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TUTORIALS = sorted(
     os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "examples", "[0-9][0-9]_*.py"))
 )
-DEDICATED = {os.path.basename(p)[5:] for p in glob.glob(os.path.join(ROOT, "tests", "examples", "test_[0-9][0-9]_*.py"))}
+DEDICATED = {  # tutorials with a test file of their own, tests/examples/test_NN_topic.py
+    os.path.basename(p)[len("test_"):]
+    for p in glob.glob(os.path.join(ROOT, "tests", "examples", "test_[0-9][0-9]_*.py"))
+}
 
 
 def test_the_tutorials_are_found():
