@@ -62,6 +62,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from tqdm import tqdm
@@ -81,7 +82,7 @@ from segmentation.unet import UNet
 
 __all__ = [
     "NUM_CLASSES", "CHARACTER_CLASSES", "TrainConfig", "quick_config", "prepare_data",
-    "load_crops", "TrainPatches", "augment_colours", "preprocess", "build_model", "predict",
+    "load_crops", "TrainPatches", "BatchStream", "augment_colours", "preprocess", "build_model", "predict",
     "evaluate", "train_digit_segmenter", "load_segmenter", "main",
 ]
 
@@ -112,7 +113,9 @@ class TrainConfig:
     (``size_weights``); ``prior_init`` starts the head's bias at the log class
     frequencies. ``minutes`` caps the training wall clock (None: no cap). Validation
     every ``eval_every`` steps (and a ``last.npz`` checkpoint). Augmentation: window
-    shift (fraction of the plate box) and scale, colour jitter strengths, noise. ``stop_after`` ends the run abruptly
+    shift (fraction of the plate box) and scale, colour jitter strengths, noise.
+    ``prefetch`` draws the next batch on a second thread while a step runs
+    (``BatchStream``; the same numbers either way). ``stop_after`` ends the run abruptly
     after that many steps without a checkpoint, like a kill (to test ``--resume``).
     """
 
@@ -150,6 +153,7 @@ class TrainConfig:
     noise: float = 0.05
     stop_after: int = None
     progress: bool = True
+    prefetch: bool = True
 
     def __post_init__(self):
         self.crop_size = tuple(int(s) for s in self.crop_size)
@@ -193,6 +197,9 @@ class TrainConfig:
             raise ValueError(f"minutes must be a positive number or None, got {self.minutes!r}")
         if self.steps is None and (self.minutes is None or self.warmup_steps < 1):
             raise ValueError("steps=None (fit the time budget) needs minutes and warmup_steps >= 1")
+        for name in ("progress", "prefetch"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.stop_after is not None and (not isinstance(self.stop_after, int)
                                             or self.stop_after < 1):
             raise ValueError(f"stop_after must be a positive int or None, got {self.stop_after!r}")
@@ -415,6 +422,82 @@ def preprocess(crops):
     return (x - mean) / np.maximum(std, 1e-3 * max(float(np.abs(x).max()), 1e-6))
 
 
+class BatchStream:
+    """The training batches, each drawn on a background thread while the step before runs.
+
+    A batch is the next ``batch_size`` plates of the epoch's random order, cropped from
+    randomly moved windows (``TrainPatches.sample``), colour-jittered
+    (``augment_colours``), standardized (``preprocess``), with its labels and the gap
+    weights of the loss. Drawing it takes about a seventh of a training step (48 x 144,
+    batch 8); with ``prefetch`` the next batch is drawn on a second thread while the
+    network trains on this one (NumPy releases the GIL in its loops).
+
+    Every random number comes from ``rng``, batch after batch, so prefetching changes
+    no value: a run with and without it is the same. ``data_state()`` is the data
+    cursor (epoch, position in the order, the order, the generator's state) as it was
+    *before* the batch being prefetched, which is what a checkpoint saves: a resumed run
+    draws that batch again.
+
+    Args:
+        train_set (TrainPatches): the plates.
+        config (TrainConfig): batch size, augmentation, gap and small-character weights.
+        rng (numpy.random.Generator): the run's generator (its state is the cursor's).
+        epoch, position (int), order (ndarray[P] int): where the cursor stands.
+        prefetch (bool): draw the next batch on a background thread.
+    """
+
+    def __init__(self, train_set, config, rng, epoch, position, order, prefetch=True):
+        self.train_set, self.config, self.rng = train_set, config, rng
+        self.epoch, self.position, self.order = int(epoch), int(position), np.asarray(order)
+        self._executor = (ThreadPoolExecutor(1, thread_name_prefix="detseg-batches")
+                          if prefetch else None)
+        self._pending = None
+        self._snapshot = self._cursor()
+
+    def _cursor(self):
+        return {"epoch": self.epoch, "position": self.position, "order": self.order,
+                "rng": self.rng.bit_generator.state}
+
+    def _draw(self):
+        """The next batch: ``(inputs ndarray[B, h, w, 3] float32, masks ndarray[B, h, w]
+        int64, pixel_weights ndarray[B, h, w] float32 or None)``."""
+        config, rng = self.config, self.rng
+        if self.position + config.batch_size > len(self.order):
+            self.epoch += 1
+            self.order, self.position = rng.permutation(len(self.train_set)), 0
+        indices = self.order[self.position:self.position + config.batch_size]
+        self.position += len(indices)
+        crops, masks = self.train_set.sample(indices, rng, config.shift, config.scale)
+        images = augment_colours(crops, rng, config.brightness, config.contrast,
+                                 config.saturation, config.channel_gain, config.noise)
+        pixel_weights = None
+        if config.gap_weight != 1:
+            pixel_weights = separation_weights(masks, config.gap_weight)
+        if config.small_weight != 1:  # (gaps are background, small characters are not)
+            small = size_weights(masks, config.small_weight)
+            pixel_weights = small if pixel_weights is None else pixel_weights * small
+        return preprocess(images), masks.astype(np.int64), pixel_weights
+
+    def next(self):
+        """The next batch (see ``_draw``); starts drawing the one after it."""
+        batch = self._pending.result() if self._pending is not None else self._draw()
+        self._snapshot = self._cursor()  # no draw is running: a consistent cursor
+        if self._executor is not None:
+            self._pending = self._executor.submit(self._draw)
+        return batch
+
+    def data_state(self):
+        """The cursor before the batch being prefetched (for a checkpoint): a dict of
+        ``epoch``, ``position``, ``order`` and ``rng`` (the generator's state)."""
+        return dict(self._snapshot)
+
+    def close(self):
+        """Wait for the prefetch to end and stop the thread."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor, self._pending = None, None
+
+
 # ==================================================================================== model
 # Pixel frequencies of the classes in plate crops (measured on the crops at 512 px with
 # character-region labels: 89% background, 11% characters spread over 11 classes, the
@@ -547,7 +630,7 @@ def train_digit_segmenter(config, resume=False):
     Args:
         config (TrainConfig): the run; ``config.out`` is the run directory.
         resume (bool): continue from ``out/last.npz`` (its saved configuration wins,
-            except ``minutes``, ``stop_after`` and ``progress``).
+            except ``minutes``, ``stop_after``, ``progress`` and ``prefetch``).
     Returns:
         dict: what ``metrics.json`` holds — ``test`` and ``val`` metrics of the best
         checkpoint, ``best_step``, ``steps_done``, ``train_seconds`` (wall clock of the
@@ -568,7 +651,7 @@ def train_digit_segmenter(config, resume=False):
         checkpoint = nn.load(last_path)
         saved = dict(checkpoint["config"])
         saved.update(minutes=config.minutes, stop_after=config.stop_after,
-                     progress=config.progress, out=config.out)
+                     progress=config.progress, prefetch=config.prefetch, out=config.out)
         config = TrainConfig.from_dict(saved)
 
     data_info = prepare_data(config)
@@ -616,10 +699,10 @@ def train_digit_segmenter(config, resume=False):
         state["val_read"] = np.append(state["val_read"], metrics["read_exact"])
         state["val_seconds"] = np.append(state["val_seconds"],
                                          elapsed_before + time.perf_counter() - clock)
-        state.update(step=step, rng=rng.bit_generator.state,
-                     losses=np.asarray(losses, np.float32),
+        state.update(step=step, losses=np.asarray(losses, np.float32),
                      train_seconds=elapsed_before + time.perf_counter() - clock,
-                     cpu_seconds=cpu_before + time.process_time() - cpu_clock)
+                     cpu_seconds=cpu_before + time.process_time() - cpu_clock,
+                     **batches.data_state())
         if metrics["mean_iou"] > float(state["best_iou"]):
             state.update(best_iou=metrics["mean_iou"], best_step=step)
             _save(os.path.join(config.out, CHECKPOINT_BEST), model, optimizer, scheduler,
@@ -646,6 +729,8 @@ def train_digit_segmenter(config, resume=False):
             state["refits"] = int(state["refits"]) + 1
             bar.write(f"step {step}: {seconds_per_step:.2f} s per step, {change} to {total} steps")
 
+    batches = BatchStream(train_set, config, rng, state["epoch"], state["position"],
+                          state["order"], prefetch=config.prefetch)
     calibrate = config.warmup_steps  # fit the total when the warm-up ends
     skip = CALIBRATION_SKIP if calibrate > CALIBRATION_SKIP else 0
     timer_start, timed_from = clock, int(state["step"])
@@ -672,24 +757,10 @@ def train_digit_segmenter(config, resume=False):
             if int(state["step"]) != step:  # validate and keep the steps done since the last
                 validate_and_save(step)
             break
-        # --- a batch: the next indices of this epoch's order, crops from moved windows
-        if state["position"] + config.batch_size > len(state["order"]):
-            state["epoch"] = int(state["epoch"]) + 1
-            state["order"], state["position"] = rng.permutation(len(train_set)), 0
-        indices = state["order"][state["position"]:state["position"] + config.batch_size]
-        state["position"] = int(state["position"]) + len(indices)
-        crops, masks = train_set.sample(indices, rng, config.shift, config.scale)
-        images = augment_colours(crops, rng, config.brightness, config.contrast,
-                                 config.saturation, config.channel_gain, config.noise)
-        # --- one optimization step
-        logits = model(nn.Tensor(preprocess(images)))
-        pixel_weights = None
-        if config.gap_weight != 1:
-            pixel_weights = separation_weights(masks, config.gap_weight)
-        if config.small_weight != 1:  # (gaps are background, small characters are not)
-            small = size_weights(masks, config.small_weight)
-            pixel_weights = small if pixel_weights is None else pixel_weights * small
-        loss = segmentation_loss(logits, masks.astype(np.int64), dice_weight=config.dice_weight,
+        # --- a batch (drawn while the last step ran), then one optimization step
+        inputs, masks, pixel_weights = batches.next()
+        logits = model(nn.Tensor(inputs))
+        loss = segmentation_loss(logits, masks, dice_weight=config.dice_weight,
                                  ignore_index=IGNORE_INDEX, class_weights=weights,
                                  pixel_weights=pixel_weights)
         optimizer.zero_grad()
@@ -712,6 +783,7 @@ def train_digit_segmenter(config, resume=False):
             validate_and_save(step)
             timer_start, timed_from = time.perf_counter(), step  # speed since this validation
     bar.close()
+    batches.close()
     train_seconds = elapsed_before + time.perf_counter() - clock
     cpu_seconds = cpu_before + time.process_time() - cpu_clock
 
@@ -725,8 +797,8 @@ def train_digit_segmenter(config, resume=False):
     if stopped_by == "interrupt":
         return result
     if int(state["best_step"]) < 0:  # stopped by time before the first evaluation
-        state.update(step=step, rng=rng.bit_generator.state, losses=np.asarray(losses, np.float32),
-                     train_seconds=train_seconds, cpu_seconds=cpu_seconds)
+        state.update(step=step, losses=np.asarray(losses, np.float32),
+                     train_seconds=train_seconds, cpu_seconds=cpu_seconds, **batches.data_state())
         metrics = evaluate(model, val["crops"], val["masks"], val["texts"])
         state.update(best_iou=metrics["mean_iou"], best_step=step)
         _save(os.path.join(config.out, CHECKPOINT_BEST), model, optimizer, scheduler, config, state)

@@ -13,7 +13,8 @@ from detection.datasets.synthetic import generate_plate_dataset
 from segmentation.instances import text_to_class_text
 from segmentation.losses import segmentation_loss
 from segmentation.train import (
-    CHARACTER_CLASSES, NUM_CLASSES, TrainConfig, TrainPatches, augment_colours, build_model,
+    CHARACTER_CLASSES, NUM_CLASSES, BatchStream, TrainConfig, TrainPatches, augment_colours,
+    build_model,
     evaluate, load_crops, load_segmenter, preprocess, quick_config, train_digit_segmenter,
 )
 from segmentation.unet import UNet
@@ -128,6 +129,47 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(plates, tmp_p
     assert full["best_step"] == resumed["best_step"]
 
 
+def test_prefetching_changes_no_number(plates, tmp_path):
+    on = train_digit_segmenter(_tiny_config(plates, tmp_path / "on"))
+    off = train_digit_segmenter(_tiny_config(plates, tmp_path / "off", prefetch=False))
+    model_a, _, ckpt_a = _weights(tmp_path / "on" / "last.npz")
+    model_b, _, ckpt_b = _weights(tmp_path / "off" / "last.npz")
+    for key in model_a:
+        assert np.array_equal(model_a[key], model_b[key]), key
+    assert np.array_equal(ckpt_a["losses"], ckpt_b["losses"])
+    for key in ("epoch", "position", "order"):
+        assert np.array_equal(ckpt_a[key], ckpt_b[key]), key
+    np.testing.assert_equal(on["test"], off["test"])
+
+
+def test_a_batch_stream_checkpoints_the_cursor_before_its_prefetched_batch(plates):
+    config = _tiny_config(plates, "unused")
+    patches = TrainPatches(plates, "train", config.crop_size, config.crop_padding)
+    rng = np.random.default_rng(5)
+    stream = BatchStream(patches, config, rng, 0, 0, rng.permutation(len(patches)))
+    try:
+        for _ in range(3):  # crosses an epoch: a few plates, batches of 4
+            stream.next()
+        cursor = stream.data_state()  # the fourth batch is being drawn meanwhile
+        fourth = stream.next()
+    finally:
+        stream.close()
+    assert cursor["epoch"] >= 1
+    # A stream started from the saved cursor (as --resume does) draws that batch again.
+    again_rng = np.random.default_rng()
+    again_rng.bit_generator.state = cursor["rng"]
+    again = BatchStream(patches, config, again_rng, cursor["epoch"], cursor["position"],
+                        cursor["order"], prefetch=False)
+    replay = again.next()
+    for got, want in zip(replay, fourth):
+        assert np.array_equal(got, want)
+    inputs, masks, weights = replay
+    assert inputs.shape == (4, *config.crop_size, 3) and inputs.dtype == np.float32
+    assert masks.shape == (4, *config.crop_size) and masks.dtype == np.int64
+    assert weights.shape == masks.shape
+    assert set(np.unique(weights).tolist()) <= {1.0, config.gap_weight}
+
+
 def test_a_seed_fixes_the_run_and_another_seed_changes_it(plates, tmp_path):
     runs = [train_digit_segmenter(_tiny_config(plates, tmp_path / name, steps=2, seed=seed))
             for name, seed in (("a", 0), ("b", 0), ("c", 1))]
@@ -169,6 +211,8 @@ def test_resume_without_a_checkpoint_and_bad_configs(tmp_path):
         TrainConfig(small_weight=0.5)
     with pytest.raises(ValueError, match="targets"):
         TrainConfig(targets="glyphs")
+    with pytest.raises(TypeError, match="prefetch"):
+        TrainConfig(prefetch="yes")
     with pytest.raises(TypeError, match="TrainConfig"):
         train_digit_segmenter({"steps": 3})
     with pytest.raises(ValueError, match="needs minutes"):
