@@ -167,3 +167,83 @@ def test_bad_input(kwargs, error, message):
     args.update(kwargs)
     with pytest.raises(error, match=message):
         segmentation_loss(**args)
+
+
+def _composed_loss(x, target, dice_weight, weights=None, pixel_weights=None, eps=1.0):
+    """The two terms as separate autograd ops (what the fused Function replaces)."""
+    from segmentation.losses import _weighted_cross_entropy
+
+    if pixel_weights is None:
+        ce = pixel_cross_entropy(x, target, class_weights=weights)
+    else:
+        w = None if weights is None else np.asarray(weights, x.dtype)
+        ce = _weighted_cross_entropy(x, target, w, 255, pixel_weights.astype(x.dtype))
+    return ce + soft_dice_loss(x, target, eps=eps) * x.dtype.type(dice_weight)
+
+
+@given(seed=st.integers(0, 2 ** 16), k=st.integers(2, 6), dice_weight=st.floats(0.01, 3),
+       weighted=st.booleans(), tiny_blocks=st.booleans())
+def test_fused_loss_matches_the_composed_terms(seed, k, dice_weight, weighted, tiny_blocks):
+    """One softmax for both terms: the values and gradients of the separate ops, also
+    when an image is cut into several blocks (their sums added in order)."""
+    import segmentation.losses as losses
+
+    logits, target = _example(seed, shape=(3, 4, 5, k), ignored=4)
+    rng = np.random.default_rng(seed)
+    weights = rng.uniform(0.2, 3, k) if weighted else None
+    pixel_weights = rng.uniform(0, 4, target.shape) if weighted else None
+    fused_x, plain_x = nn.Tensor(logits, requires_grad=True), nn.Tensor(logits, requires_grad=True)
+    saved = losses.BLOCK_BYTES
+    losses.BLOCK_BYTES = 3 * k * 8 if tiny_blocks else saved  # 3 pixels a block
+    try:
+        fused = segmentation_loss(fused_x, target, dice_weight=dice_weight, class_weights=weights,
+                                  pixel_weights=pixel_weights)
+        fused.backward()
+    finally:
+        losses.BLOCK_BYTES = saved
+    plain = _composed_loss(plain_x, target, dice_weight, weights, pixel_weights)
+    plain.backward()
+    assert abs(fused.item() - plain.item()) < 1e-12
+    assert np.abs(fused_x.grad - plain_x.grad).max() < 1e-14
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_loss_dtype_parts_and_training_batch_shape(dtype):
+    """The training batch's shape (8 x 48 x 144, 14 classes): float32 stays float32 and
+    agrees with the composed ops; ``return_parts`` gives the two terms."""
+    rng = np.random.default_rng(0)
+    logits = (3 * rng.standard_normal((8, 48, 144, 14))).astype(dtype)
+    target = rng.integers(0, 14, (8, 48, 144))
+    target[:, :2] = 255
+    weights = np.where(np.arange(14) >= 3, 2.0, 1.0)
+    gaps = rng.uniform(1, 10, target.shape)
+    x, y = nn.Tensor(logits, requires_grad=True), nn.Tensor(logits, requires_grad=True)
+    loss, parts = segmentation_loss(x, target, class_weights=weights, pixel_weights=gaps,
+                                    return_parts=True)
+    loss.backward()
+    plain = _composed_loss(y, target, 1.0, weights, gaps)
+    plain.backward()
+    assert loss.dtype == dtype and x.grad.dtype == dtype
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert abs(loss.item() - plain.item()) < tol * abs(plain.item())
+    assert abs(parts["ce"] + parts["dice"] - loss.item()) < tol * 10
+    assert np.abs(x.grad - y.grad).max() < tol * np.abs(y.grad).max()
+
+
+def test_fused_loss_bad_input_and_ignored_images():
+    logits, target = _example(1)
+    x = nn.Tensor(logits, requires_grad=True)
+    bad = target.copy()
+    bad[0, 0, 0] = 7  # K = 4
+    with pytest.raises(ValueError, match="target values"):
+        segmentation_loss(x, bad)
+    for eps in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="eps"):
+            segmentation_loss(x, target, eps=eps)
+    # An image with every pixel ignored: no gradient reaches it from either term.
+    target[1] = 255
+    loss = segmentation_loss(x, target, dice_weight=2.0)
+    loss.backward()
+    assert np.all(x.grad[1] == 0) and np.any(x.grad[0] != 0)
+    assert nn.gradcheck(lambda t: segmentation_loss(t, target, dice_weight=2.0, eps=0.5),
+                        [nn.Tensor(logits, requires_grad=True)])
