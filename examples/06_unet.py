@@ -1,7 +1,7 @@
 """06 — U-Net: segment the characters of a plate, then read it.
 
 Stage two of the license-plate lab. The detector of stage one hands us plate boxes;
-each plate is cut out at 48x144 pixels, and a U-Net (Ronneberger, Fischer and Brox,
+each plate is cut out at 40x120 pixels, and a U-Net (Ronneberger, Fischer and Brox,
 2015) labels every pixel: background, one of the ten digits, or "another character".
 Connected blobs of character pixels are the characters; sorted in reading order,
 their classes spell the plate. This tutorial follows the lecture's slides on the
@@ -64,7 +64,7 @@ NAMES = ["bg", "car", "plate"] + [str(d) for d in range(10)] + ["char"]
 
 # %% 1. Data: plate crops and class maps
 # The synthetic street scenes (tutorial 04) are rendered once into config.data. Every
-# plate becomes a 48x144 crop (32x96 with --quick); its class map keeps only characters:
+# plate becomes a 40x120 crop (32x96 with --quick); its class map keeps only characters:
 # 0 background (the plate and the car included), 3 + d for digit d, 13 for letters,
 # dashes and dots, 255 for crop pixels outside the image (ignored by the loss and the
 # metrics).
@@ -98,8 +98,8 @@ save_figure(figure, os.path.join(OUT_DIR, "06_data.png"))
 print(f"{len(train_patches)} training plates; wrote {OUT_DIR}/06_data.png")
 
 # %% 1b. What should a character's label cover?
-# The obvious label is the character's ink. At 48x144 a character is ~9 px wide, its
-# strokes 2-3 px and its neighbours 1-2 px away: when the plate is shrunk, thin strokes
+# The obvious label is the character's ink. At 40x120 a character is ~7 px wide, its
+# strokes 1-3 px and its neighbours 1-2 px away: when the plate is shrunk, thin strokes
 # vanish (an "M" falls apart) and neighbours touch (two digits become one blob). Even
 # the *ground truth* then reads badly: we read the validation labels themselves with
 # the same post-processing as the predictions. So we label each character's *region*
@@ -187,7 +187,8 @@ print(f"loss curve and predictions in {config.out}")
 # 8-connected blobs (one per character: the gaps keep neighbours apart), votes each
 # blob's class and sorts the blobs in reading order (rows top to bottom, left to
 # right), which spells the plate. A plate is read exactly when every character is its
-# own blob with the right class.
+# own blob with the right class. A plate's dot is one or two pixels at this size, so
+# the trainer keeps blobs down to config.read_min_area pixels (1) as characters.
 model, _, _ = load_segmenter(os.path.join(config.out, "best.npz"))
 test = load_crops(config.data, "test", config.crop_size, config.crop_padding, config.targets)
 pred = predict(model, test["crops"])
@@ -195,7 +196,7 @@ rows = min(8, len(test["texts"]))
 figure = Figure(figsize=(12, 1.2 * rows + 0.4))
 axes = figure.subplots(rows, 4, squeeze=False)
 for row in range(rows):
-    reading = read_plate(pred[row])
+    reading = read_plate(pred[row], min_area=config.read_min_area)
     truth = text_to_class_text(test["texts"][row])
     axes[row, 0].imshow(test["crops"][row])
     axes[row, 0].set_title(f"plate {test['texts'][row]!r}", fontsize=8)
@@ -231,7 +232,8 @@ ax.set_title("test confusion matrix (row-normalized)")
 figure.colorbar(image)
 figure.tight_layout()
 save_figure(figure, os.path.join(OUT_DIR, "06_confusion.png"))
-reads = [read_plate(p)["text"] == text_to_class_text(t) for p, t in zip(pred, test["texts"])]
+reads = [read_plate(p, min_area=config.read_min_area)["text"] == text_to_class_text(t)
+         for p, t in zip(pred, test["texts"])]
 print(f"read exactly: {np.mean(reads):.1%} of {len(reads)} test plates "
       f"({time.perf_counter() - start:.0f} s in all)")
 print(f"wrote {OUT_DIR}/06_masks_and_reads.png and {OUT_DIR}/06_confusion.png")
