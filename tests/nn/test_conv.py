@@ -384,6 +384,32 @@ def test_bias_gradient_with_and_without_the_weight_gradient(need_weight, need_bi
         assert dw is None
 
 
+
+@settings(max_examples=30)
+@given(geometry=conv2d_geometries(max_stride=1, max_groups=1, max_kernel=5),
+       seed=st.integers(0, 2**31 - 1), dtype=st.sampled_from([np.float32, np.float64]))
+def test_stride1_backward_from_the_columns_of_dy_matches_the_two_pass_backward(geometry, seed,
+                                                                              dtype):
+    """Stride 1: dx and dW from im2col(dy) alone (the training path, which keeps only the
+    input) equal the backward from the kept columns of x (checked against loops above)."""
+    rng = np.random.default_rng(seed)
+    g = geometry
+    x = rng.standard_normal(g["shape"]).astype(dtype)
+    weight = _conv_weight(rng, g).astype(dtype)
+    args = (g["stride"], g["padding"], g["dilation"], g["groups"])
+    y, kept = conv2d_forward(x, weight, None, *args)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    xt, wt = nn.Tensor(x, requires_grad=True), nn.Tensor(weight, requires_grad=True)
+    out = F.conv2d(xt, wt, None, *args)
+    assert out._ctx.cache.cols is None  # stride 1: the input is kept, not its columns
+    out.backward(dy)
+    dx, dw, _ = conv2d_backward(dy, kept)
+    rtol, atol = (1e-4, 1e-4) if dtype == np.float32 else (1e-12, 1e-12)
+    assert xt.grad.dtype == dtype and wt.grad.dtype == dtype
+    np.testing.assert_allclose(xt.grad, dx, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(wt.grad, dw, rtol=rtol, atol=atol)
+
+
 # =================================================================== oracle
 def _nchw(a):
     return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
