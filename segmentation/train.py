@@ -37,8 +37,8 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
 - **Crops 40 x 120** (``padding = 0.1``), batch 12, and blobs of a single pixel kept
   when reading (``read_min_area = 1``). The smaller the crop, the more plates a
   five-minute run sees (batch 12 of 40 x 120 costs about what batch 8 of 48 x 144 or
-  batch 16 of 32 x 96 does): the mean IoU after five minutes rises from 0.77 at
-  48 x 144 to 0.79 at 40 x 120 and 0.80 at 32 x 96. But a plate's dots shrink with it, to
+  batch 16 of 32 x 96 does): the mean IoU after five minutes rises from 0.78 at
+  48 x 144 to 0.79-0.80 at 40 x 120 and 0.80 at 32 x 96. But a plate's dots shrink with it, to
   one or two pixels at 32 x 96, where the ground-truth region maps read only 83% of the
   test plates with ``read_plate``'s default 2-pixel noise filter; kept down to one
   pixel they read 98% at 32 x 96 and 99% at 40 x 120 (99.7% at 48 x 144), and the
