@@ -657,8 +657,9 @@ def _stride1_backward(dy, x, weight, geometry):
     columns give the weight gradient: ``dW[i] = Σ_q x[q]ᵀ dy[q - i + pad]``, which is
     column block ``k-1-i`` of ``xᵀ @ cols_dy``. So each block of rows builds its dy
     columns once and runs both GEMMs while they are in cache; the input's columns are
-    neither kept from the forward pass nor rebuilt. (Measured on the U-Net's layers:
-    the backward of the (8, 48, 144, 32) -> 16 layer went from ~18 to ~13 ms.)
+    neither kept from the forward pass nor rebuilt. (Measured on the U-Net training
+    step, 2 threads: its 32 -> 16 layer's backward 17.8 ms at (8, 48, 144) before,
+    13.8 ms at (12, 40, 120) after; the step 218 -> 191 ms, peak RSS 307 -> 237 MB.)
 
     Args:
         dy (ndarray[N, H', W', C_out]): contiguous output gradient.
