@@ -143,7 +143,10 @@ def _search_half_widths(widths, iou_threshold, coordinate_scale, dtype):
     t = iou_threshold * (1 - 1e-4)     # a computed IoU may exceed the exact one by ulps
     ratio = (1 - t) / min(1.0, 2 * t) if t > 0 else np.inf
     if np.isfinite(ratio):
-        bound = np.minimum(widths * ratio, overlap_bound)
+        # A tiny t (1e-308) leaves the ratio finite but widths · ratio may overflow to
+        # inf, where the overlap bound is the smaller one anyway.
+        with np.errstate(over="ignore"):
+            bound = np.minimum(widths * ratio, overlap_bound)
     else:  # t == 0 or so tiny (a denormal) that the ratio overflows: overlap is the bound
         bound = overlap_bound
     slack = 64 * np.finfo(dtype).eps * (coordinate_scale + 1)

@@ -194,10 +194,12 @@ def test_nms_properties(detections, threshold):
     np.testing.assert_array_equal(keep[nms(boxes[keep], scores[keep], threshold)], keep)
 
 
-@pytest.mark.parametrize("threshold", [5e-324, 1e-310, 1e-300, 1e-12])
+@pytest.mark.parametrize("threshold", [5e-324, 1e-310, 1.1125369292536007e-308, 1e-307, 1e-300,
+                                       1e-12])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tiny_thresholds_equal_the_loop(threshold, dtype):
-    """Denormal thresholds once overflowed the search window to inf/NaN (hypothesis found it)."""
+    """Denormal thresholds once overflowed the search window to inf/NaN, and a threshold
+    near 1e-308 the product width · (1 - t) / 2t (hypothesis found both)."""
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 50, (60, 2))
     wh = rng.uniform(0, 20, (60, 2))
