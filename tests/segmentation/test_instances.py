@@ -3,7 +3,7 @@ import pytest
 
 from segmentation.instances import (
     classes_to_text, connected_instances, merge_fragments, read_plate, reading_order,
-    text_to_class_text,
+    split_wide_blobs, text_to_class_text,
 )
 
 
@@ -107,3 +107,48 @@ def test_merge_fragments_groups_by_column_and_row():
     assert groups[3] not in (groups[0], groups[2])  # same column, other row
     assert merge_fragments(np.zeros((0, 4)), np.zeros(0)).shape == (0,)
     assert len(set(merge_fragments(boxes, rows, overlap=1.0))) == 5  # nothing overlaps fully
+
+
+def test_joined_neighbours_are_cut_apart():
+    m = np.zeros((10, 24), np.uint8)
+    m[2:8, 2:5], m[2:8, 5:8], m[2:8, 8:11] = 5, 13, 3  # "2#0" touching: one blob, 9 px wide
+    m[2:8, 13:16], m[2:8, 18:21] = 12, 7               # "9" and "4", 3 px wide, apart
+    assert read_plate(m, split_width=None)["text"] == "094"  # one blob, its majority wins
+    out = read_plate(m)
+    assert out["text"] == "2#094"
+    # Each part's box covers its own pixels; the cut columns (5 and 8) belong to no part.
+    np.testing.assert_array_equal(out["boxes"][:3, [0, 2]], [[2, 5], [6, 8], [9, 11]])
+
+
+def test_split_cuts_at_the_thinnest_column():
+    m = np.zeros((12, 40), np.uint8)
+    for x in (2, 8, 14):
+        m[2:10, x:x + 4] = 4  # three "1"s, 4 px wide, 2 px apart
+    m[2:10, 22:26] = 5        # a "2" ...
+    m[2:10, 27:31] = 6        # ... and a "3", bridged by two pixels in column 26 ...
+    m[5:7, 26] = 6            # ... not in the middle of the joined blob (22..30)
+    out = read_plate(m)
+    assert out["text"] == "11123"
+    np.testing.assert_array_equal(out["boxes"][3], [22, 2, 26, 10])
+    np.testing.assert_array_equal(out["boxes"][4], [27, 2, 31, 10])
+
+
+def test_split_wide_blobs_keeps_blobs_of_normal_width_and_rows_apart():
+    m, _ = draw_plate([[5, 12, 13], [4, 5, 6, 13, 7]])
+    inst = connected_instances(m, return_masks=True, return_votes=True)
+    rows = (inst["boxes"][:, 1] > 8).astype(np.int64)
+    large = np.ones(len(rows), bool)
+    boxes, votes, out_rows = split_wide_blobs(m, inst["masks"], inst["boxes"], inst["votes"],
+                                              rows, large)
+    np.testing.assert_array_equal(boxes, inst["boxes"])
+    np.testing.assert_array_equal(votes, inst["votes"])
+    np.testing.assert_array_equal(out_rows, rows)
+    empty = split_wide_blobs(m, np.zeros((0,) + m.shape, bool), np.zeros((0, 4)),
+                             np.zeros((0, 14), np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+    assert [a.shape for a in empty] == [(0, 4), (0, 14), (0,)]
+
+
+@pytest.mark.parametrize("split_width", [1.0, 0, -2, "1.5", True])
+def test_read_plate_rejects_bad_split_width(split_width):
+    with pytest.raises(ValueError, match="split_width"):
+        read_plate(np.zeros((4, 4), np.uint8), split_width=split_width)
