@@ -48,8 +48,8 @@ OUT_DIR = os.path.join(args.out, "05_fcn")
 os.makedirs(OUT_DIR, exist_ok=True)
 nn.manual_seed(SEED)
 rng = np.random.default_rng(SEED)
-data = TrainConfig(data=args.data or os.path.join(args.out, "plates512_quick" if args.quick
-                                                  else "plates512"),
+data = TrainConfig(data=args.data or os.path.join(args.out, "plates1024_quick" if args.quick
+                                                  else "plates1024"),
                    num_images=16 if args.quick else TrainConfig.num_images,
                    progress=False)
 

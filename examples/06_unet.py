@@ -57,7 +57,7 @@ if args.quick:
     config = quick_config(data=args.data or os.path.join(OUT_DIR, "plates_quick"),
                           out=os.path.join(OUT_DIR, "run_quick"), progress=False)
 else:
-    config = TrainConfig(data=args.data or os.path.join(args.out, "plates512"),
+    config = TrainConfig(data=args.data or os.path.join(args.out, "plates1024"),
                          out=os.path.join(OUT_DIR, "run"))
 COLOURS = class_colours()  # class id -> RGB: digits a rainbow, other characters white
 NAMES = ["bg", "car", "plate"] + [str(d) for d in range(10)] + ["char"]

@@ -3,7 +3,7 @@ import pytest
 
 from segmentation.instances import (
     classes_to_text, connected_instances, merge_fragments, read_plate, reading_order,
-    split_wide_blobs, text_to_class_text,
+    isolated_specks, split_wide_blobs, text_to_class_text,
 )
 
 
@@ -152,3 +152,30 @@ def test_split_wide_blobs_keeps_blobs_of_normal_width_and_rows_apart():
 def test_read_plate_rejects_bad_split_width(split_width):
     with pytest.raises(ValueError, match="split_width"):
         read_plate(np.zeros((4, 4), np.uint8), split_width=split_width)
+
+
+def test_specks_away_from_the_characters_are_dropped_dots_beside_them_kept():
+    m, _ = draw_plate([[5, 13, 3, 12]], h=30, w=40)  # characters 6x3 at rows 2..7
+    m[6:8, 22] = 13  # a 2-pixel dot right after the last character: kept
+    m[26, 36] = 13   # a pixel in the far corner, 18 px below: dropped
+    m[1, 38] = 4     # one just above the row but 14 px right of the last character: dropped
+    assert read_plate(m, min_area=1)["text"] == "2#09#"
+    # Kept, the noise reads as characters, even as rows of their own.
+    assert read_plate(m, min_area=1, speck_distance=None)["text"] == "1 2#09# #"
+
+
+def test_isolated_specks_geometry():
+    boxes = np.array([[0, 0, 4, 10], [6, 0, 10, 10], [11, 8, 12, 10], [30, 0, 31, 1],
+                      [12, 0, 16, 10]], float)
+    areas = np.array([40, 40, 2, 1, 40])
+    # box 2 touches the characters (gap 0 to box 4); box 3 is 14 px from the nearest (box 4).
+    np.testing.assert_array_equal(isolated_specks(boxes, areas), [0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(isolated_specks(boxes, areas, distance=1.5), [0, 0, 0, 0, 0])
+    assert isolated_specks(np.zeros((0, 4)), np.zeros(0)).shape == (0,)
+    assert not isolated_specks(boxes[3:4], areas[3:4]).any()  # a lone blob is no speck
+
+
+@pytest.mark.parametrize("distance", [-1, "0.5", True])
+def test_read_plate_rejects_bad_speck_distance(distance):
+    with pytest.raises(ValueError, match="speck_distance"):
+        read_plate(np.zeros((4, 4), np.uint8), speck_distance=distance)
