@@ -13,7 +13,7 @@ text, one connected blob per character.
 Command::
 
     python -m segmentation.train --data DIR --out RUN_DIR [--minutes 5] [--seed 0]
-        [--steps N] [--resume] [--quick]
+        [--steps N] [--resume] [--quick] [--no-tta]
 
 If ``DIR`` does not exist the synthetic scenes are rendered into it first (timed
 apart from training). The run directory receives ``last.npz`` (every evaluation) and
@@ -22,8 +22,9 @@ the model, the optimizer, the schedule, the step, the data order and generator
 state, the loss history and the configuration. ``--resume`` continues from
 ``last.npz``; because every random draw comes from state saved there, a resumed run
 repeats the uninterrupted one exactly (``tests/segmentation/test_train.py`` checks
-it bit for bit). At the end the best checkpoint is evaluated on the test split and
-``metrics.json``, ``loss_curve.png`` and ``predictions.png`` are written.
+it bit for bit). At the end the best checkpoint is evaluated on the test split (with
+test-time shifts, ``predict(..., tta=True)``, and in one pass; ``--no-tta``: one pass
+only) and ``metrics.json``, ``loss_curve.png`` and ``predictions.png`` are written.
 
 Choices (measured on the synthetic plates, see ``docs/results.md``):
 
@@ -133,7 +134,10 @@ class TrainConfig:
     ``read_plate``'s noise filter at ``read_min_area`` pixels. Augmentation: window
     shift (fraction of the plate box) and scale, colour jitter strengths, noise.
     ``prefetch`` draws the next batch on a second thread while a step runs
-    (``BatchStream``; the same numbers either way). ``stop_after`` ends the run abruptly
+    (``BatchStream``; the same numbers either way). ``tta``: the final evaluation of the
+    best checkpoint averages five one-pixel shifts of each crop (``predict``; the
+    validations during training take one pass, and the test split is also reported
+    without shifts, ``test_single``). ``stop_after`` ends the run abruptly
     after that many steps without a checkpoint, like a kill (to test ``--resume``).
     """
 
@@ -173,6 +177,7 @@ class TrainConfig:
     stop_after: int = None
     progress: bool = True
     prefetch: bool = True
+    tta: bool = True
 
     def __post_init__(self):
         self.crop_size = tuple(int(s) for s in self.crop_size)
@@ -216,7 +221,7 @@ class TrainConfig:
             raise ValueError(f"minutes must be a positive number or None, got {self.minutes!r}")
         if self.steps is None and (self.minutes is None or self.warmup_steps < 1):
             raise ValueError("steps=None (fit the time budget) needs minutes and warmup_steps >= 1")
-        for name in ("progress", "prefetch"):
+        for name in ("progress", "prefetch", "tta"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.stop_after is not None and (not isinstance(self.stop_after, int)
@@ -543,27 +548,53 @@ def class_weights(config):
     return weights
 
 
-def predict(model, crops, batch_size=64):
+SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))  # test-time shifts (rows, columns)
+
+
+def predict(model, crops, batch_size=64, tta=False):
     """Class maps of plate crops (evaluation mode, no gradient).
 
     Args:
         model (UNet): a trained segmenter.
         crops (ndarray[P, h, w, 3] uint8).
+        batch_size (int): crops per forward pass.
+        tta (bool): test-time augmentation: the class probabilities averaged over the
+            crop and its four one-pixel shifts (up, down, left, right; the edge row or
+            column repeated), each mapped back before averaging. Five forward passes;
+            on the validation plates mean IoU 0.909 -> 0.913 and plates read 91.0% ->
+            93.5% (the boundaries of a blob wobble less, fewer neighbours touch).
     Returns:
         ndarray[P, h, w] int64: argmax class per pixel.
     """
+    if not isinstance(tta, (bool, np.bool_)):
+        raise TypeError(f"tta must be True or False, got {tta!r}")
     was_training = model.training
     model.eval()
     out = np.zeros(crops.shape[:3], np.int64)
+    height, width = crops.shape[1:3]
     with nn.no_grad():
         for start in range(0, len(crops), batch_size):
-            logits = model(nn.Tensor(preprocess(crops[start:start + batch_size])))
-            out[start:start + batch_size] = logits.data.argmax(axis=-1)
+            batch = crops[start:start + batch_size]
+            if not tta:
+                out[start:start + batch_size] = model(nn.Tensor(preprocess(batch))).data.argmax(-1)
+                continue
+            padded = np.pad(batch, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+            total = 0.0
+            for dy, dx in SHIFTS:
+                # content moved by (dy, dx): shifted[y, x] = crop[y - dy, x - dx]
+                moved = padded[:, 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
+                logits = model(nn.Tensor(preprocess(np.ascontiguousarray(moved)))).data
+                probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+                probs /= probs.sum(axis=-1, keepdims=True)
+                # and back: aligned[y, x] = probs[y + dy, x + dx]
+                probs = np.pad(probs, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+                total = total + probs[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+            out[start:start + batch_size] = total.argmax(axis=-1)
     model.train(was_training)
     return out
 
 
-def evaluate(model, crops, masks, texts, batch_size=64, min_area=2):
+def evaluate(model, crops, masks, texts, batch_size=64, min_area=2, tta=False):
     """Pixel metrics and plate reading of a set of crops.
 
     Args:
@@ -573,13 +604,14 @@ def evaluate(model, crops, masks, texts, batch_size=64, min_area=2):
         batch_size (int): crops per forward pass.
         min_area (int): ``read_plate``'s noise filter, smaller blobs are dropped (the
             trainer passes ``TrainConfig.read_min_area``).
+        tta (bool): test-time shifts (``predict``).
     Returns:
         dict: ``mean_iou`` over the character classes 3..13, ``iou_per_class`` (list of
         14, NaN where absent), ``pixel_accuracy``, ``read_exact`` (fraction of plates whose
         ``read_plate(pred, min_area=min_area)["text"]`` equals ``text_to_class_text(text)``),
         ``plates``, and ``predictions`` ndarray[P, h, w] and ``reads`` list[str].
     """
-    predictions = predict(model, crops, batch_size)
+    predictions = predict(model, crops, batch_size, tta=tta)
     matrix = ConfusionMatrix(NUM_CLASSES, ignore_index=IGNORE_INDEX)
     matrix.update(predictions, masks)
     reads = [read_plate(p, min_area=min_area)["text"] for p in predictions]
@@ -656,10 +688,11 @@ def train_digit_segmenter(config, resume=False):
     Args:
         config (TrainConfig): the run; ``config.out`` is the run directory.
         resume (bool): continue from ``out/last.npz`` (its saved configuration wins,
-            except ``minutes``, ``stop_after``, ``progress`` and ``prefetch``).
+            except ``minutes``, ``stop_after``, ``progress``, ``prefetch`` and ``tta``).
     Returns:
         dict: what ``metrics.json`` holds — ``test`` and ``val`` metrics of the best
-        checkpoint, ``best_step``, ``steps_done``, ``train_seconds`` (wall clock of the
+        checkpoint (with test-time shifts when ``config.tta``), ``test_single`` (the test
+        split in one pass), ``best_step``, ``steps_done``, ``train_seconds`` (wall clock of the
         training loop, validation included) and ``train_cpu_seconds`` (CPU time of this
         process in it, all threads: on a shared machine, wall clock / CPU time shows the
         share we got), ``data_seconds`` (rendering) and
@@ -677,7 +710,8 @@ def train_digit_segmenter(config, resume=False):
         checkpoint = nn.load(last_path)
         saved = dict(checkpoint["config"])
         saved.update(minutes=config.minutes, stop_after=config.stop_after,
-                     progress=config.progress, prefetch=config.prefetch, out=config.out)
+                     progress=config.progress, prefetch=config.prefetch, tta=config.tta,
+                     out=config.out)
         config = TrainConfig.from_dict(saved)
 
     data_info = prepare_data(config)
@@ -835,10 +869,13 @@ def train_digit_segmenter(config, resume=False):
     # --- the best checkpoint on held-out data
     best_model, _, best = load_segmenter(os.path.join(config.out, CHECKPOINT_BEST))
     test = load_crops(config.data, "test", config.crop_size, config.crop_padding, config.targets)
+    tta = bool(config.tta)
     val_metrics = evaluate(best_model, val["crops"], val["masks"], val["texts"],
-                           min_area=config.read_min_area)
+                           min_area=config.read_min_area, tta=tta)
     test_metrics = evaluate(best_model, test["crops"], test["masks"], test["texts"],
-                            min_area=config.read_min_area)
+                            min_area=config.read_min_area, tta=tta)
+    single = evaluate(best_model, test["crops"], test["masks"], test["texts"],
+                      min_area=config.read_min_area) if tta else test_metrics
     _plot_loss_curve(losses, state, os.path.join(config.out, "loss_curve.png"))
     _plot_predictions(test, test_metrics, os.path.join(config.out, "predictions.png"))
     strip = ("predictions", "reads")
@@ -846,6 +883,7 @@ def train_digit_segmenter(config, resume=False):
         best_step=int(best["best_step"]),
         val={k: v for k, v in val_metrics.items() if k not in strip},
         test={k: v for k, v in test_metrics.items() if k not in strip},
+        test_single={k: v for k, v in single.items() if k not in strip},
         final_train_loss=float(np.mean(losses[-50:])) if losses else None,
     )
     atomic_write_text(os.path.join(config.out, "metrics.json"),
@@ -952,13 +990,16 @@ def _build_parser():
     parser.add_argument("--quick", action="store_true",
                         help="tiny data and network, seconds: checks the machinery, not accuracy")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no-tta", action="store_true",
+                        help="evaluate the best checkpoint in one pass, without test-time shifts")
     return parser
 
 
 def main(argv=None):
     parser = _build_parser()
     args = parser.parse_args(argv)
-    overrides = {"data": args.data, "out": args.out, "progress": not args.quiet}
+    overrides = {"data": args.data, "out": args.out, "progress": not args.quiet,
+                 "tta": not args.no_tta}
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.steps is not None:
@@ -984,6 +1025,10 @@ def main(argv=None):
     print(f"test: mean IoU (characters) {test['mean_iou']:.4f}, plates read exactly "
           f"{test['read_exact']:.1%} of {test['plates']}, "
           f"pixel accuracy {test['pixel_accuracy']:.4f} (best step {result['best_step']})")
+    if result["config"]["tta"]:
+        single = result["test_single"]
+        print(f"  (with test-time shifts; one pass: mean IoU {single['mean_iou']:.4f}, "
+              f"read exactly {single['read_exact']:.1%})")
     return 0
 
 

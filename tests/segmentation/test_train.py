@@ -15,7 +15,8 @@ from segmentation.losses import segmentation_loss
 from segmentation.train import (
     CHARACTER_CLASSES, NUM_CLASSES, BatchStream, TrainConfig, TrainPatches, augment_colours,
     build_model,
-    evaluate, load_crops, load_segmenter, preprocess, quick_config, train_digit_segmenter,
+    evaluate, load_crops, load_segmenter, predict, preprocess, quick_config,
+    train_digit_segmenter,
 )
 from segmentation.unet import UNet
 
@@ -191,6 +192,14 @@ def test_outputs_of_a_run(plates, tmp_path):
     assert metrics["test"]["plates"] == len(load_crops(plates, "test")["texts"])
     assert len(metrics["test"]["iou_per_class"]) == NUM_CLASSES
     assert result["train_seconds"] > 0
+    # The test split with test-time shifts (the default) and in one pass.
+    crops = load_crops(plates, "test")
+    model, config, _ = load_segmenter(tmp_path / "best.npz")
+    for key, tta in (("test", True), ("test_single", False)):
+        again = evaluate(model, crops["crops"], crops["masks"], crops["texts"],
+                         min_area=config.read_min_area, tta=tta)
+        assert metrics[key]["mean_iou"] == pytest.approx(again["mean_iou"])
+        assert metrics[key]["read_exact"] == pytest.approx(again["read_exact"])
     model, config, checkpoint = load_segmenter(tmp_path / "best.npz")
     assert config.steps == 2 and not model.training
     assert int(checkpoint["best_step"]) == result["best_step"]
@@ -325,3 +334,38 @@ def test_a_slower_machine_shortens_a_fitted_schedule_and_a_faster_one_lengthens_
     shortened = _refit_steps(1000, 200, 60.0, 300.0, 0.5)  # 400 s of steps for 240 s left
     assert shortened == 200 + int(TIME_MARGIN * 240 / 0.5)
     assert _refit_steps(1000, 200, 310.0, 300.0, 0.5) == 201  # over time: one more step at most
+
+
+def test_test_time_shifts_average_five_shifted_passes():
+    nn.manual_seed(0)
+    model = UNet(3, NUM_CLASSES, base_channels=4, depth=2)
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (3, 8, 12, 3), dtype=np.uint8)
+    model.eval()
+    with nn.no_grad():
+        def probabilities(images):
+            logits = model(nn.Tensor(preprocess(images))).data.astype(np.float64)
+            e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            return e / e.sum(axis=-1, keepdims=True)
+        total = np.zeros(crops.shape[:3] + (NUM_CLASSES,))
+        for dy, dx in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
+            # Move the content by (dy, dx), clamping at the border, pixel by pixel ...
+            moved = np.empty_like(crops)
+            for y in range(8):
+                for x in range(12):
+                    moved[:, y, x] = crops[:, min(max(y - dy, 0), 7), min(max(x - dx, 0), 11)]
+            shifted = probabilities(moved)
+            # ... and each prediction back to where its pixel came from.
+            for y in range(8):
+                for x in range(12):
+                    total[:, y, x] += shifted[:, min(max(y + dy, 0), 7), min(max(x + dx, 0), 11)]
+        expected = total.argmax(axis=-1)
+    model.train()
+    np.testing.assert_array_equal(predict(model, crops, batch_size=2, tta=True), expected)
+    assert model.training  # the mode is restored
+    plain = predict(model, crops)
+    with nn.no_grad():
+        model.eval()
+        np.testing.assert_array_equal(plain, probabilities(crops).argmax(axis=-1))
+    with pytest.raises(TypeError, match="tta"):
+        predict(model, crops, tta="yes")
