@@ -110,14 +110,27 @@ def test_merge_fragments_groups_by_column_and_row():
 
 
 def test_joined_neighbours_are_cut_apart():
-    m = np.zeros((10, 24), np.uint8)
-    m[2:8, 2:5], m[2:8, 5:8], m[2:8, 8:11] = 5, 13, 3  # "2#0" touching: one blob, 9 px wide
-    m[2:8, 13:16], m[2:8, 18:21] = 12, 7               # "9" and "4", 3 px wide, apart
-    assert read_plate(m, split_width=None)["text"] == "094"  # one blob, its majority wins
+    m = np.zeros((10, 26), np.uint8)
+    m[2:8, 2:5], m[2:8, 6:9], m[2:8, 10:13] = 5, 13, 3  # "2#0", one column apart ...
+    m[4:6, 5], m[4:6, 9] = 13, 13                        # ... bridged: one blob, 11 px wide
+    m[2:8, 15:19], m[2:8, 21:25] = 12, 7                 # "9" and "4", 4 px wide, apart
+    assert read_plate(m, split_width=None)["text"] == "#94"  # one blob, its majority wins
     out = read_plate(m)
     assert out["text"] == "2#094"
-    # Each part's box covers its own pixels; the cut columns (5 and 8) belong to no part.
-    np.testing.assert_array_equal(out["boxes"][:3, [0, 2]], [[2, 5], [6, 8], [9, 11]])
+    # Each part's box covers its own pixels; the cut columns (the bridges) belong to no part.
+    np.testing.assert_array_equal(out["boxes"][:3, [0, 2]], [[2, 5], [6, 9], [10, 13]])
+
+
+def test_a_wide_solid_letter_is_not_cut():
+    m = np.zeros((10, 30), np.uint8)
+    m[2:8, 2:5], m[2:8, 7:10] = 5, 6  # "23", 3 px wide
+    m[2:8, 12:18] = 13                # an "M" twice as wide, solid across: no waist
+    m[2:8, 20:23] = 7                 # "4"
+    assert read_plate(m)["text"] == "23#4"
+    inst = connected_instances(m, return_masks=True, return_votes=True)
+    rows, large = np.zeros(4, np.int64), np.ones(4, bool)
+    cut = split_wide_blobs(m, inst["masks"], inst["boxes"], inst["votes"], rows, large, waist=1.0)
+    assert len(cut[0]) == 5  # without the waist rule the width alone cuts it
 
 
 def test_split_cuts_at_the_thinnest_column():
