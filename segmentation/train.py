@@ -38,7 +38,7 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
   A plate reader reads the full-resolution frame (the detector may work on a smaller
   copy), so the segmenter's scenes are rendered at 1024 px: plates 120-500 px wide
   (median 163), each crop a sharp, downsampled plate. Five minutes then reach mean IoU
-  0.91 and read about 90% of the test plates (0.81 / 71% at 512 px).
+  0.91 and read 95% of the test plates (0.81 / 71% at 512 px; ``docs/results.md``).
 - **Character regions, not ink** (``targets="regions"``): the ground-truth ink maps of
   the 32 x 96 test crops read exactly for only 61% of the plates (79% at 48 x 144: thin
   strokes break, neighbours touch); region labels read 98% (``segmentation.targets``).
@@ -798,53 +798,56 @@ def train_digit_segmenter(config, resume=False):
     bar = tqdm(total=config.steps, initial=int(state["step"]), desc="train", unit="step",
                disable=not config.progress, dynamic_ncols=True)
     step = int(state["step"])
-    while config.steps is None or step < config.steps:
-        if config.steps is None and step == skip:
-            timer_start, timed_from = time.perf_counter(), step
-        if config.steps is None and step == calibrate:
-            # Fit the total to the budget; the warm-up so far did not depend on it.
-            now = time.perf_counter()
-            config = dataclasses.replace(config, steps=_fit_steps(
-                config, step, elapsed_before + now - clock, step - timed_from, now - timer_start))
-            scheduler.after.T_max = max(config.steps - config.warmup_steps, 1)
-            bar.total = config.steps
-            bar.write(f"steps {skip + 1}..{step} took {now - timer_start:.1f} s: "
-                      f"training for {config.steps} steps (--steps {config.steps})")
-        # Stop when the final validation would no longer end within the budget (with
-        # room for it to take longer than the last one did).
-        if config.minutes is not None and elapsed_before + time.perf_counter() - clock \
-                + 1.5 * last_validation[0] > 60 * config.minutes:
-            stopped_by = "time"
-            if int(state["step"]) != step:  # validate and keep the steps done since the last
+    try:  # the prefetch thread and the bar end with the loop, also on an error or Ctrl-C
+        while config.steps is None or step < config.steps:
+            if config.steps is None and step == skip:
+                timer_start, timed_from = time.perf_counter(), step
+            if config.steps is None and step == calibrate:
+                # Fit the total to the budget; the warm-up so far did not depend on it.
+                now = time.perf_counter()
+                config = dataclasses.replace(config, steps=_fit_steps(
+                    config, step, elapsed_before + now - clock, step - timed_from,
+                    now - timer_start))
+                scheduler.after.T_max = max(config.steps - config.warmup_steps, 1)
+                bar.total = config.steps
+                bar.write(f"steps {skip + 1}..{step} took {now - timer_start:.1f} s: "
+                          f"training for {config.steps} steps (--steps {config.steps})")
+            # Stop when the final validation would no longer end within the budget (with
+            # room for it to take longer than the last one did).
+            if config.minutes is not None and elapsed_before + time.perf_counter() - clock \
+                    + 1.5 * last_validation[0] > 60 * config.minutes:
+                stopped_by = "time"
+                if int(state["step"]) != step:  # validate and keep the steps done since the last
+                    validate_and_save(step)
+                break
+            # --- a batch (drawn while the last step ran), then one optimization step
+            inputs, masks, pixel_weights = batches.next()
+            logits = model(nn.Tensor(inputs))
+            loss = segmentation_loss(logits, masks, dice_weight=config.dice_weight,
+                                     ignore_index=IGNORE_INDEX, class_weights=weights,
+                                     pixel_weights=pixel_weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}",
+                            best_miou=f"{max(float(state['best_iou']), 0):.3f}")
+            if config.stop_after is not None and step >= config.stop_after \
+                    and (config.steps is None or step < config.steps):
+                stopped_by = "interrupt"  # a simulated kill: nothing saved since the last check
+                break
+            if step % config.eval_every == 0 or step == config.steps:  # (None: no last step yet)
+                now = time.perf_counter()
+                if bool(state["auto_steps"]) and config.steps is not None and step > calibrate:
+                    refit_schedule(step, (now - timer_start) / max(step - timed_from, 1))
                 validate_and_save(step)
-            break
-        # --- a batch (drawn while the last step ran), then one optimization step
-        inputs, masks, pixel_weights = batches.next()
-        logits = model(nn.Tensor(inputs))
-        loss = segmentation_loss(logits, masks, dice_weight=config.dice_weight,
-                                 ignore_index=IGNORE_INDEX, class_weights=weights,
-                                 pixel_weights=pixel_weights)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        losses.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}",
-                        best_miou=f"{max(float(state['best_iou']), 0):.3f}")
-        if config.stop_after is not None and step >= config.stop_after \
-                and (config.steps is None or step < config.steps):
-            stopped_by = "interrupt"  # a simulated kill: nothing saved since the last evaluation
-            break
-        if step % config.eval_every == 0 or step == config.steps:  # (None: no last step yet)
-            now = time.perf_counter()
-            if bool(state["auto_steps"]) and config.steps is not None and step > calibrate:
-                refit_schedule(step, (now - timer_start) / max(step - timed_from, 1))
-            validate_and_save(step)
-            timer_start, timed_from = time.perf_counter(), step  # speed since this validation
-    bar.close()
-    batches.close()
+                timer_start, timed_from = time.perf_counter(), step  # speed since this validation
+    finally:
+        bar.close()
+        batches.close()
     train_seconds = elapsed_before + time.perf_counter() - clock
     cpu_seconds = cpu_before + time.process_time() - cpu_clock
 

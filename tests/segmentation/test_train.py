@@ -369,3 +369,21 @@ def test_test_time_shifts_average_five_shifted_passes():
         np.testing.assert_array_equal(plain, probabilities(crops).argmax(axis=-1))
     with pytest.raises(TypeError, match="tta"):
         predict(model, crops, tta="yes")
+
+
+def test_a_failing_step_stops_the_prefetch_thread(plates, tmp_path, monkeypatch):
+    import threading
+    import segmentation.train as train_module
+
+    calls = []
+
+    def failing_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("step 3 fails")
+        return segmentation_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "segmentation_loss", failing_loss)
+    with pytest.raises(RuntimeError, match="step 3 fails"):
+        train_digit_segmenter(_tiny_config(plates, tmp_path, prefetch=True))
+    assert not [t for t in threading.enumerate() if t.name.startswith("detseg-batches")]
