@@ -15,7 +15,7 @@ from segmentation.losses import segmentation_loss
 from segmentation.train import (
     CHARACTER_CLASSES, NUM_CLASSES, BatchStream, TrainConfig, TrainPatches, augment_colours,
     build_model,
-    evaluate, load_crops, load_segmenter, predict, preprocess, quick_config,
+    evaluate, load_crops, load_segmenter, main, predict, preprocess, quick_config,
     train_digit_segmenter,
 )
 from segmentation.unet import UNet
@@ -387,3 +387,18 @@ def test_a_failing_step_stops_the_prefetch_thread(plates, tmp_path, monkeypatch)
     with pytest.raises(RuntimeError, match="step 3 fails"):
         train_digit_segmenter(_tiny_config(plates, tmp_path, prefetch=True))
     assert not [t for t in threading.enumerate() if t.name.startswith("detseg-batches")]
+
+
+def test_command_no_tta_evaluates_in_one_pass(plates, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--data", plates, "--out", str(out), "--quick", "--quiet", "--steps", "3",
+                 "--no-tta"]) == 0
+    assert "test-time shifts" not in capsys.readouterr().out
+    with open(out / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["config"]["tta"] is False and metrics["test"] == metrics["test_single"]
+    model, config, _ = load_segmenter(out / "best.npz")
+    crops = load_crops(plates, "test", config.crop_size, config.crop_padding)
+    single = evaluate(model, crops["crops"], crops["masks"], crops["texts"],
+                      min_area=config.read_min_area)
+    assert metrics["test"]["read_exact"] == pytest.approx(single["read_exact"])
