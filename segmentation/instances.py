@@ -321,6 +321,16 @@ def isolated_specks(boxes, areas, distance=0.5):
     return small & (nearest > distance * height)
 
 
+def _check_optional_number(name, value, bound, strict):
+    """ValueError unless ``value`` is None or a number above ``bound`` (``>=`` if not strict)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (value > bound if strict else value >= bound):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name} must be a number {relation} {bound} or None, got {value!r}")
+
+
 def read_plate(class_map, num_classes=14, min_area=2, row_gap=0.5, merge_overlap=0.3,
                split_width=1.6, speck_distance=0.5):
     """Read a plate crop's predicted class map as text.
@@ -350,14 +360,8 @@ def read_plate(class_map, num_classes=14, min_area=2, row_gap=0.5, merge_overlap
         and the characters in reading order: ``labels``, ``boxes`` (the union of their
         pieces), ``scores`` (fraction of pixels voting for the label), ``rows``.
     """
-    if split_width is not None and (isinstance(split_width, bool)
-                                    or not isinstance(split_width, (int, float))
-                                    or not split_width > 1):
-        raise ValueError(f"split_width must be a number > 1 or None, got {split_width!r}")
-    if speck_distance is not None and (isinstance(speck_distance, bool)
-                                       or not isinstance(speck_distance, (int, float))
-                                       or not speck_distance >= 0):
-        raise ValueError(f"speck_distance must be a number >= 0 or None, got {speck_distance!r}")
+    _check_optional_number("split_width", split_width, 1, strict=True)
+    _check_optional_number("speck_distance", speck_distance, 0, strict=False)
     inst = connected_instances(class_map, num_classes=num_classes, min_area=min_area,
                                return_votes=True, return_masks=split_width is not None)
     if speck_distance is not None:

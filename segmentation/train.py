@@ -90,6 +90,7 @@ from detection.datasets.atomic import atomic_write_text
 from detection.datasets.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES
 from detection.datasets.crops import crop_plates, crop_windows, plate_texts
 from detection.datasets.voc import VOCDataset, _read_label_map, _read_rgb
+from nn.functional.activation import softmax_forward
 from segmentation.instances import read_plate, text_to_class_text
 from segmentation.losses import segmentation_loss
 from segmentation.metrics import ConfusionMatrix
@@ -584,8 +585,7 @@ def predict(model, crops, batch_size=64, tta=False):
                 # content moved by (dy, dx): shifted[y, x] = crop[y - dy, x - dx]
                 moved = padded[:, 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
                 logits = model(nn.Tensor(preprocess(np.ascontiguousarray(moved)))).data
-                probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-                probs /= probs.sum(axis=-1, keepdims=True)
+                probs = softmax_forward(logits, axis=-1)
                 # and back: aligned[y, x] = probs[y + dy, x + dx]
                 probs = np.pad(probs, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
                 total = total + probs[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
