@@ -89,27 +89,40 @@ def character_regions(instance_map, character_ids):
     ids = np.unique(np.asarray(character_ids, dtype=np.int64).reshape(-1))
     if ids.size and ids.min() <= 0:
         raise ValueError(f"character_ids must be positive instance ids, got {ids.min()}")
-    lookup_size = max(int(instance_map.max(initial=0)), int(ids.max(initial=0))) + 1
-    is_char = np.zeros(lookup_size, dtype=bool)
+    # Each object's bounding box in one pass over the image; a character's hull lies in
+    # its box, so all the work below happens in the window holding the characters.
+    boxes = ndimage.find_objects(instance_map)
+    char_boxes = [(char_id, boxes[char_id - 1]) for char_id in ids
+                  if char_id <= len(boxes) and boxes[char_id - 1] is not None]
+    regions = np.zeros(instance_map.shape, dtype=np.int32)  # (H, W)
+    if not char_boxes:
+        return regions
+    wy0 = min(box[0].start for _, box in char_boxes)
+    wy1 = max(box[0].stop for _, box in char_boxes)
+    wx0 = min(box[1].start for _, box in char_boxes)
+    wx1 = max(box[1].stop for _, box in char_boxes)
+    is_char = np.zeros(int(ids.max()) + 1, dtype=bool)
     is_char[ids] = True
-    ink = np.where(is_char[instance_map], instance_map, 0).astype(np.int32)  # (H, W)
-    regions = ink.copy()
+    window = instance_map[wy0:wy1, wx0:wx1]
+    known = window <= ids.max()  # larger ids cannot be characters
+    ink = np.where(known & is_char[np.where(known, window, 0)], window, 0).astype(np.int32)
     claims = np.zeros(ink.shape, dtype=np.int16)  # hulls containing each pixel centre
     owner = np.zeros(ink.shape, dtype=np.int32)
-    # Each character's bounding box in one pass over the image; its hull lies inside.
-    for char_id, box in enumerate(ndimage.find_objects(ink), start=1):
-        if box is None:
-            continue  # no pixel of this id
-        ys, xs = np.nonzero(ink[box] == char_id)
-        y0, x0 = box[0].start, box[1].start
-        # The hull of the ink *pixels* (unit squares), i.e. of their corners.
-        corners = np.concatenate([np.stack([xs + dx, ys + dy], axis=1)
-                                  for dx in (0, 1) for dy in (0, 1)]).astype(np.float64)
+    for char_id, (rows, cols) in char_boxes:
+        box = (slice(rows.start - wy0, rows.stop - wy0), slice(cols.start - wx0, cols.stop - wx0))
+        mine = ink[box] == char_id  # (h, w) within the character's box
+        # The hull of the ink *pixels* (unit squares), i.e. of their corners; in each row
+        # the leftmost and rightmost squares span the others, so their corners suffice.
+        ys = np.flatnonzero(mine.any(axis=1))
+        left = mine[ys].argmax(axis=1)
+        right = mine.shape[1] - mine[ys, ::-1].argmax(axis=1)  # one past the last pixel
+        corners = np.concatenate([np.stack([xs, ys + dy], axis=1)
+                                  for xs in (left, right) for dy in (0, 1)]).astype(np.float64)
         try:
             hull = ConvexHull(corners)
         except QhullError:  # cannot happen for unit squares; keep the ink alone
             continue
-        gy, gx = np.mgrid[0:box[0].stop - y0, 0:box[1].stop - x0]
+        gy, gx = np.mgrid[0:rows.stop - rows.start, 0:cols.stop - cols.start]
         centres = np.stack([gx.ravel() + 0.5, gy.ravel() + 0.5], axis=1)  # (P, 2) as (x, y)
         # Inside a convex hull = on the inner side of every facet: n·p + offset <= 0.
         inside = (centres @ hull.equations[:, :2].T + hull.equations[:, 2]
@@ -117,7 +130,8 @@ def character_regions(instance_map, character_ids):
         claims[box] += inside
         owner[box][inside] = char_id
     fill = (ink == 0) & (claims == 1)
-    regions[fill] = owner[fill]
+    ink[fill] = owner[fill]
+    regions[wy0:wy1, wx0:wx1] = ink
     return regions
 
 

@@ -77,6 +77,7 @@ import argparse
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -120,7 +121,8 @@ class TrainConfig:
     """Everything that defines a training run (saved in every checkpoint).
 
     Data: ``data`` (VOC root, generated when missing from ``num_images`` scenes of
-    ``image_size`` px with ``data_seed``), ``crop_size`` (h, w) and ``crop_padding``;
+    ``image_size`` px with ``data_seed``; ``data_workers`` processes render the scenes and
+    read the plates), ``crop_size`` (h, w) and ``crop_padding``;
     ``targets``: what a character's label covers, ``"regions"`` (its filled hull) or
     ``"ink"`` (``segmentation.targets``). Model: ``base_channels``, ``depth``.
     Optimization: ``steps`` of ``batch_size`` crops (None: as many as fit in
@@ -270,61 +272,123 @@ def prepare_data(config):
     return {"generated": True, "seconds": time.perf_counter() - start}
 
 
-def _plate_images(root, split, targets="regions"):
-    """The images of a split that hold plates, each with its character regions.
+def _check_workers(workers):
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+
+
+def _read_plate_image(record, objects, targets):
+    """One image's plates: ``(image, regions, class_of, plates)``, or None without plates.
+
+    ``image`` ndarray[H, W, 3] uint8, ``regions`` ndarray[H, W] int32
+    (``segmentation.targets.character_regions``: 0 or the instance id of a character;
+    with ``targets="ink"`` the ink alone), ``class_of`` ndarray[G + 1] int64 (class id of
+    each instance id, 0 for what is not a character) and ``plates``, a list of
+    ``(box ndarray[4], text)``.
+    """
+    plates = plate_texts(objects)
+    if not plates:
+        return None
+    image = _read_rgb(record["image_path"])
+    instances = _read_label_map(record["instance_mask_path"]).astype(np.int32)
+    if instances.shape != image.shape[:2]:
+        raise ValueError(f"{record['instance_mask_path']} does not match its image "
+                         f"{record['image_path']}")
+    class_of = np.zeros(len(objects) + 1, np.int64)  # instance id -> segmenter class
+    for i, obj in enumerate(objects):
+        class_of[i + 1] = _CHARACTERS_ONLY[PLATE_CLASSES.index(obj["name"])]
+    character_ids = np.flatnonzero(class_of)
+    # The characters' boxes (exact for pixel masks, VOC's convention) bound the work:
+    # at 1024 px they cover a few percent of the image.
+    regions = np.zeros(instances.shape, np.int32)
+    if character_ids.size:
+        bounds = np.array([objects[i - 1]["bbox"] for i in character_ids])  # (C, 4)
+        x0, y0 = np.maximum(np.floor(bounds[:, :2].min(axis=0)).astype(int) - 1, 0)
+        x1, y1 = np.ceil(bounds[:, 2:].max(axis=0)).astype(int) + 1
+        window = instances[y0:y1, x0:x1]
+        regions[y0:y1, x0:x1] = (
+            character_regions(window, character_ids) if targets == "regions"
+            else np.where(np.isin(window, character_ids), window, 0))
+    boxes = [np.asarray(objects[i]["bbox"], np.float64) for i, _ in plates]
+    return image, regions, class_of, [(box, text) for box, (_, text) in zip(boxes, plates)]
+
+
+def _run_on_image(task):
+    """Worker: read one image's plates and apply ``work`` to them (None without plates)."""
+    work, record, objects, targets, params = task
+    found = _read_plate_image(record, objects, targets)
+    return None if found is None else work(*found, **params)
+
+
+def _map_plate_images(root, split, targets, work, params, workers=1, progress=False):
+    """``work(image, regions, class_of, plates, **params)`` for every image with plates.
+
+    Reading and decoding the images and building the character regions is most of the
+    time, so with ``workers > 1`` it runs in that many processes (the results, small
+    crops, come back in image order: the output does not depend on ``workers``).
 
     Yields:
-        tuple: ``image`` ndarray[H, W, 3] uint8, ``regions`` ndarray[H, W] int32
-        (``segmentation.targets.character_regions``: 0 or the instance id of a
-        character; with ``targets="ink"`` the ink alone), ``class_of`` ndarray[G + 1]
-        int64 (class id of each instance id, 0 for what is not a character) and
-        ``plates``, a list of ``(box ndarray[4], text)``.
+        what ``work`` returns, image by image (images without plates skipped).
     """
     if targets not in TARGETS:
         raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+    _check_workers(workers)
     voc = VOCDataset(root, split, return_instance_masks=True)
-    for index in range(len(voc)):
-        objects = voc.annotation(index)["objects"]
-        plates = plate_texts(objects)
-        if not plates:
-            continue
-        record = voc._records[index]
-        image = _read_rgb(record["image_path"])
-        instances = _read_label_map(record["instance_mask_path"]).astype(np.int32)
-        if instances.shape != image.shape[:2]:
-            raise ValueError(f"{record['instance_mask_path']} does not match its image "
-                             f"{record['image_path']}")
-        class_of = np.zeros(len(objects) + 1, np.int64)  # instance id -> segmenter class
-        for i, obj in enumerate(objects):
-            class_of[i + 1] = _CHARACTERS_ONLY[PLATE_CLASSES.index(obj["name"])]
-        character_ids = np.flatnonzero(class_of)
-        if targets == "regions":
-            regions = character_regions(instances, character_ids)
+    tasks = [(work, voc._records[i], voc.annotation(i)["objects"], targets, params)
+             for i in range(len(voc))]
+    bar = tqdm(total=len(tasks), desc=f"{split} plates", unit="img", disable=not progress,
+               leave=False)
+    try:
+        if workers == 1 or len(tasks) <= 1:
+            results = map(_run_on_image, tasks)
+            for result in results:
+                bar.update(1)
+                if result is not None:
+                    yield result
         else:
-            regions = np.where(np.isin(instances, character_ids), instances, 0).astype(np.int32)
-        boxes = [np.asarray(objects[i]["bbox"], np.float64) for i, _ in plates]
-        yield image, regions, class_of, [(box, text) for box, (_, text) in zip(boxes, plates)]
+            with multiprocessing.get_context().Pool(min(workers, len(tasks))) as pool:
+                for result in pool.imap(_run_on_image, tasks, chunksize=4):
+                    bar.update(1)
+                    if result is not None:
+                        yield result
+    finally:
+        bar.close()
 
 
-def load_crops(root, split, size=(32, 96), padding=0.1, targets="regions"):
+def _image_crops(image, regions, class_of, plates, size, padding):
+    """One image's plates as test crops: ``(crops, masks, texts)`` (see ``load_crops``)."""
+    boxes = np.stack([box for box, _ in plates])  # (K, 4)
+    crops, _, windows = crop_plates(image, boxes, size, padding)
+    masks = crop_region_labels(regions, class_of, windows, size, LABEL_SAMPLES, LABEL_COVERAGE)
+    return crops, masks, [text for _, text in plates]
+
+
+def load_crops(root, split, size=(32, 96), padding=0.1, targets="regions", workers=1,
+               progress=False):
     """Every plate of a split as a fixed-size crop, its label map and its text.
 
     The crop is ``crop_plates``'s (bilinear); the label map is
     ``segmentation.targets.crop_region_labels`` of the same window: character
     regions by area vote, neighbours separated.
 
+    Args:
+        root (str): VOC root; split (str): image set.
+        size (tuple[int, int]), padding (float): crop geometry (``crop_plates``).
+        targets (str): ``"regions"`` (default) or ``"ink"`` (what a character's label covers).
+        workers (int): processes reading the images (the result does not depend on it).
+        progress (bool): show a progress bar.
+
     Returns:
         dict: ``crops`` ndarray[P, h, w, 3] uint8, ``masks`` ndarray[P, h, w] uint8
         (0 background, 3..13 characters, 255 ignore) and ``texts`` list[str].
     """
     crops, masks, texts = [], [], []
-    for image, regions, class_of, plates in _plate_images(root, split, targets):
-        boxes = np.stack([box for box, _ in plates])  # (K, 4)
-        image_crops, _, windows = crop_plates(image, boxes, size, padding)
+    params = {"size": tuple(size), "padding": float(padding)}
+    for image_crops, image_masks, image_texts in _map_plate_images(
+            root, split, targets, _image_crops, params, workers, progress):
         crops.append(image_crops)
-        masks.append(crop_region_labels(regions, class_of, windows, size, LABEL_SAMPLES,
-                                        LABEL_COVERAGE))
-        texts += [text for _, text in plates]
+        masks.append(image_masks)
+        texts += image_texts
     h, w = size
     return {"crops": np.concatenate(crops) if crops else np.zeros((0, h, w, 3), np.uint8),
             "masks": np.concatenate(masks) if masks else np.zeros((0, h, w), np.uint8),
@@ -335,6 +399,27 @@ def load_crops(root, split, size=(32, 96), padding=0.1, targets="regions"):
 _CHARACTERS_ONLY = np.zeros(256, np.uint8)
 _CHARACTERS_ONLY[list(CHARACTER_CLASSES)] = CHARACTER_CLASSES
 _CHARACTERS_ONLY[IGNORE_INDEX] = IGNORE_INDEX
+
+
+def _image_patches(image, regions, class_of, plates, size, padding, context):
+    """One image's plates as ``(patch, patch_regions, class_of, box, text)`` tuples.
+
+    A patch is the crop window grown by ``context`` around the plate (clipped to the
+    image); ``box`` is the plate box in the patch's coordinates.
+    """
+    boxes = np.stack([box for box, _ in plates])  # (K, 4)
+    windows = crop_windows(boxes, size, padding).astype(np.float64)
+    centre = (windows[:, :2] + windows[:, 2:]) / 2  # (K, 2)
+    half = (windows[:, 2:] - windows[:, :2]) * context / 2  # (K, 2)
+    height, width = image.shape[:2]
+    patches = []
+    for k, (box, text) in enumerate(plates):
+        x1, y1 = np.floor(np.maximum(centre[k] - half[k], 0)).astype(int)
+        x2 = int(np.ceil(min(centre[k, 0] + half[k, 0], width)))
+        y2 = int(np.ceil(min(centre[k, 1] + half[k, 1], height)))
+        patches.append((image[y1:y2, x1:x2].copy(), regions[y1:y2, x1:x2].copy(), class_of,
+                        box - [x1, y1, x1, y1], text))
+    return patches
 
 
 class TrainPatches:
@@ -351,27 +436,23 @@ class TrainPatches:
         root (str): VOC root; split (str): image set.
         size (tuple[int, int]), padding (float): crop geometry (``crop_plates``).
         context (float): patch side relative to the crop window (covers the jitter).
-        targets (str): ``"regions"`` (default) or ``"ink"``, see ``_plate_images``.
+        targets (str): ``"regions"`` (default) or ``"ink"``, see ``_read_plate_image``.
+        workers (int): processes reading the images (the result does not depend on it).
+        progress (bool): show a progress bar.
     """
 
     def __init__(self, root, split="train", size=(32, 96), padding=0.1, context=1.6,
-                 targets="regions"):
+                 targets="regions", workers=1, progress=False):
         self.size, self.padding = tuple(size), float(padding)
         self.patches, self.patch_regions, self.class_of, self.boxes, self.texts = [], [], [], [], []
-        for image, regions, class_of, plates in _plate_images(root, split, targets):
-            boxes = np.stack([box for box, _ in plates])  # (K, 4)
-            windows = crop_windows(boxes, self.size, self.padding).astype(np.float64)
-            centre = (windows[:, :2] + windows[:, 2:]) / 2  # (K, 2)
-            half = (windows[:, 2:] - windows[:, :2]) * context / 2  # (K, 2)
-            height, width = image.shape[:2]
-            for k, (box, text) in enumerate(plates):
-                x1, y1 = np.floor(np.maximum(centre[k] - half[k], 0)).astype(int)
-                x2 = int(np.ceil(min(centre[k, 0] + half[k, 0], width)))
-                y2 = int(np.ceil(min(centre[k, 1] + half[k, 1], height)))
-                self.patches.append(image[y1:y2, x1:x2].copy())
-                self.patch_regions.append(regions[y1:y2, x1:x2].copy())
+        params = {"size": self.size, "padding": self.padding, "context": float(context)}
+        for image_patches in _map_plate_images(root, split, targets, _image_patches, params,
+                                               workers, progress):
+            for patch, patch_regions, class_of, box, text in image_patches:
+                self.patches.append(patch)
+                self.patch_regions.append(patch_regions)
                 self.class_of.append(class_of)
-                self.boxes.append(box - [x1, y1, x1, y1])
+                self.boxes.append(box)
                 self.texts.append(text)
 
     def __len__(self):
@@ -717,8 +798,10 @@ def train_digit_segmenter(config, resume=False):
     data_info = prepare_data(config)
     start = time.perf_counter()
     train_set = TrainPatches(config.data, "train", config.crop_size, config.crop_padding,
-                             targets=config.targets)
-    val = load_crops(config.data, "val", config.crop_size, config.crop_padding, config.targets)
+                             targets=config.targets, workers=config.data_workers,
+                             progress=config.progress)
+    val = load_crops(config.data, "val", config.crop_size, config.crop_padding, config.targets,
+                     workers=config.data_workers, progress=config.progress)
     if len(train_set) == 0 or len(val["texts"]) == 0:
         raise ValueError(f"{config.data!r} has no plates in its train or val split")
     load_seconds = time.perf_counter() - start
@@ -871,7 +954,8 @@ def train_digit_segmenter(config, resume=False):
 
     # --- the best checkpoint on held-out data
     best_model, _, best = load_segmenter(os.path.join(config.out, CHECKPOINT_BEST))
-    test = load_crops(config.data, "test", config.crop_size, config.crop_padding, config.targets)
+    test = load_crops(config.data, "test", config.crop_size, config.crop_padding, config.targets,
+                      workers=config.data_workers, progress=config.progress)
     tta = bool(config.tta)
     val_metrics = evaluate(best_model, val["crops"], val["masks"], val["texts"],
                            min_area=config.read_min_area, tta=tta)

@@ -49,6 +49,62 @@ def test_pixels_in_two_hulls_belong_to_neither_unless_ink():
     np.testing.assert_array_equal(character_regions(ink, [1, 2]), expected)
 
 
+def _regions_loop(instance_map, character_ids):
+    """The documented rule, pixel by pixel over the whole map."""
+    from scipy.spatial import ConvexHull
+    h, w = instance_map.shape
+    hulls = {}
+    for char_id in character_ids:
+        ys, xs = np.nonzero(instance_map == char_id)
+        if ys.size:
+            corners = [(x + dx, y + dy) for y, x in zip(ys, xs) for dx in (0, 1) for dy in (0, 1)]
+            hulls[char_id] = ConvexHull(np.array(corners, np.float64)).equations
+    out = np.zeros((h, w), np.int32)
+    for y in range(h):
+        for x in range(w):
+            if instance_map[y, x] in hulls:
+                out[y, x] = instance_map[y, x]
+                continue
+            owners = [c for c, eq in hulls.items()
+                      if (eq[:, :2] @ (x + 0.5, y + 0.5) + eq[:, 2] <= 1e-9).all()]
+            out[y, x] = owners[0] if len(owners) == 1 else 0
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), h=st.integers(6, 30), w=st.integers(6, 30))
+def test_character_regions_equal_pixel_loop(seed, h, w):
+    # Characters anywhere (also on the border), other objects with smaller and larger ids,
+    # and a character id that is not in the map: the work window must not matter.
+    rng = np.random.default_rng(seed)
+    instance_map = np.zeros((h, w), np.int32)
+    for object_id in range(1, 9):
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        dy, dx = rng.integers(1, 5, size=2)
+        instance_map[y:y + dy, x:x + dx] = object_id
+        instance_map[np.clip(y + rng.integers(-3, 4, 3), 0, h - 1),
+                     np.clip(x + rng.integers(-3, 4, 3), 0, w - 1)] = object_id
+    character_ids = sorted(rng.choice(np.arange(1, 11), size=4, replace=False).tolist())
+    np.testing.assert_array_equal(character_regions(instance_map, character_ids),
+                                  _regions_loop(instance_map, character_ids))
+
+
+def test_character_regions_do_not_depend_on_where_the_characters_are():
+    ink = np.zeros((9, 12), np.int32)
+    ink[1:8, 2] = 4
+    ink[7, 2:6] = 4
+    ink[2, 7:11] = 5
+    ink[2:8, 10] = 5
+    alone = character_regions(ink, [4, 5])
+    scene = np.full((40, 50), 9, np.int32)  # a car with a larger id all around
+    scene[25:34, 30:42] = ink
+    scene[0:3, 0:3] = 2  # a small non-character object far away
+    placed = character_regions(scene, [4, 5])
+    np.testing.assert_array_equal(placed[25:34, 30:42], alone)
+    assert not placed[:25].any() and not placed[34:].any()
+    assert not placed[:, :30].any() and not placed[:, 42:].any()
+
+
 def test_character_regions_empty_and_errors():
     empty = np.zeros((5, 7), np.uint8)
     np.testing.assert_array_equal(character_regions(empty, []), np.zeros((5, 7), np.int32))

@@ -58,6 +58,25 @@ def test_unjittered_training_crops_are_the_test_time_crops(plates):
     assert set(np.unique(moved_masks)) <= {0, 255} | set(CHARACTER_CLASSES)
 
 
+def test_reading_in_worker_processes_gives_the_same_plates(plates, capsys):
+    one = load_crops(plates, "val")
+    two = load_crops(plates, "val", workers=2, progress=True)
+    assert one["texts"] == two["texts"] and len(one["texts"]) > 0
+    np.testing.assert_array_equal(one["crops"], two["crops"])
+    np.testing.assert_array_equal(one["masks"], two["masks"])
+    assert "val plates" in capsys.readouterr().err  # the progress bar
+    serial, parallel = TrainPatches(plates, "train"), TrainPatches(plates, "train", workers=3)
+    assert serial.texts == parallel.texts and len(serial) > 0
+    for name in ("patches", "patch_regions", "boxes", "class_of"):
+        for a, b in zip(getattr(serial, name), getattr(parallel, name)):
+            np.testing.assert_array_equal(a, b)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="workers"):
+            load_crops(plates, "val", workers=bad)
+    with pytest.raises(ValueError, match="targets"):
+        TrainPatches(plates, "train", targets="outline")
+
+
 def test_colour_augmentation_is_seeded_and_stays_in_range():
     crops = np.random.default_rng(0).integers(0, 256, (5, 8, 12, 3), dtype=np.uint8)
     a = augment_colours(crops, np.random.default_rng(7))
