@@ -62,8 +62,8 @@ data = TrainConfig(data=args.data or os.path.join(args.out, "plates1024_quick" i
 # window of a whole crop are the very same numbers.
 start = time.perf_counter()
 info = prepare_data(data)
-train = load_crops(data.data, "train")
-val = load_crops(data.data, "val")
+train = load_crops(data.data, "train", workers=data.data_workers)
+val = load_crops(data.data, "val", workers=data.data_workers)
 print(f"{len(train['texts'])} training plates, {len(val['texts'])} validation plates "
       f"({'rendered' if info['generated'] else 'reused'} {data.data})")
 

@@ -74,7 +74,9 @@ start = time.perf_counter()
 info = prepare_data(config)
 print(f"data in {config.data}: {'rendered' if info['generated'] else 'reused'} "
       f"({info['seconds']:.1f} s)")
-val = load_crops(config.data, "val", config.crop_size, config.crop_padding, config.targets)
+# Reading the images runs in config.data_workers processes (a progress bar per split).
+val = load_crops(config.data, "val", config.crop_size, config.crop_padding, config.targets,
+                 workers=config.data_workers, progress=config.progress)
 print(f"validation: {len(val['texts'])} plates, crops {val['crops'].shape} {val['crops'].dtype}, "
       f"masks {val['masks'].shape}; e.g. {val['texts'][:3]}")
 
@@ -82,7 +84,8 @@ print(f"validation: {len(val['texts'])} plates, crops {val['crops'].shape} {val[
 # exact), with colour jitter and noise. Never a horizontal flip: a mirrored "2" is
 # not a digit, and the reading order would be reversed.
 train_patches = TrainPatches(config.data, "train", config.crop_size, config.crop_padding,
-                             targets=config.targets)
+                             targets=config.targets, workers=config.data_workers,
+                             progress=config.progress)
 rng = np.random.default_rng(0)
 show = np.arange(min(4, len(train_patches)))
 figure = Figure(figsize=(10, 1.3 * len(show)))
@@ -110,7 +113,8 @@ print(f"{len(train_patches)} training plates; wrote {OUT_DIR}/06_data.png")
 # paper's "separation background labels between touching cells". Those gaps are few
 # pixels, so the loss weighs them more (the paper's weight map), as the third column
 # shows.
-ink = load_crops(config.data, "val", config.crop_size, config.crop_padding, targets="ink")
+ink = load_crops(config.data, "val", config.crop_size, config.crop_padding, targets="ink",
+                 workers=config.data_workers)
 for name, labels in (("ink", ink["masks"]), ("regions", val["masks"])):
     reads = [read_plate(np.where(m == 255, 0, m).astype(np.int64), min_area=1)["text"]
              == text_to_class_text(t) for m, t in zip(labels, val["texts"])]
@@ -196,7 +200,8 @@ print(f"loss curve and predictions in {config.out}")
 # character: read_plate cuts it at its thinnest column (instance post-processing; the
 # end of this section counts what the two rules change).
 model, _, _ = load_segmenter(os.path.join(config.out, "best.npz"))
-test = load_crops(config.data, "test", config.crop_size, config.crop_padding, config.targets)
+test = load_crops(config.data, "test", config.crop_size, config.crop_padding, config.targets,
+                  workers=config.data_workers)
 pred = predict(model, test["crops"], tta=config.tta)  # five one-pixel shifts, averaged
 rows = min(8, len(test["texts"]))
 figure = Figure(figsize=(12, 1.2 * rows + 0.4))
