@@ -30,11 +30,11 @@ so the ratio (ours / torch) is the figure to read.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
+
+import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADAM_SHAPES = [(3, 3, 64, 128), (3, 3, 128, 128), (3, 3, 128, 256), (256,), (256, 1000), (1000,),
@@ -185,53 +185,26 @@ def torch_cases():
     return cases
 
 
-# ==================================================================== workers
-def time_cases(cases, repeats, warmup):
-    times = {}
-    for name, run in cases.items():
-        for _ in range(warmup):
-            run()
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            samples.append(time.perf_counter() - start)
-        times[name] = samples
-    return times
-
-
-def run_worker(lib, repeats, warmup):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
-    command = [sys.executable, os.path.abspath(__file__), "--worker", lib, "--repeats", str(repeats),
-               "--warmup", str(warmup)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {lib} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
+# ==================================================================== driver
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of few repeats")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
-    parser.add_argument("--worker", choices=("numpy", "torch"), help=argparse.SUPPRESS)
+    harness.add_round_arguments(parser, ("numpy", "torch"))
     args = parser.parse_args()
-    rounds = args.rounds or (2 if args.quick else 5)
-    repeats = args.repeats or (3 if args.quick else 7)
+    rounds, repeats = harness.rounds_and_repeats(args)
 
     if args.worker:
         make = numpy_cases if args.worker == "numpy" else torch_cases
-        print(json.dumps(time_cases(make(), repeats, args.warmup)))
+        print(json.dumps(harness.time_cases(make(), repeats, args.warmup)))
         return
 
     samples = {}
-    for r in range(rounds):
-        for lib in (("numpy", "torch") if r % 2 == 0 else ("torch", "numpy")):
-            for name, values in run_worker(lib, repeats, args.warmup).items():
-                samples.setdefault((name, lib), []).extend(values)
-        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    def run(lib):
+        return harness.run_worker(__file__, ["--worker", lib, "--repeats", repeats,
+                                             "--warmup", args.warmup])
+
+    for lib, result in harness.alternate(("numpy", "torch"), rounds, run):
+        for name, values in result.items():
+            samples.setdefault((name, lib), []).extend(values)
 
     print(f"\nfloat32 fwd+bwd (adam: one step), medians of {rounds} rounds x {repeats} repeats, "
           f"2 threads\n")

@@ -36,47 +36,26 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
+
+import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-THREADS = "2"
+THREADS = 2
 
 
 # ==================================================================== harness
 def time_runners(runners, repeats, warmup):
     """Time each zero-argument callable; return ``{case: {"times": [...], "check": str}}``."""
-    results = {}
-    for case, (run, check) in runners.items():
-        reps = repeats[case] if isinstance(repeats, dict) else repeats
-        for _ in range(warmup):
-            run()
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        results[case] = {"times": times, "check": check()}
-    return results
-
-
-def run_worker(section, impl, quick):
-    """Run one implementation's worker in a fresh process and return its results."""
-    env = dict(os.environ, OMP_NUM_THREADS=THREADS, OPENBLAS_NUM_THREADS=THREADS,
-               MKL_NUM_THREADS=THREADS)
-    command = [sys.executable, os.path.abspath(__file__), "--worker", section, "--impl", impl]
-    if quick:
-        command.append("--quick")
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {section}/{impl} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    times = harness.time_cases({case: run for case, (run, _) in runners.items()}, repeats,
+                               warmup)
+    return {case: {"times": times[case], "check": check()}
+            for case, (_, check) in runners.items()}
 
 
 def compare(section, impls, rounds, quick):
@@ -85,13 +64,15 @@ def compare(section, impls, rounds, quick):
     Returns:
         dict: ``{impl: {case: {"times": [all repeats of all rounds], "check": str}}}``.
     """
+    def run(impl):
+        args = ["--worker", section, "--impl", impl] + (["--quick"] if quick else [])
+        return harness.run_worker(__file__, args, THREADS)
+
     merged = {impl: {} for impl in impls}
-    for round_index in range(rounds):
-        order = impls if round_index % 2 == 0 else impls[::-1]
-        for impl in order:
-            for case, result in run_worker(section, impl, quick).items():
-                slot = merged[impl].setdefault(case, {"times": [], "check": result["check"]})
-                slot["times"].extend(result["times"])
+    for impl, result in harness.alternate(impls, rounds, run):
+        for case, timed in result.items():
+            slot = merged[impl].setdefault(case, {"times": [], "check": timed["check"]})
+            slot["times"].extend(timed["times"])
     return merged
 
 
@@ -170,7 +151,7 @@ def onnxruntime_nms_session():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     model.ir_version = 8
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = int(THREADS)
+    options.intra_op_num_threads = THREADS
     return onnxruntime.InferenceSession(model.SerializeToString(), options,
                                         providers=["CPUExecutionProvider"])
 

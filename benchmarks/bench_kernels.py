@@ -33,11 +33,12 @@ scheduler more than the kernels, and the header prints the load average to say s
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -237,24 +238,10 @@ def onnxruntime_cases(groups):
 
 
 # ==================================================================== workers
-def time_cases(cases, repeats, warmup, clock=time.perf_counter):
-    times = {}
-    for name, run in cases.items():
-        for _ in range(warmup):
-            run()
-        samples = []
-        for _ in range(repeats):
-            start = clock()
-            run()
-            samples.append(clock() - start)
-        times[name] = samples
-    return times
-
-
 def worker(lib, groups, repeats, warmup, clock):
     make = {"numpy": numpy_cases, "torch": torch_cases, "onnxruntime": onnxruntime_cases}[lib]
     clock = {"wall": time.perf_counter, "cpu": time.process_time}[clock]
-    print(json.dumps(time_cases(make(groups), repeats, warmup, clock)))
+    print(json.dumps(harness.time_cases(make(groups), repeats, warmup, clock)))
 
 
 def memory_worker(lib):
@@ -315,22 +302,11 @@ def memory_worker(lib):
 
 # ===================================================================== driver
 def run_worker(args, threads=2):
-    n = str(threads)
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=n, OMP_NUM_THREADS=n, MKL_NUM_THREADS=n,
-               DETSEG_BENCH_THREADS=n)
-    command = [sys.executable, os.path.abspath(__file__)] + args
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {args} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return harness.run_worker(__file__, args, threads, DETSEG_BENCH_THREADS=threads)
 
 
 def _load():
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "n/a"
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def reference_of(name):
@@ -339,22 +315,16 @@ def reference_of(name):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of few repeats")
+    harness.add_round_arguments(parser, ("numpy", "torch", "onnxruntime"))
     parser.add_argument("--only", action="append", choices=GROUPS + ("mem",),
                         help="kernel group(s) to run (repeatable); default all")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--worker", choices=("numpy", "torch", "onnxruntime"),
-                        help=argparse.SUPPRESS)
     parser.add_argument("--memory", choices=("numpy", "torch"), help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help="threads per library (default 2)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall-clock time (default) or process CPU time")
     args = parser.parse_args()
     groups = tuple(args.only) if args.only else GROUPS + ("mem",)
-    rounds = args.rounds or (2 if args.quick else 5)
-    repeats = args.repeats or (3 if args.quick else 7)
+    rounds, repeats = harness.rounds_and_repeats(args)
 
     if args.worker:
         worker(args.worker, groups, repeats, args.warmup, args.clock)
@@ -371,15 +341,16 @@ def main():
         libs.append("onnxruntime")
     samples = {}
     if timed:
-        for r in range(rounds):
-            order = libs if r % 2 == 0 else libs[::-1]
-            for lib in order:
-                worker_args = ["--worker", lib, "--repeats", str(repeats), "--clock", args.clock]
-                for g in timed:
-                    worker_args += ["--only", g]
-                for name, values in run_worker(worker_args, args.threads).items():
-                    samples.setdefault((name, lib), []).extend(values)
-            print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+        def run(lib):
+            worker_args = ["--worker", lib, "--repeats", repeats, "--warmup", args.warmup,
+                           "--clock", args.clock]
+            for g in timed:
+                worker_args += ["--only", g]
+            return run_worker(worker_args, args.threads)
+
+        for lib, result in harness.alternate(libs, rounds, run):
+            for name, values in result.items():
+                samples.setdefault((name, lib), []).extend(values)
         report(samples, timed, rounds, repeats, args.threads, args.clock)
     if "mem" in groups:
         memory = {}

@@ -23,12 +23,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASE = dict(masks=64, size=256, voc_images=8)
@@ -113,56 +113,28 @@ def reference_cases(voc_root):
     }
 
 
-def worker(lib, voc_root, repeats, warmup):
-    cases = ours_cases(voc_root) if lib == "ours" else reference_cases(voc_root)
-    times = {}
-    for name, run in cases.items():
-        for _ in range(warmup):
-            run()
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            samples.append(time.perf_counter() - start)
-        times[name] = samples
-    print(json.dumps(times))
-
-
-def run_worker(lib, voc_root, repeats):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2")
-    command = [sys.executable, os.path.abspath(__file__), "--worker", lib, "--voc", voc_root,
-               "--repeats", str(repeats)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {lib} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of few repeats")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--worker", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    harness.add_round_arguments(parser, ("ours", "reference"))
     parser.add_argument("--voc", help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rounds = args.rounds or (2 if args.quick else 5)
-    repeats = args.repeats or (3 if args.quick else 7)
+    rounds, repeats = harness.rounds_and_repeats(args)
     if args.worker:
-        worker(args.worker, args.voc, repeats, args.warmup)
+        make = ours_cases if args.worker == "ours" else reference_cases
+        print(json.dumps(harness.time_cases(make(args.voc), repeats, args.warmup)))
         return
+
+    def run(lib):
+        return harness.run_worker(__file__, ["--worker", lib, "--voc", voc_root,
+                                             "--repeats", repeats, "--warmup", args.warmup])
 
     voc_root = tempfile.mkdtemp(prefix="bench_plate_voc_")
     try:
         make_voc(voc_root)
         samples = {"ours": {}, "reference": {}}
-        libs = ["ours", "reference"]
-        for r in range(rounds):
-            for lib in (libs if r % 2 == 0 else libs[::-1]):
-                for name, values in run_worker(lib, voc_root, repeats).items():
-                    samples[lib].setdefault(name, []).extend(values)
-            print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+        for lib, result in harness.alternate(("ours", "reference"), rounds, run):
+            for name, values in result.items():
+                samples[lib].setdefault(name, []).extend(values)
     finally:
         shutil.rmtree(voc_root, ignore_errors=True)
 

@@ -24,11 +24,11 @@ repeat over fastest repeat) is the least disturbed figure. On a busy machine,
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
+
+import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,30 +123,6 @@ def torch_cases(threads):
     return cases
 
 
-def time_cases(cases, repeats, warmup):
-    times = {}
-    for name, run in cases.items():
-        for _ in range(warmup):
-            run()
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            samples.append(time.perf_counter() - start)
-        times[name] = samples
-    return times
-
-
-def run_worker(args, threads):
-    count = str(threads)
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=count, OMP_NUM_THREADS=count, MKL_NUM_THREADS=count)
-    command = [sys.executable, os.path.abspath(__file__)] + args
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {args} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def report(samples, rounds, repeats, threads):
     print(f"\nfloat32 fwd+bwd, medians of {rounds} rounds x {repeats} repeats, "
           f"{threads} thread(s)\n")
@@ -170,29 +146,25 @@ def report(samples, rounds, repeats, threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of few repeats")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=None)
+    harness.add_round_arguments(parser, ("numpy", "torch"))
     parser.add_argument("--threads", type=int, default=2,
                         help="threads of each library (1 isolates kernels from scheduling noise)")
-    parser.add_argument("--worker", choices=("numpy", "torch"), help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rounds = args.rounds or (2 if args.quick else 5)
-    repeats = args.repeats or (3 if args.quick else 7)
+    rounds, repeats = harness.rounds_and_repeats(args)
     if args.worker:
         cases = numpy_cases() if args.worker == "numpy" else torch_cases(args.threads)
-        print(json.dumps(time_cases(cases, repeats, args.warmup)))
+        print(json.dumps(harness.time_cases(cases, repeats, args.warmup)))
         return
+
+    def run(lib):
+        return harness.run_worker(__file__, ["--worker", lib, "--repeats", repeats, "--warmup",
+                                             args.warmup, "--threads", args.threads],
+                                  threads=args.threads)
+
     samples = {}
-    libs = ["numpy", "torch"]
-    for r in range(rounds):
-        for lib in (libs if r % 2 == 0 else libs[::-1]):
-            worker_args = ["--worker", lib, "--repeats", str(repeats),
-                           "--threads", str(args.threads)]
-            for name, values in run_worker(worker_args, args.threads).items():
-                samples.setdefault((name, lib), []).extend(values)
-        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    for lib, result in harness.alternate(("numpy", "torch"), rounds, run):
+        for name, values in result.items():
+            samples.setdefault((name, lib), []).extend(values)
     report(samples, rounds, repeats, args.threads)
 
 

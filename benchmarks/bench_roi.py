@@ -21,11 +21,11 @@ timed repeats after warm-up. The machine is shared: read the ratios.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
+
+import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASE = dict(images=2, size=32, channels=256, boxes=512, output=7, sampling_ratio=2)
@@ -128,52 +128,24 @@ def onnxruntime_cases():
     }
 
 
-def worker(lib, repeats, warmup):
-    cases = numpy_cases() if lib == "numpy" else onnxruntime_cases()
-    times = {}
-    for name, run in cases.items():
-        for _ in range(warmup):
-            run()
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            samples.append(time.perf_counter() - start)
-        times[name] = samples
-    print(json.dumps(times))
-
-
-def run_worker(lib, repeats):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2")
-    command = [sys.executable, os.path.abspath(__file__), "--worker", lib,
-               "--repeats", str(repeats)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker {lib} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of few repeats")
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--worker", choices=("numpy", "onnxruntime"), help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
+    harness.add_round_arguments(parser, ("numpy", "onnxruntime"))
     args = parser.parse_args()
-    rounds = args.rounds or (2 if args.quick else 5)
-    repeats = args.repeats or (3 if args.quick else 7)
+    rounds, repeats = harness.rounds_and_repeats(args)
     if args.worker:
-        worker(args.worker, repeats, args.warmup)
+        cases = numpy_cases() if args.worker == "numpy" else onnxruntime_cases()
+        print(json.dumps(harness.time_cases(cases, repeats, args.warmup)))
         return
 
+    def run(lib):
+        return harness.run_worker(__file__, ["--worker", lib, "--repeats", repeats,
+                                             "--warmup", args.warmup])
+
     samples = {}
-    libs = ["numpy", "onnxruntime"]
-    for r in range(rounds):
-        for lib in (libs if r % 2 == 0 else libs[::-1]):
-            for name, values in run_worker(lib, repeats).items():
-                samples.setdefault(name, []).extend(values)
-        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    for _, result in harness.alternate(("numpy", "onnxruntime"), rounds, run):
+        for name, values in result.items():
+            samples.setdefault(name, []).extend(values)
 
     median = {name: 1e3 * float(np.median(values)) for name, values in samples.items()}
     print(f"\n{CASE['images']} images x {CASE['size']}x{CASE['size']}x{CASE['channels']} float32, "
@@ -189,6 +161,7 @@ def main():
         print(f"{name:30s} {median[name]:8.1f} {median[reference]:11.1f} "
               f"{median[name] / median[reference]:6.2f} {median[single]:16.1f} "
               f"{median[name] / median[single]:6.2f}")
+
 
 if __name__ == "__main__":
     main()

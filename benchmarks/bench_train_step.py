@@ -27,17 +27,12 @@ import importlib
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
+
+import harness
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ("unet", "retinanet")
-
-
-# DETSEG_NUM_THREADS: detseg's own kernel threads (it runs BLAS single-threaded inside them).
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                    "DETSEG_NUM_THREADS")
 
 
 def worker(model, side, steps, warmup, threads=2):
@@ -52,25 +47,14 @@ def worker(model, side, steps, warmup, threads=2):
         step = module.make_torch()
     else:
         step = module.make_ours()
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - start) * 1000)
-    print(json.dumps(times))
+    seconds = harness.time_cases({"step": step}, steps, warmup)["step"]
+    print(json.dumps([1000 * t for t in seconds]))
 
 
 def run_side(model, side, steps, warmup, threads=2):
-    command = [sys.executable, os.path.abspath(__file__), "--model", model, "--worker", side,
-               "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads)]
-    # BLAS pools are sized when NumPy loads: the variables must be set for the process.
-    env = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
-    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    if result.returncode != 0:
-        raise RuntimeError(f"{side} worker failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    # BLAS pools are sized when NumPy loads: the variables are set for the process.
+    return harness.run_worker(__file__, ["--model", model, "--worker", side, "--steps", steps,
+                                         "--warmup", warmup, "--threads", threads], threads)
 
 
 def main(argv=None):

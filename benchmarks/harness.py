@@ -1,0 +1,95 @@
+"""What the benchmark scripts share: the timing loop, one process per library, rounds.
+
+Every comparison runs each library in its own subprocess (the BLAS and OpenMP thread
+pools of two libraries in one process spin-wait and slow each other down), with its
+thread pools sized by environment variables before NumPy or torch loads, and alternates
+the processes for several rounds so that a slow moment of the shared machine hits both
+sides. A worker prints its results as JSON on its last line of output.
+
+The scripts import this module as ``harness`` (``python benchmarks/<script>.py`` puts
+``benchmarks/`` first on ``sys.path``).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+__all__ = ["THREAD_VARIABLES", "time_cases", "run_worker", "add_round_arguments",
+           "rounds_and_repeats", "alternate"]
+
+# BLAS/OpenMP pools of NumPy and torch, and detseg's own kernel threads (which run BLAS
+# single-threaded inside them).
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "DETSEG_NUM_THREADS")
+
+
+def time_cases(cases, repeats, warmup, clock=time.perf_counter):
+    """Time zero-argument callables.
+
+    Args:
+        cases (dict[str, callable]): what to time, by name.
+        repeats (int | dict[str, int]): timed calls of each case (or per case).
+        warmup (int): untimed calls before them.
+        clock (callable): ``time.perf_counter`` (wall) or ``time.process_time`` (CPU).
+
+    Returns:
+        dict[str, list[float]]: the seconds of every timed call, by name.
+    """
+    times = {}
+    for name, run in cases.items():
+        count = repeats[name] if isinstance(repeats, dict) else repeats
+        for _ in range(warmup):
+            run()
+        samples = []
+        for _ in range(count):
+            start = clock()
+            run()
+            samples.append(clock() - start)
+        times[name] = samples
+    return times
+
+
+def run_worker(script, args, threads=2, **env):
+    """Run ``python script *args`` in a fresh process and parse its last line as JSON.
+
+    ``threads`` sizes every pool in ``THREAD_VARIABLES``; ``env`` adds variables.
+    Raises ``RuntimeError`` with the worker's standard error when it fails.
+    """
+    variables = dict(os.environ, **{name: str(threads) for name in THREAD_VARIABLES})
+    variables.update({name: str(value) for name, value in env.items()})
+    command = [sys.executable, os.path.abspath(script)] + [str(a) for a in args]
+    done = subprocess.run(command, env=variables, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {' '.join(command[1:])} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def add_round_arguments(parser, workers, rounds=5, quick_rounds=2):
+    """The options of a rounds x repeats comparison: ``--quick``, ``--rounds``,
+    ``--repeats``, and the hidden ``--warmup`` and ``--worker`` (one of ``workers``)."""
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{quick_rounds} rounds of few repeats")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"alternations of the processes (default {rounds})")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per round")
+    parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=tuple(workers), help=argparse.SUPPRESS)
+    parser.set_defaults(default_rounds=rounds, quick_rounds=quick_rounds)
+
+
+def rounds_and_repeats(args, repeats=7, quick_repeats=3):
+    """``(rounds, repeats)`` from ``add_round_arguments``' options and the defaults."""
+    rounds = args.rounds or (args.quick_rounds if args.quick else args.default_rounds)
+    return rounds, args.repeats or (quick_repeats if args.quick else repeats)
+
+
+def alternate(libs, rounds, run):
+    """Call ``run(lib)`` for every library in every round, the order reversed every other
+    round (progress on standard error). Yields ``(lib, result)``."""
+    libs = list(libs)
+    for r in range(rounds):
+        for lib in (libs if r % 2 == 0 else libs[::-1]):
+            yield lib, run(lib)
+        print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
