@@ -66,23 +66,26 @@ def run_worker(script, args, threads=2, **env):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def add_round_arguments(parser, workers, rounds=5, quick_rounds=2):
+ROUNDS, QUICK_ROUNDS, REPEATS, QUICK_REPEATS = 5, 2, 7, 3  # the defaults, and with --quick
+
+
+def add_round_arguments(parser, workers):
     """The options of a rounds x repeats comparison: ``--quick``, ``--rounds``,
     ``--repeats``, and the hidden ``--warmup`` and ``--worker`` (one of ``workers``)."""
     parser.add_argument("--quick", action="store_true",
-                        help=f"{quick_rounds} rounds of few repeats")
+                        help=f"{QUICK_ROUNDS} rounds of {QUICK_REPEATS} repeats")
     parser.add_argument("--rounds", type=int, default=None,
-                        help=f"alternations of the processes (default {rounds})")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per round")
+                        help=f"alternations of the processes (default {ROUNDS})")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"timed calls per round (default {REPEATS})")
     parser.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=tuple(workers), help=argparse.SUPPRESS)
-    parser.set_defaults(default_rounds=rounds, quick_rounds=quick_rounds)
 
 
-def rounds_and_repeats(args, repeats=7, quick_repeats=3):
-    """``(rounds, repeats)`` from ``add_round_arguments``' options and the defaults."""
-    rounds = args.rounds or (args.quick_rounds if args.quick else args.default_rounds)
-    return rounds, args.repeats or (quick_repeats if args.quick else repeats)
+def rounds_and_repeats(args):
+    """``(rounds, repeats)`` from ``add_round_arguments``' options."""
+    return (args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS),
+            args.repeats or (QUICK_REPEATS if args.quick else REPEATS))
 
 
 def alternate(libs, rounds, run):

@@ -101,11 +101,10 @@ def character_regions(instance_map, character_ids):
     wy1 = max(box[0].stop for _, box in char_boxes)
     wx0 = min(box[1].start for _, box in char_boxes)
     wx1 = max(box[1].stop for _, box in char_boxes)
-    is_char = np.zeros(int(ids.max()) + 1, dtype=bool)
-    is_char[ids] = True
     window = instance_map[wy0:wy1, wx0:wx1]
-    known = window <= ids.max()  # larger ids cannot be characters
-    ink = np.where(known & is_char[np.where(known, window, 0)], window, 0).astype(np.int32)
+    is_char = np.zeros(max(int(window.max()), int(ids.max())) + 1, dtype=bool)
+    is_char[ids] = True
+    ink = np.where(is_char[window], window, 0).astype(np.int32)
     claims = np.zeros(ink.shape, dtype=np.int16)  # hulls containing each pixel centre
     owner = np.zeros(ink.shape, dtype=np.int32)
     for char_id, (rows, cols) in char_boxes:
