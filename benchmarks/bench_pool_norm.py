@@ -19,7 +19,7 @@ alternating); each case reports the median of all its timed repeats after warm-u
 The machine is shared, so read the ratio (ours / torch); the best-of ratio (fastest
 repeat over fastest repeat) is the least disturbed figure. On a busy machine,
 ``--threads 1`` keeps torch's OpenMP workers from waiting on descheduled threads
-(our kernels here use no BLAS and run on one thread either way).
+(our kernels' threads follow the same count, ``DETSEG_NUM_THREADS``).
 """
 import argparse
 import json
