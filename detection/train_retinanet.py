@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 import nn
-from detection.datasets.atomic import atomic_write_text
+from nn.io import atomic_write_text
 from detection.datasets.synthetic import generate_plate_dataset
 from detection.datasets.transforms import (ColorJitter, Compose, Normalize, RandomCrop,
                                            RandomScale, Resize)

@@ -18,20 +18,21 @@ An ordinary NumPy ``.npz`` archive (readable with ``np.load``):
 Safety: files are loaded with ``allow_pickle=False``, so an object array or a
 pickle-bearing file is refused with a clear error instead of executing code.
 
-Atomicity: ``save`` writes a temporary file in the target directory, fsyncs it and
-``os.replace``\\ s it onto the path, so a crash never leaves a half-written checkpoint.
+Atomicity: ``save`` (and every file detseg writes, through ``atomic_write``) writes a
+temporary file next to the target, named after it, and ``os.replace``\\ s it onto the
+path, so an interrupted process never leaves a half-written file.
 """
 import json
 import numbers
 import os
-import tempfile
+import secrets
 import zipfile
 
 import numpy as np
 
 from nn.tensor import Tensor
 
-__all__ = ["save", "load", "CheckpointError"]
+__all__ = ["save", "load", "CheckpointError", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
 
 SEPARATOR = "/"
 MANIFEST_KEY = "__structure__"
@@ -40,6 +41,107 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read (corrupt, truncated, pickled, mismatched)."""
+
+
+# ------------------------------------------------------------ atomic writes
+# Every file detseg writes goes first to a temporary file next to its target, named
+# after it (``ckpt.npz.tmp-<pid>-<token>``), and is then renamed over the final name
+# with ``os.replace``. A rename inside one file system is atomic (POSIX ``rename(2)``):
+# after an interruption the path holds the old complete file or the new one, never a
+# prefix. A temporary left by a killed process names its target and its writer's pid;
+# the next write of the same target removes it once that process is gone.
+_TEMP_MARK = ".tmp-"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path):
+    """Delete ``path.tmp-<pid>-*`` files whose writing process no longer runs."""
+    directory, name = os.path.split(path)
+    prefix = name + _TEMP_MARK
+    try:
+        entries = os.listdir(directory or ".")
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.startswith(prefix):
+            continue
+        pid_text = entry[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        try:
+            os.unlink(os.path.join(directory, entry))
+        except OSError:
+            pass
+
+
+def _open_temporary(path):
+    """Create a fresh temporary next to ``path``; returns ``(fd, temp_path)``."""
+    while True:
+        temp = f"{path}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            # O_EXCL: never clobber another writer's file; mode 0o666 lets the umask decide
+            # the permissions, as for a file opened with open(path, "wb").
+            return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temp
+        except FileExistsError:
+            continue
+
+
+def atomic_write(path, write):
+    """Write a file atomically: ``write(handle)`` fills a temporary, then it is renamed.
+
+    Args:
+        path (str | os.PathLike): destination file; its directory must exist.
+        write (callable): called with a binary file handle open for writing.
+
+    Raises:
+        FileNotFoundError: the destination directory does not exist.
+        IsADirectoryError: ``path`` is a directory.
+    """
+    path = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a directory")
+    _remove_stale_temporaries(path)
+    fd, temp = _open_temporary(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically (see ``atomic_write``).
+
+    Raises:
+        TypeError: ``data`` is not bytes-like.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path, text, encoding="utf-8"):
+    """Write the string ``text`` to ``path`` atomically (see ``atomic_write``)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    atomic_write_bytes(path, text.encode(encoding))
 
 
 # ------------------------------------------------------------------ flatten
@@ -136,17 +238,7 @@ def save(obj, path, compress=False):
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
     writer = np.savez_compressed if compress else np.savez
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            writer(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda handle: writer(handle, **arrays))
 
 
 # --------------------------------------------------------------------- load

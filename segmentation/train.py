@@ -87,7 +87,7 @@ import numpy as np
 from tqdm import tqdm
 
 import nn
-from detection.datasets.atomic import atomic_write_text
+from nn.io import atomic_write_text
 from detection.datasets.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES
 from detection.datasets.crops import crop_plates, crop_windows, plate_texts
 from detection.datasets.voc import VOCDataset, _read_label_map, _read_rgb

@@ -39,7 +39,7 @@ from numbers import Integral
 import numpy as np
 from PIL import Image, ImageDraw
 
-from detection.datasets.atomic import atomic_write_text
+from nn.io import atomic_write_text
 from detection.datasets.classes import IGNORE_INDEX, PLATE_CLASSES
 from detection.datasets.voc import VOCDataset, _read_rgb
 from nn.data import Dataset

@@ -42,7 +42,7 @@ from numbers import Integral, Real
 import numpy as np
 from PIL import Image
 
-from detection.datasets.atomic import atomic_write_bytes, atomic_write_text
+from nn.io import atomic_write_bytes, atomic_write_text
 from detection.datasets.classes import PLATE_CLASSES
 from nn.data import Dataset
 

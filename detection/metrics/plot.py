@@ -5,10 +5,11 @@ interpolated precision at 101 recall points, one curve per class, whose mean is
 the class's AP (the area under the step curve).
 """
 import os
-import tempfile
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from nn.io import atomic_write
 
 __all__ = ["plot_precision_recall", "save_figure"]
 
@@ -25,15 +26,7 @@ def save_figure(figure, path, dpi=100):
     folder = os.path.dirname(os.path.abspath(path))
     fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="." + fmt)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            figure.savefig(f, format=fmt, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda handle: figure.savefig(handle, format=fmt, dpi=dpi))
 
 
 def plot_precision_recall(curves, class_names=None, ax=None, path=None, title=None):

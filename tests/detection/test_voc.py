@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from detection.datasets import atomic
+from nn import io as atomic
 from detection.datasets.voc import (
     read_image_set, read_voc_annotation, voc_palette, write_image_sets, write_voc_example,
 )

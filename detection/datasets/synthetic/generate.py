@@ -99,9 +99,9 @@ def _generate_one(task):
 
 
 def _remove_temporaries(root):
-    """Delete temporary files (``.<name>.<pid>.<token>.tmp``) of interrupted writes."""
+    """Delete temporary files (``<name>.tmp-<pid>-<token>``) of interrupted writes."""
     for folder in _FOLDERS + ("ImageSets/Main", "ImageSets/Segmentation"):
-        for path in glob.glob(os.path.join(root, folder, ".*.tmp")):
+        for path in glob.glob(os.path.join(root, folder, "*.tmp-*")):
             try:
                 os.unlink(path)
             except FileNotFoundError:
