@@ -90,7 +90,7 @@ import nn
 from nn.io import atomic_write_text
 from detection.datasets.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES
 from detection.datasets.crops import crop_plates, crop_windows, plate_texts
-from detection.datasets.voc import VOCDataset, _read_label_map, _read_rgb
+from detection.datasets.voc import VOCDataset, read_label_map, read_rgb
 from nn.functional.activation import softmax_forward
 from segmentation.instances import read_plate, text_to_class_text
 from segmentation.losses import segmentation_loss
@@ -289,8 +289,8 @@ def _read_plate_image(record, objects, targets):
     plates = plate_texts(objects)
     if not plates:
         return None
-    image = _read_rgb(record["image_path"])
-    instances = _read_label_map(record["instance_mask_path"]).astype(np.int32)
+    image = read_rgb(record["image_path"])
+    instances = read_label_map(record["instance_mask_path"]).astype(np.int32)
     if instances.shape != image.shape[:2]:
         raise ValueError(f"{record['instance_mask_path']} does not match its image "
                          f"{record['image_path']}")

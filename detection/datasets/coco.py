@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw
 
 from nn.io import atomic_write_text
 from detection.datasets.classes import IGNORE_INDEX, PLATE_CLASSES
-from detection.datasets.voc import VOCDataset, _read_rgb
+from detection.datasets.voc import VOCDataset, read_rgb
 from nn.data import Dataset
 
 __all__ = [
@@ -538,7 +538,7 @@ class COCODataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
         index = int(index) % len(self)
         info = self.images[index]
-        image = _read_rgb(info["path"])
+        image = read_rgb(info["path"])
         if image.shape[:2] != (info["height"], info["width"]):
             raise ValueError(f"image {info['path']} is {image.shape[1]}x{image.shape[0]} but "
                              f"{self.annotation_file} says {info['width']}x{info['height']}")

@@ -31,7 +31,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from detection.datasets.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES
-from detection.datasets.voc import VOCDataset, _read_label_map, _read_rgb
+from detection.datasets.voc import VOCDataset, read_label_map, read_rgb
 from nn.data import Dataset
 
 __all__ = ["crop_windows", "crop_plates", "crop_to_image", "reading_order", "plate_texts",
@@ -340,8 +340,8 @@ class PlateCropDataset(Dataset):
     def _image_and_mask(self, image_index):
         if self._cache[0] != image_index:
             record = self.voc._records[image_index]
-            image = _read_rgb(record["image_path"])
-            mask = _read_label_map(record["class_mask_path"])
+            image = read_rgb(record["image_path"])
+            mask = read_label_map(record["class_mask_path"])
             if mask.shape != image.shape[:2] or mask.dtype != np.uint8:
                 raise ValueError(f"mask {record['class_mask_path']} does not match its image "
                                  f"{record['image_path']} (shapes {mask.shape}, {image.shape})")

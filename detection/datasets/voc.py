@@ -48,7 +48,7 @@ from nn.data import Dataset
 
 __all__ = [
     "voc_palette", "write_voc_example", "write_image_sets", "read_voc_annotation",
-    "read_image_set", "VOCDataset",
+    "read_image_set", "read_rgb", "read_label_map", "VOCDataset",
 ]
 
 # Keys an object dict may carry: "text" keeps the exact character of an object named
@@ -449,7 +449,7 @@ def read_image_set(root, split, folder="Main"):
 
 
 # --------------------------------------------------------------------------- dataset
-def _read_label_map(path):
+def read_label_map(path):
     """A class or instance map PNG as an integer (H, W) array of ids.
 
     Palette and greyscale PNGs store the ids directly (VOC, detseg). An RGB PNG (some
@@ -478,7 +478,7 @@ def _read_label_map(path):
     return ids.astype(np.uint8)
 
 
-def _read_rgb(path):
+def read_rgb(path):
     """An image file as ndarray[H, W, 3] uint8 (read-only).
 
     An RGB file is decoded once and handed over as it is: ``convert("RGB")`` on a
@@ -658,7 +658,7 @@ class VOCDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
         record = self._records[int(index)]
-        image = _read_rgb(record["image_path"])
+        image = read_rgb(record["image_path"])
         height, width = image.shape[:2]
         if (height, width) != (record["height"], record["width"]):
             raise ValueError(
@@ -667,13 +667,13 @@ class VOCDataset(Dataset):
             )
         target = self.load_target(int(index))
         if self.return_masks:
-            class_map = _read_label_map(record["class_mask_path"])
+            class_map = read_label_map(record["class_mask_path"])
             self._check_mask_size(class_map, record["class_mask_path"], record["image_path"], image)
             if class_map.dtype != np.uint8 or (class_map.size and class_map.max() > 255):
                 raise ValueError(f"class mask {record['class_mask_path']} must hold ids 0..255")
             target["masks"] = self._mask_lookup[class_map]  # renumbered for `classes`
         if self.return_instance_masks:
-            instance_map = _read_label_map(record["instance_mask_path"])
+            instance_map = read_label_map(record["instance_mask_path"])
             self._check_mask_size(instance_map, record["instance_mask_path"],
                                   record["image_path"], image)
             object_values = np.flatnonzero(record["keep"]) + 1  # (G,) 1-based pixel values
