@@ -26,10 +26,12 @@ import contextlib
 import numbers
 
 import numpy as np
+from numpy.exceptions import AxisError
 
 __all__ = [
     "Tensor", "Function", "Context", "no_grad", "enable_grad", "is_grad_enabled",
     "concat", "stack", "where", "as_array", "unbroadcast", "scatter_add_rows",
+    "normalize_axis", "normalize_axes",
 ]
 
 _grad_enabled = True
@@ -84,6 +86,52 @@ def as_array(value, like=None):
     if array.dtype == np.float64 and not isinstance(value, np.generic):
         array = array.astype(np.float32)
     return array
+
+
+def normalize_axis(axis, ndim, name="axis"):
+    """``axis`` as an index in ``[0, ndim)``, negative values counting from the end.
+
+    NumPy's rule: ``-ndim <= axis < ndim``, anything else raises ``AxisError`` (a
+    ``ValueError`` and ``IndexError``) instead of wrapping around.
+
+    Args:
+        axis (int): the axis asked for.
+        ndim (int): number of dimensions of the array it indexes.
+        name (str): argument name used in error messages.
+    Returns:
+        int: the axis in ``[0, ndim)``.
+    Raises:
+        TypeError: ``axis`` is not an int (bools are refused).
+        numpy.exceptions.AxisError: ``axis`` is out of range.
+    """
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(axis).__name__} {axis!r}")
+    if not -ndim <= axis < ndim:
+        valid = f"{-ndim}..{ndim - 1}" if ndim else "none"
+        raise AxisError(f"{name}={int(axis)} is out of range for an input with {ndim} "
+                        f"dimensions (valid: {valid})")
+    return int(axis) % ndim
+
+
+def normalize_axes(axis, ndim, name="axis"):
+    """``axis`` (None, an int or a sequence of ints) as a tuple of distinct axes.
+
+    None means every axis. Each axis goes through ``normalize_axis``.
+
+    Raises:
+        TypeError: an axis is not an int.
+        numpy.exceptions.AxisError: an axis is out of range.
+        ValueError: an axis is repeated (``(0, -2)`` on a 2-D input).
+    """
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        axes = tuple(normalize_axis(a, ndim, name) for a in axis)
+    else:
+        axes = (normalize_axis(axis, ndim, name),)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{name}={axis!r} holds a repeated axis (for {ndim} dimensions)")
+    return axes
 
 
 def unbroadcast(grad, shape):
@@ -442,9 +490,12 @@ class Tensor:
         return Reshape.apply(self, shape=shape)
 
     def flatten(self, start_axis=0):
+        """Merge the axes from ``start_axis`` on into one (``x.flatten(1)``: ``(N, -1)``)."""
+        start_axis = normalize_axis(start_axis, self.ndim, "start_axis")
         return self.reshape(self.shape[:start_axis] + (-1,))
 
     def transpose(self, *axes):
+        """Permute the axes (``x.transpose(0, 2, 1)``); no argument reverses them."""
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         return Transpose.apply(self, axes=axes or None)
@@ -463,11 +514,7 @@ class Tensor:
 
 # ====================================================================== ops
 def _reduce_axes(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    if isinstance(axis, int):
-        axis = (axis,)
-    return tuple(a % ndim for a in axis)
+    return normalize_axes(axis, ndim)
 
 
 class Cast(Function):
@@ -746,7 +793,13 @@ class Reshape(Function):
 class Transpose(Function):
     @staticmethod
     def forward(ctx, a, axes=None):
-        axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(ax % a.ndim for ax in axes)
+        if axes is None:
+            axes = tuple(range(a.ndim))[::-1]
+        else:
+            axes = normalize_axes(axes, a.ndim, "axes")
+            if len(axes) != a.ndim:
+                raise ValueError(f"transpose axes {axes} must be a permutation of all "
+                                 f"{a.ndim} axes of the input")
         ctx.inverse = tuple(np.argsort(axes))
         return np.transpose(a, axes)
 
@@ -881,6 +934,7 @@ class GetItem(Function):
 class Concat(Function):
     @staticmethod
     def forward(ctx, *arrays, axis=0):
+        axis = normalize_axis(axis, arrays[0].ndim)
         ctx.axis = axis
         ctx.splits = np.cumsum([a.shape[axis] for a in arrays])[:-1]
         return np.concatenate(arrays, axis=axis)
@@ -893,6 +947,7 @@ class Concat(Function):
 class Stack(Function):
     @staticmethod
     def forward(ctx, *arrays, axis=0):
+        axis = normalize_axis(axis, arrays[0].ndim + 1)  # an axis of the output
         ctx.axis = axis
         ctx.count = len(arrays)
         return np.stack(arrays, axis=axis)

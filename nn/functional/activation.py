@@ -15,7 +15,7 @@ import numpy as np
 
 from nn._threads import parallel_rows
 from nn.random import get_generator
-from nn.tensor import Function, Tensor
+from nn.tensor import Function, Tensor, normalize_axis
 
 __all__ = [
     "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "dropout",
@@ -34,15 +34,6 @@ def _check_float_input(x, name="x"):
         raise TypeError(f"{name} must be a Tensor or ndarray, got {type(x).__name__}")
     if not np.issubdtype(dtype, np.floating):
         raise TypeError(f"{name} must have a floating-point dtype, got {dtype}")
-
-
-def _check_axis(x, axis, name="axis"):
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(axis).__name__}")
-    ndim = x.ndim
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{name}={axis} is out of range for an input with {ndim} dimensions")
-    return int(axis) % ndim
 
 
 # ------------------------------------------------------------------- kernels
@@ -94,6 +85,7 @@ def softmax_forward(x, axis=-1):
     Along the last axis (the class axis of channels-last logits) the rows are cut
     into ~1 MB blocks, each normalized in cache, on the library's threads.
     """
+    axis = normalize_axis(axis, x.ndim)
     if x.shape[axis] == 0:
         return x.copy()
     rows = _last_axis_rows(x, axis)
@@ -121,6 +113,7 @@ def log_softmax_forward(x, axis=-1, return_probs=False):
     ``exp`` of the log-probabilities later. Along the last axis the rows go in
     ~1 MB blocks over the library's threads.
     """
+    axis = normalize_axis(axis, x.ndim)
     if x.shape[axis] == 0:
         return (x.copy(), x.copy()) if return_probs else x.copy()
     rows = _last_axis_rows(x, axis)
@@ -384,7 +377,7 @@ def softmax(x, axis=-1):
         Tensor[..., K]: probabilities summing to 1 along ``axis``.
     """
     _check_float_input(x)
-    axis = _check_axis(x, axis)
+    axis = normalize_axis(axis, x.ndim)
     return SoftmaxFunction.apply(x, axis=axis)
 
 
@@ -398,7 +391,7 @@ def log_softmax(x, axis=-1):
         Tensor[..., K]: log-probabilities (<= 0).
     """
     _check_float_input(x)
-    axis = _check_axis(x, axis)
+    axis = normalize_axis(axis, x.ndim)
     return LogSoftmaxFunction.apply(x, axis=axis)
 
 

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import nn
+from nn.functional.activation import log_softmax_forward, softmax_forward
 from nn.tensor import Function, GetItem, scatter_add_rows
 from tests.oracles import require
 from tests.strategies import float_arrays
@@ -392,3 +393,71 @@ def test_composite_expression_against_torch():
     assert np.isclose(out.item(), tout.item(), rtol=1e-12)
     for ours, theirs in ((at, ta), (bt, tb), (ct, tc)):
         assert np.allclose(ours.grad, theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------- axis arguments
+def _x23():
+    return nn.Tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+AXIS_CALLS = [
+    ("sum", lambda x, a: x.sum(axis=a)),
+    ("mean", lambda x, a: x.mean(axis=a)),
+    ("max", lambda x, a: x.max(axis=a)),
+    ("min", lambda x, a: x.min(axis=a)),
+    ("sum tuple", lambda x, a: x.sum(axis=(0, a))),
+    ("transpose", lambda x, a: x.transpose(0, a)),
+    ("flatten", lambda x, a: x.flatten(a)),
+    ("concat", lambda x, a: nn.concat([x, x], axis=a)),
+    # a new axis: the output has 3 dimensions, so -3..2 are valid and 2 -> 3 is not
+    ("stack", lambda x, a: nn.stack([x, x], axis=a + 1 if a >= 0 else a - 1)),
+    ("softmax", lambda x, a: nn.functional.softmax(x, axis=a)),
+    ("log_softmax", lambda x, a: nn.functional.log_softmax(x, axis=a)),
+    ("Softmax module", lambda x, a: nn.Softmax(axis=a)(x)),
+    ("softmax kernel", lambda x, a: nn.Tensor(softmax_forward(x.data, a))),
+    ("log_softmax kernel",
+     lambda x, a: nn.Tensor(log_softmax_forward(x.data, a) + 0)),
+]
+
+
+@pytest.mark.parametrize("name, call", AXIS_CALLS, ids=[n for n, _ in AXIS_CALLS])
+@pytest.mark.parametrize("axis", [2, 5, -3, -7])
+def test_axis_out_of_range_raises_axis_error(name, call, axis):
+    with pytest.raises(np.exceptions.AxisError, match="out of range") as info:
+        call(_x23(), axis)
+    if name != "stack":
+        assert f"{axis}" in str(info.value) and "2 dimensions" in str(info.value)
+    assert isinstance(info.value, ValueError)  # AxisError is a ValueError (and IndexError)
+
+
+@pytest.mark.parametrize("name, call", AXIS_CALLS, ids=[n for n, _ in AXIS_CALLS])
+def test_axis_in_range_matches_numpy(name, call):
+    x = _x23()
+    for axis in (1, -1):
+        out = call(x, axis)
+        numpy_out = {
+            "sum": lambda: x.data.sum(axis=axis), "mean": lambda: x.data.mean(axis=axis),
+            "max": lambda: x.data.max(axis=axis), "min": lambda: x.data.min(axis=axis),
+            "sum tuple": lambda: x.data.sum(axis=(0, axis)),
+            "transpose": lambda: np.transpose(x.data, (0, axis)),
+            "flatten": lambda: x.data.reshape(x.shape[:axis % 2] + (-1,)),
+            "concat": lambda: np.concatenate([x.data, x.data], axis=axis),
+            "stack": lambda: np.stack([x.data, x.data], axis=axis + 1 if axis >= 0 else axis - 1),
+        }.get(name)
+        if numpy_out is not None:
+            assert np.array_equal(out.data, numpy_out())
+        else:  # softmax family: rows along `axis` sum to 1 (in probability space)
+            probs = np.exp(out.data) if name.startswith("log_softmax") else out.data
+            assert np.allclose(probs.sum(axis=axis), 1.0)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x: x.sum(axis=(0, -2)), "repeated"),
+    (lambda x: x.transpose(0, 0), "repeated"),
+    (lambda x: x.transpose(0), "permutation"),
+    (lambda x: x.sum(axis=1.0), "must be an int"),
+    (lambda x: x.transpose(0, True), "must be an int"),
+])
+def test_axis_repeated_or_not_an_int(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(_x23())
