@@ -15,7 +15,11 @@ the reference evaluation code, pycocotools' ``cocoeval.py``):
   at the 101 recall points r = 0, 0.01, ..., 1 at the first detection with
   ``recall_i >= r`` (0 if recall never reaches r). AP is the mean of those 101 values;
   mAP averages AP over IoU thresholds and over classes that have ground truths.
-- Area ranges (object area = box area unless the target gives ``area``):
+- ``iou_type="bbox"`` compares boxes; ``iou_type="segm"`` compares instance masks
+  (:mod:`detection.metrics.masks`: IoU of pixel sets, a crowd region's IoU is the
+  intersection over the detection's pixels), as ``COCOeval(iouType="segm")``.
+- Area ranges (object area = box area, or mask area for "segm", unless the target
+  gives ``area``; a detection's area is always its own box or mask area):
   all [0, 1e10], small [0, 32²], medium [32², 96²], large [96², 1e10], bounds included.
   A ground truth outside the range is ignored; an *unmatched* detection outside the
   range is ignored too. Crowd regions (``iscrowd``) are always ignored, and a
@@ -271,23 +275,25 @@ def _evaluate(data, iou_thresholds, area_names, max_dets):
     )
 
 
-def coco_evaluate(predictions, targets, iou_thresholds=None, max_detections=100):
+def coco_evaluate(predictions, targets, iou_thresholds=None, max_detections=100, iou_type="bbox"):
     """COCO evaluation with the full precision/recall arrays (pycocotools' ``eval``).
 
     Args:
         predictions (list[dict]): per image ``boxes`` (D_i, 4) xyxy, ``scores`` (D_i,),
-            ``labels`` (D_i,) int.
+            ``labels`` (D_i,) int; for "segm" ``masks`` (D_i, H, W) bool.
         targets (list[dict]): per image ``boxes`` (G_i, 4) xyxy, ``labels`` (G_i,) int,
-            optional ``iscrowd`` (G_i,) and ``area`` (G_i,) (default: box area).
+            optional ``iscrowd`` (G_i,) and ``area`` (G_i,) (default: box or mask area);
+            for "segm" ``masks`` (G_i, H, W) bool.
         iou_thresholds (sequence[float] | None): default 0.50:0.05:0.95.
         max_detections (int): the last maxDets value (>= 10); maxDets = (1, 10, max_detections).
+        iou_type (str): "bbox" (box IoU) or "segm" (mask IoU).
     Returns:
         CocoEvaluation: ``precision`` (T, 101, K, 4, 3), ``recall`` (T, K, 4, 3), ... with
         areas (all, small, medium, large) and maxDets (1, 10, max_detections).
     """
     thresholds = _check_iou_thresholds(iou_thresholds)
     max_detections = _check_max_detections(max_detections, 10)
-    data = flatten_detections(predictions, targets)
+    data = flatten_detections(predictions, targets, iou_type)
     return _evaluate(data, thresholds, tuple(AREA_RANGES), (1, 10, max_detections))
 
 
@@ -328,22 +334,32 @@ def summarize(evaluation):
     }
 
 
-def mean_average_precision(predictions, targets, iou_thresholds=None, max_detections=100):
+def mean_average_precision(predictions, targets, iou_thresholds=None, max_detections=100,
+                           iou_type="bbox"):
     """COCO mAP and mAR of detections, equal to pycocotools' ``COCOeval.stats``.
 
-    See the module docstring for the definitions.
+    See the module docstring for the definitions. With ``iou_type="segm"`` the masks are
+    compared instead of the boxes, and every figure equals ``COCOeval(iouType="segm")``.
+
+    A predicted box with ``x2 < x1`` or ``y2 < y1`` is read as an empty box, as
+    :func:`detection.nms.nms` reads it (area 0, IoU 0 with everything: a false positive
+    in the area ranges "all" and "small"); such a target box raises ``ValueError``.
 
     Args:
         predictions (list[dict]): one dict per image: ``boxes`` (D_i, 4) xyxy float,
-            ``scores`` (D_i,) float, ``labels`` (D_i,) int.
+            ``scores`` (D_i,) float, ``labels`` (D_i,) int; for "segm" also ``masks``
+            (D_i, H, W) bool (``boxes`` then optional).
         targets (list[dict]): one dict per image: ``boxes`` (G_i, 4) xyxy float,
             ``labels`` (G_i,) int; optional ``iscrowd`` (G_i,) bool/int and ``area``
-            (G_i,) float (object area for the small/medium/large split; default box area).
+            (G_i,) float (object area for the small/medium/large split; default the box
+            area, or the mask area for "segm"); for "segm" also ``masks`` (G_i, H, W)
+            bool of the image's size (``boxes`` then optional).
         iou_thresholds (sequence[float] | None): IoU thresholds; default 0.50:0.05:0.95.
             ``map_50``/``map_75`` are -1 if 0.5/0.75 is not among them.
         max_detections (int): detections kept per image and class, the last of COCO's
             maxDets (1, 10, max_detections); must be >= 10. ``mar_100`` is the recall
             at this value whatever it is.
+        iou_type (str): "bbox" (box IoU, default) or "segm" (mask IoU).
     Returns:
         dict: the floats ``map, map_50, map_75, map_small, map_medium, map_large, mar_1,
         mar_10, mar_100, mar_small, mar_medium, mar_large`` (-1 where undefined), and
@@ -353,7 +369,7 @@ def mean_average_precision(predictions, targets, iou_thresholds=None, max_detect
     Raises:
         TypeError, ValueError: malformed inputs (see :func:`flatten_detections`).
     """
-    evaluation = coco_evaluate(predictions, targets, iou_thresholds, max_detections)
+    evaluation = coco_evaluate(predictions, targets, iou_thresholds, max_detections, iou_type)
     result = summarize(evaluation)
     per_class = evaluation.precision[:, :, :, 0, -1]  # (T, R, K)
     result["map_per_class"] = {
@@ -362,7 +378,8 @@ def mean_average_precision(predictions, targets, iou_thresholds=None, max_detect
     return result
 
 
-def precision_recall_curve(predictions, targets, iou_threshold=0.5, area="all", max_detections=100):
+def precision_recall_curve(predictions, targets, iou_threshold=0.5, area="all", max_detections=100,
+                           iou_type="bbox"):
     """COCO's interpolated precision-recall curve of every class at one IoU threshold.
 
     Args:
@@ -371,6 +388,7 @@ def precision_recall_curve(predictions, targets, iou_threshold=0.5, area="all", 
         iou_threshold (float): t in [0, 1].
         area (str): "all", "small", "medium" or "large".
         max_detections (int): detections kept per image and class (>= 1).
+        iou_type (str): "bbox" or "segm".
     Returns:
         dict: ``labels`` ndarray[K] int64; ``recall`` ndarray[101] float64, the recall
         points 0, 0.01, ..., 1; ``precision`` ndarray[K, 101] float64, the precision
@@ -384,7 +402,7 @@ def precision_recall_curve(predictions, targets, iou_threshold=0.5, area="all", 
         raise ValueError(f"iou_threshold must be a single float, got {thr.tolist()}")
     _check_area(area)
     max_detections = _check_max_detections(max_detections, 1)
-    data = flatten_detections(predictions, targets)
+    data = flatten_detections(predictions, targets, iou_type)
     evaluation = _evaluate(data, thr, (area,), (max_detections,))
     precision = evaluation.precision[0, :, :, 0, 0].T  # (K, R)
     defined = precision[:, 0] > -1

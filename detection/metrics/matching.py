@@ -17,6 +17,9 @@ positive). The threshold used is ``min(t, 1 - 1e-10)``, so that ``t = 1`` still
 matches identical boxes. For a crowd region the "IoU" is the intersection over the
 *detection's* area (``inter / area(det)``): a detection inside a crowd counts fully.
 
+The IoU is of boxes, or of instance masks for COCO's ``segm`` evaluation
+(:func:`pair_overlap`); the matching rules are the same for both.
+
 The matching is sequential over the detections of one group, but the groups are
 independent. So the fast version here takes "the k-th detection of every group" at
 once, for k = 0, 1, ..., and handles all IoU thresholds and area ranges in the same
@@ -27,8 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detection.metrics.masks import iou_from_counts, mask_area, mask_intersections
+
 __all__ = [
-    "DetectionGroups", "group_detections", "pair_iou", "match_detections",
+    "DetectionGroups", "group_detections", "pair_iou", "pair_overlap", "match_detections",
     "match_detections_reference", "match_group_reference",
 ]
 
@@ -48,7 +53,8 @@ class DetectionGroups:
         det_group (ndarray[Dk]): int64 group id ``image * K + class``.
         pair_det (ndarray[P]): int64 position (into ``det_index``) of the pair's detection.
         pair_gt (ndarray[P]): int64 flat index of the pair's ground truth.
-        pair_iou (ndarray[P]): float64 IoU of the pair (inter / det area for crowd gts).
+        pair_iou (ndarray[P]): float64 IoU of the pair, of boxes or of masks as
+            ``data.iou_type`` says (inter / det area for crowd gts).
     """
 
     det_index: np.ndarray
@@ -81,6 +87,44 @@ def pair_iou(det_boxes, gt_boxes, gt_crowd):
     union = np.where(gt_crowd, det_area, det_area + gt_area - inter)
     # union > 0 wherever the boxes overlap, so only the non-overlapping pairs need the guard.
     return np.divide(inter, union, out=np.zeros_like(inter), where=overlap)
+
+
+def pair_overlap(data, det, gt):
+    """IoU of (detection, ground truth) pairs of the same image, boxes or masks.
+
+    Box IoU (:func:`pair_iou`) when ``data.iou_type`` is "bbox"; mask IoU when it is
+    "segm" (:mod:`detection.metrics.masks`: pixel counts, crowd rule
+    ``inter / |det|``), computed image by image with one matrix product over the
+    distinct detections and ground truths of the pairs.
+
+    Args:
+        data (DetectionSet): flat detections and ground truths.
+        det (ndarray[P]): int64 flat detection index of each pair.
+        gt (ndarray[P]): int64 flat ground-truth index, in the same image.
+    Returns:
+        ndarray[P]: float64 in [0, 1].
+    """
+    if data.iou_type == "bbox":
+        return pair_iou(data.det_boxes[det], data.gt_boxes[gt], data.gt_crowd[gt])
+    iou = np.zeros(len(det))
+    images = data.det_images[det]
+    order = np.argsort(images, kind="stable")
+    uniq, starts = np.unique(images[order], return_index=True)
+    # A loop over images (each one GEMM), not over pairs.
+    for image, sel in zip(uniq.tolist(), np.split(order, starts[1:])):
+        rows, row_of = np.unique(data.det_local[det[sel]], return_inverse=True)
+        cols, col_of = np.unique(data.gt_local[gt[sel]], return_inverse=True)
+        det_masks, gt_masks = data.det_masks[image], data.gt_masks[image]
+        if len(rows) < len(det_masks):  # detections beyond max_detections: left out
+            det_masks = det_masks[rows]   # (d, H, W)
+        if len(cols) < len(gt_masks):
+            gt_masks = gt_masks[cols]     # (g, H, W)
+        inter = mask_intersections(det_masks, gt_masks)  # (d, g)
+        iou[sel] = iou_from_counts(
+            inter[row_of, col_of], data.det_area[det[sel]], mask_area(gt_masks)[col_of],
+            data.gt_crowd[gt[sel]],
+        )
+    return iou
 
 
 def group_detections(data, max_detections):
@@ -126,9 +170,7 @@ def group_detections(data, max_detections):
     pair_start = np.cumsum(gt_count) - gt_count
     within = np.arange(len(pair_det)) - pair_start[pair_det]
     pair_gt = gt_order[gt_first[pair_det] + within]
-    iou = pair_iou(
-        data.det_boxes[det_index[pair_det]], data.gt_boxes[pair_gt], data.gt_crowd[pair_gt]
-    )
+    iou = pair_overlap(data, det_index[pair_det], pair_gt)
     return DetectionGroups(det_index, det_rank, det_group, pair_det, pair_gt, iou)
 
 
@@ -236,6 +278,18 @@ def match_group_reference(ious, gt_ignore, gt_crowd, iou_threshold):
     return result
 
 
+def _pair_iou_reference(data, d, g):
+    """IoU of one (detection, ground truth) pair: boxes, or masks pixel by pixel."""
+    if data.iou_type == "bbox":
+        return pair_iou(data.det_boxes[d][None], data.gt_boxes[g][None], data.gt_crowd[g][None])[0]
+    image = data.det_images[d]
+    det_mask = data.det_masks[image][data.det_local[d]]
+    gt_mask = data.gt_masks[image][data.gt_local[g]]
+    inter = int(np.logical_and(det_mask, gt_mask).sum())
+    union = int(det_mask.sum()) if data.gt_crowd[g] else int(np.logical_or(det_mask, gt_mask).sum())
+    return inter / union if inter else 0.0
+
+
 def match_detections_reference(data, iou_thresholds, gt_ignore, max_detections):
     """Loop reference for :func:`group_detections` + :func:`match_detections`.
 
@@ -257,9 +311,7 @@ def match_detections_reference(data, iou_thresholds, gt_ignore, max_detections):
             ious = np.zeros((len(dets), len(gts)))
             for i, d in enumerate(dets):
                 for j, g in enumerate(gts):
-                    ious[i, j] = pair_iou(
-                        data.det_boxes[d][None], data.gt_boxes[g][None], data.gt_crowd[g][None]
-                    )[0]
+                    ious[i, j] = _pair_iou_reference(data, d, g)
             out = np.full((gt_ignore.shape[0], len(iou_thresholds), len(dets)), -1, np.int64)
             for a in range(gt_ignore.shape[0]):
                 for t, thr in enumerate(iou_thresholds):

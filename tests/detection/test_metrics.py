@@ -433,6 +433,68 @@ def test_explain_agrees_with_map_counts(sets):
     np.testing.assert_allclose(recalled.sum(axis=1), s["tp"], atol=1e-9)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_inverted_prediction_boxes_are_empty_boxes(seed):
+    # The rule of detection.nms: a predicted box with x2 < x1 or y2 < y1 is an empty
+    # box (area 0, IoU 0). It must score exactly as the same box collapsed to zero
+    # width and height, for every metric, and it must not raise.
+    predictions, targets = random_detection_set(500 + seed, num_images=8)
+    rng = np.random.default_rng(seed)
+    inverted, collapsed = [], []
+    for p in predictions:
+        boxes = p["boxes"].copy()
+        flip = rng.random(len(boxes)) < 0.3
+        boxes[flip] = boxes[flip][:, [2, 3, 0, 1]]  # (x2, y2, x1, y1): both sides inverted
+        inverted.append(dict(p, boxes=boxes))
+        flat = boxes.copy()
+        flat[flip, 2:] = flat[flip, :2]  # the same box with zero width and height
+        collapsed.append(dict(p, boxes=flat))
+    assert any((p["boxes"][:, 2] < p["boxes"][:, 0]).any() for p in inverted)
+    ours = mean_average_precision(inverted, targets)
+    assert ours == mean_average_precision(collapsed, targets)
+    # Not the same as reading the inverted box as the box between its corners.
+    assert ours != mean_average_precision(predictions, targets)
+    assert voc_evaluate(inverted, targets)["ap_per_class"] == voc_evaluate(
+        collapsed, targets)["ap_per_class"]
+    a, b = explain_detections(inverted, targets), explain_detections(collapsed, targets)
+    for x, y in zip(a["images"], b["images"]):
+        assert np.array_equal(x["status"], y["status"]) and np.array_equal(x["reason"], y["reason"])
+
+
+def test_inverted_prediction_box_by_hand():
+    # A perfect detection inverted in x is a false positive of area 0, inside "small".
+    targets = [target([box(0, 0, 10, 10)], [0])]
+    predictions = [pred([box(10, 0, 0, 10)], [0.9], [0])]
+    result = mean_average_precision(predictions, targets)
+    assert result["map"] == 0.0 and result["mar_100"] == 0.0
+    info = explain_detections(predictions, targets)["images"][0]
+    assert info["status"][0].tolist() == ["fp"] and info["reason"][0].tolist() == ["background"]
+    # For "medium" the unmatched area-0 detection is outside the range: ignored.
+    medium = explain_detections(predictions, [target([box(0, 0, 50, 50)], [0])], area="medium")
+    assert medium["images"][0]["reason"][0].tolist() == ["out_of_area"]
+
+
+@pytest.mark.oracle
+def test_inverted_prediction_boxes_equal_pycocotools_on_empty_boxes():
+    # pycocotools reads an xywh box of width 0 as area 0 / IoU 0: ours on the inverted
+    # boxes must equal it on the collapsed ones.
+    predictions, targets = random_detection_set(510, num_images=10)
+    inverted, collapsed = [], []
+    for p in predictions:
+        boxes = p["boxes"].copy()
+        flip = np.arange(len(boxes)) % 3 == 0
+        boxes[flip] = boxes[flip][:, [2, 1, 0, 3]]  # x inverted only
+        inverted.append(dict(p, boxes=boxes))
+        flat = boxes.copy()
+        flat[flip, 2] = flat[flip, 0]
+        collapsed.append(dict(p, boxes=flat))
+    oracle = coco_oracle(collapsed, targets)
+    stats = np.array([mean_average_precision(inverted, targets)[k] for k in STAT_KEYS])
+    np.testing.assert_allclose(stats, oracle.stats, rtol=0, atol=1e-6)
+    evaluation = coco_evaluate(inverted, targets)
+    np.testing.assert_allclose(evaluation.precision, oracle.eval["precision"], rtol=0, atol=1e-6)
+
+
 # ------------------------------------------------------------------- explain mode
 
 def test_explain_error_kinds_by_hand():
@@ -685,7 +747,8 @@ def bad_target(**changes):
     (bad_target(boxes=np.array([[0.0, np.nan, 1.0, 1.0]])), ValueError,
      r"targets\[0\]\['boxes'\]\[0\] is not finite"),
     (bad_pred(scores=np.array([np.nan])), ValueError, r"scores'\]\[0\] is not finite"),
-    (bad_pred(boxes=np.array([[5.0, 0.0, 1.0, 1.0]])), ValueError, "x2 >= x1"),
+    (bad_target(boxes=np.array([[5.0, 0.0, 1.0, 1.0]])), ValueError,
+     r"targets\[0\]\['boxes'\]\[0\] must be xyxy with x2 >= x1"),
     (bad_target(area=np.array([-1.0])), ValueError, "area"),
     (bad_target(iscrowd=np.array([0.5])), TypeError, "bool or integer"),
     (bad_pred(boxes=np.array([["a", "b", "c", "d"]])), TypeError, "float or int"),
