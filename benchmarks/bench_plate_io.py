@@ -53,7 +53,7 @@ def object_masks(rng):
 def make_voc(root):
     """A few generated scenes (PNG: exact pixels) written once, shared by both workers."""
     sys.path.insert(0, ROOT)
-    from detection.datasets.synthetic import generate_plate_dataset
+    from plates.synthetic import generate_plate_dataset
 
     generate_plate_dataset(root, CASE["voc_images"], seed=0, image_size=CASE["size"],
                            splits=(1.0, 0.0, 0.0), image_format="png", progress=False)
@@ -62,7 +62,7 @@ def make_voc(root):
 def ours_cases(voc_root):
     sys.path.insert(0, ROOT)
     from detection.datasets.coco import rle_decode, rle_encode
-    from detection.datasets.crops import crop_plates
+    from plates.crops import crop_plates
     from detection.datasets.voc import VOCDataset, write_voc_example
 
     masks = object_masks(np.random.default_rng(0))

@@ -9,7 +9,7 @@ Run as a script::
 What is timed:
 
 - ``cli, K workers``: the whole command a user runs, wall clock, in a fresh process:
-  ``python -m detection.datasets.synthetic plates --out TMP --num-images N --workers K
+  ``python -m plates.synthetic plates --out TMP --num-images N --workers K
   --quiet`` (imports, font discovery, rendering, JPEG/PNG encoding, atomic writes,
   splits). Rounds interleave the worker counts; medians are reported.
 - a per-stage profile of one process (``render_scene`` stages, then writing), to show
@@ -40,7 +40,7 @@ def _children_cpu():
 def _run_cli(num_images, workers, image_size):
     """Wall-clock and CPU seconds (the process and its workers) of one CLI run."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "detection.datasets.synthetic", "plates",
+        command = [sys.executable, "-m", "plates.synthetic", "plates",
                    "--out", os.path.join(tmp, "plates"), "--num-images", str(num_images),
                    "--seed", "0", "--image-size", str(image_size), "--workers", str(workers),
                    "--quiet"]
@@ -53,10 +53,10 @@ def _run_cli(num_images, workers, image_size):
 def _stage_profile(num_images, image_size):
     """Time the stages of render_scene and the writing, in this process."""
     sys.path.insert(0, ROOT)
-    from detection.datasets.synthetic import scene, generate
-    from detection.datasets.synthetic.backgrounds import render_background
-    from detection.datasets.synthetic.distractors import draw_distractors
-    from detection.datasets.synthetic.effects import apply_camera_effects
+    from plates.synthetic import scene, generate
+    from plates.synthetic.backgrounds import render_background
+    from plates.synthetic.distractors import draw_distractors
+    from plates.synthetic.effects import apply_camera_effects
     from detection.datasets.voc import write_voc_example
 
     totals = {"layout": 0.0, "background": 0.0, "vehicles+plates": 0.0, "effects": 0.0,

@@ -2,7 +2,7 @@
 
 Used by ``python benchmarks/bench_train_step.py --model retinanet``. The configuration
 is the training default (``detection.train_retinanet``: ``TrainConfig`` and
-``plate_retinanet_config``): batch size, 256x256 images, backbone, pyramid levels,
+``plate_detector_config``): batch size, 256x256 images, backbone, pyramid levels,
 FPN width, head depth, anchors, focal loss + smooth-L1, AdamW with gradient clipping.
 
 The batch is rendered once by the synthetic plate generator (seeded), so the targets
@@ -17,10 +17,12 @@ the matching is written in torch; torch runs in NCHW, its fastest layout on CPU.
 """
 import numpy as np
 
-from detection.train_retinanet import CLASSES, TrainConfig, plate_retinanet_config
+from detection.train_retinanet import TrainConfig
+from plates.train_detector import DETECTOR_CLASSES as CLASSES
+from plates.train_detector import plate_detector_config
 
 CONFIG = TrainConfig()
-MODEL = plate_retinanet_config(CONFIG.backbone)
+MODEL = plate_detector_config(CONFIG.backbone)
 DESCRIPTION = (
     f"RetinaNet backbone {MODEL.backbone} (width x{MODEL.width_multiplier:g}), levels "
     f"P{MODEL.levels[0]}-P{MODEL.levels[-1]}, FPN {MODEL.fpn_channels} ch, "
@@ -33,7 +35,7 @@ DESCRIPTION = (
 
 def _batch(seed=0):
     """Rendered scenes (normalized images, targets with classes car=1, plate=2)."""
-    from detection.datasets.synthetic import render_scene
+    from plates.synthetic import render_scene
     from detection.train_retinanet import MEAN, STD
 
     rng = np.random.default_rng(seed)

@@ -1,10 +1,10 @@
 """One training step of the digit segmenter's U-Net, ours and the same network in PyTorch.
 
 Used by ``python benchmarks/bench_train_step.py --model unet``. The configuration is
-the training default (``segmentation.train.TrainConfig``): the same crop size, batch
+the training default (``plates.train_segmenter.TrainConfig``): the same crop size, batch
 size, widths and depth, BatchNorm, the loss ``CE + Dice`` with 255 ignored, the
 characters' class weight and the per-pixel gap weights of the cross entropy
-(``segmentation.targets.separation_weights``, computed with the batch, outside the
+(``segmentation.weights.separation_weights``, computed with the batch, outside the
 timed step, as in training), and Adam.
 The torch network is written layer for layer like ``segmentation.unet.UNet`` (3x3
 convolutions without bias before BatchNorm, 2x2 max pooling, 2x2 stride-2 transposed
@@ -13,10 +13,10 @@ default NCHW layout, its fastest on CPU for this network.
 """
 import numpy as np
 
-from segmentation.train import CLASS_PRIOR, TrainConfig, class_weights
+from plates.segmenter import CLASS_PRIOR, NUM_CLASSES, class_weights
+from plates.train_segmenter import TrainConfig
 
 CONFIG = TrainConfig()
-NUM_CLASSES = 14
 DESCRIPTION = (
     f"U-Net base {CONFIG.base_channels}, depth {CONFIG.depth}, BatchNorm, "
     f"batch {CONFIG.batch_size} x {CONFIG.crop_size[0]}x{CONFIG.crop_size[1]}x3, {NUM_CLASSES} classes, "
@@ -29,7 +29,7 @@ DESCRIPTION = (
 def _batch(seed=0):
     """Random images in [0, 1], class maps with some ignored pixels and their gap
     weights (fixed per seed)."""
-    from segmentation.targets import separation_weights
+    from segmentation.weights import separation_weights
 
     rng = np.random.default_rng(seed)
     h, w = CONFIG.crop_size
@@ -42,7 +42,7 @@ def _batch(seed=0):
 def make_ours():
     import nn
     from segmentation.losses import segmentation_loss
-    from segmentation.train import build_model
+    from plates.segmenter import build_model
 
     model = build_model(CONFIG)
     model.train()

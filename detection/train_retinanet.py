@@ -1,14 +1,17 @@
-"""Train RetinaNet from scratch on the synthetic plate scenes (classes car and plate).
+"""Train RetinaNet from scratch on a Pascal VOC dataset.
 
-Stage one of the license-plate lab: a one-stage detector (``detection.retinanet``,
-Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017) trained from random
-weights on a laptop CPU in a fixed wall-clock budget. Command::
+A one-stage detector (``detection.retinanet``, Lin et al., "Focal Loss for Dense
+Object Detection", ICCV 2017) trained from random weights on a laptop CPU in a fixed
+wall-clock budget. Command::
 
-    python -m detection.train_retinanet --data DIR --out RUN_DIR [--minutes 15]
-        [--backbone small|resnet18] [--width W] [--seed 0] [--threads 1] [--resume] [--quick]
+    python -m detection.train_retinanet --data DIR --out RUN_DIR [--classes car plate]
+        [--minutes 15] [--backbone small|resnet18] [--width W] [--seed 0] [--threads 1]
+        [--resume] [--quick]
 
-``DIR`` is generated with ``detection.datasets.synthetic`` when it holds no dataset
-(the generation time is reported apart from the training time). ``RUN_DIR`` receives:
+``DIR`` is a Pascal VOC dataset (``detection.datasets.voc``); ``--classes`` picks the
+classes to detect (default: every class of the dataset but the background). The
+license-plate lab trains its detector with this module through ``plates.train_detector``,
+which adds the plate scenes' anchor settings. ``RUN_DIR`` receives:
 
 - ``last.npz``: model, optimizer, schedule, epoch/batch position, random states and
   config, saved atomically every few minutes and at each evaluation (``--resume``
@@ -19,12 +22,8 @@ weights on a laptop CPU in a fixed wall-clock budget. Command::
   the 12 COCO numbers, AP per class, AP50 per class, inference time per image;
 - ``detections.png``, ``pr_curves.png``: drawn detections and precision-recall curves.
 
-Choices, from measuring the generated data (``docs/retinanet_backbones.md``): plates
-are small and wide (square-root area 15-80 px, median 25; height/width 0.2-0.8),
-cars large (64-256 px). Hence pyramid levels P3-P6 (strides 8-64) with base anchor
-sizes 16, 32, 64, 128 (three scales per octave) and ratios 0.25, 0.5, 1: every car
-and 93% of the plates reach an anchor at IoU >= 0.5 (the rest are kept by the
-low-quality matches). No horizontal flip: it mirrors the plate text.
+Augmentation: random rescaling, a random crop and colour jitter. No horizontal flip:
+it mirrors text (plates, signs).
 
 Schedule: AdamW, linear warm-up, then a cosine decay over the run's *progress*. With
 ``iters`` the progress is ``iteration / iters`` (reproducible); with a time budget it
@@ -45,40 +44,34 @@ from tqdm import tqdm
 
 import nn
 from nn.io import atomic_write_text
-from detection.datasets.synthetic import generate_plate_dataset
 from detection.datasets.transforms import (ColorJitter, Compose, Normalize, RandomCrop,
                                            RandomScale, Resize)
-from detection.datasets.voc import VOCDataset
+from detection.datasets.voc import VOCDataset, read_class_names
 from detection.metrics import mean_average_precision, precision_recall_curve
 from detection.retinanet import RetinaNet, RetinaNetConfig
 from detection.visualize import draw_boxes, plot_pr_curves, save_figure, show_image
 
-__all__ = ["CLASSES", "TrainConfig", "WarmupCosine", "plate_retinanet_config", "build_model",
-           "ensure_dataset", "evaluate", "measure_inference", "load_run", "train_retinanet",
-           "main"]
+__all__ = ["TrainConfig", "WarmupCosine", "retinanet_config", "class_names", "build_model",
+           "evaluate", "measure_inference", "load_run", "train_retinanet", "main"]
 
-CLASSES = ("car", "plate")
 # ImageNet statistics: the generated scenes are natural-looking RGB, any fixed
 # normalization to roughly zero mean and unit variance serves.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def plate_retinanet_config(backbone="small", quick=False, **overrides):
-    """The RetinaNet configuration tuned to the plate scenes (module docstring).
+def retinanet_config(num_classes, backbone="small", quick=False, **overrides):
+    """The RetinaNet configuration of a training run.
 
     Args:
+        num_classes (int): K, the classes detected.
         backbone (str): ``"small"`` or ``"resnet18"``.
         quick (bool): a tiny network for smoke tests (8-16 channels).
-        **overrides: any ``RetinaNetConfig`` field.
+        **overrides: any ``RetinaNetConfig`` field (pyramid levels, anchor sizes...).
     Returns:
         RetinaNetConfig
     """
-    settings = dict(
-        num_classes=len(CLASSES), backbone=backbone, levels=(3, 4, 5, 6),
-        anchor_sizes=(16, 32, 64, 128), aspect_ratios=(0.25, 0.5, 1.0),
-        fpn_channels=64, head_convs=2,
-    )
+    settings = dict(num_classes=num_classes, backbone=backbone, fpn_channels=64, head_convs=2)
     if backbone == "resnet18":
         settings["width_multiplier"] = 0.5
     if quick:
@@ -92,7 +85,10 @@ class TrainConfig:
     """Everything a run depends on (saved in every checkpoint).
 
     Attributes:
-        data (str): dataset root (Pascal VOC layout), generated when missing.
+        data (str): dataset root (Pascal VOC layout).
+        classes (tuple[str] | None): the classes to detect, labelled 1..K in this order;
+            None takes every class of the dataset's ``labels.txt`` but the first
+            (background).
         out (str): run directory.
         minutes (float): wall-clock budget of training (evaluations included).
         iters (int or None): a fixed number of iterations instead of the budget
@@ -100,8 +96,7 @@ class TrainConfig:
         backbone (str): ``"small"`` or ``"resnet18"``.
         seed (int): seeds initialisation, shuffling and augmentation.
         quick (bool): a seconds-long smoke run (tiny model, few images and iterations).
-        num_images, data_seed, image_size: of the generated dataset; ``image_size`` is
-            also the training resolution.
+        image_size (int): the training resolution (images are resized to a square).
         batch_size (int), lr (float), weight_decay (float): AdamW.
         warmup_iters (int): linear warm-up length.
         final_lr_factor (float): lr at the end of the cosine, relative to ``lr``.
@@ -119,13 +114,12 @@ class TrainConfig:
 
     data: str = "data/plates"
     out: str = "runs/retinanet"
+    classes: tuple = None
     minutes: float = 15.0
     iters: int = None
     backbone: str = "small"
     seed: int = 0
     quick: bool = False
-    num_images: int = 2000
-    data_seed: int = 0
     image_size: int = 256
     batch_size: int = 8
     lr: float = 2e-3
@@ -153,7 +147,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-        for name in ("batch_size", "num_images", "image_size"):
+        if self.classes is not None and (
+                isinstance(self.classes, str) or not self.classes
+                or not all(isinstance(c, str) for c in self.classes)
+                or len(set(self.classes)) != len(self.classes)):
+            raise ValueError(f"classes must be distinct class names or None, got {self.classes!r}")
+        for name in ("batch_size", "image_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -224,22 +223,11 @@ class WarmupCosine:
 
 
 # ------------------------------------------------------------------------- data
-def _has_dataset(root):
-    return os.path.isfile(os.path.join(root, "ImageSets", "Main", "train.txt"))
-
-
-def ensure_dataset(config):
-    """Generate the synthetic dataset into ``config.data`` unless it is there.
-
-    Returns:
-        dict or None: the generator's summary (with its ``seconds``), None if the data existed.
-    """
-    if _has_dataset(config.data):
-        return None
-    count = min(config.num_images, 24) if config.quick else config.num_images
-    return generate_plate_dataset(config.data, count, config.data_seed,
-                                  image_size=config.image_size, workers=os.cpu_count() or 1,
-                                  progress=config.progress)
+def class_names(config):
+    """The detected classes of a run: ``config.classes`` or the dataset's foreground names."""
+    if config.classes is not None:
+        return tuple(config.classes)
+    return tuple(read_class_names(config.data)[1:])
 
 
 def _first(dataset, count):
@@ -261,8 +249,9 @@ def build_datasets(config, augment_rng):
         normalize,
     ])
     eval_transforms = Compose([Resize(size), normalize])
-    train = VOCDataset(config.data, "train", classes=CLASSES, transforms=train_transforms)
-    val = VOCDataset(config.data, "val", classes=CLASSES, transforms=eval_transforms)
+    classes = class_names(config)
+    train = VOCDataset(config.data, "train", classes=classes, transforms=train_transforms)
+    val = VOCDataset(config.data, "val", classes=classes, transforms=eval_transforms)
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"dataset {config.data} needs train and val images, got "
                          f"{len(train)} and {len(val)}")
@@ -270,7 +259,8 @@ def build_datasets(config, augment_rng):
 
 
 def _model_config(config):
-    return plate_retinanet_config(config.backbone, quick=config.quick, **config.model)
+    return retinanet_config(len(class_names(config)), config.backbone, quick=config.quick,
+                            **config.model)
 
 
 def build_model(config):
@@ -286,8 +276,15 @@ def _batches(dataset, batch_size):
         yield nn.data.collate_detection(samples)
 
 
+def _label_names(dataset):
+    """``label -> name`` of a VOCDataset (or a Subset of one)."""
+    while not hasattr(dataset, "label_names"):
+        dataset = dataset.dataset
+    return dict(enumerate(dataset.label_names))
+
+
 def evaluate(model, dataset, batch_size=8):
-    """COCO evaluation of ``model`` on ``dataset``.
+    """COCO evaluation of ``model`` on ``dataset`` (a ``VOCDataset`` or a Subset of one).
 
     Returns:
         dict: ``metrics`` (``mean_average_precision``'s dict plus ``ap50_per_class``,
@@ -301,7 +298,7 @@ def evaluate(model, dataset, batch_size=8):
         targets += [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch_targets]
     metrics = mean_average_precision(predictions, targets)
     curves = precision_recall_curve(predictions, targets, iou_threshold=0.5)
-    names = {label: CLASSES[label - 1] for label in range(1, len(CLASSES) + 1)}
+    names = _label_names(dataset)
     metrics["map_per_class"] = {names.get(k, str(k)): v
                                 for k, v in metrics["map_per_class"].items()}
     metrics["ap50_per_class"] = {names.get(int(k), str(k)): float(ap)
@@ -345,7 +342,7 @@ def plot_losses(history, path):
     if evals:
         x = [e["iteration"] for e in evals]
         ax_map.plot(x, [e["map"] for e in evals], "o-", label="COCO mAP")
-        for name in CLASSES:
+        for name in evals[-1]["ap50_per_class"]:
             ax_map.plot(x, [e["ap50_per_class"].get(name, float("nan")) for e in evals], "s--",
                         label=f"AP50 {name}")
     ax_map.set_ylim(0, 1)
@@ -365,7 +362,7 @@ def draw_detections(dataset, predictions, path, count=8, score_threshold=0.4):
     axes = np.atleast_1d(figure.subplots(rows, columns)).reshape(-1)
     for ax in axes[count:]:
         ax.set_axis_off()
-    names = {i + 1: name for i, name in enumerate(CLASSES)}
+    names = _label_names(dataset)
     for i, ax in zip(range(count), axes):
         image = dataset[i][0] * np.asarray(STD, np.float32) + np.asarray(MEAN, np.float32)
         show_image(ax, np.clip(image, 0, 1))
@@ -545,7 +542,6 @@ def train_retinanet(config, resume=False):
     elif config.quick:
         config = _quick(config)
     os.makedirs(config.out, exist_ok=True)
-    generated = ensure_dataset(config)
     run = _Run(config)
     if checkpoint is not None:
         run.restore(checkpoint)
@@ -596,10 +592,10 @@ def train_retinanet(config, resume=False):
     if not os.path.isfile(best_path):  # resumed a finished run that was never evaluated
         run.evaluate()
         run.save(best_path)
-    return _finish(config, state, run.history, generated, best_path, run.val_set, run.train_set)
+    return _finish(config, state, run.history, best_path, run.val_set, run.train_set)
 
 
-def _finish(config, state, history, generated, best_path, val_set, train_set):
+def _finish(config, state, history, best_path, val_set, train_set):
     """Evaluate the best checkpoint on val (and test), draw, time inference, write JSON."""
     model, checkpoint = load_run(best_path)
     val = evaluate(model, val_set, config.batch_size)
@@ -609,7 +605,8 @@ def _finish(config, state, history, generated, best_path, val_set, train_set):
     figure = Figure(figsize=(5, 4))
     plot_pr_curves(np.broadcast_to(curves["recall"], curves["precision"].shape)[defined],
                    curves["precision"][defined],
-                   names=[CLASSES[k - 1] for k in curves["labels"][defined]], ax=figure.subplots(),
+                   names=[class_names(config)[k - 1] for k in curves["labels"][defined]],
+                   ax=figure.subplots(),
                    title="val precision-recall, IoU 0.5")
     save_figure(figure, os.path.join(config.out, "pr_curves.png"))
     plot_losses(history, os.path.join(config.out, "loss_curves.png"))
@@ -622,7 +619,6 @@ def _finish(config, state, history, generated, best_path, val_set, train_set):
         "train_images": len(train_set),
         "training_seconds": float(state["elapsed"]),
         "best_iteration": int(max(history["evaluations"], key=lambda e: e["map"])["iteration"]),
-        "data_generation_seconds": None if generated is None else float(generated["seconds"]),
         "val": _summary(val),
         "evaluations": history["evaluations"],
         "inference_ms_per_image": measure_inference(model, val_set),
@@ -631,7 +627,7 @@ def _finish(config, state, history, generated, best_path, val_set, train_set):
     }
     test_path = os.path.join(config.data, "ImageSets", "Main", "test.txt")
     if not config.quick and os.path.isfile(test_path):
-        test_set = VOCDataset(config.data, "test", classes=CLASSES,
+        test_set = VOCDataset(config.data, "test", classes=class_names(config),
                               transforms=val_set.dataset.transforms)
         if len(test_set):
             result["test"] = _summary(evaluate(model, test_set, config.batch_size))
@@ -654,8 +650,10 @@ def _summary(evaluation):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m detection.train_retinanet",
-        description="Train RetinaNet from scratch on the synthetic plate scenes (car, plate).")
-    parser.add_argument("--data", required=True, help="dataset root (generated if missing)")
+        description="Train RetinaNet from scratch on a Pascal VOC dataset.")
+    parser.add_argument("--data", required=True, help="dataset root (Pascal VOC layout)")
+    parser.add_argument("--classes", nargs="+", default=None,
+                        help="classes to detect (default: all but the background)")
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget (default 15)")
     parser.add_argument("--iters", type=int, default=None,
@@ -666,8 +664,6 @@ def build_parser():
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--num-images", type=int, default=2000,
-                        help="images to generate when DIR holds no dataset")
     parser.add_argument("--width", type=float, default=None,
                         help="backbone width multiplier (default: 1 for small, 0.5 for resnet18)")
     parser.add_argument("--threads", type=int, default=1,
@@ -679,18 +675,27 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    config = TrainConfig(data=args.data, out=args.out, minutes=args.minutes, iters=args.iters,
-                         backbone=args.backbone, seed=args.seed, quick=args.quick,
-                         batch_size=args.batch_size, lr=args.lr, num_images=args.num_images,
-                         stop_after=args.stop_after, progress=not args.no_progress,
-                         model={} if args.width is None else {"width_multiplier": args.width})
+def config_from_args(args, **defaults):
+    """The ``TrainConfig`` of parsed command-line ``args``; ``defaults`` fill other fields
+    (``model`` defaults are laid under ``--width``)."""
+    model = dict(defaults.pop("model", {}))
+    if args.width is not None:
+        model["width_multiplier"] = args.width
+    classes = defaults.pop("classes", None) if args.classes is None else tuple(args.classes)
+    return TrainConfig(data=args.data, out=args.out, minutes=args.minutes, iters=args.iters,
+                       backbone=args.backbone, seed=args.seed, quick=args.quick,
+                       batch_size=args.batch_size, lr=args.lr, classes=classes,
+                       stop_after=args.stop_after, progress=not args.no_progress,
+                       model=model, **defaults)
+
+
+def run_and_report(parser, config, resume):
+    """Validate ``config`` (a bad value is a usage error), train, print the summary."""
     try:
         config.validate()
     except (TypeError, ValueError) as exc:
-        build_parser().error(str(exc))
-    result = train_retinanet(config, resume=args.resume)
+        parser.error(str(exc))
+    result = train_retinanet(config, resume=resume)
     if result.get("interrupted"):
         print(f"stopped after iteration {result['iteration']}; continue with --resume")
         return 0
@@ -703,10 +708,16 @@ def main(argv=None):
     return 0
 
 
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_and_report(parser, config_from_args(args), args.resume)
+
+
 _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _reexec_with_threads(argv):
+def _reexec_with_threads(argv, module="detection.train_retinanet"):
     """Re-run this command with the BLAS thread variables set, if ``--threads`` asks for it.
 
     BLAS thread pools are sized when NumPy is loaded, which has happened by the time
@@ -716,7 +727,7 @@ def _reexec_with_threads(argv):
     if threads <= 0 or all(os.environ.get(n) == str(threads) for n in _THREAD_VARIABLES):
         return
     env = dict(os.environ, **{name: str(threads) for name in _THREAD_VARIABLES})
-    os.execve(sys.executable, [sys.executable, "-m", "detection.train_retinanet", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from detection.box_coder import BoxCoder  # noqa: E402
 from detection.boxes import (  # noqa: E402
     box_convert, box_iou, clip_boxes_to_image, generalized_box_iou,
 )
-from detection.datasets.synthetic import render_scene  # noqa: E402
+from plates.synthetic import render_scene  # noqa: E402
 from detection.matcher import Matcher  # noqa: E402
 from detection.metrics import (  # noqa: E402
     explain_detections, format_explanation, mean_average_precision, precision_recall_curve,

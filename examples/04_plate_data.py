@@ -6,7 +6,7 @@ with exact labels, and no dataset can be downloaded here, so detseg renders its 
 and stores it in the standard Pascal VOC layout, which any real dataset can use too.
 This tutorial
 
-1. renders a small dataset of street scenes (``detection.datasets.synthetic``),
+1. renders a small dataset of street scenes (``plates.synthetic``),
 2. reads it back with ``VOCDataset``: images, boxes, class maps and instance masks,
 3. shows what the detector trains on: only cars and plates, through random
    scale/crop/colour transforms that keep boxes and masks consistent,
@@ -32,10 +32,10 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nn  # noqa: E402
 from detection.datasets import transforms as T  # noqa: E402
-from detection.datasets.classes import CHAR, PLATE_CLASSES  # noqa: E402
+from plates.classes import CHAR, PLATE_CLASSES  # noqa: E402
 from detection.datasets.coco import COCODataset, voc_to_coco  # noqa: E402
-from detection.datasets.crops import PlateCropDataset, crop_plates  # noqa: E402
-from detection.datasets.synthetic import generate_plate_dataset  # noqa: E402
+from plates.crops import PlateCropDataset, crop_plates  # noqa: E402
+from plates.synthetic import generate_plate_dataset  # noqa: E402
 from detection.datasets.transforms import masks_to_boxes  # noqa: E402
 from detection.datasets.voc import VOCDataset, voc_palette  # noqa: E402
 

@@ -30,7 +30,8 @@ from detection.visualize import save_figure  # noqa: E402
 from segmentation.fcn import FCN8s, SmallClassifier, convolutionize  # noqa: E402
 from segmentation.losses import segmentation_loss  # noqa: E402
 from segmentation.metrics import iou_per_class  # noqa: E402
-from segmentation.train import TrainConfig, load_crops, prepare_data, preprocess  # noqa: E402
+from plates.segmenter_data import load_crops, preprocess  # noqa: E402
+from plates.train_segmenter import TrainConfig, prepare_data  # noqa: E402
 
 # %% Configuration
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

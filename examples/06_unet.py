@@ -12,7 +12,7 @@ encoder-decoder:
 2. the network: an encoder that pools, a decoder that upsamples with transposed
    convolutions, skip connections ("copy and crop") between them,
 3. the loss: per-pixel cross entropy plus Dice,
-4. training from scratch (``segmentation.train``, no pretrained weights),
+4. training from scratch (``plates.train_segmenter``, no pretrained weights),
 5. the result: masks, metrics, and plates read as text.
 
 Run it with ``python examples/06_unet.py`` (about five minutes of training;
@@ -34,15 +34,17 @@ from matplotlib.patches import Rectangle  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nn  # noqa: E402
 from detection.visualize import save_figure  # noqa: E402
-from segmentation.instances import read_plate, text_to_class_text  # noqa: E402
+from plates.reading import read_plate, text_to_class_text  # noqa: E402
+from plates.segmenter import (  # noqa: E402
+    CHARACTER_CLASSES, NUM_CLASSES, build_model, class_colours, predict,
+)
+from plates.segmenter_data import TrainPatches, load_crops, preprocess  # noqa: E402
+from plates.train_segmenter import (  # noqa: E402
+    TrainConfig, load_segmenter, prepare_data, quick_config, train_digit_segmenter,
+)
 from segmentation.losses import pixel_cross_entropy, segmentation_loss, soft_dice_loss  # noqa: E402
 from segmentation.metrics import confusion_matrix  # noqa: E402
-from segmentation.targets import separation_weights  # noqa: E402
-from segmentation.train import (  # noqa: E402
-    CHARACTER_CLASSES, NUM_CLASSES, TrainConfig, TrainPatches, build_model, class_colours,
-    load_crops, load_segmenter, predict, prepare_data, preprocess, quick_config,
-    train_digit_segmenter,
-)
+from segmentation.weights import separation_weights  # noqa: E402
 
 # %% Configuration
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -108,7 +110,7 @@ print(f"{len(train_patches)} training plates; wrote {OUT_DIR}/06_data.png")
 # vanish (an "M" falls apart) and neighbours touch (two digits become one blob). Even
 # the *ground truth* then reads badly: we read the validation labels themselves with
 # the same post-processing as the predictions. So we label each character's *region*
-# (segmentation.targets): the filled convex hull of its ink, resampled by area vote,
+# (plates.targets): the filled convex hull of its ink, resampled by area vote,
 # and a one-pixel background gap wherever two characters would touch: the U-Net
 # paper's "separation background labels between touching cells". Those gaps are few
 # pixels, so the loss weighs them more (the paper's weight map), as the third column
@@ -175,10 +177,10 @@ print(f"untrained: CE {pixel_cross_entropy(logits, target).item():.3f} "
       f"sum {segmentation_loss(logits, target).item():.3f}, with gap weights {weighted.item():.3f}")
 
 # %% 4. Train from scratch
-# segmentation.train does the loop: seeded batches from moved windows, Adam with warm-up
+# plates.train_segmenter does the loop: seeded batches from moved windows, Adam with warm-up
 # and cosine decay, validation mean IoU every few steps, the best checkpoint kept, and
 # everything needed to resume after an interruption. The same run from the command
-# line: python -m segmentation.train --data DIR --out RUN_DIR
+# line: python -m plates.train_segmenter --data DIR --out RUN_DIR
 print(f"training: {config.steps or 'as many'} steps of {config.batch_size} crops "
       f"(time limit: {config.minutes} min)")
 result = train_digit_segmenter(config)

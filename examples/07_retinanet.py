@@ -36,11 +36,13 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nn  # noqa: E402
-from detection.datasets.synthetic import generate_plate_dataset  # noqa: E402
+from plates.synthetic import generate_plate_dataset  # noqa: E402
 from detection.datasets.transforms import Compose, Normalize  # noqa: E402
 from detection.datasets.voc import VOCDataset  # noqa: E402
-from detection.train_retinanet import (CLASSES, MEAN, STD, TrainConfig,  # noqa: E402
-                                       evaluate, load_run, plate_retinanet_config,
+from plates.train_detector import DETECTOR_CLASSES as CLASSES  # noqa: E402
+from plates.train_detector import detector_train_config, plate_detector_config  # noqa: E402
+from detection.train_retinanet import (MEAN, STD,  # noqa: E402
+                                       evaluate, load_run,
                                        train_retinanet)
 from detection.retinanet import RetinaNet  # noqa: E402
 from detection.visualize import draw_anchors, draw_boxes, save_figure, show_image  # noqa: E402
@@ -91,7 +93,7 @@ print(f"example {target['image_id']}: {len(target['boxes'])} objects "
 # px, height/width 0.2-0.8) and cars large (64-256 px), so each level l gets a base
 # size 16·2^(l-3), three scales per octave (x1, x2^(1/3), x2^(2/3)) and three aspect
 # ratios (h/w = 0.25, 0.5, 1): A = 9 anchors at every location of every level.
-config = plate_retinanet_config("small", quick=args.quick)
+config = plate_detector_config("small", quick=args.quick)
 model = RetinaNet(config)
 cls_logits, box_deltas, feature_sizes = model(val[example][0][None])
 anchors = model.anchors(image.shape[:2], feature_sizes)
@@ -173,12 +175,12 @@ for gamma in (0.0, 2.0):
 # by the number of foreground anchors), backward, AdamW with warm-up and cosine decay.
 # ``train_retinanet`` does all of it with a progress bar, seeded, keeping the best
 # checkpoint by val mAP. Here a short run; the full one (15 minutes) is
-# ``python -m detection.train_retinanet --data DIR --out RUN_DIR``. (On a machine busy
+# ``python -m plates.train_detector --data DIR --out RUN_DIR``. (On a machine busy
 # with other jobs, ``OPENBLAS_NUM_THREADS=1 python examples/07_retinanet.py`` trains
 # several times faster than two BLAS threads that keep waiting for each other.)
 run_dir = os.path.join(OUT_DIR, "run")
-train_config = TrainConfig(data=DATA_DIR, out=run_dir, minutes=args.minutes, seed=SEED,
-                           quick=args.quick, eval_at=(1.0,), progress=not args.quick)
+train_config = detector_train_config(DATA_DIR, run_dir, minutes=args.minutes, seed=SEED,
+                                     quick=args.quick, eval_at=(1.0,), progress=not args.quick)
 result = train_retinanet(train_config)
 print(f"trained {result['iterations']} iterations in {result['training_seconds']:.0f} s; "
       f"val COCO mAP {result['val']['map']:.3f}, AP50 "

@@ -30,7 +30,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from detection.datasets.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES
+from plates.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES
 from detection.datasets.voc import VOCDataset, read_label_map, read_rgb
 from nn.data import Dataset
 

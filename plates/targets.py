@@ -42,18 +42,18 @@ With these labels the ground truth reads 98.2% of the test plates at 32 x 96 (83
 ``read_plate`` drops blobs under 2 pixels as noise: dots shrink to one pixel) and 99.7% at
 48 x 144 either way.
 
-Class ids are those of ``detection.datasets.classes`` (0 background, 3..12 the digits,
+Class ids are those of ``plates.classes`` (0 background, 3..12 the digits,
 13 other character, 255 ignore for crop pixels outside the image).
 """
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from detection.datasets.classes import IGNORE_INDEX
-from detection.datasets.crops import _check_size, _sample_positions
+from plates.classes import IGNORE_INDEX
+from plates.crops import _check_size, _sample_positions
+from segmentation.weights import separate_instances
 
-__all__ = ["character_regions", "separate_instances", "crop_region_labels", "separation_weights",
-           "size_weights"]
+__all__ = ["character_regions", "crop_region_labels"]
 
 # A pixel centre counts as inside a hull up to this slack (pixel units), so that the
 # centres of the ink pixels themselves, which lie strictly inside, are never lost to
@@ -134,41 +134,12 @@ def character_regions(instance_map, character_ids):
     return regions
 
 
-def separate_instances(instances):
-    """Set to 0 every pixel with an 8-neighbour of another (non-zero) instance.
-
-    Args:
-        instances (ndarray[..., H, W] int): instance ids, 0 for none (any leading axes,
-            e.g. a batch of crops).
-
-    Returns:
-        ndarray like ``instances``: afterwards no two different instances are
-        8-adjacent, so 8-connected components never join two instances.
-    """
-    if not isinstance(instances, np.ndarray) or instances.ndim < 2 \
-            or not np.issubdtype(instances.dtype, np.integer):
-        got = (f"{instances.dtype} {instances.shape}" if isinstance(instances, np.ndarray)
-               else type(instances).__name__)
-        raise ValueError(f"instances must be an integer ndarray (..., H, W), got {got}")
-    h, w = instances.shape[-2:]
-    pad = [(0, 0)] * (instances.ndim - 2) + [(1, 1), (1, 1)]
-    padded = np.pad(instances, pad)  # 0 outside: the border touches nothing
-    contact = np.zeros(instances.shape, dtype=bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy == dx == 0:
-                continue
-            neighbour = padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-            contact |= (neighbour != 0) & (neighbour != instances)
-    return np.where(contact, 0, instances)
-
-
 def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=0.5):
     """Class maps of crop windows, by area vote over sub-pixels, characters separated.
 
     Crop pixel ``(i, j)`` of window ``(X1, Y1, X2, Y2)`` covers the image rectangle
     ``[X1 + j·Δx, X1 + (j+1)·Δx) x [Y1 + i·Δy, ...)`` with ``Δx = (X2 - X1) / w`` (the
-    geometry of ``detection.datasets.crops.crop_plates``). Its ``samples²`` sub-pixel
+    geometry of ``plates.crops.crop_plates``). Its ``samples²`` sub-pixel
     centres each read the region map (nearest pixel). The pixel belongs to the instance
     read most often (ties: the smaller id) when the character sub-pixels are at least
     ``coverage`` of all, else to the background. Then ``separate_instances`` and the
@@ -241,76 +212,3 @@ def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=
     return labels
 
 
-# 8-connectivity within each crop of a (N, H, W) batch, none across crops.
-_BATCH_EIGHT = np.zeros((3, 3, 3), dtype=bool)
-_BATCH_EIGHT[1] = True
-
-
-def _character_blobs(labels, background, ignore_index):
-    """Check a batch of label maps; its character mask, 8-connected blobs and their count."""
-    if not isinstance(labels, np.ndarray) or labels.ndim != 3 \
-            or not np.issubdtype(labels.dtype, np.integer):
-        got = (f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray)
-               else type(labels).__name__)
-        raise ValueError(f"labels must be an integer ndarray (N, H, W), got {got}")
-    character = (labels != background) & (labels != ignore_index)
-    blobs, count = ndimage.label(character, structure=_BATCH_EIGHT)  # (N, H, W) ids, 0 none
-    return character, blobs, count
-
-
-def separation_weights(labels, weight=10.0, background=0, ignore_index=IGNORE_INDEX):
-    """Per-pixel loss weights: ``weight`` on the gaps between characters, 1 elsewhere.
-
-    A gap pixel is a background pixel with two different characters (8-connected blobs
-    of the label map, which ``separate_instances`` keeps apart) in its 3x3
-    neighbourhood.
-
-    Args:
-        labels (ndarray[N, H, W] int): class ids (``crop_region_labels``).
-        weight (float): the gap weight ``w0 >= 0`` (1 disables it).
-        background (int): the background class; ignore_index (int): not a character.
-
-    Returns:
-        ndarray[N, H, W] float32.
-    """
-    if isinstance(weight, bool) or not np.isfinite(weight) or weight < 0:
-        raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
-    _, blobs, count = _character_blobs(labels, background, ignore_index)
-    weights = np.ones(labels.shape, np.float32)
-    if count < 2:
-        return weights
-    window = (1, 3, 3)
-    highest = ndimage.maximum_filter(blobs, size=window, mode="constant", cval=0)
-    lowest = ndimage.minimum_filter(np.where(blobs > 0, blobs, count + 1), size=window,
-                                    mode="constant", cval=count + 1)
-    gap = (labels == background) & (highest > 0) & (lowest <= count) & (lowest != highest)
-    weights[gap] = weight
-    return weights
-
-
-def size_weights(labels, max_weight=5.0, background=0, ignore_index=IGNORE_INDEX):
-    """Per-pixel loss weights that let a small character count like a large one.
-
-    A dot or a dash covers a few pixels of a crop, a digit tens: in a per-pixel loss a
-    lost dot costs almost nothing, yet the plate is misread. Each character (8-connected
-    blob of the label map) gets the weight ``median area / its area`` on its pixels,
-    clipped to ``[1, max_weight]`` (the median over the blobs of the whole batch);
-    everything else 1.
-
-    Args:
-        labels (ndarray[N, H, W] int): class ids (``crop_region_labels``).
-        max_weight (float): the largest weight, >= 1 (1 disables it).
-
-    Returns:
-        ndarray[N, H, W] float32.
-    """
-    if isinstance(max_weight, bool) or not np.isfinite(max_weight) or max_weight < 1:
-        raise ValueError(f"max_weight must be a finite number >= 1, got {max_weight!r}")
-    character, blobs, count = _character_blobs(labels, background, ignore_index)
-    weights = np.ones(labels.shape, np.float32)
-    if count == 0:
-        return weights
-    areas = np.bincount(blobs.ravel(), minlength=count + 1)[1:]  # (count,)
-    per_blob = np.clip(np.median(areas) / areas, 1, max_weight).astype(np.float32)
-    weights[character] = per_blob[blobs[character] - 1]
-    return weights

@@ -24,7 +24,7 @@ Pixel weights. Characters on a plate stand one or two pixels apart; a network th
 blurs the gap between two of them loses only a few pixels of cross entropy but reads
 two characters as one. The U-Net paper (Ronneberger et al., 2015, Eq. 2) therefore
 weighs the cross entropy per pixel, heavily on the thin background gaps that separate
-touching objects: with ``pixel_weights`` ``v_i`` (``segmentation.targets.separation_weights``)::
+touching objects: with ``pixel_weights`` ``v_i`` (``segmentation.weights.separation_weights``)::
 
     CE = Σ_i v_i · w[t_i] · (-log softmax(x_i)[t_i]) / Σ_i v_i · w[t_i]
 

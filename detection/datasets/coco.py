@@ -13,8 +13,8 @@ file::
 Boxes. COCO's ``bbox`` is ``[x, y, w, h]`` in the same continuous pixel coordinates as
 detseg's ``xyxy`` (no "+1"): ``x2 = x + w``, ``y2 = y + h``.
 
-Labels. detseg's label *is* the category id: with ``PLATE_CLASSES`` a plate is
-category 2 in COCO as in the model. The category list holds every class name except
+Labels. detseg's label *is* the category id: a class of id 2 in the dataset's
+``class_names`` is category 2 in COCO as in the model. The category list holds every class name except
 a leading ``"background"``.
 
 Image ids. COCO ids are integers; detseg's VOC ids are strings (``"000017"``). The
@@ -40,7 +40,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from nn.io import atomic_write_text
-from detection.datasets.classes import IGNORE_INDEX, PLATE_CLASSES
 from detection.datasets.voc import VOCDataset, read_rgb
 from nn.data import Dataset
 
@@ -51,6 +50,7 @@ __all__ = [
 
 # A count below 2**63 needs at most 13 groups of 5 bits.
 _MAX_GROUPS = 13
+IGNORE_INDEX = 255  # class-map value of crowd pixels: counted for no class (VOC's void)
 
 
 # --------------------------------------------------------------------------- RLE
@@ -410,12 +410,13 @@ def write_coco_predictions(path, predictions, image_ids, ground_truth=None, incl
     return results
 
 
-def voc_to_coco(voc_root, split, out_json, class_names=PLATE_CLASSES, classes=None,
+def voc_to_coco(voc_root, split, out_json, class_names=None, classes=None,
                 include_masks=False, keep_difficult=True):
     """Convert a VOC split to COCO ground truth (``file_name`` = the JPEGImages file name).
 
     ``COCODataset(out_json, os.path.join(voc_root, "JPEGImages"))`` then reads the
-    same boxes, labels (and instance masks) as ``VOCDataset(voc_root, split, ...)``.
+    same boxes, labels (and instance masks) as ``VOCDataset(voc_root, split, ...)``;
+    ``class_names`` None reads them from the dataset (``read_class_names``).
 
     Returns:
         dict: the COCO dict written.

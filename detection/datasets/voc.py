@@ -43,12 +43,12 @@ import numpy as np
 from PIL import Image
 
 from nn.io import atomic_write_bytes, atomic_write_text
-from detection.datasets.classes import PLATE_CLASSES
 from nn.data import Dataset
 
 __all__ = [
     "voc_palette", "write_voc_example", "write_image_sets", "read_voc_annotation",
-    "read_image_set", "read_rgb", "read_label_map", "VOCDataset",
+    "read_image_set", "read_rgb", "read_label_map", "VOC_CLASSES", "write_class_names",
+    "read_class_names", "VOCDataset",
 ]
 
 # Keys an object dict may carry: "text" keeps the exact character of an object named
@@ -494,13 +494,66 @@ def read_rgb(path):
         raise ValueError(f"cannot read VOC image {path}: {exc}") from None
 
 
-class VOCDataset(Dataset):
-    """Pascal VOC (or detseg's synthetic plates) as ``(image, target)`` pairs.
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)
+"""The 21 class names of Pascal VOC 2007-2012, indexed by class id (0 background)."""
 
-    Labels. Each XML object name is looked up in ``class_names``: with the default
-    ``PLATE_CLASSES`` a ``car`` is 1, a ``plate`` 2, digit ``d`` is ``3 + d``, ``char``
-    13 (``detection.datasets.classes``). For real VOC pass its 21 names
-    (``"background", "aeroplane", ...``). An object whose name is not in
+CLASS_NAMES_FILE = "labels.txt"
+
+
+def write_class_names(root, class_names):
+    """Write ``root/labels.txt``: one class name per line, line ``i`` naming class id ``i``.
+
+    A dataset whose class ids differ from Pascal VOC's 21 carries its own list, which
+    ``VOCDataset`` and ``voc_to_coco`` read when no ``class_names`` are given.
+
+    Args:
+        root (str | os.PathLike): dataset root (created if missing).
+        class_names (sequence[str]): distinct names without line breaks, id 0 first.
+    """
+    names = _check_class_names(class_names)
+    for name in names:
+        if not name.strip() or any(c in name for c in "\r\n") or name != name.strip():
+            raise ValueError(f"class_names must be non-empty names without line breaks or "
+                             f"surrounding spaces, got {name!r}")
+    os.makedirs(root, exist_ok=True)
+    atomic_write_text(os.path.join(root, CLASS_NAMES_FILE), "\n".join(names) + "\n")
+
+
+def read_class_names(root):
+    """The class names of the dataset at ``root``: ``labels.txt`` if present, else ``VOC_CLASSES``.
+
+    Returns:
+        tuple[str]: names indexed by class id.
+    """
+    path = os.path.join(os.fspath(root), CLASS_NAMES_FILE)
+    if not os.path.isfile(path):
+        return VOC_CLASSES
+    with open(path, encoding="utf-8") as handle:
+        names = [line.strip() for line in handle if line.strip()]
+    try:
+        return _check_class_names(names)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _check_class_names(class_names):
+    if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names) \
+            or len(set(class_names)) != len(class_names) or not class_names:
+        raise ValueError(f"class_names must be a sequence of distinct str, got {class_names!r}")
+    return tuple(class_names)
+
+
+class VOCDataset(Dataset):
+    """A Pascal VOC dataset as ``(image, target)`` pairs.
+
+    Labels. Each XML object name is looked up in ``class_names``, the names indexed by
+    class id. By default they come from the dataset itself: its ``labels.txt``
+    (``write_class_names``; the generated plate scenes carry one), or Pascal VOC's 21
+    names (``VOC_CLASSES``) when there is none. An object whose name is not in
     ``class_names`` is an error naming the file.
 
     Class subsets for a detector. ``classes=("car", "plate")`` keeps only those
@@ -515,8 +568,9 @@ class VOCDataset(Dataset):
     Args:
         root (str | os.PathLike): dataset root (module docstring layout).
         split (str): the image set, ``ImageSets/Main/<split>.txt``.
-        class_names (sequence[str]): names indexed by class id (the id space of the
-            XML names and of ``SegmentationClass``).
+        class_names (sequence[str] | None): names indexed by class id (the id space of
+            the XML names and of ``SegmentationClass``); None reads them from the dataset
+            (``read_class_names``).
         transforms (callable | None): ``transforms(image, target) -> (image, target)``,
             e.g. ``detection.datasets.transforms.Compose([...])``.
         return_masks (bool): add ``target["masks"]``, the class map.
@@ -537,16 +591,15 @@ class VOCDataset(Dataset):
     naming the mask when the item is read.
     """
 
-    def __init__(self, root, split="train", class_names=PLATE_CLASSES, transforms=None,
+    def __init__(self, root, split="train", class_names=None, transforms=None,
                  return_masks=False, return_instance_masks=False, keep_difficult=True,
                  classes=None):
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"VOC root directory not found: {self.root}")
-        if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names) \
-                or len(set(class_names)) != len(class_names) or not class_names:
-            raise ValueError(f"class_names must be a sequence of distinct str, got {class_names!r}")
-        self.class_names = tuple(class_names)
+        if class_names is None:
+            class_names = read_class_names(self.root)
+        self.class_names = _check_class_names(class_names)
         if classes is not None:
             if isinstance(classes, str) or not classes:
                 raise ValueError(f"classes must be a non-empty sequence of names, got {classes!r}")

@@ -9,13 +9,13 @@ boxes of the final masks.
 
 Python API::
 
-    from detection.datasets.synthetic import render_scene, generate_plate_dataset
+    from plates.synthetic import render_scene, generate_plate_dataset
     image, objects, class_mask, instance_mask = render_scene(np.random.default_rng(0), 256)
     generate_plate_dataset("data/plates", num_images=1000, seed=0, workers=2)
 
 Command line::
 
-    python -m detection.datasets.synthetic plates --out DIR --num-images N --seed S \\
+    python -m plates.synthetic plates --out DIR --num-images N --seed S \\
         [--image-size 256] [--workers K] [--quiet]
 
 Files, one concept each: ``fonts`` (glyphs), ``plates`` (formats, rendering, warping),
@@ -23,8 +23,8 @@ Files, one concept each: ``fonts`` (glyphs), ``plates`` (formats, rendering, war
 ``distractors``, ``textures`` (noise), ``effects`` (light and camera), ``scene``
 (composition and ground truth), ``generate`` (the dataset on disk).
 """
-from detection.datasets.synthetic.scene import render_scene, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE
-from detection.datasets.synthetic.generate import generate_plate_dataset, image_rng, split_ids
+from plates.synthetic.scene import render_scene, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE
+from plates.synthetic.generate import generate_plate_dataset, image_rng, split_ids
 
 __all__ = ["render_scene", "generate_plate_dataset", "image_rng", "split_ids",
            "MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE"]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m detection.datasets.synthetic plates --out DIR --num-images N
+"""Command line: ``python -m plates.synthetic plates --out DIR --num-images N
 --seed S [--image-size 256] [--workers K] [--quiet]``.
 
 Bad arguments exit with status 2 and a message naming the argument (argparse's
@@ -7,7 +7,7 @@ convention), before anything is written.
 import argparse
 import sys
 
-from detection.datasets.synthetic.generate import generate_plate_dataset
+from plates.synthetic.generate import generate_plate_dataset
 
 
 def _non_negative_int(text):
@@ -29,7 +29,7 @@ def _positive_int(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m detection.datasets.synthetic",
+        prog="python -m plates.synthetic",
         description="Render synthetic datasets with exact boxes and masks.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

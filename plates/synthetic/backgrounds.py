@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from detection.datasets.synthetic.textures import fractal_noise, value_noise
+from plates.synthetic.textures import fractal_noise, value_noise
 
 __all__ = ["Camera", "render_background"]
 

@@ -9,7 +9,7 @@ mining", CVPR 2016, but baked into the data).
 """
 from PIL import ImageDraw
 
-from detection.datasets.synthetic import fonts
+from plates.synthetic import fonts
 
 __all__ = ["WORDS", "random_sign_text", "draw_distractors"]
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from detection.datasets.synthetic.textures import value_noise
+from plates.synthetic.textures import value_noise
 
 __all__ = ["apply_lighting", "tone_curve", "cast_shadows", "apply_blur", "add_noise",
            "jpeg_roundtrip", "apply_camera_effects"]

@@ -21,9 +21,10 @@ from numbers import Integral, Real
 import numpy as np
 from tqdm import tqdm
 
-from detection.datasets.synthetic import fonts
-from detection.datasets.synthetic.scene import check_image_size, render_scene
-from detection.datasets.voc import write_image_sets, write_voc_example
+from plates.synthetic import fonts
+from plates.synthetic.scene import check_image_size, render_scene
+from detection.datasets.voc import write_class_names, write_image_sets, write_voc_example
+from plates.classes import PLATE_CLASSES
 
 __all__ = ["SPLIT_NAMES", "image_rng", "split_ids", "generate_plate_dataset"]
 
@@ -115,7 +116,8 @@ def generate_plate_dataset(out_dir, num_images, seed, image_size=256, workers=1,
 
     Layout (see ``detection.datasets.voc``): ``JPEGImages/<id>.jpg``,
     ``Annotations/<id>.xml``, ``SegmentationClass/<id>.png``,
-    ``SegmentationObject/<id>.png``, ``ImageSets/{Main,Segmentation}/{train,val,test}.txt``;
+    ``SegmentationObject/<id>.png``, ``ImageSets/{Main,Segmentation}/{train,val,test}.txt``,
+    ``labels.txt`` (the class names, ``plates.classes.PLATE_CLASSES``);
     ids are ``000000``, ``000001``, ... (at least 6 digits).
 
     Args:
@@ -165,6 +167,7 @@ def generate_plate_dataset(out_dir, num_images, seed, image_size=256, workers=1,
         bar.close()
     parts = split_ids(ids, seed, tuple(float(f) for f in splits))
     write_image_sets(root, parts)
+    write_class_names(root, PLATE_CLASSES)
     return {"root": root, "num_images": num_images,
             "splits": {name: len(part) for name, part in parts.items()}, **totals,
             "seconds": time.perf_counter() - start}

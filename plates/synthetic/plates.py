@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from detection.datasets.synthetic import fonts
-from detection.datasets.synthetic.geometry import inverse_map, quad_region
-from detection.datasets.synthetic.textures import value_noise
+from plates.synthetic import fonts
+from plates.synthetic.geometry import inverse_map, quad_region
+from plates.synthetic.textures import value_noise
 
 __all__ = ["PX_PER_MM", "PLATE_LAYOUTS", "PLATE_FORMATS", "PLATE_STYLES", "CanonicalPlate",
            "WarpedPlate", "random_plate_text", "render_plate", "warp_plate"]

@@ -31,13 +31,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from detection.datasets.classes import CAR, PLATE, character_class
-from detection.datasets.synthetic.backgrounds import Camera, render_background
-from detection.datasets.synthetic.distractors import draw_distractors
-from detection.datasets.synthetic.effects import apply_camera_effects
-from detection.datasets.synthetic.geometry import homography_from_points
-from detection.datasets.synthetic.plates import PLATE_LAYOUTS, PX_PER_MM, render_plate, warp_plate
-from detection.datasets.synthetic.vehicles import VEHICLE_KINDS, plan_vehicle, typical_plate_ratio
+from plates.classes import CAR, PLATE, character_class
+from plates.synthetic.backgrounds import Camera, render_background
+from plates.synthetic.distractors import draw_distractors
+from plates.synthetic.effects import apply_camera_effects
+from plates.synthetic.geometry import homography_from_points
+from plates.synthetic.plates import PLATE_LAYOUTS, PX_PER_MM, render_plate, warp_plate
+from plates.synthetic.vehicles import VEHICLE_KINDS, plan_vehicle, typical_plate_ratio
 
 __all__ = ["MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "PLATE_WIDTH_RANGE", "render_scene"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from detection.datasets.synthetic.plates import PLATE_LAYOUTS
+from plates.synthetic.plates import PLATE_LAYOUTS
 
 __all__ = ["SUPERSAMPLE", "VEHICLE_KINDS", "BODY_COLOURS", "VehicleLayer", "VehiclePlan",
            "typical_plate_ratio", "plan_vehicle", "draw_vehicle"]

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from detection.datasets.classes import PLATE_CLASSES
+from plates.classes import PLATE_CLASSES
 from detection.datasets.coco import (
     COCODataset, polygons_to_mask, rle_decode, rle_encode, voc_to_coco, write_coco_ground_truth,
     write_coco_predictions,
 )
-from detection.datasets.voc import VOCDataset, write_image_sets, write_voc_example
+from detection.datasets.voc import (VOCDataset, write_class_names, write_image_sets,
+                                    write_voc_example)
 from tests.oracles import require
 
 
@@ -105,6 +106,7 @@ def _voc(tmp_path):
                           image_format="png")
         ids.append(f"im{i}")
     write_image_sets(tmp_path, {"train": ids})
+    write_class_names(tmp_path, PLATE_CLASSES)
     return tmp_path
 
 

@@ -256,8 +256,8 @@ def test_read_image_set_names_the_missing_file(tmp_path):
 
 
 # ------------------------------------------------------------------------- VOCDataset
-from detection.datasets.classes import PLATE_CLASSES  # noqa: E402
-from detection.datasets.voc import VOCDataset  # noqa: E402
+from plates.classes import PLATE_CLASSES  # noqa: E402
+from detection.datasets.voc import VOCDataset, write_class_names  # noqa: E402
 
 
 def _plate_scene(rng, height=32, width=48):
@@ -290,6 +290,7 @@ def voc_root(tmp_path):
                           image_format="png")
         ids.append(f"{i:06d}")
     write_image_sets(tmp_path, {"train": ids[:2], "val": ids[2:]})
+    write_class_names(tmp_path, PLATE_CLASSES)
     return tmp_path
 
 
@@ -427,6 +428,7 @@ def test_voc_dataset_reads_16_bit_instance_masks(tmp_path):
     write_voc_example(tmp_path, "many", image, objects, instance_mask=instance_mask,
                       image_format="png")
     write_image_sets(tmp_path, {"train": ["many"]})
+    write_class_names(tmp_path, PLATE_CLASSES)
     _, target = VOCDataset(tmp_path, "train", return_instance_masks=True)[0]
     masks = target["instance_masks"]
     assert masks.shape == (300, 4, 300)

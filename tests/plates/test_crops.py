@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from detection.datasets.crops import (
+from plates.crops import (
     PlateCropDataset, crop_plates, crop_to_image, crop_windows, plate_texts, reading_order,
 )
-from detection.datasets.voc import write_image_sets, write_voc_example
+from detection.datasets.voc import write_class_names, write_image_sets, write_voc_example
+from plates.classes import PLATE_CLASSES
 
 
 def crop_plates_reference(image, windows, size, class_mask):
@@ -189,6 +190,7 @@ def plate_root(tmp_path):
     write_voc_example(tmp_path, "b", image, objects[:1], np.minimum(class_mask, 1),
                       image_format="png")
     write_image_sets(tmp_path, {"train": ["a", "b"]})
+    write_class_names(tmp_path, PLATE_CLASSES)
     return tmp_path
 
 
@@ -223,7 +225,7 @@ def test_plate_crop_dataset_needs_class_masks(plate_root):
 def test_on_generated_scenes(tmp_path):
     """The readers on the generator's output: boxes tight to masks, texts in order."""
     from detection.datasets.coco import COCODataset, voc_to_coco
-    from detection.datasets.synthetic import generate_plate_dataset
+    from plates.synthetic import generate_plate_dataset
     from detection.datasets.transforms import masks_to_boxes
     from detection.datasets.voc import VOCDataset
 

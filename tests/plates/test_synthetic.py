@@ -9,17 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from detection.datasets.classes import CLASS_TO_ID, IGNORE_INDEX, character_class
-from detection.datasets.synthetic import (
+from plates.classes import CLASS_TO_ID, IGNORE_INDEX, character_class
+from plates.synthetic import (
     MIN_IMAGE_SIZE, generate_plate_dataset, image_rng, render_scene, split_ids,
 )
-from detection.datasets.synthetic import fonts, generate, plates, scene
-from detection.datasets.synthetic.__main__ import main as cli_main
-from detection.datasets.synthetic.geometry import (
+from plates.synthetic import fonts, generate, plates, scene
+from plates.synthetic.__main__ import main as cli_main
+from plates.synthetic.geometry import (
     apply_homography, homography_from_points, inverse_map,
 )
-from detection.datasets.synthetic.textures import fractal_noise, value_noise
-from detection.datasets.synthetic.vehicles import VEHICLE_KINDS, plan_vehicle
+from plates.synthetic.textures import fractal_noise, value_noise
+from plates.synthetic.vehicles import VEHICLE_KINDS, plan_vehicle
 from detection.datasets.voc import read_image_set, read_voc_annotation
 from tests.strategies import float_arrays
 
@@ -366,7 +366,7 @@ def test_same_seed_same_bytes_any_worker_count(dataset, tmp_path):
     generate_plate_dataset(tmp_path / "b", 6, seed=11, image_size=SIZE, progress=False)
     generate_plate_dataset(tmp_path / "c", 6, seed=11, image_size=SIZE, workers=2, progress=False)
     reference = _tree(root)
-    assert len(reference) == 6 * 4 + 6
+    assert len(reference) == 6 * 4 + 6 + 1  # four files per image, six split lists, labels.txt
     assert _tree(tmp_path / "b") == reference
     assert _tree(tmp_path / "c") == reference
     generate_plate_dataset(tmp_path / "d", 6, seed=12, image_size=SIZE, progress=False)
@@ -434,7 +434,7 @@ def test_interrupted_run_leaves_no_partial_files(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- command line
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "detection.datasets.synthetic", *args],
+    return subprocess.run([sys.executable, "-m", "plates.synthetic", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
 
 

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 
 import nn
-from detection.datasets.synthetic import generate_plate_dataset
-from segmentation.instances import text_to_class_text
-from segmentation.losses import segmentation_loss
-from segmentation.train import (
-    CHARACTER_CLASSES, NUM_CLASSES, BatchStream, TrainConfig, TrainPatches, augment_colours,
-    build_model,
-    evaluate, load_crops, load_segmenter, main, predict, preprocess, quick_config,
-    train_digit_segmenter,
+from plates.synthetic import generate_plate_dataset
+from plates.reading import text_to_class_text
+from plates.segmenter import CHARACTER_CLASSES, NUM_CLASSES, evaluate, predict
+from plates.segmenter_data import TrainPatches, augment_colours, load_crops, preprocess
+from plates.train_segmenter import (
+    BatchStream, TrainConfig, load_segmenter, main, quick_config, train_digit_segmenter,
 )
+from segmentation.losses import segmentation_loss
 from segmentation.unet import UNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -277,7 +276,7 @@ def _plate_map(text, height=16, width=64):
     """A class map with one 5x3 blob per character of a one-row plate."""
     class_map = np.zeros((height, width), np.int64)
     for i, char in enumerate(text):
-        class_map[5:10, 2 + 5 * i:5 + 5 * i] = 3 + int(char) if char.isdigit() else 13
+        class_map[5:10, 2 + 5 * i:5 + 5 * i] = 1 + int(char) if char.isdigit() else 11
     return class_map
 
 
@@ -290,8 +289,8 @@ def test_read_exactly_counts_whole_plates():
     assert perfect["read_exact"] == 1.0 and perfect["mean_iou"] == 1.0
     # One wrong character class, and two characters merged into one blob: two plates misread.
     wrong = maps.copy()
-    wrong[0][wrong[0] == 3 + 5] = 3 + 6        # "5" read as "6"
-    wrong[1][5:10, 5:7] = 3 + 9                # the gap between "9" and "0" filled
+    wrong[0][wrong[0] == 1 + 5] = 1 + 6        # "5" read as "6"
+    wrong[1][5:10, 5:7] = 1 + 9                # the gap between "9" and "0" filled
     result = evaluate(_Oracle(wrong), crops, maps.astype(np.uint8), texts)
     assert result["reads"][0] == "12#346" and result["reads"][2] == "#11"
     assert len(result["reads"][1]) == 2
@@ -304,7 +303,7 @@ def test_read_exactly_counts_whole_plates():
 @pytest.mark.slow
 def test_command_quick_end_to_end(tmp_path):
     data, out = tmp_path / "data", tmp_path / "run"
-    command = [sys.executable, "-m", "segmentation.train", "--data", str(data), "--out", str(out),
+    command = [sys.executable, "-m", "plates.train_segmenter", "--data", str(data), "--out", str(out),
                "--quick", "--quiet", "--steps", "12"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
                             env={**os.environ, "MPLBACKEND": "Agg"})
@@ -327,7 +326,7 @@ def test_command_quick_end_to_end(tmp_path):
 
 def test_command_rejects_bad_arguments(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "segmentation.train", "--data", str(tmp_path / "d"), "--out",
+        [sys.executable, "-m", "plates.train_segmenter", "--data", str(tmp_path / "d"), "--out",
          str(tmp_path / "r"), "--steps", "0"],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2
@@ -345,7 +344,7 @@ def test_a_run_stopped_by_the_clock_keeps_its_last_steps(plates, tmp_path):
 
 
 def test_a_slower_machine_shortens_a_fitted_schedule_and_a_faster_one_lengthens_it():
-    from segmentation.train import TIME_MARGIN, _refit_steps
+    from plates.train_segmenter import TIME_MARGIN, _refit_steps
 
     assert _refit_steps(1000, 200, 60.0, 300.0, 0.29) == 1000  # 232 s of steps, 240 s left
     lengthened = _refit_steps(1000, 200, 60.0, 300.0, 0.2)  # 160 s of steps for 240 s left
@@ -392,7 +391,7 @@ def test_test_time_shifts_average_five_shifted_passes():
 
 def test_a_failing_step_stops_the_prefetch_thread(plates, tmp_path, monkeypatch):
     import threading
-    import segmentation.train as train_module
+    import plates.train_segmenter as train_module
 
     calls = []
 

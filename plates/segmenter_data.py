@@ -1,0 +1,280 @@
+"""The digit segmenter's data: plate crops and their label maps, cut from the scenes.
+
+Every plate of a scene is cut out at a fixed size (``plates.crops.crop_plates``) with
+its label map in the segmenter's classes (``plates.classes.SEGMENTER_CLASSES``: 0
+background, 1..10 the digits, 11 another character, 255 ignore for crop pixels outside
+the image). A character's label is its *region* (``plates.targets``: the filled hull of
+its ink, area-voted into the crop, a one-pixel gap kept to its neighbours).
+
+- ``load_crops``: the fixed crops of a split (validation and test).
+- ``TrainPatches``: each plate with some context around it, from which training crops
+  are cut with jittered windows (the detector's boxes are never exact).
+- ``augment_colours``, ``preprocess``: colour jitter and per-crop standardization.
+"""
+import multiprocessing
+
+import numpy as np
+from tqdm import tqdm
+
+from detection.datasets.voc import VOCDataset, read_label_map, read_rgb
+from plates.classes import segmenter_label
+from plates.crops import crop_plates, crop_windows, plate_texts
+from plates.targets import character_regions, crop_region_labels
+
+__all__ = ["TARGETS", "LABEL_SAMPLES", "LABEL_COVERAGE", "load_crops", "TrainPatches",
+           "augment_colours", "preprocess"]
+
+TARGETS = ("regions", "ink")  # what a character's label covers (plates.targets)
+LABEL_SAMPLES, LABEL_COVERAGE = 4, 0.5  # area vote of the labels: 4x4 sub-pixels, half covered
+
+
+def _check_workers(workers):
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+
+
+def _read_plate_image(record, objects, targets):
+    """One image's plates: ``(image, regions, class_of, plates)``, or None without plates.
+
+    ``image`` ndarray[H, W, 3] uint8, ``regions`` ndarray[H, W] int32
+    (``plates.targets.character_regions``: 0 or the instance id of a character;
+    with ``targets="ink"`` the ink alone), ``class_of`` ndarray[G + 1] int64 (class id of
+    each instance id, 0 for what is not a character) and ``plates``, a list of
+    ``(box ndarray[4], text)``.
+    """
+    plates = plate_texts(objects)
+    if not plates:
+        return None
+    image = read_rgb(record["image_path"])
+    instances = read_label_map(record["instance_mask_path"]).astype(np.int32)
+    if instances.shape != image.shape[:2]:
+        raise ValueError(f"{record['instance_mask_path']} does not match its image "
+                         f"{record['image_path']}")
+    class_of = np.zeros(len(objects) + 1, np.int64)  # instance id -> segmenter class
+    for i, obj in enumerate(objects):
+        class_of[i + 1] = segmenter_label(obj["name"])
+    character_ids = np.flatnonzero(class_of)
+    # The characters' boxes (exact for pixel masks, VOC's convention) bound the work:
+    # at 1024 px they cover a few percent of the image.
+    regions = np.zeros(instances.shape, np.int32)
+    if character_ids.size:
+        bounds = np.array([objects[i - 1]["bbox"] for i in character_ids])  # (C, 4)
+        x0, y0 = np.maximum(np.floor(bounds[:, :2].min(axis=0)).astype(int) - 1, 0)
+        x1, y1 = np.ceil(bounds[:, 2:].max(axis=0)).astype(int) + 1
+        window = instances[y0:y1, x0:x1]
+        regions[y0:y1, x0:x1] = (
+            character_regions(window, character_ids) if targets == "regions"
+            else np.where(np.isin(window, character_ids), window, 0))
+    boxes = [np.asarray(objects[i]["bbox"], np.float64) for i, _ in plates]
+    return image, regions, class_of, [(box, text) for box, (_, text) in zip(boxes, plates)]
+
+
+def _run_on_image(task):
+    """Worker: read one image's plates and apply ``work`` to them (None without plates)."""
+    work, record, objects, targets, params = task
+    found = _read_plate_image(record, objects, targets)
+    return None if found is None else work(*found, **params)
+
+
+def _map_plate_images(root, split, targets, work, params, workers=1, progress=False):
+    """``work(image, regions, class_of, plates, **params)`` for every image with plates.
+
+    Reading and decoding the images and building the character regions is most of the
+    time, so with ``workers > 1`` it runs in that many processes (the results, small
+    crops, come back in image order: the output does not depend on ``workers``).
+
+    Yields:
+        what ``work`` returns, image by image (images without plates skipped).
+    """
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+    _check_workers(workers)
+    voc = VOCDataset(root, split, return_instance_masks=True)
+    tasks = [(work, voc._records[i], voc.annotation(i)["objects"], targets, params)
+             for i in range(len(voc))]
+    bar = tqdm(total=len(tasks), desc=f"{split} plates", unit="img", disable=not progress,
+               leave=False)
+    try:
+        if workers == 1 or len(tasks) <= 1:
+            results = map(_run_on_image, tasks)
+            for result in results:
+                bar.update(1)
+                if result is not None:
+                    yield result
+        else:
+            with multiprocessing.get_context().Pool(min(workers, len(tasks))) as pool:
+                for result in pool.imap(_run_on_image, tasks, chunksize=4):
+                    bar.update(1)
+                    if result is not None:
+                        yield result
+    finally:
+        bar.close()
+
+
+def _image_crops(image, regions, class_of, plates, size, padding):
+    """One image's plates as test crops: ``(crops, masks, texts)`` (see ``load_crops``)."""
+    boxes = np.stack([box for box, _ in plates])  # (K, 4)
+    crops, _, windows = crop_plates(image, boxes, size, padding)
+    masks = crop_region_labels(regions, class_of, windows, size, LABEL_SAMPLES, LABEL_COVERAGE)
+    return crops, masks, [text for _, text in plates]
+
+
+def load_crops(root, split, size=(32, 96), padding=0.1, targets="regions", workers=1,
+               progress=False):
+    """Every plate of a split as a fixed-size crop, its label map and its text.
+
+    The crop is ``crop_plates``'s (bilinear); the label map is
+    ``plates.targets.crop_region_labels`` of the same window: character
+    regions by area vote, neighbours separated.
+
+    Args:
+        root (str): VOC root; split (str): image set.
+        size (tuple[int, int]), padding (float): crop geometry (``crop_plates``).
+        targets (str): ``"regions"`` (default) or ``"ink"`` (what a character's label covers).
+        workers (int): processes reading the images (the result does not depend on it).
+        progress (bool): show a progress bar.
+
+    Returns:
+        dict: ``crops`` ndarray[P, h, w, 3] uint8, ``masks`` ndarray[P, h, w] uint8
+        (segmenter labels: 0 background, 1..11 characters, 255 ignore) and ``texts`` list[str].
+    """
+    crops, masks, texts = [], [], []
+    params = {"size": tuple(size), "padding": float(padding)}
+    for image_crops, image_masks, image_texts in _map_plate_images(
+            root, split, targets, _image_crops, params, workers, progress):
+        crops.append(image_crops)
+        masks.append(image_masks)
+        texts += image_texts
+    h, w = size
+    return {"crops": np.concatenate(crops) if crops else np.zeros((0, h, w, 3), np.uint8),
+            "masks": np.concatenate(masks) if masks else np.zeros((0, h, w), np.uint8),
+            "texts": texts}
+
+
+def _image_patches(image, regions, class_of, plates, size, padding, context):
+    """One image's plates as ``(patch, patch_regions, class_of, box, text)`` tuples.
+
+    A patch is the crop window grown by ``context`` around the plate (clipped to the
+    image); ``box`` is the plate box in the patch's coordinates.
+    """
+    boxes = np.stack([box for box, _ in plates])  # (K, 4)
+    windows = crop_windows(boxes, size, padding).astype(np.float64)
+    centre = (windows[:, :2] + windows[:, 2:]) / 2  # (K, 2)
+    half = (windows[:, 2:] - windows[:, :2]) * context / 2  # (K, 2)
+    height, width = image.shape[:2]
+    patches = []
+    for k, (box, text) in enumerate(plates):
+        x1, y1 = np.floor(np.maximum(centre[k] - half[k], 0)).astype(int)
+        x2 = int(np.ceil(min(centre[k, 0] + half[k, 0], width)))
+        y2 = int(np.ceil(min(centre[k, 1] + half[k, 1], height)))
+        patches.append((image[y1:y2, x1:x2].copy(), regions[y1:y2, x1:x2].copy(), class_of,
+                        box - [x1, y1, x1, y1], text))
+    return patches
+
+
+class TrainPatches:
+    """The training plates, ready for random crop windows.
+
+    For each plate we keep the part of its image (and of its character regions) around
+    the plate — the standard crop window grown by ``context`` — and the plate box inside
+    it. A training crop is then ``crop_plates`` on that patch with a *jittered* box, and
+    its labels ``crop_region_labels`` of the same window: the same resampling as a test
+    crop, from a window shifted by up to ``shift`` of the box size and scaled by
+    ``1 ± scale``.
+
+    Args:
+        root (str): VOC root; split (str): image set.
+        size (tuple[int, int]), padding (float): crop geometry (``crop_plates``).
+        context (float): patch side relative to the crop window (covers the jitter).
+        targets (str): ``"regions"`` (default) or ``"ink"``, see ``_read_plate_image``.
+        workers (int): processes reading the images (the result does not depend on it).
+        progress (bool): show a progress bar.
+    """
+
+    def __init__(self, root, split="train", size=(32, 96), padding=0.1, context=1.6,
+                 targets="regions", workers=1, progress=False):
+        self.size, self.padding = tuple(size), float(padding)
+        self.patches, self.patch_regions, self.class_of, self.boxes, self.texts = [], [], [], [], []
+        params = {"size": self.size, "padding": self.padding, "context": float(context)}
+        for image_patches in _map_plate_images(root, split, targets, _image_patches, params,
+                                               workers, progress):
+            for patch, patch_regions, class_of, box, text in image_patches:
+                self.patches.append(patch)
+                self.patch_regions.append(patch_regions)
+                self.class_of.append(class_of)
+                self.boxes.append(box)
+                self.texts.append(text)
+
+    def __len__(self):
+        return len(self.patches)
+
+    def sample(self, indices, rng, shift=0.06, scale=0.1):
+        """Crops of the plates ``indices`` from randomly moved windows.
+
+        Returns:
+            tuple: crops ndarray[B, h, w, 3] uint8 and masks ndarray[B, h, w] uint8.
+        """
+        count = len(indices)
+        moves = rng.uniform(-1, 1, size=(count, 3))  # x shift, y shift, log-scale
+        h, w = self.size
+        crops = np.empty((count, h, w, 3), np.uint8)
+        masks = np.empty((count, h, w), np.uint8)
+        for row, index in enumerate(indices):
+            x1, y1, x2, y2 = self.boxes[index]
+            bw, bh = x2 - x1, y2 - y1
+            cx = (x1 + x2) / 2 + moves[row, 0] * shift * bw
+            cy = (y1 + y2) / 2 + moves[row, 1] * shift * bh
+            factor = (1 + scale) ** moves[row, 2]
+            box = np.array([[cx - factor * bw / 2, cy - factor * bh / 2,
+                             cx + factor * bw / 2, cy + factor * bh / 2]])
+            crop, _, window = crop_plates(self.patches[index], box, self.size, self.padding)
+            crops[row] = crop[0]
+            masks[row] = crop_region_labels(self.patch_regions[index], self.class_of[index],
+                                            window, self.size, LABEL_SAMPLES, LABEL_COVERAGE)[0]
+        return crops, masks
+
+
+def augment_colours(crops, rng, brightness=0.2, contrast=0.4, saturation=0.5, channel_gain=0.15,
+                    noise=0.05):
+    """Photometric jitter of a batch, one random setting per crop (no geometric change).
+
+    In [0, 1] units: ``x ← ((x - mean) · c + mean + b)`` with ``c ~ 1 ± contrast``,
+    ``b ~ ±brightness``; the colour is pulled to or pushed from its grey value by
+    ``1 ± saturation`` and each channel scaled by ``1 ± channel_gain``; then Gaussian
+    noise of a random std in ``[0, noise]`` is added and the result clipped to [0, 1].
+
+    Args:
+        crops (ndarray[B, h, w, 3] uint8).
+    Returns:
+        ndarray[B, h, w, 3] float32 in [0, 1].
+    """
+    x = crops.astype(np.float32) / 255.0
+    count = x.shape[0]
+    draws = rng.uniform(-1, 1, size=(count, 7)).astype(np.float32)
+    grey = x.mean(axis=3, keepdims=True)  # (B, h, w, 1)
+    x = grey + (x - grey) * (1 + saturation * draws[:, 0])[:, None, None, None]
+    x *= (1 + channel_gain * draws[:, 1:4])[:, None, None, :]
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)  # (B, 1, 1, 1)
+    x = (x - mean) * (1 + contrast * draws[:, 4])[:, None, None, None] + mean
+    x += brightness * draws[:, 5][:, None, None, None]
+    sigma = noise * (draws[:, 6] + 1) / 2  # (B,) in [0, noise]
+    x += rng.standard_normal(x.shape, dtype=np.float32) * sigma[:, None, None, None]
+    return np.clip(x, 0, 1, out=x)
+
+
+def preprocess(crops):
+    """Network input: each crop standardized to zero mean and unit variance.
+
+    Args:
+        crops (ndarray[B, h, w, 3]): uint8 (0..255) or float (any scale).
+    Returns:
+        ndarray[B, h, w, 3] float32.
+    """
+    x = np.asarray(crops, dtype=np.float32)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"crops must have shape (B, h, w, 3), got {x.shape}")
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)  # (B, 1, 1, 1)
+    std = x.std(axis=(1, 2, 3), keepdims=True)
+    return (x - mean) / np.maximum(std, 1e-3 * max(float(np.abs(x).max()), 1e-6))
+
+
