@@ -18,6 +18,14 @@ disjoint boxes still get a useful (negative) score and a gradient:
 The array functions here take ndarrays (or Tensors, whose data they read), keep
 float32 and float64 as given (integers become float32) and return ndarrays;
 ``generalized_box_iou_loss`` works on Tensors and is differentiable.
+
+Huge coordinates. An area is a product of two lengths and a union a sum of two areas,
+so in float32 they overflow to inf from coordinates of about 1.3e19 (float64: 1e154),
+long before the coordinates themselves do; inf / inf would then make IoU NaN. When the
+largest coordinate is beyond ``PRODUCT_SAFE`` of its dtype, float32 boxes are computed
+in float64 and float64 boxes are scaled by a power of two (exact: IoU and GIoU do not
+change under scaling); the results keep the input dtype. Below that bound (every real
+image) the arithmetic is the plain one in the input dtype.
 """
 import numpy as np
 
@@ -25,10 +33,20 @@ from nn.tensor import Tensor, as_array, where
 
 __all__ = [
     "as_boxes", "box_area", "box_iou", "generalized_box_iou", "box_convert",
-    "clip_boxes_to_image", "remove_small_boxes", "generalized_box_iou_loss",
+    "clip_boxes_to_image", "remove_small_boxes", "generalized_box_iou_loss", "overflow_safe",
+    "PRODUCT_SAFE",
 ]
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+# Largest |coordinate| m for which box arithmetic cannot overflow in that dtype: a
+# width is at most 2m, an area 4m², a union (two areas) 8m² — for m = 2**61 that is
+# 2**125 < 2**128 (float32's range); for m = 2**509, 2**1021 < 2**1024 (float64's).
+PRODUCT_SAFE = {np.dtype(np.float32): 2.0 ** 61, np.dtype(np.float64): 2.0 ** 509}
+# The GIoU loss's backward divides by the square of a union (d(a/b)/db = -a / b²), so
+# there the bound is the fourth root of the range: 8m² <= 2**61 for float32 (m = 2**29),
+# <= 2**509 for float64 (m = 2**253).
+LOSS_SAFE = {np.dtype(np.float32): 2.0 ** 29, np.dtype(np.float64): 2.0 ** 253}
 
 
 def as_boxes(boxes, name="boxes"):
@@ -60,15 +78,52 @@ def as_boxes(boxes, name="boxes"):
     return array
 
 
+def _largest_coordinate(*arrays):
+    """``max |coordinate|`` over the arrays (0.0 when all are empty), as a float."""
+    return max((max(float(a.max()), -float(a.min())) for a in arrays if a.size), default=0.0)
+
+
+def overflow_safe(*arrays):
+    """The box arrays in a dtype and scale in which their areas cannot overflow.
+
+    Args:
+        *arrays (ndarray[K, 4]): checked boxes (finite, float32 or float64).
+    Returns:
+        tuple of ndarray: the inputs themselves when their largest coordinate is within
+        ``PRODUCT_SAFE`` of their common dtype; else float32 ones as float64 and float64
+        ones times a power of two that brings the largest coordinate within the bound
+        (exact, except that coordinates below ~1e-308 of the largest underflow). Ratios
+        of areas (IoU, GIoU) of the returned boxes are those of the given ones.
+    """
+    dtype = np.result_type(*arrays)
+    largest = _largest_coordinate(*arrays)
+    if largest <= PRODUCT_SAFE[dtype]:
+        return arrays
+    if dtype == np.float32:
+        return tuple(a.astype(np.float64) for a in arrays)
+    exponent = int(np.frexp(largest)[1]) - 509  # largest < 2**(exponent + 509)
+    return tuple(np.ldexp(a, -exponent) for a in arrays)
+
+
 def box_area(boxes):
     """Area of each box; an empty (zero or negative width/height) box has area 0.
+
+    No intermediate overflows (module docstring): an area beyond the range of the
+    dtype is inf, a representable one is finite even when a side length is not.
 
     Args:
         boxes (ndarray[N, 4]): xyxy boxes, float.
     Returns:
         ndarray[N]: ``max(x2 - x1, 0) * max(y2 - y1, 0)``, same dtype as ``boxes``.
     """
-    return _area(as_boxes(boxes))
+    boxes = as_boxes(boxes)
+    if _largest_coordinate(boxes) <= PRODUCT_SAFE[boxes.dtype]:
+        return _area(boxes)
+    with np.errstate(over="ignore"):  # an area beyond the dtype's range is inf
+        if boxes.dtype == np.float32:
+            return _area(boxes.astype(np.float64)).astype(np.float32)
+        # Halving is exact, and half a difference of finite floats never overflows.
+        return _area(boxes * 0.5) * 4.0
 
 
 def _area(boxes):
@@ -104,9 +159,12 @@ def box_iou(boxes1, boxes2):
     """
     boxes1 = as_boxes(boxes1, "boxes1")
     boxes2 = as_boxes(boxes2, "boxes2")
+    dtype = np.result_type(boxes1, boxes2)
+    boxes1, boxes2 = overflow_safe(boxes1, boxes2)
     inter, union = _pairwise_inter_union(boxes1, boxes2)
     # union > 0 unless both boxes are empty, where inter is 0 too: define 0/0 as 0.
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return iou.astype(dtype, copy=False)
 
 
 def generalized_box_iou(boxes1, boxes2):
@@ -120,10 +178,12 @@ def generalized_box_iou(boxes1, boxes2):
         boxes1 (ndarray[N, 4]): xyxy boxes, float.
         boxes2 (ndarray[M, 4]): xyxy boxes, float.
     Returns:
-        ndarray[N, M]: GIoU in [-1, 1].
+        ndarray[N, M]: GIoU in [-1, 1], dtype of ``boxes1`` and ``boxes2`` combined.
     """
     boxes1 = as_boxes(boxes1, "boxes1")
     boxes2 = as_boxes(boxes2, "boxes2")
+    dtype = np.result_type(boxes1, boxes2)
+    boxes1, boxes2 = overflow_safe(boxes1, boxes2)
     inter, union = _pairwise_inter_union(boxes1, boxes2)
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     enclose_tl = np.minimum(boxes1[:, None, :2], boxes2[None, :, :2])     # (N, M, 2)
@@ -131,7 +191,7 @@ def generalized_box_iou(boxes1, boxes2):
     enclose_wh = np.maximum(enclose_br - enclose_tl, 0)
     enclose = enclose_wh[..., 0] * enclose_wh[..., 1]                     # (N, M)
     penalty = np.divide(enclose - union, enclose, out=np.zeros_like(enclose), where=enclose > 0)
-    return iou - penalty
+    return (iou - penalty).astype(dtype, copy=False)
 
 
 def box_convert(boxes, in_fmt, out_fmt):
@@ -162,7 +222,8 @@ def box_convert(boxes, in_fmt, out_fmt):
     if out_fmt == "xywh":
         a, b, c, d = a, b, c - a, d - b
     elif out_fmt == "cxcywh":
-        a, b, c, d = (a + c) / 2, (b + d) / 2, c - a, d - b
+        # a/2 + c/2 is (a + c)/2 without its overflow for coordinates near the range
+        a, b, c, d = a / 2 + c / 2, b / 2 + d / 2, c - a, d - b
     return np.stack([a, b, c, d], axis=1).astype(boxes.dtype, copy=False)
 
 
@@ -252,7 +313,10 @@ def generalized_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7):
     with C the smallest enclosing box (Rezatofighi et al., CVPR 2019). The loss is in
     [0, 2]; it is 0 for identical boxes and keeps a gradient for disjoint ones. Built
     from Tensor operations, so gradients flow to both arguments; at exact ties of
-    coordinates (``x1 == x1'``) the max/min gradient goes to ``boxes2``.
+    coordinates (``x1 == x1'``) the max/min gradient goes to ``boxes2``. Coordinates
+    beyond ``LOSS_SAFE`` (2**29 in float32, where the backward's squared unions would
+    overflow) are computed in float64, or scaled by a power of two beyond 2**253 in
+    float64 (module docstring); the loss and the gradients keep the input dtype.
 
     Args:
         boxes1 (Tensor[..., 4]): xyxy boxes (e.g. decoded predictions), float.
@@ -271,6 +335,25 @@ def generalized_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7):
         raise ValueError(
             f"boxes1 and boxes2 must have the same shape, got {boxes1.shape} and {boxes2.shape}"
         )
+    dtype = np.result_type(boxes1.dtype, boxes2.dtype)
+    largest = _largest_coordinate(boxes1.data, boxes2.data)
+    if largest > LOSS_SAFE[dtype]:
+        boxes1, boxes2 = boxes1.astype(np.float64), boxes2.astype(np.float64)
+        if largest > LOSS_SAFE[np.dtype(np.float64)]:
+            scale = np.ldexp(1.0, 253 - int(np.frexp(largest)[1]))  # a power of two
+            boxes1, boxes2 = boxes1 * scale, boxes2 * scale
+        loss = _giou_loss(boxes1, boxes2, eps).astype(dtype)
+    else:
+        loss = _giou_loss(boxes1, boxes2, eps)
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.mean() if loss.size > 0 else loss.sum() * 0.0
+    return loss
+
+
+def _giou_loss(boxes1, boxes2, eps):
+    """``1 - GIoU`` of each pair of Tensors ``(..., 4)`` (``generalized_box_iou_loss``)."""
     x1, y1, x2, y2 = (boxes1[..., k] for k in range(4))
     x1g, y1g, x2g, y2g = (boxes2[..., k] for k in range(4))
 
@@ -286,10 +369,4 @@ def generalized_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7):
     xc1, yc1 = _minimum(x1, x1g), _minimum(y1, y1g)
     xc2, yc2 = _maximum(x2, x2g), _maximum(y2, y2g)
     enclose = (xc2 - xc1) * (yc2 - yc1)
-    loss = 1 - iou + (enclose - union) / (enclose + eps)
-
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "mean":
-        return loss.mean() if loss.size > 0 else loss.sum() * 0.0
-    return loss
+    return 1 - iou + (enclose - union) / (enclose + eps)

@@ -29,7 +29,11 @@ Two facts make it cheap:
   order) is cleared for the suppressed ones, and ``alive.argmax()`` finds the next box.
 
 The IoU inside the loop is computed with exactly the operations of ``box_iou``
-(same rounding), so the result equals the slow reference bit for bit. On 10,000
+(same rounding), so the result equals the slow reference bit for bit. Boxes with
+coordinates so large that their areas would overflow (beyond
+``detection.boxes.PRODUCT_SAFE``, ~2e18 in float32) are handled as ``box_iou`` handles
+them: in float64, or scaled by a power of two, the IoU rounded back to the boxes' dtype
+before the comparison; ordinary boxes never take that path. On 10,000
 clustered detections this runs close to onnxruntime's C++ kernel (see
 ``benchmarks/bench_detection.py``).
 
@@ -41,7 +45,7 @@ Code", ICCV 2017) decays the scores of overlapping boxes instead of removing the
 import numpy as np
 
 from nn.tensor import as_array
-from detection.boxes import as_boxes, _area
+from detection.boxes import as_boxes, overflow_safe, _area
 
 __all__ = ["nms", "batched_nms", "soft_nms"]
 
@@ -169,7 +173,10 @@ def _greedy_nms(boxes, scores, iou_threshold, labels=None, max_output=None):
     limit = num_boxes if max_output is None else min(max_output, num_boxes)
     if limit == 0:
         return np.zeros(0, dtype=np.int64)
+    iou_dtype = boxes.dtype.type                       # box_iou's output dtype
+    (boxes,) = overflow_safe(boxes)                    # the same boxes unless huge
     dtype = boxes.dtype.type
+    rounded = dtype is not iou_dtype                   # widened: round the IoU back
 
     order = _score_order(scores)                       # score rank -> box index
     rank = np.empty(num_boxes, dtype=np.int64)         # box index -> score rank
@@ -196,7 +203,7 @@ def _greedy_nms(boxes, scores, iou_threshold, labels=None, max_output=None):
     # the slack in `half` covers this rounding.
     window = np.stack([centers - half, centers + half], axis=1).astype(boxes.dtype)  # (N, 2)
 
-    threshold = dtype(iou_threshold)
+    threshold = iou_dtype(iou_threshold)
     zero = dtype(0)
     alive = np.ones(num_boxes, dtype=bool)             # in score order: not yet kept or removed
     keep = []
@@ -222,6 +229,8 @@ def _greedy_nms(boxes, scores, iou_threshold, labels=None, max_output=None):
             union = area_s[lo:hi] + area[i]
             union -= inter
             inter /= union                             # IoU
+            if rounded:
+                inter = inter.astype(iou_dtype)
             alive[rank_s[lo:hi][inter > threshold]] = False
             alive[position] = False
             rest = alive[position + 1:]
@@ -331,6 +340,8 @@ def soft_nms(boxes, scores, sigma=0.5, iou_threshold=0.3, score_threshold=0.001,
     # breaks ties by lower index).
     index = np.arange(boxes.shape[0])
     current = scores.copy()
+    iou_dtype = boxes.dtype
+    (boxes,) = overflow_safe(boxes)                    # the same boxes unless huge
     x1, y1, x2, y2 = np.ascontiguousarray(boxes.T)
     area = _area(boxes)
     keep, kept_scores = [], []
@@ -345,6 +356,7 @@ def soft_nms(boxes, scores, sigma=0.5, iou_threshold=0.3, score_threshold=0.001,
         inter = inter_w * inter_h
         union = area + area[best] - inter
         iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        iou = iou.astype(iou_dtype, copy=False)        # as box_iou gives it
         if method == "gaussian":
             decay = np.exp(-(iou * iou) / sigma)
         else:

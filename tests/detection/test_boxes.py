@@ -338,3 +338,67 @@ def test_giou_loss_matches_torchvision_formula_in_torch():
 def test_as_boxes_does_not_copy_float_arrays():
     boxes = np.zeros((3, 4), np.float32)
     assert as_boxes(boxes) is boxes
+
+
+# ------------------------------------------------- huge coordinates (no overflow)
+# float32 holds up to 3.4e38: a box of side 2e19 has an area of 4e38, and the sum of
+# two areas overflows from about 1.3e19. float64 overflows its products from ~1e154.
+# Powers of two keep the scaled unit boxes exact (2**63 ~ 9.2e18, 2**1020 ~ 1.1e307).
+HUGE = [(np.float32, 2.0 ** 63), (np.float32, 2.0 ** 125), (np.float64, 2.0 ** 700),
+        (np.float64, 2.0 ** 1020)]
+
+
+def _huge_boxes(dtype, scale):
+    # 0 and 1 identical, 2 half of 0 (IoU 0.5), 3 disjoint from all
+    unit = np.array([[1, 1, 3, 3], [1, 1, 3, 3], [1, 1, 2, 3], [-4, -4, -2, -2]], np.float64)
+    return (unit * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, scale", HUGE)
+def test_iou_and_giou_of_huge_boxes_are_exact_and_keep_dtype(dtype, scale):
+    boxes = _huge_boxes(dtype, scale)
+    iou = box_iou(boxes, boxes)
+    giou = generalized_box_iou(boxes, boxes)
+    assert iou.dtype == dtype and giou.dtype == dtype
+    assert not np.isnan(giou).any()
+    np.testing.assert_allclose(iou, iou_loop(boxes / scale, boxes / scale), rtol=1e-6)
+    np.testing.assert_allclose(giou, giou_loop(boxes / scale, boxes / scale), rtol=1e-6,
+                               atol=1e-6)
+    assert iou[0, 1] == 1 and giou[0, 1] == 1 and iou[0, 2] == 0.5 and giou[0, 2] == 0.5
+    assert giou[0, 3] == pytest.approx(-(49 - 8) / 49, rel=1e-6)  # enclosing box 7 x 7
+
+
+def test_box_area_does_not_overflow_in_an_intermediate():
+    # width 6e38 does not fit float32, the area 1.2e9 does
+    boxes = np.array([[-3e38, -1e-30, 3e38, 1e-30], [0, 0, 1.8e19, 1.8e19]], np.float32)
+    area = box_area(boxes)
+    assert area.dtype == np.float32
+    np.testing.assert_allclose(area, [1.2e9, 3.24e38], rtol=1e-6)
+    assert box_area(np.array([[0, 0, 1e20, 1e20]], np.float32))[0] == np.inf  # 1e40
+    area64 = box_area(np.array([[0, 0, 1e300, 1e-200], [0, 0, 1e200, 1e200]]))
+    np.testing.assert_allclose(area64, [1e100, np.inf])
+
+
+@pytest.mark.parametrize("dtype, scale", HUGE)
+def test_giou_loss_of_huge_boxes_is_finite_with_finite_gradients(dtype, scale):
+    boxes = _huge_boxes(dtype, scale)
+    a = Tensor(boxes[[0, 0, 0]], requires_grad=True)
+    b = Tensor(boxes[[1, 2, 3]], requires_grad=True)
+    loss = generalized_box_iou_loss(a, b)
+    assert loss.dtype == dtype
+    np.testing.assert_allclose(loss.data, [0.0, 0.5, 1 + (49 - 8) / 49], rtol=1e-5, atol=1e-6)
+    loss.sum().backward()
+    assert a.grad.dtype == dtype and np.isfinite(a.grad).all() and np.isfinite(b.grad).all()
+    small = Tensor(_huge_boxes(np.float64, 1.0)[[0, 0, 0]], requires_grad=True)
+    generalized_box_iou_loss(small, _huge_boxes(np.float64, 1.0)[[1, 2, 3]]).sum().backward()
+    # the gradient scales as 1 / scale (the loss is scale-invariant up to eps, whose
+    # gradient of order eps / area is all there is for the identical pair)
+    np.testing.assert_allclose(a.grad.astype(np.float64) * scale, small.grad, rtol=1e-4,
+                               atol=1e-7)
+
+
+def test_box_convert_center_of_huge_boxes_is_finite():
+    boxes = np.array([[2e38, 1e38, 3e38, 3e38]], np.float32)   # x1 + x2 overflows float32
+    out = box_convert(boxes, "xyxy", "cxcywh")
+    np.testing.assert_allclose(out, [[2.5e38, 2e38, 1e38, 2e38]], rtol=1e-6)
+    np.testing.assert_allclose(box_convert(out, "cxcywh", "xyxy"), boxes, rtol=1e-6)

@@ -330,3 +330,39 @@ def test_soft_nms_with_a_tiny_sigma_is_hard_nms_at_zero_overlap(detections):
     keep, new_scores = soft_nms(boxes, scores, sigma=1e-9, score_threshold=1e-3)
     np.testing.assert_array_equal(keep, nms(boxes, scores, 0.0))
     np.testing.assert_array_equal(new_scores, scores[keep])
+
+
+# ------------------------------------------------- huge coordinates (no overflow)
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 2.0 ** 63), (np.float32, 2.0 ** 125),
+                                          (np.float64, 2.0 ** 700), (np.float64, 2.0 ** 1020)])
+def test_nms_of_huge_boxes_removes_duplicates(dtype, scale):
+    # 0 and 1 identical, 2 overlaps 0 by IoU 0.5 exactly (powers of two scale exactly),
+    # 3 disjoint
+    unit = np.array([[1, 1, 3, 3], [1, 1, 3, 3], [1, 1, 2, 3], [-4, -4, -2, -2]])
+    boxes = (unit * scale).astype(dtype)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], dtype)
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5), [0, 2, 3])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.4), [0, 3])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5), nms_loop(boxes, scores, 0.5))
+    np.testing.assert_array_equal(batched_nms(boxes, scores, [0, 0, 1, 0], 0.4), [0, 2, 3])
+    keep, new = soft_nms(boxes, scores, iou_threshold=0.3, method="linear")
+    np.testing.assert_array_equal(keep, [0, 3, 2])    # the duplicate decays to 0.8·(1 - 1)
+    assert new.dtype == dtype
+    np.testing.assert_allclose(new, [0.9, 0.6, 0.35], rtol=1e-6)   # 2: 0.7·(1 - 0.5)
+    keep_ref, new_ref = soft_nms_loop(boxes, scores, 0.5, 0.3, 0.001, "linear")
+    np.testing.assert_array_equal(keep, keep_ref)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nms_of_mixed_huge_and_small_boxes_matches_loop(seed):
+    # a few huge boxes force the wide path; the small ones must give the same result
+    rng = np.random.default_rng(seed)
+    boxes, scores = clustered_detections(rng, 300, 20)
+    huge = np.array([[0, 0, 3e19, 3e19], [1e18, 0, 3e19, 3e19]], np.float32)
+    all_boxes = np.concatenate([boxes, huge])
+    all_scores = np.concatenate([scores, np.float32([0.5, 0.4])])
+    keep = nms(all_boxes, all_scores, 0.5)
+    np.testing.assert_array_equal(keep, nms_loop(all_boxes, all_scores, 0.5))
+    small = keep[keep < len(boxes)]
+    np.testing.assert_array_equal(small, nms(boxes, scores, 0.5))
+    assert (keep >= len(boxes)).sum() == 1    # IoU of the huge pair is 29/30
