@@ -13,8 +13,11 @@ arrays with a *collate function*:
   ...) stay a list.
 
 Shuffling uses ``np.random.default_rng([seed, epoch])``: each pass over the loader is a
-new epoch with a different order, and the same seed reproduces every epoch's order
-(``set_epoch`` resumes the sequence). Progress bars belong to the training loop.
+new epoch with a different order, and the same seed reproduces every epoch's order.
+The loader knows where it stands, ``(epoch, batch)``: ``state_dict()`` saves that
+position with the seed and ``load_state_dict`` restores it, so a training run resumed
+from a checkpoint draws exactly the batches an uninterrupted run would have drawn.
+Progress bars belong to the training loop.
 """
 import math
 import numbers
@@ -155,7 +158,7 @@ def collate_detection(batch):
 
 # -------------------------------------------------------------- DataLoader
 class DataLoader:
-    """Iterate over a dataset in batches.
+    """Iterate over a dataset in batches, one epoch per ``for`` loop.
 
     Args:
         dataset (Dataset): indexable with ``len``.
@@ -166,7 +169,10 @@ class DataLoader:
         seed (int, optional): seed of the shuffling; when None it is drawn once from the
             default generator (so ``nn.manual_seed`` makes the run reproducible).
 
-    ``len(loader)`` is the number of batches per epoch.
+    ``len(loader)`` is the number of batches per epoch. The position ``(epoch, batch)``
+    is the next batch to draw: a ``for`` loop runs from there to the end of the epoch
+    (a loop left early continues where it stopped), and the loop after a finished
+    epoch starts the next one.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, collate_fn=None, drop_last=False,
@@ -177,8 +183,7 @@ class DataLoader:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"collate_fn must be callable, got {type(collate_fn).__name__}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                                 or seed < 0):
+        if seed is not None and not _is_count(seed):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
@@ -186,15 +191,18 @@ class DataLoader:
         self.collate_fn = default_collate if collate_fn is None else collate_fn
         self.drop_last = bool(drop_last)
         self.seed = int(get_generator().integers(2**63)) if seed is None else int(seed)
-        self.epoch = 0
+        self.epoch = 0  # the epoch of the next batch
+        self.batch = 0  # the index of the next batch in that epoch
 
     def __len__(self):
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch):
-        """Make the next iteration use the order of ``epoch`` (to resume a run)."""
-        self.epoch = int(epoch)
+        """Make the next iteration start at the beginning of ``epoch``."""
+        if not _is_count(epoch):
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        self.epoch, self.batch = int(epoch), 0
 
     def indices(self, epoch):
         """The sample order of ``epoch`` (int64 array)."""
@@ -204,9 +212,40 @@ class DataLoader:
         return np.random.default_rng([self.seed, int(epoch)]).permutation(n)
 
     def __iter__(self):
+        if self.batch >= len(self):  # the previous loop ended its epoch
+            self.epoch, self.batch = self.epoch + 1, 0
         order = self.indices(self.epoch)
-        self.epoch += 1
-        stop = len(self) * self.batch_size
-        for start in range(0, min(stop, len(order)), self.batch_size):
-            batch = [self.dataset[int(i)] for i in order[start:start + self.batch_size]]
-            yield self.collate_fn(batch)
+        while self.batch < len(self):
+            start = self.batch * self.batch_size
+            samples = [self.dataset[int(i)] for i in order[start:start + self.batch_size]]
+            self.batch += 1  # counted before the yield: the position is the *next* batch
+            yield self.collate_fn(samples)
+
+    # ---------------------------------------------------------------- position
+    def state_dict(self):
+        """The position for a checkpoint: ``{"epoch": int, "batch": int, "seed": int}``."""
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
+
+    def load_state_dict(self, state):
+        """Continue from a position saved by ``state_dict`` (checked before it is applied).
+
+        Raises:
+            ValueError: a missing entry, or a value that is not a non-negative int, or a
+                batch index beyond this loader's ``len`` (a state of another dataset).
+        """
+        if not isinstance(state, dict) or set(state) != {"epoch", "batch", "seed"}:
+            raise ValueError(f"DataLoader state must be a dict with 'epoch', 'batch' and 'seed', "
+                             f"got {state!r}")
+        for name in ("epoch", "batch", "seed"):
+            if not _is_count(state[name]):
+                raise ValueError(f"DataLoader state: {name} must be a non-negative int, "
+                                 f"got {state[name]!r}")
+        if state["batch"] > len(self):
+            raise ValueError(f"DataLoader state: batch {state['batch']} is beyond the "
+                             f"{len(self)} batches of an epoch")
+        self.epoch, self.batch, self.seed = int(state["epoch"]), int(state["batch"]), int(state["seed"])
+
+
+def _is_count(value):
+    """True for a non-negative int (Python or NumPy, not bool)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 0

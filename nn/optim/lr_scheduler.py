@@ -15,7 +15,8 @@ import numbers
 
 from nn.optim.optimizer import Optimizer
 
-__all__ = ["LRScheduler", "StepLR", "MultiStepLR", "CosineAnnealingLR", "LinearLR", "LinearWarmup"]
+__all__ = ["LRScheduler", "StepLR", "MultiStepLR", "CosineAnnealingLR", "LinearLR", "LinearWarmup",
+           "WarmupCosine"]
 
 
 def _check_int(name, value, low):
@@ -185,3 +186,78 @@ class LinearWarmup(LRScheduler):
         if self.after is None:
             return list(self.base_lrs)
         return self.after.lr_at(epoch - self.warmup_iters)
+
+
+class WarmupCosine(LRScheduler):
+    """Linear warm-up, then a cosine decay to a floor: the schedule of detseg's trainers.
+
+    The rate of step ``t`` (the ``t``-th ``optimizer.step()``, counted from 0), with
+    ``W = warmup_steps``, ``T = max(total_steps - W, 1)``, ``s = start_factor`` and
+    ``f = final_factor``::
+
+        t <  W:  lr = base · (s + (1 - s) · t / W)
+        t >= W:  lr = base · (f + (1 - f) · (1 + cos(π · min(t - W, T) / T)) / 2)
+
+    The warm-up climbs from ``s · base`` (Goyal et al., 2017, "Accurate, Large Minibatch
+    SGD"); the cosine falls from ``base`` at step ``W`` to ``f · base`` at step
+    ``total_steps`` and stays there (Loshchilov & Hutter, 2017, "SGDR", without restarts).
+    Equal, for ``t <= total_steps``, to ``LinearWarmup(W, s, after=CosineAnnealingLR(T,
+    eta_min=f · base))``.
+
+    A run fitted to a time budget does not know its length when it starts: with
+    ``total_steps=None`` the rate holds at ``base`` after the warm-up, and ``stretch``
+    sets (or later changes) the total once the speed of a step has been measured.
+    The rates of the warm-up do not depend on the total.
+
+    Args:
+        optimizer (Optimizer): whose groups' "lr" is set.
+        warmup_steps (int): ``W >= 0``.
+        total_steps (int or None): steps of the whole run (``>= 1``), or None (not known yet).
+        final_factor (float): ``f`` in [0, 1], the floor relative to the base rate.
+        start_factor (float): ``s`` in (0, 1], the first step's rate relative to the base rate.
+    """
+
+    def __init__(self, optimizer, warmup_steps, total_steps=None, final_factor=0.02,
+                 start_factor=0.05, last_epoch=-1):
+        self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
+        self.total_steps = None if total_steps is None else _check_int("total_steps", total_steps, 1)
+        self.final_factor = _check_float("final_factor", final_factor, 0.0, 1.0)
+        self.start_factor = _check_float("start_factor", start_factor, 0.0, 1.0)
+        if self.start_factor == 0:
+            raise ValueError("start_factor must be > 0")
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, step):
+        """The rate of ``step`` relative to the base rate (the formula above)."""
+        if step < self.warmup_steps:
+            return self.start_factor + (1 - self.start_factor) * step / self.warmup_steps
+        if self.total_steps is None:
+            return 1.0
+        length = max(self.total_steps - self.warmup_steps, 1)  # T
+        cosine = (1 + math.cos(math.pi * min(step - self.warmup_steps, length) / length)) / 2
+        return self.final_factor + (1 - self.final_factor) * cosine
+
+    def lr_at(self, epoch):
+        factor = self.factor(epoch)
+        return [base * factor for base in self.base_lrs]
+
+    def stretch(self, total_steps):
+        """Set the run's length to ``total_steps`` and re-apply the current step's rate.
+
+        The steps already taken keep the rates they had; the decay from here on ends at
+        the new total.
+        """
+        self.total_steps = _check_int("total_steps", total_steps, 1)
+        lrs = self.lr_at(self.last_epoch)
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self._last_lr = list(lrs)
+
+    def state_dict(self):
+        """The step counter, base rates and ``total_steps`` (which ``stretch`` changes)."""
+        return {**super().state_dict(), "total_steps": self.total_steps}
+
+    def load_state_dict(self, state_dict):
+        total = state_dict.get("total_steps")
+        self.total_steps = None if total is None else _check_int("total_steps", total, 1)
+        super().load_state_dict(state_dict)

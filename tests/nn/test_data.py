@@ -134,3 +134,65 @@ def test_loader_bad_args(kwargs, exc, match):
         DataLoader(TensorDataset(np.zeros(3)), **kwargs)
     with pytest.raises(TypeError, match="__len__"):
         DataLoader(5)
+
+
+# ------------------------------------------------------------- position
+def _ids(batches):
+    return [b[0].tolist() for b in batches]
+
+
+@pytest.mark.parametrize("stop", [0, 1, 3, 4, 5, 9])
+def test_a_resumed_loader_draws_the_batches_of_an_uninterrupted_one(stop, tmp_path):
+    data = TensorDataset(np.arange(11))
+    whole = DataLoader(data, batch_size=3, shuffle=True, seed=5)  # 4 batches per epoch
+    expected = _ids([b for _ in range(3) for b in whole])  # three epochs
+    first = DataLoader(data, batch_size=3, shuffle=True, seed=5)
+    stream = iter(first)
+    drawn = []
+    for _ in range(stop):  # an endless stream over epochs, stopped after `stop` batches
+        batch = next(stream, None)
+        if batch is None:
+            stream = iter(first)
+            batch = next(stream)
+        drawn.append(batch)
+    nn.save({"loader": first.state_dict()}, tmp_path / "position.npz")
+    # A new process: another seed drawn, the position read back from the file.
+    second = DataLoader(data, batch_size=3, shuffle=True)
+    second.load_state_dict(nn.load(tmp_path / "position.npz")["loader"])
+    rest = []
+    while len(drawn) + len(rest) < len(expected):
+        rest += list(second)
+    assert _ids(drawn) + _ids(rest) == expected
+    assert second.state_dict() == {"epoch": 2, "batch": 4, "seed": 5}
+
+
+def test_loader_position_counts_drawn_batches():
+    loader = DataLoader(TensorDataset(np.arange(7)), batch_size=2)  # 4 batches, the last of 1
+    assert loader.state_dict() == {"epoch": 0, "batch": 0, "seed": loader.seed}
+    stream = iter(loader)
+    next(stream)
+    next(stream)
+    assert loader.state_dict()["batch"] == 2
+    assert [b[0].tolist() for b in stream] == [[4, 5], [6]]
+    assert (loader.epoch, loader.batch) == (0, 4)
+    assert [b[0].tolist() for b in loader][0] == [0, 1]  # the next loop: epoch 1
+    assert loader.epoch == 1
+    loader.set_epoch(7)
+    assert loader.state_dict()["epoch"] == 7 and loader.state_dict()["batch"] == 0
+
+
+@pytest.mark.parametrize("state, match", [
+    ({"epoch": 0, "batch": 1_000_000_000, "seed": 1}, "beyond"),
+    ({"epoch": -1, "batch": 0, "seed": 1}, "epoch"),
+    ({"epoch": 0, "batch": 1.5, "seed": 1}, "batch"),
+    ({"epoch": 0, "batch": 0, "seed": True}, "seed"),
+    ({"epoch": 0, "batch": 0}, "seed"),
+    ([0, 0, 1], "dict"),
+])
+def test_loader_refuses_a_bad_position(state, match):
+    loader = DataLoader(TensorDataset(np.arange(7)), batch_size=2, seed=3)
+    with pytest.raises(ValueError, match=match):
+        loader.load_state_dict(state)
+    assert loader.state_dict() == {"epoch": 0, "batch": 0, "seed": 3}  # unchanged
+    with pytest.raises(ValueError, match="epoch"):
+        loader.set_epoch(-2)

@@ -245,6 +245,57 @@ def test_scheduler_resume(tmp_path):
         assert opt.param_groups[0]["lr"] == opt2.param_groups[0]["lr"]
 
 
+def _warmup_cosine(t, base, warmup, total, start, final):
+    """The closed form of WarmupCosine's docstring."""
+    if t < warmup:
+        return base * (start + (1 - start) * t / warmup)
+    length = max(total - warmup, 1)
+    return base * (final + (1 - final) * (1 + math.cos(math.pi * min(t - warmup, length) / length)) / 2)
+
+
+@pytest.mark.parametrize("warmup, total, start, final", [
+    (4, 12, 0.05, 0.02), (0, 7, 0.5, 0.0), (3, 3, 0.1, 0.1), (5, 2, 1.0, 0.5),
+])
+def test_warmup_cosine_closed_form(warmup, total, start, final):
+    rates = _lrs(lambda o: optim.WarmupCosine(o, warmup, total, final_factor=final,
+                                              start_factor=start), total + 4)
+    expected = [_warmup_cosine(t, 0.1, warmup, total, start, final) for t in range(total + 5)]
+    assert np.allclose(rates, expected, rtol=1e-12, atol=0)
+    assert rates[-1] == pytest.approx(0.1 * final)  # the floor holds after the total
+
+
+def test_warmup_cosine_equals_linear_warmup_then_cosine():
+    composed = _lrs(lambda o: optim.LinearWarmup(
+        o, 5, 0.05, after=optim.CosineAnnealingLR(o, T_max=15, eta_min=0.1 * 0.02)), 20)
+    assert np.allclose(_lrs(lambda o: optim.WarmupCosine(o, 5, 20), 20), composed, rtol=1e-12)
+
+
+def test_warmup_cosine_stretched_to_a_new_total(tmp_path):
+    opt = optim.SGD(_params(), lr=0.1)
+    sched = optim.WarmupCosine(opt, 3, total_steps=None, start_factor=0.2)
+    for _ in range(6):  # unknown total: base rate after the warm-up
+        sched.step()
+    assert sched.get_last_lr() == [0.1]
+    sched.stretch(10)  # step 6 of 10
+    assert opt.param_groups[0]["lr"] == pytest.approx(_warmup_cosine(6, 0.1, 3, 10, 0.2, 0.02))
+    nn.save({"sched": sched.state_dict()}, tmp_path / "s.npz")
+    again = optim.WarmupCosine(optim.SGD(_params(), lr=0.1), 3, total_steps=None, start_factor=0.2)
+    again.load_state_dict(nn.load(tmp_path / "s.npz")["sched"])
+    assert again.total_steps == 10 and again.get_last_lr() == sched.get_last_lr()
+    sched.stretch(40)  # the machine got faster: a longer decay from here
+    for _ in range(4):
+        sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(_warmup_cosine(10, 0.1, 3, 40, 0.2, 0.02))
+    with pytest.raises(ValueError, match="total_steps"):
+        sched.stretch(0)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        optim.WarmupCosine(opt, -1, 10)
+    with pytest.raises(ValueError, match="final_factor"):
+        optim.WarmupCosine(opt, 2, 10, final_factor=1.5)
+    with pytest.raises(ValueError, match="start_factor"):
+        optim.WarmupCosine(opt, 2, 10, start_factor=0)
+
+
 def test_scheduler_bad_args():
     opt = optim.SGD(_params(), lr=0.1)
     with pytest.raises(ValueError, match="step_size"):
