@@ -16,17 +16,26 @@ An ordinary NumPy ``.npz`` archive (readable with ``np.load``):
   ``nn.load(path)`` equals what was saved (Tensors come back as ndarrays).
 
 Safety: files are loaded with ``allow_pickle=False``, so an object array or a
-pickle-bearing file is refused with a clear error instead of executing code.
+pickle-bearing file is refused with a clear error instead of executing code. A file
+is read as a zip archive only after its signature says it is one; each member's
+``.npy`` header is read before its data, and an array larger than its member holds,
+or a total beyond ``max_bytes`` (default: the machine's memory), is refused before
+anything is allocated. The manifest is checked entry by entry and its nesting is
+bounded (``MAX_DEPTH``, the same bound ``save`` applies): a crafted file gives a
+``CheckpointError`` naming it, never another exception from deep inside.
 
 Atomicity: ``save`` (and every file detseg writes, through ``atomic_write``) writes a
 temporary file next to the target, named after it, and ``os.replace``\\ s it onto the
 path, so an interrupted process never leaves a half-written file.
 """
 import json
+import math
 import numbers
 import os
+import re
 import secrets
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -37,6 +46,7 @@ __all__ = ["save", "load", "CheckpointError", "atomic_write", "atomic_write_byte
 SEPARATOR = "/"
 MANIFEST_KEY = "__structure__"
 FORMAT_VERSION = 1
+MAX_DEPTH = 64  # nesting levels of the saved object (a training state uses about 5)
 
 
 class CheckpointError(ValueError):
@@ -149,8 +159,11 @@ def _join(prefix, key):
     return key if not prefix else prefix + SEPARATOR + key
 
 
-def _encode(obj, prefix, arrays):
+def _encode(obj, prefix, arrays, depth=0):
     """Return the JSON spec of ``obj``; store its arrays in ``arrays`` under path names."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"cannot save {prefix!r}: the object is nested deeper than "
+                         f"{MAX_DEPTH} levels, which nn.load would refuse")
     if isinstance(obj, Tensor):
         obj = obj.data
     if isinstance(obj, np.ndarray):
@@ -184,34 +197,76 @@ def _encode(obj, prefix, arrays):
                 raise ValueError(f"checkpoint key {key!r} must be non-empty and must not contain "
                                  f"{SEPARATOR!r}")
             kind = "str" if isinstance(key, str) else "int"
-            items.append([str(key), kind, _encode(value, _join(prefix, str(key)), arrays)])
+            items.append([str(key), kind,
+                          _encode(value, _join(prefix, str(key)), arrays, depth + 1)])
         return {"t": "dict", "items": items}
     if isinstance(obj, (list, tuple)):
-        specs = [_encode(v, _join(prefix, str(i)), arrays) for i, v in enumerate(obj)]
+        specs = [_encode(v, _join(prefix, str(i)), arrays, depth + 1) for i, v in enumerate(obj)]
         return {"t": "tuple" if isinstance(obj, tuple) else "list", "items": specs}
     raise TypeError(f"cannot save a {type(obj).__name__} at {prefix!r}: use arrays, numbers, "
                     f"strings, None, lists, tuples and dicts")
 
 
-def _decode(spec, arrays, path):
+_INT_KEY = re.compile(r"-?[0-9]+")
+_SCALAR_TYPES = {"bool": (bool,), "int": (int,), "str": (str,)}
+
+
+def _decode(spec, arrays, path, where="root", depth=0):
+    """Rebuild the object described by ``spec``, checking every entry (CheckpointError)."""
+    def bad(what):
+        return CheckpointError(f"{path!r} has a corrupt checkpoint manifest: {what} at {where}")
+
+    if depth > MAX_DEPTH:
+        raise bad(f"the structure is nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(spec, dict) or not isinstance(spec.get("t"), str):
+        raise bad(f"an entry must be an object with a type 't', got {spec!r:.60}")
     kind = spec["t"]
-    if kind == "array":
-        return arrays[spec["k"]]
-    if kind == "npscalar":
-        return arrays[spec["k"]][()]
+    if kind in ("array", "npscalar"):
+        key = spec.get("k")
+        if not isinstance(key, str):
+            raise bad(f"an array entry needs a str key 'k', got {key!r:.60}")
+        if key not in arrays:
+            raise bad(f"array {key!r} is missing from the archive")
+        if kind == "array":
+            return arrays[key]
+        if arrays[key].shape != ():
+            raise bad(f"scalar entry {key!r} holds an array of shape {arrays[key].shape}")
+        return arrays[key][()]
     if kind == "none":
         return None
-    if kind in ("bool", "int", "str"):
-        return spec["v"]
+    if kind in _SCALAR_TYPES:
+        value = spec.get("v")
+        if not isinstance(value, _SCALAR_TYPES[kind]) or (kind == "int" and isinstance(value, bool)):
+            raise bad(f"a {kind} entry holds {value!r:.60}")
+        return value
     if kind == "float":
-        return float(spec["v"])
-    if kind == "dict":
-        return {(int(k) if key_kind == "int" else k): _decode(child, arrays, path)
-                for k, key_kind, child in spec["items"]}
-    if kind in ("list", "tuple"):
-        values = [_decode(child, arrays, path) for child in spec["items"]]
+        value = spec.get("v")
+        try:
+            return float(value) if isinstance(value, str) else float("invalid")
+        except ValueError:
+            raise bad(f"a float entry holds {value!r:.60}") from None
+    if kind not in ("dict", "list", "tuple"):
+        raise bad(f"unknown entry type {kind!r:.60}")
+    items = spec.get("items")
+    if not isinstance(items, list):
+        raise bad(f"a {kind} entry needs a list of 'items', got {items!r:.60}")
+    if kind != "dict":
+        values = [_decode(child, arrays, path, f"{where}/{i}", depth + 1)
+                  for i, child in enumerate(items)]
         return tuple(values) if kind == "tuple" else values
-    raise CheckpointError(f"{path}: unknown entry type {kind!r} in the checkpoint structure")
+    out = {}
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)):
+            raise bad(f"dict items must be [key, key kind, entry] lists, got {item!r:.60}")
+        key, key_kind, child = item
+        if key_kind == "int":
+            if not _INT_KEY.fullmatch(key):
+                raise bad(f"an int key holds {key!r:.60}")
+            key = int(key)
+        elif key_kind != "str":
+            raise bad(f"unknown key kind {key_kind!r:.60} of key {key!r:.60}")
+        out[key] = _decode(child, arrays, path, f"{where}/{key}", depth + 1)
+    return out
 
 
 # --------------------------------------------------------------------- save
@@ -242,59 +297,149 @@ def save(obj, path, compress=False):
 
 
 # --------------------------------------------------------------------- load
-def load(path):
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")   # a member first, or an empty archive
+_NPY_SIGNATURE = b"\x93NUMPY"
+
+
+def _memory_bytes():
+    """Physical memory of this machine in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_signature(path):
+    """Refuse, with a message saying what the file is, anything that is not a zip archive."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head:
+        raise CheckpointError(f"{path!r} is empty, not an .npz archive")
+    if head.startswith(_NPY_SIGNATURE):
+        raise CheckpointError(f"{path!r} holds a single .npy array, not an .npz checkpoint")
+    if head.startswith(_ZIP_SIGNATURES):
+        return
+    if head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocols 2..5 start with PROTO
+        raise CheckpointError(
+            f"{path!r} contains pickled data, which nn.load refuses (allow_pickle=False); "
+            f"re-save it with nn.save")
+    raise CheckpointError(f"{path!r} is not an .npz archive (no zip signature; it starts "
+                          f"with {head!r})")
+
+
+def _npy_header(member, path, key):
+    """``(shape, dtype, header size)`` of an ``.npy`` member, reading only its header."""
+    try:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except ValueError as exc:
+        raise CheckpointError(f"{path!r}: array {key!r} has a corrupt .npy header: {exc}") from None
+    return shape, dtype, member.tell()
+
+
+def _read_arrays(archive, path, limit, limit_name):
+    """Every array of the archive, each header checked against its member before reading."""
+    members, total = [], 0
+    for info in archive.infolist():
+        name = info.filename
+        if info.is_dir() or not name.endswith(".npy"):
+            raise CheckpointError(f"{path!r}: member {name!r} is not an .npy array")
+        key = name[:-len(".npy")]
+        if any(key == other for other, _ in members):
+            raise CheckpointError(f"{path!r}: array {key!r} appears twice in the archive")
+        with archive.open(info) as member:
+            shape, dtype, header_size = _npy_header(member, path, key)
+        if dtype.hasobject:
+            raise CheckpointError(f"{path!r}: entry {key!r} contains object (pickled) data, "
+                                  f"which nn.load refuses (allow_pickle=False)")
+        declared = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+        held = info.file_size - header_size
+        if declared != held:
+            raise CheckpointError(
+                f"{path!r}: array {key!r} declares shape {shape} of {dtype} ({declared} bytes) "
+                f"but its member holds {held} bytes (truncated or crafted)")
+        total += declared
+        if limit is not None and total > limit:
+            raise CheckpointError(
+                f"{path!r}: its arrays hold at least {total} bytes (up to {key!r}, shape "
+                f"{shape} of {dtype}), more than {limit_name} ({limit} bytes)")
+        members.append((key, info))
+    arrays = {}
+    for key, info in members:
+        with archive.open(info) as member:
+            arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+    return arrays
+
+
+def load(path, max_bytes=None):
     """Read a checkpoint written by ``save`` (or any pickle-free ``.npz``).
 
     Args:
         path (str or PathLike): the file.
+        max_bytes (int, optional): refuse an archive whose arrays hold more bytes than
+            this, before reading them. None: the machine's physical memory.
     Returns:
         dict: the saved object, rebuilt (arrays as ndarrays). A ``.npz`` without the
         manifest gives a flat ``{key: ndarray}``.
     Raises:
         FileNotFoundError: no such file (naming it).
-        CheckpointError (a ValueError): not an ``.npz``, truncated or corrupt, or it
-            contains pickled objects — naming the file.
+        ValueError: ``max_bytes`` is not an int >= 0.
+        CheckpointError (a ValueError): not an ``.npz`` archive, truncated or corrupt, an
+            array larger than its member or than ``max_bytes``, pickled objects, or a
+            malformed manifest — naming the file.
     """
     path = os.fspath(path)
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(
+            max_bytes, numbers.Integral) or max_bytes < 0):
+        raise ValueError(f"max_bytes must be None or an int >= 0, got {max_bytes!r}")
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path!r} is a directory, not an .npz file")
+    if max_bytes is None:
+        limit, limit_name = _memory_bytes(), "this machine's memory (pass max_bytes=)"
+    else:
+        limit, limit_name = int(max_bytes), "max_bytes"
+    _check_signature(path)
     try:
-        archive = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise CheckpointError(
-                f"{path!r} contains pickled data, which nn.load refuses (allow_pickle=False); "
-                f"re-save it with nn.save") from exc
-        raise CheckpointError(f"{path!r} is not a readable .npz checkpoint: {exc}") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        with zipfile.ZipFile(path) as archive:
+            arrays = _read_arrays(archive, path, limit, limit_name)
+    except CheckpointError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+            RuntimeError) as exc:
         raise CheckpointError(f"{path!r} is not a readable .npz checkpoint "
                               f"(truncated or corrupt?): {exc}") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{path!r} holds a single .npy array, not an .npz checkpoint")
-    arrays = {}
-    try:
-        with archive:
-            for key in archive.files:
-                arrays[key] = archive[key]
-    except ValueError as exc:
-        if "pickle" in str(exc) or "Object arrays" in str(exc):
-            raise CheckpointError(
-                f"{path!r}: entry contains object (pickled) data, which nn.load refuses "
-                f"(allow_pickle=False)") from exc
-        raise CheckpointError(f"{path!r} is corrupt: {exc}") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(f"{path!r} is truncated or corrupt: {exc}") from exc
     if MANIFEST_KEY not in arrays:
         return arrays
+    raw = arrays.pop(MANIFEST_KEY)
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise CheckpointError(f"{path!r} has a corrupt checkpoint manifest: {MANIFEST_KEY!r} "
+                              f"must be a string, got {raw.dtype} of shape {raw.shape}")
     try:
-        manifest = json.loads(str(arrays.pop(MANIFEST_KEY)[()]))
-        if manifest.get("format") != "detseg-checkpoint":
-            raise CheckpointError(f"{path!r}: unrecognized checkpoint manifest")
-        if manifest.get("version", 0) > FORMAT_VERSION:
-            raise CheckpointError(f"{path!r} was written by a newer format version "
-                                  f"{manifest['version']} (this reader knows {FORMAT_VERSION})")
-        return _decode(manifest["root"], arrays, path)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path!r} has a corrupt checkpoint manifest: {exc}") from exc
+        manifest = json.loads(str(raw[()]))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path!r} has a corrupt checkpoint manifest: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path!r} has a corrupt checkpoint manifest: its JSON is "
+                              f"nested deeper than the parser allows") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path!r} has a corrupt checkpoint manifest: expected a JSON "
+                              f"object, got {type(manifest).__name__}")
+    if manifest.get("format") != "detseg-checkpoint":
+        raise CheckpointError(f"{path!r}: unrecognized checkpoint manifest")
+    version = manifest.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path!r} has a corrupt checkpoint manifest: version must be "
+                              f"an int, got {version!r:.60}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path!r} was written by a newer format version "
+                              f"{version} (this reader knows {FORMAT_VERSION})")
+    if "root" not in manifest:
+        raise CheckpointError(f"{path!r} has a corrupt checkpoint manifest: no root entry")
+    return _decode(manifest["root"], arrays, path)
