@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nn  # noqa: E402
 from detection.datasets import transforms as T  # noqa: E402
-from plates.classes import CHAR, PLATE_CLASSES  # noqa: E402
+from plates.classes import PLATE_CLASSES  # noqa: E402
 from detection.datasets.coco import COCODataset, voc_to_coco  # noqa: E402
-from plates.crops import PlateCropDataset, crop_plates  # noqa: E402
+from plates.crops import CROP_PADDING, CROP_SIZE, PlateCropDataset, crop_plates  # noqa: E402
 from plates.synthetic import generate_plate_dataset  # noqa: E402
 from detection.datasets.transforms import masks_to_boxes  # noqa: E402
 from detection.datasets.voc import VOCDataset, voc_palette  # noqa: E402
@@ -48,7 +48,6 @@ args = parser.parse_args()
 SEED = 0
 NUM_IMAGES = 12 if args.quick else 60
 IMAGE_SIZE = 256
-CROP_SIZE = (32, 96)  # (h, w) of the plate crops stage two sees
 SHOW = 4  # scenes per figure
 OUT_DIR = os.path.join(args.out, "04_plate_data")
 DATA_DIR = os.path.join(OUT_DIR, "plates")
@@ -168,11 +167,17 @@ print(f"largest gap between a transformed box and its mask's tight box: {worst:.
 print(f"wrote {path}")
 
 # %% 4. What the digit segmenter sees
-# Each plate box (here the ground truth; at test time the detector's) is padded by 10%,
-# grown to the crop's 3:1 aspect ratio with real image context (no stretching: a
-# two-row motorbike plate keeps its shape) and resampled to 32x96, with its class map.
-# The text is read from the character objects: rows top to bottom, left to right.
-plates = PlateCropDataset(DATA_DIR, "train", size=CROP_SIZE, padding=0.1)
+# Each plate box (here the ground truth; at test time the detector's) gets a 5% margin
+# (CROP_PADDING), is grown to the crop's 3:1 aspect ratio with real image context (no
+# stretching: a two-row motorbike plate keeps its shape) and resampled to 40x120
+# (CROP_SIZE), with its label map in the segmenter's classes: 0 background, 1..10 the
+# digits 0..9, 11 any other character (letters, dash, dot). Where the grown window
+# leaves the image the crop is black and the label 255, "ignore": no loss, no metric
+# counts those pixels. A crop can hold no character at all (a plate seen edge-on, or
+# whose characters are all under a pixel): it still teaches the segmenter background.
+# The text is read from the character objects: rows top to bottom, left to right, rows
+# joined by one space.
+plates = PlateCropDataset(DATA_DIR, "train", size=CROP_SIZE, padding=CROP_PADDING)
 print(plates)
 rows = min(8, len(plates))
 fig, axes = plt.subplots(rows, 2, figsize=(6, 1.1 * rows), squeeze=False)
@@ -181,7 +186,8 @@ for row in range(rows):
     axes[row, 0].imshow(crop)
     axes[row, 0].set_title(repr(text), fontsize=8)
     axes[row, 1].imshow(colour_map(mask))
-    axes[row, 1].set_title(f"classes {sorted(set(np.unique(mask).tolist()) - {0})}", fontsize=8)
+    labels = sorted(set(np.unique(mask).tolist()) - {0})
+    axes[row, 1].set_title(f"labels {labels} (11 = other char, 255 = ignore)", fontsize=7)
 for ax in axes.ravel():
     ax.axis("off")
 fig.tight_layout()
@@ -195,15 +201,18 @@ print(f"wrote {path}")
 # characters stage two finds on the original photo.
 image, target = dataset[int(busiest[0])]
 plate_boxes = target["boxes"][target["labels"] == PLATE_CLASSES.index("plate")]
-crops, crop_masks, windows = crop_plates(image, plate_boxes, CROP_SIZE, 0.1,
+crops, crop_masks, windows = crop_plates(image, plate_boxes, CROP_SIZE, CROP_PADDING,
                                          class_mask=target["masks"])
 print(f"crop_plates: {len(plate_boxes)} plates -> crops {crops.shape}, masks "
       f"{crop_masks.shape}, windows {np.round(windows.astype(float), 1).tolist()}")
 texts = [plates.items[i][2] for i in range(len(plates))]
-character_pixels = np.mean([((plates[i][1] >= 3) & (plates[i][1] <= CHAR)).mean()
+character_pixels = np.mean([((plates[i][1] > 0) & (plates[i][1] != 255)).mean()
                             for i in range(len(plates))]) if len(plates) else 0.0
-print(f"{len(plates)} plates, {sum(' ' in t for t in texts)} with two rows; characters "
-      f"cover {100 * character_pixels:.1f}% of a crop on average (class balance for stage two)")
+two_rows = sum(len(t.split(" ")) == 2 for t in texts)
+empty = sum(len(t) == 0 for t in texts)
+print(f"{len(plates)} plates: {two_rows} with two rows, {empty} without a readable character; "
+      f"characters cover {100 * character_pixels:.1f}% of a crop on average (class balance "
+      f"for stage two)")
 
 # %% 5. COCO JSON
 # Evaluation tools (pycocotools) and many training codes read COCO: one JSON with

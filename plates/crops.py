@@ -17,7 +17,8 @@ Resampling: bilinear for the image, nearest for the class map (ids must stay ids
 both sampling at pixel centres: output pixel ``(i, j)`` of crop ``k`` reads the image
 at ``x = X1 + (j + 0.5) * (X2 - X1) / w`` (likewise ``y``), ``(X1, Y1, X2, Y2)`` the
 crop window. Bilinear does not low-pass filter, so shrinking a plate more than ~2x
-aliases; plates of 30..150 px into 96 px crops stay within that. All crops of an
+aliases; the lab cuts plates from the full-resolution frame, where a plate is
+usually 1-4 times the crop's 120 px width. All crops of an
 image are sampled at once (index arrays of shape (K, h, w)): no loop over boxes.
 
 A ``PlateCropDataset`` produces ``(crop, mask, text)`` from a VOC dataset: ``text`` is
@@ -30,11 +31,14 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from plates.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES
+from plates.classes import CHAR, DIGIT_IDS, IGNORE_INDEX, PLATE_CLASSES, to_segmenter_labels
 from detection.datasets.voc import VOCDataset, read_label_map, read_rgb
 from nn.data import Dataset
 
-__all__ = ["crop_windows", "crop_plates", "crop_to_image", "reading_order", "plate_texts",
+CROP_SIZE = (40, 120)  # (h, w) of the digit segmenter's crops
+CROP_PADDING = 0.05  # margin around the plate box, relative to its size
+
+__all__ = ["CROP_SIZE", "CROP_PADDING", "crop_windows", "crop_plates", "crop_to_image", "reading_order", "plate_texts",
            "PlateCropDataset"]
 
 
@@ -58,7 +62,7 @@ def _check_boxes(boxes):
     return boxes
 
 
-def crop_windows(boxes, size=(32, 96), padding=0.1):
+def crop_windows(boxes, size=CROP_SIZE, padding=CROP_PADDING):
     """The crop window of each box: padded, then grown to the aspect ratio of ``size``.
 
     ``padding`` is relative: each side moves out by ``padding`` times the box's width
@@ -98,7 +102,7 @@ def _sample_positions(windows, height, width):
     return ys, xs
 
 
-def crop_plates(image, boxes, size=(32, 96), padding=0.1, class_mask=None):
+def crop_plates(image, boxes, size=CROP_SIZE, padding=CROP_PADDING, class_mask=None):
     """Cut plates out of an image at a fixed size, with their class maps.
 
     Args:
@@ -291,10 +295,10 @@ class PlateCropDataset(Dataset):
     """Plate crops of a VOC dataset with their character masks and texts (stage two).
 
     One item per plate object (difficult plates included unless ``keep_difficult`` is
-    False): ``(crop (h, w, 3) uint8, mask (h, w) uint8, text str)``. The mask holds the
-    class ids of ``classes.py``; with ``characters_only`` (default) everything that is
-    not a character (car, plate, background) becomes 0, so its classes are exactly the
-    segmenter's: 0 background, 3..12 digits, 13 other character, 255 ignore.
+    False): ``(crop (h, w, 3) uint8, mask (h, w) uint8, text str)``. With
+    ``characters_only`` (default) the mask holds the segmenter's labels
+    (``plates.classes.SEGMENTER_CLASSES``: 0 background, 1..10 digits, 11 other
+    character, 255 ignore); without it, the scene's class ids (``PLATE_CLASSES``).
 
     Args:
         voc_root (str | os.PathLike): a VOC dataset with ``SegmentationClass`` masks.
@@ -307,7 +311,7 @@ class PlateCropDataset(Dataset):
         class_names (sequence[str]): the id space of the masks (``PLATE_CLASSES``).
     """
 
-    def __init__(self, voc_root, split="train", size=(32, 96), padding=0.1,
+    def __init__(self, voc_root, split="train", size=CROP_SIZE, padding=CROP_PADDING,
                  characters_only=True, keep_difficult=True, transforms=None,
                  class_names=PLATE_CLASSES):
         self.size = _check_size(size)
@@ -318,12 +322,8 @@ class PlateCropDataset(Dataset):
         self.transforms = transforms
         self.characters_only = bool(characters_only)
         self.voc = VOCDataset(voc_root, split, class_names=class_names, return_masks=True)
-        lookup = np.arange(256, dtype=np.uint8)
-        if self.characters_only:
-            is_char = np.zeros(256, dtype=bool)
-            is_char[list(DIGIT_IDS) + [CHAR, IGNORE_INDEX]] = True
-            lookup[~is_char] = 0
-        self._lookup = lookup
+        identity = np.arange(256, dtype=np.uint8)
+        self._lookup = to_segmenter_labels(identity) if self.characters_only else identity
         # One entry per plate: (image index, plate box, text), built from the XML only.
         self.items = []
         for image_index in range(len(self.voc)):

@@ -225,7 +225,7 @@ def _check_optional_number(name, value, bound, strict):
         raise ValueError(f"{name} must be a number {relation} {bound} or None, got {value!r}")
 
 
-def read_plate(class_map, num_classes=NUM_SEGMENTER_CLASSES, min_area=2, row_gap=0.5,
+def read_plate(class_map, num_classes=NUM_SEGMENTER_CLASSES, min_area=1, row_gap=0.5,
                merge_overlap=0.3, split_width=1.6, speck_distance=0.5):
     """Read a plate crop's predicted class map as text.
 
@@ -239,7 +239,8 @@ def read_plate(class_map, num_classes=NUM_SEGMENTER_CLASSES, min_area=2, row_gap
     Args:
         class_map (ndarray[H, W] int): the segmenter's per-pixel classes of one plate crop.
         num_classes (int): K.
-        min_area (int): smaller blobs are noise.
+        min_area (int): smaller blobs are noise (1 keeps every blob: a dot of a plate can
+            be a single pixel in a crop).
         row_gap (float): see ``reading_order``; the character height is the median
             height of the larger half of the blobs (pieces are short).
         merge_overlap (float or None): see ``merge_fragments``; None keeps every blob a

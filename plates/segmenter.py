@@ -92,7 +92,7 @@ def predict(model, crops, batch_size=64, tta=False):
     return out
 
 
-def evaluate(model, crops, masks, texts, batch_size=64, min_area=2, tta=False):
+def evaluate(model, crops, masks, texts, batch_size=64, min_area=1, tta=False):
     """Pixel metrics and plate reading of a set of crops.
 
     Args:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from detection.datasets.voc import VOCDataset, read_label_map, read_rgb
 from plates.classes import segmenter_label
-from plates.crops import crop_plates, crop_windows, plate_texts
+from plates.crops import CROP_PADDING, CROP_SIZE, crop_plates, crop_windows, plate_texts
 from plates.targets import character_regions, crop_region_labels
 
 __all__ = ["TARGETS", "LABEL_SAMPLES", "LABEL_COVERAGE", "load_crops", "TrainPatches",
@@ -119,7 +119,7 @@ def _image_crops(image, regions, class_of, plates, size, padding):
     return crops, masks, [text for _, text in plates]
 
 
-def load_crops(root, split, size=(32, 96), padding=0.1, targets="regions", workers=1,
+def load_crops(root, split, size=CROP_SIZE, padding=CROP_PADDING, targets="regions", workers=1,
                progress=False):
     """Every plate of a split as a fixed-size crop, its label map and its text.
 
@@ -191,7 +191,7 @@ class TrainPatches:
         progress (bool): show a progress bar.
     """
 
-    def __init__(self, root, split="train", size=(32, 96), padding=0.1, context=1.6,
+    def __init__(self, root, split="train", size=CROP_SIZE, padding=CROP_PADDING, context=1.6,
                  targets="regions", workers=1, progress=False):
         self.size, self.padding = tuple(size), float(padding)
         self.patches, self.patch_regions, self.class_of, self.boxes, self.texts = [], [], [], [], []

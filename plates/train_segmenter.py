@@ -88,6 +88,7 @@ from tqdm import tqdm
 import nn
 from nn.io import atomic_write_text
 from plates.classes import IGNORE_INDEX
+from plates.crops import CROP_PADDING, CROP_SIZE
 from plates.reading import text_to_class_text
 from plates.segmenter import build_model, class_colours, class_weights, evaluate
 from plates.segmenter_data import (TARGETS, TrainPatches, augment_colours, load_crops,
@@ -139,8 +140,8 @@ class TrainConfig:
     image_size: int = 1024
     data_seed: int = 0
     data_workers: int = 2
-    crop_size: tuple = (40, 120)
-    crop_padding: float = 0.05
+    crop_size: tuple = CROP_SIZE
+    crop_padding: float = CROP_PADDING
     targets: str = "regions"
     base_channels: int = 16
     depth: int = 3

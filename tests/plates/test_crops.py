@@ -202,8 +202,10 @@ def test_plate_crop_dataset(plate_root):
     assert crop.shape == (16, 48, 3) and crop.dtype == np.uint8
     assert mask.shape == (16, 48) and mask.dtype == np.uint8
     # The 30x10 plate window is 3:1: crop pixels are 0.625 image pixels.
-    assert set(np.unique(mask).tolist()) == {0, 10, 13}  # car and plate -> background
-    assert np.array_equal(mask[8, 6:8], [10, 10])
+    # The segmenter's labels: "7" is 1 + 7, "A" another character (11); car and plate
+    # are background.
+    assert set(np.unique(mask).tolist()) == {0, 8, 11}
+    assert np.array_equal(mask[8, 6:8], [8, 8])
     raw = PlateCropDataset(plate_root, "train", size=(16, 48), padding=0.0,
                            characters_only=False)
     assert set(np.unique(raw[0][1]).tolist()) == {2, 10, 13}
@@ -254,7 +256,7 @@ def test_on_generated_scenes(tmp_path):
         assert all(c in remaining for c in text.replace(" ", ""))
         assert text.count(" ") <= plate["text"].count(" ")
         crop, mask, _ = crops[index]
-        assert crop.shape == (32, 96, 3) and mask.shape == (32, 96)
+        assert crop.shape == (40, 120, 3) and mask.shape == (40, 120)  # the default CROP_SIZE
     coco = voc_to_coco(tmp_path, "train", tmp_path / "gt.json", include_masks=True)
     assert len(coco["annotations"]) == sum(len(voc.load_target(i)["boxes"]) for i in range(6))
     back = COCODataset(tmp_path / "gt.json", tmp_path / "JPEGImages", return_instance_masks=True)
