@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_train_step.py --model unet [--rounds 5] [--steps 5]
     python benchmarks/bench_train_step.py --model retinanet [--threads 1]
+    python benchmarks/bench_train_step.py --model faster_rcnn
 
 A training step is forward, loss, backward and the optimizer update, on the batch
 and input size used for training. The model-specific code lives in
@@ -32,7 +33,7 @@ import sys
 import harness
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODELS = ("unet", "retinanet")
+MODELS = ("unet", "retinanet", "faster_rcnn")
 
 
 def worker(model, side, steps, warmup, threads=2):

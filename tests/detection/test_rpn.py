@@ -66,7 +66,7 @@ def test_anchors_are_three_by_three_centred_on_cells():
     np.testing.assert_allclose(centres[:9], 4.0)
     np.testing.assert_allclose(centres[9 * 13], [12.0, 12.0])  # row 1, column 1
     sizes = np.sqrt((anchors[:9, 2] - anchors[:9, 0]) * (anchors[:9, 3] - anchors[:9, 1]))
-    np.testing.assert_allclose(sorted(sizes), sorted([16, 48, 144] * 3), rtol=0.05)
+    np.testing.assert_allclose(sorted(sizes), sorted([16, 32, 128] * 3), rtol=0.05)
 
 
 def test_targets_of_hand_made_anchors_and_boxes():
