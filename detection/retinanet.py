@@ -92,26 +92,91 @@ class RetinaNetConfig:
     detections_per_image: int = 100
 
     def validate(self):
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        """Check every field; return ``self``.
+
+        Raises:
+            TypeError: a field of the wrong type (a float where an int is needed, a str
+                where a number is needed; bools are not numbers here).
+            ValueError: a value out of range, naming the field: counts below their
+                minimum, a non-finite or non-positive ``width_multiplier``, anchor size,
+                scale or ratio, thresholds outside [0, 1], inconsistent levels.
+        """
+        _check_int(self.num_classes, "num_classes", 1)
         if self.backbone not in ("small", "resnet18"):
             raise ValueError(f"backbone must be 'small' or 'resnet18', got {self.backbone!r}")
-        if not self.levels or sorted(self.levels) != list(self.levels) or self.levels[0] < 2:
+        _check_real(self.width_multiplier, "width_multiplier", positive=True)
+        levels = _check_sequence(self.levels, "levels")
+        for level in levels:
+            _check_int(level, "levels", 2)
+        if not levels or sorted(levels) != list(levels):
             raise ValueError(f"levels must be increasing integers >= 2, got {self.levels}")
-        if any(b - a != 1 for a, b in zip(self.levels, self.levels[1:])):
+        if any(b - a != 1 for a, b in zip(levels, levels[1:])):
             raise ValueError(f"levels must be consecutive, got {self.levels}")
-        if len(self.anchor_sizes) != len(self.levels):
+        if levels[0] > 5:
+            raise ValueError(f"levels must include at least one backbone level (2..5), "
+                             f"got {self.levels}")
+        _check_int(self.fpn_channels, "fpn_channels", 1)
+        _check_int(self.head_convs, "head_convs", 0)
+        if self.head_norm not in (None, "group"):
+            raise ValueError(f"head_norm must be None or 'group', got {self.head_norm!r}")
+        if self.head_norm == "group":
+            groups = min(32, self.fpn_channels // 2)
+            if groups < 1 or self.fpn_channels % groups:
+                raise ValueError(f"fpn_channels={self.fpn_channels} cannot be split into "
+                                 f"min(32, fpn_channels // 2) = {groups} GroupNorm groups")
+        for name in ("anchor_sizes", "anchor_scales", "aspect_ratios"):
+            values = _check_sequence(getattr(self, name), name)
+            if not values:
+                raise ValueError(f"{name} must not be empty")
+            for value in values:
+                _check_real(value, name, positive=True)
+        if len(self.anchor_sizes) != len(levels):
             raise ValueError(
-                f"anchor_sizes needs one size per level: {len(self.levels)} levels, "
+                f"anchor_sizes needs one size per level: {len(levels)} levels, "
                 f"{len(self.anchor_sizes)} sizes"
             )
+        for name in ("fg_iou", "bg_iou", "score_threshold", "nms_threshold"):
+            _check_real(getattr(self, name), name, low=0.0, high=1.0)
+        if not self.bg_iou <= self.fg_iou:
+            raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got {self.bg_iou}, {self.fg_iou}")
+        _check_real(self.focal_alpha, "focal_alpha", high=1.0)  # negative: no alpha weighting
+        _check_real(self.focal_gamma, "focal_gamma", low=0.0)
         if self.box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {self.box_loss!r}")
-        if not 0 <= self.bg_iou <= self.fg_iou <= 1:
-            raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got {self.bg_iou}, {self.fg_iou}")
+        _check_real(self.smooth_l1_beta, "smooth_l1_beta", low=0.0)
+        _check_real(self.prior_probability, "prior_probability")
         if not 0 < self.prior_probability < 1:
             raise ValueError(f"prior_probability must be in (0, 1), got {self.prior_probability}")
+        _check_int(self.topk_per_level, "topk_per_level", 1)
+        _check_int(self.detections_per_image, "detections_per_image", 1)
         return self
+
+
+def _check_int(value, name, low):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _check_real(value, name, low=None, high=None, positive=False):
+    """A finite real number (bools refused), optionally in [low, high] or > 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ValueError(f"{name} must be in {bounds}, got {value}")
+
+
+def _check_sequence(value, name):
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple or list, got {type(value).__name__}")
+    return tuple(value)
 
 
 def _subnet(channels, num_convs, norm):
@@ -176,9 +241,7 @@ class RetinaNet(Module):
         make = resnet_small if config.backbone == "small" else resnet18
         self.backbone = make(config.width_multiplier)
         backbone_levels = [lvl for lvl in config.levels if lvl <= 5]
-        extra = len(config.levels) - len(backbone_levels)
-        if not backbone_levels:
-            raise ValueError(f"levels must include at least one backbone level (2..5), got {config.levels}")
+        extra = len(config.levels) - len(backbone_levels)  # validate(): at least one backbone level
         self._backbone_slice = slice(backbone_levels[0] - 2, backbone_levels[-1] - 1)
         in_channels = self.backbone.out_channels[self._backbone_slice]
         self.fpn = FeaturePyramidNetwork(in_channels, config.fpn_channels, extra_levels=extra)

@@ -143,11 +143,68 @@ def test_matching_counts_per_level_follow_object_size():
         (dict(levels=(3, 4), anchor_sizes=(16,)), "anchor_sizes"),
         (dict(box_loss="l2"), "box_loss"),
         (dict(fg_iou=0.3, bg_iou=0.4), "bg_iou"),
+        (dict(width_multiplier=0.0), "width_multiplier"),
+        (dict(width_multiplier=-1.0), "width_multiplier"),
+        (dict(width_multiplier=float("nan")), "width_multiplier"),
+        (dict(width_multiplier=float("inf")), "width_multiplier"),
+        (dict(num_classes=0), "num_classes"),
+        (dict(levels=(1, 2), anchor_sizes=(16, 32)), "levels"),
+        (dict(levels=(6, 7), anchor_sizes=(16, 32)), "backbone level"),
+        (dict(levels=(), anchor_sizes=()), "levels"),
+        (dict(fpn_channels=0), "fpn_channels"),
+        (dict(fpn_channels=7, head_norm="group"), "fpn_channels"),
+        (dict(head_convs=-1), "head_convs"),
+        (dict(head_norm="batch"), "head_norm"),
+        (dict(anchor_sizes=(16, 0, 64)), "anchor_sizes"),
+        (dict(anchor_sizes=(16, float("nan"), 64)), "anchor_sizes"),
+        (dict(anchor_scales=()), "anchor_scales"),
+        (dict(anchor_scales=(1.0, -2.0)), "anchor_scales"),
+        (dict(aspect_ratios=(0.0,)), "aspect_ratios"),
+        (dict(aspect_ratios=(float("inf"),)), "aspect_ratios"),
+        (dict(fg_iou=float("nan")), "fg_iou"),
+        (dict(bg_iou=-0.1), "bg_iou"),
+        (dict(fg_iou=1.5), "fg_iou"),
+        (dict(focal_alpha=float("nan")), "focal_alpha"),
+        (dict(focal_alpha=1.5), "focal_alpha"),
+        (dict(focal_gamma=-1.0), "focal_gamma"),
+        (dict(focal_gamma=float("inf")), "focal_gamma"),
+        (dict(smooth_l1_beta=-1.0), "smooth_l1_beta"),
+        (dict(smooth_l1_beta=float("nan")), "smooth_l1_beta"),
+        (dict(prior_probability=float("nan")), "prior_probability"),
+        (dict(score_threshold=float("nan")), "score_threshold"),
+        (dict(score_threshold=1.5), "score_threshold"),
+        (dict(topk_per_level=0), "topk_per_level"),
+        (dict(nms_threshold=float("nan")), "nms_threshold"),
+        (dict(nms_threshold=-0.5), "nms_threshold"),
+        (dict(detections_per_image=0), "detections_per_image"),
     ],
 )
 def test_bad_config(overrides, message):
     with pytest.raises(ValueError, match=message):
+        small_config(**overrides).validate()
+    with pytest.raises(ValueError, match=message):
         RetinaNet(small_config(**overrides))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(num_classes=2.5), "num_classes"),
+    (dict(num_classes=True), "num_classes"),
+    (dict(width_multiplier="1"), "width_multiplier"),
+    (dict(levels=(3, 4.0, 5)), "levels"),
+    (dict(topk_per_level=10.0), "topk_per_level"),
+    (dict(anchor_sizes=(16, "32", 64)), "anchor_sizes"),
+    (dict(fg_iou=None), "fg_iou"),
+])
+def test_config_of_the_wrong_type(overrides, message):
+    with pytest.raises(TypeError, match=message):
+        small_config(**overrides).validate()
+
+
+def test_config_accepts_its_edge_values():
+    config = small_config(focal_alpha=-1.0, focal_gamma=0.0, smooth_l1_beta=0.0, head_convs=0,
+                          fg_iou=0.5, bg_iou=0.5, score_threshold=0.0, nms_threshold=1.0,
+                          levels=[3, 4, 5], anchor_sizes=[16, 32, 64], num_classes=np.int64(3))
+    assert config.validate() is config
 
 
 def test_bad_targets():
