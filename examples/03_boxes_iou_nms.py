@@ -342,10 +342,11 @@ predictions = detect_all(NMS_THRESHOLD)
 result = mean_average_precision(predictions, targets)
 print(f"\n{EVAL_IMAGES} images, {sum(len(t['boxes']) for t in targets)} objects, "
       f"{sum(len(p['boxes']) for p in predictions)} detections")
-print(f"COCO mAP {result['map']:.3f}, mAP@0.5 {result['map_50']:.3f}, "
-      f"mAP@0.75 {result['map_75']:.3f}, mAR@100 {result['mar_100']:.3f}")
-print("AP per class: "
+print(f"COCO mAP (averaged over IoU 0.50:0.95) {result['map']:.3f}, mAP@0.5 "
+      f"{result['map_50']:.3f}, mAP@0.75 {result['map_75']:.3f}, mAR@100 {result['mar_100']:.3f}")
+print("COCO AP per class (over IoU 0.50:0.95): "
       + ", ".join(f"{CLASS_NAMES[k]} {v:.3f}" for k, v in result["map_per_class"].items()))
+print("The PR figure plots IoU 0.5 only: its per-class AP is AP50, not the COCO AP above.")
 voc = voc_evaluate(predictions, targets, iou_threshold=0.5)
 print(f"Pascal VOC mAP@0.5 (all-point) {voc['map']:.3f}")
 
@@ -375,10 +376,12 @@ figure = Figure(figsize=(12, 4.8))
 left, right = figure.subplots(1, 2)
 plot_precision_recall(precision_recall_curve(predictions, targets, iou_threshold=0.5),
                       class_names=CLASS_NAMES, ax=left)
-left.set_title("COCO interpolated precision at IoU 0.5")
+left.set_title("COCO: interpolated precision, IoU 0.5\n(legend: AP50 per class)", fontsize=10)
 with_gt = [k for k, ap in voc["ap_per_class"].items() if ap >= 0]
 plot_pr_curves([voc["recall"][k] for k in with_gt], [voc["precision"][k] for k in with_gt],
                names=[f"{CLASS_NAMES[k]} (AP {voc['ap_per_class'][k]:.3f})" for k in with_gt],
-               ax=right, title="raw precision-recall (VOC), detection by detection")
+               ax=right, title="")
+right.set_title("VOC: raw precision-recall, IoU 0.5\n(detection by detection; legend: VOC AP50)",
+                fontsize=10)
 save(figure, "03_pr_curve.png")
 print(f"done in {time.perf_counter() - start_time:.1f} s")

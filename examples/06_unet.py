@@ -10,7 +10,9 @@ encoder-decoder:
 1. the data: plate crops and their class maps, and what a character's label should
    cover (its ink, or its region: the U-Net paper's trick for touching objects),
 2. the network: an encoder that pools, a decoder that upsamples with transposed
-   convolutions, skip connections ("copy and crop") between them,
+   convolutions, skip connections between them (the paper's "copy and crop": its
+   unpadded convolutions shrink every map, so the skip is cropped; ours pad "same" and
+   concatenate the skip whole, ``UNet(padding="valid")`` is the paper's variant),
 3. the loss: per-pixel cross entropy plus Dice,
 4. training from scratch (``plates.train_segmenter``, no pretrained weights),
 5. the result: masks, metrics, and plates read as text.
@@ -62,16 +64,18 @@ else:
     config = TrainConfig(data=args.data or os.path.join(args.out, "plates1024"),
                          out=os.path.join(OUT_DIR, "run"))
 COLOURS = class_colours()  # class id -> RGB: digits a rainbow, other characters white
-NAMES = ["bg", "car", "plate"] + [str(d) for d in range(10)] + ["char"]
+NAMES = ["bg"] + [str(d) for d in range(10)] + ["#"]  # the segmenter's labels 0..11
 
 # %% 1. Data: plate crops and class maps
 # The synthetic street scenes (tutorial 04) are rendered once into config.data, at
 # 1024 px: the plate reader reads from the full-resolution frame (at 512 px most plates
 # are under 90 px wide and their blurred glyphs run together). Every
-# plate becomes a 40x120 crop (32x96 with --quick); its class map keeps only characters:
-# 0 background (the plate and the car included), 3 + d for digit d, 13 for letters,
-# dashes and dots, 255 for crop pixels outside the image (ignored by the loss and the
-# metrics).
+# plate becomes a 40x120 crop (32x96 with --quick); its label map is in the segmenter's
+# own classes (plates.classes.SEGMENTER_CLASSES): 0 background (the plate and the car
+# included), 1 + d for digit d, 11 for any other character (letters, dashes, dots), 255
+# for crop pixels outside the image (ignored by the loss and the metrics). A plate's
+# text is compared as the segmenter can spell it: digits kept, every other character
+# written "#" ("29A-123.45" -> "29##123#45": the network only knows "another character").
 start = time.perf_counter()
 info = prepare_data(config)
 print(f"data in {config.data}: {'rendered' if info['generated'] else 'reused'} "
@@ -142,7 +146,10 @@ print(f"wrote {OUT_DIR}/06_labels.png")
 # the resolution and the next level doubles the channels. The decoder goes back up with
 # 2x2 stride-2 transposed convolutions ("up-conv 2x2" on the slide) and concatenates the
 # encoder map of the same scale: coarse maps know *which* digit, the skip brings back
-# *where* its edges are. A 1x1 convolution gives 14 class scores per pixel.
+# *where* its edges are. A 1x1 convolution gives 12 class scores per pixel. With
+# padding "same" every 3x3 convolution keeps the map's size, so the skip is
+# concatenated as it is; the paper's unpadded ("valid") convolutions lose 2 px each and
+# must crop the skip to fit ("copy and crop" on the slide).
 model = build_model(config)
 x = nn.Tensor(preprocess(val["crops"][:2]))
 print(model)
@@ -167,13 +174,16 @@ print(f"logits {logits.shape}: one score per class and pixel; "
 # About 89% of a crop is background. Cross entropy averages over pixels, so a narrow
 # "1" weighs little; Dice scores each class as a whole (2|P∩Y| / (|P|+|Y|)), so a small
 # class counts as much as the background. We train on their sum, with the cross entropy
-# of the gap pixels weighted (section 1b).
+# of the gap pixels weighted (section 1b). The untrained cross entropy is well below
+# log K (a uniform guess over K classes): the head's bias starts at the log class
+# frequencies (``prior_init``, as RetinaNet's prior), so the network first predicts
+# "89% background", whose cross entropy is the entropy of the labels, not log K.
 target = val["masks"][:2].astype(np.int64)
 logits = model(x)
 weighted = segmentation_loss(logits, target,
                              pixel_weights=separation_weights(target, config.gap_weight))
 print(f"untrained: CE {pixel_cross_entropy(logits, target).item():.3f} "
-      f"(log 14 = {np.log(14):.3f}), Dice loss {soft_dice_loss(logits, target).item():.3f}, "
+      f"(log K = log {NUM_CLASSES} = {np.log(NUM_CLASSES):.3f}), Dice loss {soft_dice_loss(logits, target).item():.3f}, "
       f"sum {segmentation_loss(logits, target).item():.3f}, with gap weights {weighted.item():.3f}")
 
 # %% 4. Train from scratch
@@ -225,6 +235,9 @@ for row in range(rows):
                            color="green" if reading["text"] == truth else "red")
 for ax in axes.ravel():
     ax.axis("off")
+if args.quick:
+    figure.suptitle("--quick: a tiny network trained for seconds, not a trained segmenter "
+                    "(docs/figures/06_masks_and_reads.png: the 5-minute run)", color="red")
 figure.tight_layout()
 save_figure(figure, os.path.join(OUT_DIR, "06_masks_and_reads.png"))
 
