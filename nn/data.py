@@ -7,10 +7,8 @@ arrays with a *collate function*:
 - ``default_collate`` stacks ndarrays and numbers along a new batch axis, recursing
   into tuples/lists (``(image, label)`` pairs become ``(images[N, ...], labels[N])``),
   and keeps dicts (per-image targets) as a list of dicts.
-- ``collate_detection`` is for ``(image, target)`` samples whose targets have a
-  variable number of objects: images ``(H, W, C)`` are stacked into
-  ``(N, H, W, C)`` and targets (dicts with ``"boxes" (K_i, 4)``, ``"labels" (K_i,)``,
-  ...) stay a list.
+- any callable ``list of samples -> batch`` can replace it (detection batches
+  keep a variable number of boxes per image: ``detection.datasets.collate_detection``).
 
 Shuffling uses ``np.random.default_rng([seed, epoch])``: each pass over the loader is a
 new epoch with a different order, and the same seed reproduces every epoch's order.
@@ -27,8 +25,7 @@ import numpy as np
 from nn.random import get_generator
 from nn.tensor import Tensor
 
-__all__ = ["Dataset", "TensorDataset", "Subset", "DataLoader", "default_collate",
-           "collate_detection"]
+__all__ = ["Dataset", "TensorDataset", "Subset", "DataLoader", "default_collate"]
 
 
 class Dataset:
@@ -108,8 +105,8 @@ def default_collate(batch):
         shapes = {np.shape(b) for b in batch}
         if len(shapes) != 1:
             raise ValueError(f"cannot stack arrays of different shapes {sorted(shapes)} into a batch; "
-                             f"resize them in the dataset or pass collate_fn=collate_detection "
-                             f"or a custom collate_fn")
+                             f"resize them in the dataset or pass a collate_fn that keeps them apart "
+                             f"(detection.datasets.collate_detection for images and boxes)")
         return np.stack(batch)
     if isinstance(first, (bool, np.bool_)):
         return np.asarray(batch, dtype=bool)
@@ -128,32 +125,6 @@ def default_collate(batch):
         fields = [default_collate([sample[i] for sample in batch]) for i in range(len(first))]
         return tuple(fields) if isinstance(first, tuple) else fields
     raise TypeError(f"default_collate cannot batch samples of type {type(first).__name__}")
-
-
-def collate_detection(batch):
-    """Collate ``(image, target)`` samples with a variable number of objects per image.
-
-    Args:
-        batch (list of tuple): ``(image ndarray[H, W, C], target dict)`` samples, all
-            images of the same size.
-    Returns:
-        tuple: ``(images ndarray[N, H, W, C], targets list of N dicts)``; the targets
-        are the samples' own dicts (e.g. ``"boxes" (K_i, 4)``, ``"labels" (K_i,)``).
-    """
-    if not isinstance(batch, (list, tuple)) or len(batch) == 0:
-        raise ValueError("collate_detection expects a non-empty list of (image, target) samples")
-    images, targets = [], []
-    for i, sample in enumerate(batch):
-        if not isinstance(sample, (tuple, list)) or len(sample) != 2:
-            raise ValueError(f"collate_detection: sample {i} must be an (image, target) pair")
-        image, target = sample
-        images.append(image.data if isinstance(image, Tensor) else np.asarray(image))
-        targets.append(target)
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-        raise ValueError(f"collate_detection: images in a batch must share one size, got "
-                         f"{sorted(shapes)}; resize them in the dataset transform")
-    return np.stack(images), targets
 
 
 # -------------------------------------------------------------- DataLoader

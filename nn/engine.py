@@ -69,7 +69,8 @@ from nn._threads import set_num_threads
 
 __all__ = ["Engine", "load_checkpoint", "ResumeError", "TrainingInterrupted", "fit_total_steps",
            "refit_total_steps", "add_training_arguments", "parse_training_arguments",
-           "command_errors", "positive_float", "resume_command", "set_threads", "LAST", "BEST"]
+           "command_errors", "resume_command", "set_threads", "positive_int", "non_negative_int",
+           "positive_float", "LAST", "BEST"]
 
 LAST, BEST = "last.npz", "best.npz"  # the checkpoints in a run directory
 CALIBRATION_SKIP = 3  # first steps not timed when fitting the total to the budget
@@ -680,7 +681,8 @@ def _check_engine_state(checkpoint, kind, path):
 
 
 # ========================================================================= command line
-def _positive_int(text):
+def positive_int(text):
+    """argparse type: an int >= 1 (``--steps``, ``--threads``, ``--batch-size``)."""
     try:
         value = int(text)
     except ValueError:
@@ -690,7 +692,8 @@ def _positive_int(text):
     return value
 
 
-def _non_negative_int(text):
+def non_negative_int(text):
+    """argparse type: an int >= 0 (``--seed``)."""
     try:
         value = int(text)
     except ValueError:
@@ -729,17 +732,17 @@ def add_training_arguments(parser, minutes, threads=None):
     parser.add_argument("--minutes", type=positive_float, default=None,
                         help=f"wall-clock budget of training, evaluations included (default "
                              f"{minutes:g}; none when only --steps is given)")
-    parser.add_argument("--steps", type=_positive_int, default=None,
+    parser.add_argument("--steps", type=positive_int, default=None,
                         help="optimization steps (default: as many as fit in --minutes); "
                              "with --seed it fixes the run")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed (default 0)")
     parser.add_argument("--resume", action="store_true",
                         help="continue OUT/last.npz with its saved configuration (only "
                              "--quiet and --threads apply)")
     parser.add_argument("--quick", action="store_true",
                         help="a seconds-long smoke run: checks the machinery, not accuracy")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--threads", type=_positive_int, default=threads,
+    parser.add_argument("--threads", type=positive_int, default=threads,
                         help="threads of the library's kernels (default "
                              f"{'DETSEG_NUM_THREADS or 2' if threads is None else threads})")
     parser.set_defaults(default_minutes=float(minutes))

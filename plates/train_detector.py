@@ -5,8 +5,9 @@ module adds what is particular to the plate scenes: the classes (``car``, ``plat
 the anchors, and the data, rendered with ``plates.synthetic`` when the folder holds
 none. Command::
 
-    python -m plates.train_detector --data DIR --out RUN_DIR [--minutes 15]
+    python -m plates.train_detector --data DIR --out RUN_DIR [--minutes 15 | --steps N]
         [--backbone small|resnet18] [--width W] [--seed 0] [--threads 1] [--resume] [--quick]
+        [--quiet] [--num-images 2000]
 
 Anchors, from measuring the generated boxes (``docs/retinanet_backbones.md``): plates
 are small and wide (square-root area 15-80 px at 256 px, median 25; height/width
@@ -19,6 +20,7 @@ import os
 import sys
 
 from detection import train_retinanet
+from nn.engine import parse_training_arguments, positive_int
 from plates.synthetic import generate_plate_dataset
 
 __all__ = ["DETECTOR_CLASSES", "PLATE_ANCHORS", "plate_detector_config", "detector_train_config",
@@ -81,24 +83,21 @@ def build_parser():
     parser.prog = "python -m plates.train_detector"
     parser.description = ("Train the lab's plate detector (RetinaNet, classes car and plate) "
                           "from scratch; renders the plate scenes into --data if it holds none.")
-    parser.add_argument("--num-images", type=int, default=DEFAULT_IMAGES,
+    parser.add_argument("--num-images", type=positive_int, default=DEFAULT_IMAGES,
                         help=f"scenes to render when DIR holds no dataset (default {DEFAULT_IMAGES})")
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.num_images < 1:
-        parser.error(f"--num-images must be a positive int, got {args.num_images}")
+    args = parse_training_arguments(parser, argv, train_retinanet.KIND)
     config = train_retinanet.config_from_args(args, classes=DETECTOR_CLASSES,
                                               model=dict(PLATE_ANCHORS))
     if not args.resume:
         ensure_dataset(args.data, args.num_images, image_size=config.image_size,
                        quick=args.quick, progress=config.progress)
-    return train_retinanet.run_and_report(parser, config, args.resume)
+    return train_retinanet.run_and_report(parser, config, args.resume, argv)
 
 
 if __name__ == "__main__":
-    train_retinanet._reexec_with_threads(sys.argv[1:], module="plates.train_detector")
     sys.exit(main())

@@ -4,23 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import nn
-from nn.data import (DataLoader, Dataset, Subset, TensorDataset, collate_detection,
-                     default_collate)
-
-
-class Boxes(Dataset):
-    """Images of one size with a variable number of boxes each."""
-
-    def __init__(self, n=7):
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        image = np.full((4, 5, 3), i, dtype=np.float32)
-        boxes = np.tile(np.array([[0, 0, 2, 2]], np.float32), (i % 3, 1))
-        return image, {"boxes": boxes, "labels": np.arange(i % 3, dtype=np.int64)}
+from nn.data import DataLoader, Dataset, Subset, TensorDataset, default_collate
 
 
 @given(n=st.integers(0, 23), batch_size=st.integers(1, 6), drop_last=st.booleans(),
@@ -85,7 +69,7 @@ def test_default_collate_structures():
 
 
 def test_default_collate_errors():
-    with pytest.raises(ValueError, match="collate_detection"):
+    with pytest.raises(ValueError, match="collate_fn"):
         default_collate([np.zeros(2), np.zeros(3)])
     with pytest.raises(ValueError, match="non-empty"):
         default_collate([])
@@ -93,22 +77,6 @@ def test_default_collate_errors():
         default_collate([object(), object()])
     with pytest.raises(ValueError, match="numbers of fields"):
         default_collate([(1, 2), (1,)])
-
-
-def test_collate_detection_keeps_variable_targets():
-    loader = DataLoader(Boxes(7), batch_size=3, collate_fn=collate_detection)
-    batches = list(loader)
-    assert len(batches) == 3
-    images, targets = batches[0]
-    assert images.shape == (3, 4, 5, 3) and images.dtype == np.float32
-    assert [t["boxes"].shape for t in targets] == [(0, 4), (1, 4), (2, 4)]
-    assert targets[2]["labels"].dtype == np.int64
-    images, targets = batches[-1]
-    assert images.shape == (1, 4, 5, 3) and len(targets) == 1
-    with pytest.raises(ValueError, match="share one size"):
-        collate_detection([(np.zeros((2, 2, 3)), {}), (np.zeros((3, 2, 3)), {})])
-    with pytest.raises(ValueError, match="pair"):
-        collate_detection([np.zeros((2, 2, 3))])
 
 
 def test_datasets_and_subset():

@@ -42,12 +42,12 @@ def test_plate_anchors_cover_the_generated_objects():
 
 def test_missing_dataset_is_rendered_then_trained(tmp_path, capsys):
     data, out = tmp_path / "data", tmp_path / "run"
-    assert main(["--data", str(data), "--out", str(out), "--quick", "--iters", "1",
-                 "--num-images", "10", "--no-progress"]) == 0
+    assert main(["--data", str(data), "--out", str(out), "--quick", "--steps", "1",
+                 "--num-images", "10", "--quiet"]) == 0
     assert os.path.isfile(data / "ImageSets" / "Main" / "train.txt")
     assert (data / "labels.txt").read_text().split() == list(PLATE_CLASSES)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["iterations"] == 1
+    assert metrics["steps"] == 1
     assert metrics["config"]["classes"] == list(DETECTOR_CLASSES)
     assert metrics["model_config"]["anchor_sizes"] == list(PLATE_ANCHORS["anchor_sizes"])
     assert "val: COCO mAP" in capsys.readouterr().out
