@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import nn
 import nn.functional as F
 from nn.functional import conv as conv_module
+from nn.functional import conv_kernels
 from nn.functional.conv import (
     conv2d_backward, conv2d_forward, conv_transpose2d_backward, conv_transpose2d_forward,
 )
@@ -336,7 +337,7 @@ def test_first_layer_skips_the_input_gradient(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("dx was computed for an input that needs no gradient")
 
-    monkeypatch.setattr(conv_module, "conv2d_input_grad", forbidden)
+    monkeypatch.setattr(conv_kernels, "conv2d_input_grad", forbidden)
     F.conv2d(x, weight, padding=1).sum().backward()
     assert x.grad is None
     assert weight.grad.shape == weight.shape
@@ -652,6 +653,8 @@ def test_errors_come_before_any_work(monkeypatch):
         raise AssertionError("work started before the arguments were checked")
 
     monkeypatch.setattr(conv_module, "im2col", forbidden)
+    monkeypatch.setattr(conv_module, "conv2d_forward_blocked", forbidden)
+    monkeypatch.setattr(conv_kernels, "im2col_blocked", forbidden)
     with pytest.raises(ValueError):
         F.conv2d(np.zeros((1, 4, 4, 2)), np.zeros((3, 3, 3, 4)))
 

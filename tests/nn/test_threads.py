@@ -12,7 +12,7 @@ import pytest
 
 import nn
 from nn import _threads
-from nn.functional import conv as conv_module
+from nn.functional import conv_kernels
 from nn.functional.conv import conv2d_backward, conv2d_forward
 from tests.nn.test_conv import conv2d_reference
 
@@ -119,16 +119,16 @@ CASES = [
 def test_blocked_conv_matches_the_loop_reference(monkeypatch, threads, block_bytes, x_shape,
                                                   w_shape, stride, padding, dilation,
                                                   keep_cols_bytes):
-    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(_threads, "BLOCK_BYTES", block_bytes)
-    monkeypatch.setattr(conv_module, "KEEP_COLS_BYTES", keep_cols_bytes)
+    monkeypatch.setattr(conv_kernels, "KEEP_COLS_BYTES", keep_cols_bytes)
     rng = np.random.default_rng(sum(x_shape) + block_bytes)
     x = rng.standard_normal(x_shape)
     weight = rng.standard_normal(w_shape)
     bias = rng.standard_normal(w_shape[-1])
     y, cache = conv2d_forward(x, weight, bias, stride, padding, dilation)
     geometry = cache.geometry
-    if not conv_module._is_plain_gemm(geometry):
+    if not conv_kernels._is_plain_gemm(geometry):
         # The column matrix is kept (dW reads it) or the input is (dW rebuilds it).
         assert (cache.cols is not None) == (keep_cols_bytes > 0)
         assert (cache.x_kept is not None) == (keep_cols_bytes == 0)
@@ -139,7 +139,7 @@ def test_blocked_conv_matches_the_loop_reference(monkeypatch, threads, block_byt
     # Gradients against the loop reference's: <y, dy> differentiated by finite sums.
     dy = rng.standard_normal(y.shape)
     dx, dw, db = conv2d_backward(dy, cache)
-    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", 1 << 30)  # one block, one thread's GEMM
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", 1 << 30)  # one block, one thread's GEMM
     dx_one, dw_one, db_one = conv2d_backward(dy, conv2d_forward(x, weight, bias, stride, padding,
                                                                 dilation)[1])
     np.testing.assert_allclose(dx, dx_one, rtol=1e-12, atol=1e-12)
@@ -163,14 +163,14 @@ def test_blocked_conv_matches_the_loop_reference(monkeypatch, threads, block_byt
 
 @pytest.mark.parametrize("rows,block_bytes", [(1, 64), (50, 64), (50, 400), (0, 64)])
 def test_parallel_gemms(monkeypatch, threads, rows, block_bytes):
-    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(rows)
     a = rng.standard_normal((rows, 7))
     b = rng.standard_normal((7, 5))
     c = rng.standard_normal((rows, 5))
-    np.testing.assert_allclose(conv_module._gemm_rows(a, b), a @ b, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(conv_module._gemm_tn(a, c), a.T @ c, rtol=1e-12, atol=1e-12)
-    assert conv_module._gemm_tn(a, c).shape == (7, 5)
+    np.testing.assert_allclose(conv_kernels._gemm_rows(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv_kernels._gemm_tn(a, c), a.T @ c, rtol=1e-12, atol=1e-12)
+    assert conv_kernels._gemm_tn(a, c).shape == (7, 5)
 
 
 def test_blocked_conv_float32_and_empty_batch(threads):
@@ -257,7 +257,7 @@ def test_blocked_conv_transpose_matches_the_loop_reference(monkeypatch, threads,
     from nn.functional.conv import conv_transpose2d_backward, conv_transpose2d_forward
     from tests.nn.test_conv import conv_transpose2d_reference
 
-    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", 64)
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", 64)
     rng = np.random.default_rng(kernel + stride)
     x = rng.standard_normal((3, 4, 5, 3))
     weight = rng.standard_normal((kernel, kernel, 3, 2))
@@ -267,7 +267,7 @@ def test_blocked_conv_transpose_matches_the_loop_reference(monkeypatch, threads,
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     dy = rng.standard_normal(y.shape)
     dx, dw, _ = conv_transpose2d_backward(dy, cache, need_bias_grad=False)
-    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", 1 << 30)
+    monkeypatch.setattr(conv_kernels, "_BLOCK_BYTES", 1 << 30)
     dx_one, dw_one, _ = conv_transpose2d_backward(dy, cache, need_bias_grad=False)
     np.testing.assert_allclose(dx, dx_one, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, dw_one, rtol=1e-12, atol=1e-12)
