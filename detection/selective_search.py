@@ -42,10 +42,13 @@ happened before it, and a component that rejected an edge never merges again (th
 paper's Lemma 1: every later edge is at least as heavy), so edges touching it are
 decided for good. The result is the sequential algorithm's, edge for edge.
 """
+import heapq
+
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["felzenszwalb"]
+__all__ = ["felzenszwalb", "selective_search", "hierarchical_grouping", "region_features",
+           "region_neighbours", "convert_colour"]
 
 
 # ------------------------------------------------------------------ input checks
@@ -438,3 +441,324 @@ def felzenszwalb(image, scale=1.0, sigma=0.8, min_size=20):
     labels = np.unique(forest.parent, return_inverse=True)[1]
     return labels.reshape(height, width).astype(np.int64)
 
+# ------------------------------------------------------------ colour spaces
+def _rgb_to_hsv(rgb):
+    """(H, W, 3) RGB in [0, 1] -> HSV, each channel in [0, 1]."""
+    high = rgb.max(axis=2)
+    low = rgb.min(axis=2)
+    spread = high - low
+    safe = np.where(spread > 0, spread, 1.0)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    hue = np.where(high == r, (g - b) / safe % 6.0,
+                   np.where(high == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+    hue = np.where(spread > 0, hue / 6.0, 0.0)
+    saturation = np.where(high > 0, spread / np.where(high > 0, high, 1.0), 0.0)
+    return np.stack([hue, saturation, high], axis=2)
+
+
+def _rgb_to_lab(rgb):
+    """(H, W, 3) sRGB in [0, 1] -> CIE Lab (D65) rescaled to about [0, 1] per channel."""
+    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    to_xyz = np.array([[0.412453, 0.357580, 0.180423],
+                       [0.212671, 0.715160, 0.072169],
+                       [0.019334, 0.119193, 0.950227]])
+    xyz = linear @ to_xyz.T / np.array([0.950456, 1.0, 1.088754])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
+    lightness = 116.0 * f[..., 1] - 16.0
+    a = 500.0 * (f[..., 0] - f[..., 1])
+    b = 200.0 * (f[..., 1] - f[..., 2])
+    return np.stack([lightness / 100.0, (a + 128.0) / 255.0, (b + 128.0) / 255.0], axis=2)
+
+
+def convert_colour(rgb, space):
+    """Convert an RGB image in [0, 1] to one of the paper's colour spaces, about [0, 1].
+
+    Args:
+        rgb (ndarray[H, W, 3]): float64 in [0, 1].
+        space (str): ``"rgb"``, ``"hsv"``, ``"lab"``, ``"rgi"`` (normalised r, g and
+            intensity), ``"h"`` (hue only) or ``"i"`` (intensity only).
+    Returns:
+        ndarray[H, W, C]: float64, C = 3 (or 1 for "h" and "i").
+    """
+    if space == "rgb":
+        return rgb
+    if space == "hsv":
+        return _rgb_to_hsv(rgb)
+    if space == "lab":
+        return _rgb_to_lab(rgb)
+    intensity = rgb.mean(axis=2, keepdims=True)
+    if space == "i":
+        return intensity
+    if space == "h":
+        return _rgb_to_hsv(rgb)[..., :1]
+    if space == "rgi":
+        total = rgb.sum(axis=2, keepdims=True)
+        chroma = rgb[..., :2] / np.where(total > 0, total, 1.0)
+        return np.concatenate([chroma, intensity], axis=2)
+    raise ValueError(f"colour space must be one of {sorted(COLOUR_SPACES)}, got {space!r}")
+
+
+COLOUR_SPACES = ("rgb", "hsv", "lab", "rgi", "h", "i")
+
+
+# ------------------------------------------------------------ region features
+COLOUR_BINS = 25
+TEXTURE_BINS = 10
+TEXTURE_ORIENTATIONS = 8
+
+
+def _texture_bins(image):
+    """Per pixel, channel and orientation, the bin of its gaussian-derivative response.
+
+    The derivative of a sigma-1 gaussian in eight directions (every 45 degrees) per
+    channel, its positive part binned in 10 bins up to the channel's largest response.
+
+    Returns:
+        ndarray[H, W, C, 8] int64 in 0..9.
+    """
+    gy = ndimage.gaussian_filter(image, 1.0, order=(1, 0, 0))            # (H, W, C)
+    gx = ndimage.gaussian_filter(image, 1.0, order=(0, 1, 0))
+    angles = np.arange(TEXTURE_ORIENTATIONS) * (2 * np.pi / TEXTURE_ORIENTATIONS)
+    response = np.maximum(gx[..., None] * np.cos(angles) + gy[..., None] * np.sin(angles), 0.0)
+    top = response.max(axis=(0, 1, 3), keepdims=True)                   # (1, 1, C, 1)
+    scaled = response / np.where(top > 0, top, 1.0)
+    return np.minimum((scaled * TEXTURE_BINS).astype(np.int64), TEXTURE_BINS - 1)
+
+
+def _histograms(labels, count, bins, width):
+    """L1-normalised histograms per region: ``bins`` (ndarray[H, W, D]) int in 0..width-1.
+
+    Returns:
+        ndarray[count, D·width] float64, each row summing to 1.
+    """
+    depth = bins.shape[2]
+    index = (labels[:, :, None] * depth + np.arange(depth)) * width + bins     # (H, W, D)
+    hist = np.bincount(index.ravel(), minlength=count * depth * width)
+    hist = hist.reshape(count, depth * width).astype(np.float64)
+    return hist / hist.sum(axis=1, keepdims=True)
+
+
+def region_features(image, labels, texture_bins=None):
+    """Size, box, colour and texture histograms of every segment.
+
+    Args:
+        image (ndarray[H, W, C]): float64 colour-space image, about [0, 1].
+        labels (ndarray[H, W] int64): segment ids 0..S-1.
+        texture_bins (ndarray[H, W, C, 8] | None): ``_texture_bins(image)`` if already
+            computed (it depends on the image only).
+    Returns:
+        dict: ``size`` (ndarray[S] float64, pixels), ``boxes`` (ndarray[S, 4] float64
+        xyxy covering the pixels), ``colour`` (ndarray[S, 25·C]), ``texture``
+        (ndarray[S, 80·C]); histograms L1-normalised.
+    """
+    height, width = labels.shape
+    count = int(labels.max()) + 1
+    flat = labels.ravel()
+    order = np.argsort(flat, kind="stable")
+    size = np.bincount(flat, minlength=count)
+    starts = np.concatenate([[0], np.cumsum(size)[:-1]])
+    ys, xs = np.divmod(order, width)                                     # pixels by segment
+    boxes = np.stack([np.minimum.reduceat(xs, starts), np.minimum.reduceat(ys, starts),
+                      np.maximum.reduceat(xs, starts) + 1, np.maximum.reduceat(ys, starts) + 1],
+                     axis=1).astype(np.float64)
+    colour_bins = np.minimum((np.clip(image, 0.0, 1.0) * COLOUR_BINS).astype(np.int64),
+                             COLOUR_BINS - 1)
+    if texture_bins is None:
+        texture_bins = _texture_bins(image)
+    texture_bins = texture_bins.reshape(height, width, -1)               # (H, W, C·8)
+    return {
+        "size": size.astype(np.float64),
+        "boxes": boxes,
+        "colour": _histograms(labels, count, colour_bins, COLOUR_BINS),
+        "texture": _histograms(labels, count, texture_bins, TEXTURE_BINS),
+    }
+
+
+def region_neighbours(labels):
+    """Pairs of 8-adjacent segments.
+
+    Returns:
+        ndarray[P, 2] int64: ``(i, j)`` with ``i < j``, each pair once, sorted.
+    """
+    pairs = []
+    for first, second in ((labels[:, 1:], labels[:, :-1]), (labels[1:, :], labels[:-1, :]),
+                          (labels[1:, 1:], labels[:-1, :-1]), (labels[:-1, 1:], labels[1:, :-1])):
+        differ = first != second
+        pairs.append(np.stack([first[differ], second[differ]], axis=1))
+    pairs = np.sort(np.concatenate(pairs), axis=1)
+    count = int(labels.max()) + 1
+    codes = np.unique(pairs[:, 0] * count + pairs[:, 1])                # one int per pair
+    return np.stack(np.divmod(codes, count), axis=1)
+
+
+# ------------------------------------------------------------ hierarchical grouping
+SIMILARITIES = ("CTSF", "TSF", "F", "S", "C", "T", "CT", "CS", "CF", "TS", "TF", "SF", "CTS",
+                "CTF", "CSF")
+
+
+def _similarity(features, i, j, measures, image_area):
+    """Similarity of regions ``i`` and ``j`` (ndarray[P] int64 each) as the sum of ``measures``."""
+    total = np.zeros(np.size(i))
+    if "C" in measures:
+        total += np.minimum(features["colour"][i], features["colour"][j]).sum(axis=1)
+    if "T" in measures:
+        total += np.minimum(features["texture"][i], features["texture"][j]).sum(axis=1)
+    size_sum = features["size"][i] + features["size"][j]
+    if "S" in measures:
+        total += 1.0 - size_sum / image_area
+    if "F" in measures:
+        bi, bj = features["boxes"][i], features["boxes"][j]
+        union = np.concatenate([np.minimum(bi[:, :2], bj[:, :2]),
+                                np.maximum(bi[:, 2:], bj[:, 2:])], axis=1)
+        box_area = (union[:, 2] - union[:, 0]) * (union[:, 3] - union[:, 1])
+        total += 1.0 - (box_area - size_sum) / image_area
+    return total
+
+
+def hierarchical_grouping(image, labels, similarity="CTSF"):
+    """Merge the most similar neighbouring regions until one is left (Uijlings et al., 3.1).
+
+    Args:
+        image (ndarray[H, W, C]): float64 colour-space image, about [0, 1].
+        labels (ndarray[H, W] int64): initial segments 0..S-1.
+        similarity (str): the measures summed, letters of "CTSF" (colour, texture,
+            size, fill), e.g. "CTSF" or "TSF".
+    Returns:
+        tuple: ``(boxes, merges)``: ``boxes`` (ndarray[2S-1, 4] float64) xyxy of every
+        region of the hierarchy in creation order (the S segments, then one region per
+        merge, the whole image last when the segments are connected); ``merges``
+        (ndarray[S-1, 2] int64) the two regions each merge joined.
+    """
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    return _group(region_features(image, labels), region_neighbours(labels),
+                  float(labels.size), similarity)
+
+
+def _group(base, pairs, image_area, similarity):
+    """``hierarchical_grouping`` on the segments' features and neighbour pairs."""
+    count = base["size"].shape[0]
+    capacity = 2 * count - 1
+    features = {}
+    for key, value in base.items():
+        features[key] = np.zeros((capacity,) + value.shape[1:])
+        features[key][:count] = value
+    neighbours = [set() for _ in range(capacity)]
+    for i, j in pairs.tolist():
+        neighbours[i].add(j)
+        neighbours[j].add(i)
+    scores = _similarity(features, pairs[:, 0], pairs[:, 1], similarity, image_area)
+    heap = list(zip((-scores).tolist(), pairs[:, 0].tolist(), pairs[:, 1].tolist()))
+    heapq.heapify(heap)
+    alive = np.zeros(capacity, dtype=bool)
+    alive[:count] = True
+    merges = []
+    new = count
+    while heap:
+        _, i, j = heapq.heappop(heap)
+        if not (alive[i] and alive[j]):
+            continue
+        # The merged region: sizes add, boxes join, histograms average weighted by size.
+        si, sj = features["size"][i], features["size"][j]
+        features["size"][new] = si + sj
+        bi, bj = features["boxes"][i], features["boxes"][j]
+        features["boxes"][new] = np.concatenate([np.minimum(bi[:2], bj[:2]),
+                                                 np.maximum(bi[2:], bj[2:])])
+        for key in ("colour", "texture"):
+            features[key][new] = (si * features[key][i] + sj * features[key][j]) / (si + sj)
+        alive[i] = alive[j] = False
+        alive[new] = True
+        around = (neighbours[i] | neighbours[j]) - {i, j}
+        for other in around:
+            neighbours[other].discard(i)
+            neighbours[other].discard(j)
+            neighbours[other].add(new)
+        neighbours[new] = around
+        if around:
+            others = np.fromiter(around, dtype=np.int64)
+            scores = _similarity(features, np.full(others.size, new), others, similarity,
+                                 image_area)
+            for score, other in zip((-scores).tolist(), others.tolist()):
+                heapq.heappush(heap, (score, other, new))
+        merges.append((i, j))
+        new += 1
+    return features["boxes"][:new], np.array(merges, dtype=np.int64).reshape(-1, 2)
+
+
+# ------------------------------------------------------------ selective search
+STRATEGIES = {
+    # The paper's "fast" and "quality" diversification (Uijlings et al., section 5.2).
+    "fast": {"colour_spaces": ("hsv", "lab"), "ks": (50, 100), "similarities": ("CTSF", "TSF")},
+    "quality": {"colour_spaces": ("hsv", "lab", "rgi", "h", "i"), "ks": (50, 100, 150, 300),
+                "similarities": ("CTSF", "TSF", "F", "S")},
+}
+
+
+def selective_search(image, mode="fast", rng=None, sigma=0.8, min_size=None,
+                     colour_spaces=None, ks=None, similarities=None):
+    """Class-agnostic box proposals by hierarchical grouping (Uijlings et al., IJCV 2013).
+
+    For every combination of colour space, k and similarity, the image converted to that
+    colour space is segmented (``felzenszwalb(scale=k, sigma, min_size=k)``) and grouped
+    (``hierarchical_grouping``). The box of hierarchy position j (1 = the last merge)
+    scores ``j · u``, u uniform in [0, 1]; all strategies' boxes are sorted by that score
+    (lower first) and exact duplicates dropped, keeping the best-ranked copy.
+
+    Args:
+        image (ndarray[H, W, 3]): RGB, uint8 or float in [0, 1].
+        mode (str): ``"fast"`` (HSV and Lab, k in {50, 100}, similarities CTSF and TSF:
+            8 strategies) or ``"quality"`` (HSV, Lab, rgI, H, I; k in {50, 100, 150, 300};
+            CTSF, TSF, F, S: 80 strategies).
+        rng (np.random.Generator | int | None): the ranking's randomness; None is seed 0
+            (reproducible proposals).
+        sigma (float): gaussian smoothing of the segmentation.
+        min_size (int | None): smallest segment; None uses k (the paper's setting).
+        colour_spaces, ks, similarities (sequence | None): override the mode's lists.
+    Returns:
+        ndarray[R, 4] float32: xyxy proposals, best-ranked first, within the image.
+    Raises:
+        TypeError / ValueError: bad image, mode or strategy lists.
+    """
+    if mode not in STRATEGIES:
+        raise ValueError(f"mode must be 'fast' or 'quality', got {mode!r}")
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be an RGB array of shape (H, W, 3), got "
+                         f"{getattr(image, 'shape', type(image).__name__)}")
+    rgb = _check_image(image)
+    if rng is None:
+        rng = np.random.default_rng(0)
+    elif not isinstance(rng, np.random.Generator):
+        rng = np.random.default_rng(_check_count(rng, "rng"))
+    settings = STRATEGIES[mode]
+    colour_spaces = tuple(colour_spaces or settings["colour_spaces"])
+    ks = tuple(ks or settings["ks"])
+    similarities = tuple(similarities or settings["similarities"])
+    for space in colour_spaces:
+        if space not in COLOUR_SPACES:
+            raise ValueError(f"colour space must be one of {COLOUR_SPACES}, got {space!r}")
+    for k in ks:
+        _check_number(k, "k", 0.0)
+    for similarity in similarities:
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+
+    all_boxes, all_ranks = [], []
+    for space in colour_spaces:
+        converted = convert_colour(rgb, space)
+        texture = _texture_bins(converted)
+        for k in ks:
+            segment_min = int(k) if min_size is None else _check_count(min_size, "min_size")
+            labels = felzenszwalb(converted, scale=k, sigma=sigma, min_size=segment_min)
+            features = region_features(converted, labels, texture)
+            pairs = region_neighbours(labels)
+            for similarity in similarities:
+                boxes, _ = _group(features, pairs, float(labels.size), similarity)
+                # Position j = 1 for the last region created (the top of the hierarchy).
+                position = np.arange(boxes.shape[0], 0, -1, dtype=np.float64)
+                all_boxes.append(boxes)
+                all_ranks.append(position * rng.random(boxes.shape[0]))
+    boxes = np.concatenate(all_boxes)
+    order = np.argsort(np.concatenate(all_ranks), kind="stable")
+    boxes = boxes[order]
+    _, first = np.unique(boxes, axis=0, return_index=True)
+    return boxes[np.sort(first)].astype(np.float32)

@@ -4,7 +4,10 @@ import pytest
 from scipy import ndimage
 
 
-from detection.selective_search import felzenszwalb, grid_edges
+from detection.boxes import box_iou
+from detection.selective_search import (convert_colour, felzenszwalb, grid_edges,
+                                        hierarchical_grouping, region_features,
+                                        region_neighbours, selective_search)
 from tests.oracles import require
 
 
@@ -172,3 +175,150 @@ def test_felzenszwalb_equals_scikit_image_on_noise(seed):
     for scale, sigma, min_size in [(10.0, 0.0, 5), (50.0, 0.8, 20)]:
         expected = reference(image, scale=scale, sigma=sigma, min_size=min_size)
         np.testing.assert_array_equal(felzenszwalb(image, scale, sigma, min_size), expected)
+
+
+# ------------------------------------------------------------ selective search
+def rectangles_scene(rng, size=96, count=3):
+    """Flat rectangles on a noisy background, and their boxes (xyxy)."""
+    image = rng.normal(120, 6, (size, size, 3))
+    boxes = []
+    for _ in range(count):
+        w, h = rng.integers(12, size // 2, 2)
+        x1, y1 = rng.integers(0, size - w), rng.integers(0, size - h)
+        image[y1:y1 + h, x1:x1 + w] = rng.uniform(0, 255, 3)
+        boxes.append([x1, y1, x1 + w, y1 + h])
+    return np.clip(image, 0, 255).astype(np.uint8), np.array(boxes, np.float32)
+
+
+def neighbours_loop(labels):
+    pairs = set()
+    height, width = labels.shape
+    for y in range(height):
+        for x in range(width):
+            for dy, dx in ((0, 1), (1, 0), (1, 1), (-1, 1)):
+                v, u = y + dy, x + dx
+                if 0 <= v < height and 0 <= u < width and labels[y, x] != labels[v, u]:
+                    pairs.add(tuple(sorted((labels[y, x], labels[v, u]))))
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+def test_region_neighbours_equal_pixel_loop():
+    labels = felzenszwalb(shapes_image(np.random.default_rng(1), 32), 30.0, 0.8, 5)
+    np.testing.assert_array_equal(region_neighbours(labels), neighbours_loop(labels))
+
+
+def test_region_features_boxes_sizes_and_histograms():
+    rng = np.random.default_rng(2)
+    image = rng.uniform(0, 1, (20, 30, 3))
+    labels = felzenszwalb(image, 50.0, 0.8, 10)
+    features = region_features(image, labels)
+    for segment in range(labels.max() + 1):
+        ys, xs = np.nonzero(labels == segment)
+        assert features["size"][segment] == ys.size
+        np.testing.assert_array_equal(features["boxes"][segment],
+                                      [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        pixels = image[labels == segment]                         # (n, 3)
+        expected = np.concatenate([np.histogram(pixels[:, c], bins=25, range=(0, 1))[0]
+                                   for c in range(3)]) / (3.0 * ys.size)
+        np.testing.assert_allclose(features["colour"][segment], expected, atol=1e-12)
+    np.testing.assert_allclose(features["texture"].sum(axis=1), 1.0)
+    assert features["texture"].shape[1] == 3 * 8 * 10
+
+
+def test_merged_histogram_is_size_weighted_average_of_parts():
+    # Merging two regions' histograms (what the grouping does) equals the histogram
+    # computed afresh on the union of their pixels.
+    rng = np.random.default_rng(4)
+    image = rng.uniform(0, 1, (24, 24, 3))
+    labels = felzenszwalb(image, 50.0, 0.8, 10)
+    i, j = region_neighbours(labels)[0]
+    merged = np.where(labels == j, i, labels)
+    merged = np.unique(merged, return_inverse=True)[1].reshape(labels.shape)
+    parts, whole = region_features(image, labels), region_features(image, merged)
+    target = merged[labels == i][0]
+    si, sj = parts["size"][i], parts["size"][j]
+    for key in ("colour", "texture"):
+        average = (si * parts[key][i] + sj * parts[key][j]) / (si + sj)
+        np.testing.assert_allclose(whole[key][target], average, atol=1e-12)
+
+
+@pytest.mark.parametrize("similarity", ["CTSF", "TSF", "F", "S"])
+def test_hierarchical_grouping_builds_a_full_tree(similarity):
+    image = shapes_image(np.random.default_rng(5), 40) / 255.0
+    labels = felzenszwalb(image, 50.0, 0.8, 10)
+    count = labels.max() + 1
+    boxes, merges = hierarchical_grouping(image, labels, similarity)
+    assert boxes.shape == (2 * count - 1, 4) and merges.shape == (count - 1, 2)
+    np.testing.assert_array_equal(boxes[-1], [0, 0, 40, 40])          # the whole image
+    used = merges.ravel()
+    assert np.unique(used).size == used.size                            # each region once
+    assert (merges < np.arange(count, 2 * count - 1)[:, None]).all()    # parents exist
+    for index, (i, j) in enumerate(merges):
+        union = np.concatenate([np.minimum(boxes[i, :2], boxes[j, :2]),
+                                np.maximum(boxes[i, 2:], boxes[j, 2:])])
+        np.testing.assert_array_equal(boxes[count + index], union)
+
+
+def test_hierarchical_grouping_merges_most_similar_first():
+    # Size similarity alone: the two smallest neighbours merge first.
+    labels = np.repeat(np.array([[0, 0, 0, 1], [2, 2, 3, 3]]), 4, axis=0).repeat(4, axis=1)
+    image = np.zeros(labels.shape + (3,))
+    _, merges = hierarchical_grouping(image, labels, "S")
+    sizes = np.bincount(labels.ravel())
+    first = sorted(merges[0].tolist())
+    pair_sizes = {tuple(p): sizes[p[0]] + sizes[p[1]] for p in region_neighbours(labels).tolist()}
+    assert pair_sizes[tuple(first)] == min(pair_sizes.values())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_selective_search_boxes_valid_unique_and_recall(seed):
+    rng = np.random.default_rng(seed)
+    image, truth = rectangles_scene(rng)
+    boxes = selective_search(image)
+    assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 4
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= 96).all() and (boxes[:, 3] <= 96).all()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert np.unique(boxes, axis=0).shape[0] == boxes.shape[0]
+    # Rectangles that are not hidden by later ones are found almost exactly.
+    assert (box_iou(truth, boxes).max(axis=1) >= 0.7).mean() >= 2 / 3
+
+
+def test_selective_search_is_reproducible_and_rng_changes_the_order_only():
+    image, _ = rectangles_scene(np.random.default_rng(0))
+    first, again = selective_search(image), selective_search(image)
+    np.testing.assert_array_equal(first, again)
+    other = selective_search(image, rng=7)
+    np.testing.assert_array_equal(np.unique(first, axis=0), np.unique(other, axis=0))
+
+
+def test_selective_search_quality_mode_finds_a_superset_of_strategies():
+    image, _ = rectangles_scene(np.random.default_rng(1), size=48)
+    fast = selective_search(image, "fast")
+    quality = selective_search(image, "quality", ks=(50, 100), colour_spaces=("hsv", "lab"))
+    fast_set = {tuple(b) for b in fast.tolist()}
+    assert fast_set <= {tuple(b) for b in quality.tolist()}
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"mode": "slow"}, ValueError), ({"colour_spaces": ("xyz",)}, ValueError),
+    ({"similarities": ("Q",)}, ValueError), ({"ks": (-5,)}, ValueError),
+])
+def test_selective_search_rejects_bad_options(kwargs, error):
+    with pytest.raises(error):
+        selective_search(np.zeros((8, 8, 3), np.uint8), **kwargs)
+
+
+def test_selective_search_rejects_non_rgb():
+    with pytest.raises(ValueError, match="image"):
+        selective_search(np.zeros((8, 8), np.uint8))
+
+
+@pytest.mark.oracle
+def test_colour_spaces_equal_scikit_image():
+    skimage = require("skimage")
+    rgb = np.random.default_rng(0).uniform(0, 1, (16, 16, 3))
+    np.testing.assert_allclose(convert_colour(rgb, "hsv"), skimage.color.rgb2hsv(rgb), atol=1e-12)
+    lab = skimage.color.rgb2lab(rgb)
+    scaled = np.stack([lab[..., 0] / 100, (lab[..., 1] + 128) / 255, (lab[..., 2] + 128) / 255], -1)
+    np.testing.assert_allclose(convert_colour(rgb, "lab"), scaled, atol=1e-4)
