@@ -31,11 +31,21 @@ there is none, and 255 for "void" pixels as in VOC. With more than 254 objects a
 index would collide with 255, so such masks are written as 16-bit greyscale PNGs
 (uint16, 0 = none, no void value); the reader handles both.
 
-Every file is written atomically (``detection.datasets.atomic``), and the XML is
+Every file is written atomically (``nn.io.atomic_write_bytes``), and the XML is
 written last: an ``Annotations/<id>.xml`` exists only when its image and masks do.
+Every argument, including each string's characters (XML 1.0 cannot store control
+characters, lone surrogates or U+FFFE/U+FFFF, and turns a carriage return into a line
+feed), is checked and the XML encoded before the first file is written, so a refused
+call leaves the example on disk as it was.
+
+Reading stays inside the dataset: ids in ``ImageSets`` must be plain file stems (as
+the writer requires), and an image named by ``<filename>`` (or any file a record
+points to) must resolve, symlinks followed, inside its folder of the dataset.
+A box the writer would refuse (outside the image) is refused by the reader as well.
 """
 import io
 import os
+import re
 import xml.etree.ElementTree as ET
 from numbers import Integral, Real
 
@@ -57,6 +67,9 @@ _OBJECT_KEYS = {"name", "bbox", "difficult", "truncated", "text"}
 _IMAGE_FORMATS = {"jpg": ("JPEG", ".jpg"), "png": ("PNG", ".png")}
 # uint8 instance masks reserve 255 for void (VOC), so at most 254 objects fit.
 _MAX_UINT8_OBJECTS = 254
+# Characters an XML 1.0 document cannot hold (its "Char" production), plus the carriage
+# return, which a parser turns into a line feed (it would not read back as written).
+_NOT_XML = re.compile("[^\t\n\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def voc_palette(num_colors=256):
@@ -88,15 +101,28 @@ _PALETTE_BYTES = voc_palette(256).tobytes()
 
 
 # --------------------------------------------------------------------------- writing
+def _check_xml_string(value, argument):
+    """Raise ValueError unless every character of ``value`` survives an XML round trip."""
+    bad = _NOT_XML.search(value)
+    if bad:
+        raise ValueError(f"{argument} holds {bad.group()!r} at position {bad.start()}, a "
+                         f"character XML cannot store (control characters, lone surrogates, "
+                         f"U+FFFE/U+FFFF, carriage returns); got {value!r}")
+
+
+def _is_plain_stem(image_id):
+    return image_id not in (".", "..") and not any(c in image_id for c in "/\\")
+
+
 def _check_image_id(image_id, argument="image_id"):
     if not isinstance(image_id, str) or not image_id:
         raise ValueError(f"{argument} must be a non-empty str, got {image_id!r}")
-    if image_id in (".", "..") or any(c in image_id for c in "/\\") \
-            or any(c.isspace() for c in image_id):
+    if not _is_plain_stem(image_id) or any(c.isspace() for c in image_id):
         raise ValueError(
             f"{argument} must be a plain file stem without slashes or whitespace, "
             f"got {image_id!r}"
         )
+    _check_xml_string(image_id, argument)
 
 
 def _check_flag(value, argument):
@@ -123,6 +149,7 @@ def _check_objects(objects, height, width):
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise ValueError(f"{where}['name'] must be a non-empty str without outer spaces, "
                              f"got {name!r}")
+        _check_xml_string(name, f"{where}['name']")
         bbox = obj.get("bbox")
         if bbox is None or np.ndim(bbox) != 1 or len(bbox) != 4 or not all(
                 isinstance(v, Real) and not isinstance(v, bool) for v in np.asarray(bbox).tolist()):
@@ -138,6 +165,8 @@ def _check_objects(objects, height, width):
         text = obj.get("text")
         if text is not None and (not isinstance(text, str) or not text or "\n" in text):
             raise ValueError(f"{where}['text'] must be a non-empty one-line str, got {text!r}")
+        if text is not None:
+            _check_xml_string(text, f"{where}['text']")
         checked.append({
             "name": name,
             "bbox": (x1, y1, x2, y2),
@@ -295,6 +324,7 @@ def write_voc_example(root, image_id, image, objects, class_mask=None, instance_
         files.append(("instance_mask", "SegmentationObject", image_id + ".png", png))
     xml = _annotation_xml(image_id, image_id + extension, height, width, checked,
                           segmented=class_mask is not None or instance_mask is not None)
+    xml = xml.encode("utf-8")  # every string was checked: this cannot fail
 
     written = {}
     for key, folder, name, data in files:
@@ -309,7 +339,7 @@ def write_voc_example(root, image_id, image, objects, class_mask=None, instance_
         os.unlink(stale)
     os.makedirs(os.path.join(root, "Annotations"), exist_ok=True)
     written["annotation"] = os.path.join(root, "Annotations", image_id + ".xml")
-    atomic_write_text(written["annotation"], xml)
+    atomic_write_bytes(written["annotation"], xml)
     return written
 
 
@@ -373,6 +403,10 @@ def _xml_number(node, tag, path):
 def read_voc_annotation(path):
     """Parse one VOC annotation XML.
 
+    Boxes are checked as ``write_voc_example`` checks them: non-empty and inside the
+    image (``0 <= x1 < x2 <= width``, ``0 <= y1 < y2 <= height`` after the conversion to
+    continuous xyxy, i.e. ``1 <= xmin``, ``xmax <= width``).
+
     Args:
         path (str | os.PathLike): the ``Annotations/<id>.xml`` file.
 
@@ -414,7 +448,13 @@ def read_voc_annotation(path):
         bbox = (xmin - 1.0, ymin - 1.0, xmax, ymax)
         if not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
             raise ValueError(f"malformed VOC annotation {path}: object {i} ({name!r}) has an "
-                             f"empty box xmin={xmin}, ymin={ymin}, xmax={xmax}, ymax={ymax}")
+                             f"empty box xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, "
+                             f"ymax={ymax:g}")
+        if not (0 <= bbox[0] and bbox[2] <= width and 0 <= bbox[1] and bbox[3] <= height):
+            raise ValueError(f"malformed VOC annotation {path}: object {i} ({name!r}) has a box "
+                             f"outside the {int(width)}x{int(height)} image: xmin={xmin:g}, "
+                             f"ymin={ymin:g}, xmax={xmax:g}, ymax={ymax:g} (VOC boxes are "
+                             f"1-based: 1 <= xmin, xmax <= width)")
         flags = {}
         for tag in ("difficult", "truncated"):
             text = _xml_text(node, tag, path, required=False)
@@ -439,13 +479,55 @@ def read_image_set(root, split, folder="Main"):
 
     Raises:
         FileNotFoundError: naming the missing split file.
+        ValueError: an id that is not a plain file stem (a slash, ``.`` or ``..``:
+            it could name a file outside the dataset), naming the file and the line.
     """
     path = os.path.join(os.fspath(root), "ImageSets", folder, f"{split}.txt")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"VOC image set not found: {path}")
+    ids = []
     with open(path, encoding="utf-8") as f:
-        # VOC's per-class files carry "<id> <flag>"; the id is the first field.
-        return [line.split()[0] for line in f if line.strip()]
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            image_id = line.split()[0]  # per-class files carry "<id> <flag>"
+            if not _is_plain_stem(image_id):
+                raise ValueError(f"{path}, line {number}: image id {image_id!r} must be a plain "
+                                 f"file stem (no slashes, not '.' or '..'), as its files must "
+                                 f"stay inside the dataset")
+            ids.append(image_id)
+    return ids
+
+
+def _inside(folder, name, source, what):
+    """``folder/name``, refused when it resolves (symlinks followed) outside ``folder``.
+
+    Args:
+        folder (str): a folder of the dataset, e.g. ``root/JPEGImages``.
+        name (str): a relative path read from the dataset (an absolute one is refused).
+        source (str): the file ``name`` was read from, for the message.
+        what (str): what ``name`` is, for the message (``"<filename>"``, ``"image id"``).
+    Raises:
+        ValueError: naming ``source``, the entry and where it leads.
+    """
+    path = os.path.join(folder, name)
+    real_folder = os.path.realpath(folder)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_folder, real]) != real_folder:
+        raise ValueError(f"{source}: {what} {name!r} resolves to {real}, outside the dataset "
+                         f"folder {real_folder}")
+    return path
+
+
+def _decode_error(path, what, exc):
+    """The error to raise for a file PIL could not decode: the path named, the type kept
+    for a MemoryError, a ValueError otherwise."""
+    if isinstance(exc, MemoryError):
+        return MemoryError(f"not enough memory to decode {what} {path}")
+    if isinstance(exc, Image.DecompressionBombError):
+        return ValueError(f"cannot read {what} {path}: refused as a possible decompression "
+                          f"bomb ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS to read it")
+    return ValueError(f"cannot read {what} {path}: {exc}")
 
 
 # --------------------------------------------------------------------------- dataset
@@ -465,8 +547,8 @@ def read_label_map(path):
             if image.mode not in ("RGB", "RGBA"):
                 raise ValueError(f"VOC mask {path} has unsupported mode {image.mode!r}")
             rgb = np.asarray(image.convert("RGB")).astype(np.int64)
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read VOC mask {path}: {exc}") from None
+    except (OSError, SyntaxError, MemoryError, Image.DecompressionBombError) as exc:
+        raise _decode_error(path, "VOC mask", exc) from None
     codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # (H, W) packed colours
     palette = voc_palette().astype(np.int64)
     palette_codes = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
@@ -490,8 +572,8 @@ def read_rgb(path):
         with Image.open(path) as image:
             image.load()
             return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read VOC image {path}: {exc}") from None
+    except (OSError, SyntaxError, MemoryError, Image.DecompressionBombError) as exc:
+        raise _decode_error(path, "VOC image", exc) from None
 
 
 VOC_CLASSES = (
@@ -637,7 +719,9 @@ class VOCDataset(Dataset):
 
     def _load_record(self, image_id):
         """Parse one annotation and resolve its files, so bad data fails at construction."""
-        path = os.path.join(self.root, "Annotations", image_id + ".xml")
+        split_file = os.path.join(self.root, "ImageSets", "Main", f"{self.split}.txt")
+        path = _inside(os.path.join(self.root, "Annotations"), image_id + ".xml", split_file,
+                       "image id")
         annotation = read_voc_annotation(path)
         class_ids, keep = [], []
         for i, obj in enumerate(annotation["objects"]):
@@ -651,10 +735,11 @@ class VOCDataset(Dataset):
             keep.append((self.keep_difficult or not obj["difficult"])
                         and self._label_of_id[class_id] >= 0)
         image_path = None
+        images = os.path.join(self.root, "JPEGImages")
         candidates = ([annotation["filename"]] if annotation["filename"] else []) \
             + [image_id + ".jpg", image_id + ".png"]
         for name in candidates:
-            candidate = os.path.join(self.root, "JPEGImages", name)
+            candidate = _inside(images, name, path, "<filename>")
             if os.path.isfile(candidate):
                 image_path = candidate
                 break
@@ -676,7 +761,8 @@ class VOCDataset(Dataset):
         for key, folder, wanted in (("class_mask_path", "SegmentationClass", self.return_masks),
                                     ("instance_mask_path", "SegmentationObject",
                                      self.return_instance_masks)):
-            mask_path = os.path.join(self.root, folder, image_id + ".png")
+            mask_path = _inside(os.path.join(self.root, folder), image_id + ".png", split_file,
+                                "image id")
             if wanted and not os.path.isfile(mask_path):
                 raise FileNotFoundError(f"VOC mask not found: {mask_path}")
             record[key] = mask_path

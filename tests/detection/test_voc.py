@@ -1,5 +1,6 @@
 """Pascal VOC writer and reader: round trips, the box convention, bad input, atomicity."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -190,6 +191,21 @@ def _bad_cases():
         (dict(objects=ok_objects, instance_mask=ok_mask + 2), "instance_mask values"),
         (dict(objects=ok_objects, image_format="bmp"), "image_format"),
         (dict(objects=ok_objects, jpeg_quality=0), "jpeg_quality"),
+        # strings XML cannot store: control characters, lone surrogates, a carriage return
+        (dict(image_id="a\x01"), "image_id"),
+        (dict(image_id="a\ud800"), "image_id"),
+        (dict(objects=[{"name": "pl\x01ate", "bbox": (0, 0, 4, 1)}]), r"objects\[0\]\['name'\]"),
+        (dict(objects=[{"name": "plate\ud800", "bbox": (0, 0, 4, 1)}]),
+         r"objects\[0\]\['name'\]"),
+        (dict(objects=[{"name": "pl\rate", "bbox": (0, 0, 4, 1)}]), r"objects\[0\]\['name'\]"),
+        (dict(objects=[{"name": "plate", "bbox": (0, 0, 4, 1), "text": "\ud800"}]),
+         r"objects\[0\]\['text'\]"),
+        (dict(objects=[{"name": "plate", "bbox": (0, 0, 4, 1), "text": "a\x0bb"}]),
+         r"objects\[0\]\['text'\]"),
+        (dict(objects=[{"name": "plate", "bbox": (0, 0, 4, 1), "text": "a\rb"}]),
+         r"objects\[0\]\['text'\]"),
+        (dict(objects=[{"name": "plate", "bbox": (0, 0, 4, 1), "text": "\ufffe"}]),
+         r"objects\[0\]\['text'\]"),
     ]
 
 
@@ -200,6 +216,35 @@ def test_bad_input_is_rejected_before_anything_is_written(tmp_path, change, mess
     with pytest.raises((ValueError, TypeError), match=message):
         write_voc_example(tmp_path, **args)
     assert _all_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("bad_object, message", [
+    ({"name": "plate", "bbox": (8, 8, 16, 16), "text": "\ud800"}, r"\['text'\]"),
+    ({"name": "plate", "bbox": (8, 8, 16, 16), "text": "\x01"}, r"\['text'\]"),
+    ({"name": "pl\x01ate", "bbox": (8, 8, 16, 16)}, r"\['name'\]"),
+    ({"name": "plate", "bbox": (8, 8, 16, 41)}, r"\['bbox'\]"),
+])
+def test_a_refused_write_leaves_the_example_as_it_was(tmp_path, bad_object, message):
+    a = np.full((24, 40, 3), 10, np.uint8)
+    b = np.full((24, 40, 3), 200, np.uint8)
+    write_voc_example(tmp_path, "x", a, [{"name": "car", "bbox": (0, 0, 4, 4)}],
+                      class_mask=np.ones((24, 40), np.uint8), image_format="png")
+    before = {f: (tmp_path / f).read_bytes() for f in _all_files(tmp_path)}
+    with pytest.raises(ValueError, match=message):
+        write_voc_example(tmp_path, "x", b, [bad_object], class_mask=np.zeros((24, 40), np.uint8),
+                          image_format="png")
+    assert {f: (tmp_path / f).read_bytes() for f in _all_files(tmp_path)} == before
+
+
+def test_unusual_but_legal_strings_round_trip(tmp_path):
+    objects = [{"name": "caf\u00e9 <&>", "bbox": (0, 0, 4, 4), "text": "\u2603\t'\"\U0001f697"},
+               {"name": "two\nlines", "bbox": (1, 1, 3, 3), "text": "]]>"}]
+    written = write_voc_example(tmp_path, "\u00e9t\u00e9", np.zeros((8, 8, 3), np.uint8), objects,
+                                image_format="png")
+    read = read_voc_annotation(written["annotation"])
+    assert [(o["name"], o["text"]) for o in read["objects"]] == \
+        [(o["name"], o["text"]) for o in objects]
+    assert read["filename"] == "\u00e9t\u00e9.png"
 
 
 def test_failed_write_leaves_old_file_and_no_temp_file(tmp_path, rng, monkeypatch):
@@ -248,6 +293,15 @@ def test_write_image_sets_rejects_bad_splits(tmp_path, splits, message):
     with pytest.raises((TypeError, ValueError), match=message):
         write_image_sets(tmp_path, splits)
     assert _all_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("line", ["../../outside", "/etc/passwd", "a/b", "..", "a\\b"])
+def test_read_image_set_refuses_ids_that_are_not_plain_stems(tmp_path, line):
+    folder = tmp_path / "ImageSets" / "Main"
+    folder.mkdir(parents=True)
+    (folder / "train.txt").write_text(f"ok\n{line} 1\n")
+    with pytest.raises(ValueError, match=r"train\.txt.*line 2.*" + re.escape(repr(line))):
+        read_image_set(tmp_path, "train")
 
 
 def test_read_image_set_names_the_missing_file(tmp_path):
@@ -433,3 +487,96 @@ def test_voc_dataset_reads_16_bit_instance_masks(tmp_path):
     masks = target["instance_masks"]
     assert masks.shape == (300, 4, 300)
     assert masks[299, :2, 299].all() and masks.sum() == 600
+
+
+# --------------------------------------------------------------- hostile datasets
+def _set_filename(xml_path, filename):
+    text = xml_path.read_text()
+    start, end = text.index("<filename>") + len("<filename>"), text.index("</filename>")
+    xml_path.write_text(text[:start] + filename + text[end:])
+
+
+def test_voc_dataset_refuses_an_image_path_outside_the_dataset(voc_root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside") / "secret.png"
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(outside)
+    xml_path = voc_root / "Annotations" / "000000.xml"
+    for entry in (os.path.relpath(outside, voc_root / "JPEGImages"), str(outside)):
+        _set_filename(xml_path, entry)
+        with pytest.raises(ValueError, match=r"000000\.xml.*" + re.escape(repr(entry))
+                           + ".*outside"):
+            VOCDataset(voc_root, "train")
+    # a symlink inside JPEGImages that leads out is refused as well
+    os.symlink(outside, voc_root / "JPEGImages" / "link.png")
+    _set_filename(xml_path, "link.png")
+    with pytest.raises(ValueError, match=r"000000\.xml.*'link\.png'.*outside"):
+        VOCDataset(voc_root, "train")
+    # a file in a subfolder of JPEGImages is inside
+    (voc_root / "JPEGImages" / "sub").mkdir()
+    os.replace(voc_root / "JPEGImages" / "000000.png", voc_root / "JPEGImages" / "sub" / "0.png")
+    _set_filename(xml_path, "sub/0.png")
+    assert VOCDataset(voc_root, "train")[0][0].shape == (32, 48, 3)
+
+
+def test_voc_dataset_with_a_symlinked_image_folder_is_fine(voc_root, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("images") / "JPEGImages"
+    os.replace(voc_root / "JPEGImages", elsewhere)
+    os.symlink(elsewhere, voc_root / "JPEGImages")
+    image, _ = VOCDataset(voc_root, "train")[1]
+    assert image.shape == (32, 48, 3)
+
+
+def test_voc_dataset_refuses_image_set_ids_leaving_the_dataset(voc_root):
+    (voc_root / "ImageSets" / "Main" / "train.txt").write_text("000000\n../../../etc/passwd\n")
+    with pytest.raises(ValueError, match=r"train\.txt.*'\.\./\.\./\.\./etc/passwd'"):
+        VOCDataset(voc_root, "train")
+
+
+@pytest.mark.parametrize("box, message", [
+    ((0, 1, 10, 10), "xmin=0"),        # x1 = -1: left of the image
+    ((1, 1, 49, 10), "xmax=49"),       # beyond W = 48
+    ((1, -3, 10, 10), "ymin=-3"),
+    ((1, 1, 10, 33), "ymax=33"),       # beyond H = 32
+])
+def test_reader_refuses_boxes_outside_the_image_as_the_writer_does(voc_root, box, message):
+    xml_path = voc_root / "Annotations" / "000000.xml"
+    text = xml_path.read_text()
+    start, end = text.index("<bndbox>"), text.index("</bndbox>")
+    xmin, ymin, xmax, ymax = box
+    bndbox = (f"<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax>"
+              f"<ymax>{ymax}</ymax>")
+    xml_path.write_text(text[:start] + bndbox + text[end:])
+    with pytest.raises(ValueError, match=r"000000\.xml.*object 0 .*outside the 48x32 image.*"
+                       + message):
+        read_voc_annotation(xml_path)
+    with pytest.raises(ValueError, match=r"objects\[0\]\['bbox'\]"):  # and the writer agrees
+        write_voc_example(voc_root, "again", np.zeros((32, 48, 3), np.uint8),
+                          [{"name": "car", "bbox": (xmin - 1, ymin - 1, xmax, ymax)}])
+
+
+def test_reader_accepts_boxes_touching_the_image_border(tmp_path):
+    written = write_voc_example(tmp_path, "edge", np.zeros((32, 48, 3), np.uint8),
+                                [{"name": "car", "bbox": (0, 0, 48, 32)}], image_format="png")
+    assert read_voc_annotation(written["annotation"])["objects"][0]["bbox"] == (0, 0, 48, 32)
+
+
+@pytest.mark.parametrize("reader, folder, name", [
+    ("read_rgb", "JPEGImages", "000000.png"),
+    ("read_label_map", "SegmentationClass", "000000.png"),
+])
+def test_image_readers_name_the_file_of_a_decompression_bomb_or_memory_error(
+        voc_root, monkeypatch, reader, folder, name):
+    from detection.datasets import voc
+
+    path = str(voc_root / folder / name)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)      # 48x32 > 2·100 pixels: a "bomb"
+    with pytest.raises(ValueError, match=re.escape(path) + ".*decompression bomb"):
+        getattr(voc, reader)(path)
+    monkeypatch.undo()
+
+    def out_of_memory(self, *args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(Image.Image, "load", out_of_memory)
+    monkeypatch.setattr(Image.Image, "convert", out_of_memory)
+    with pytest.raises(MemoryError, match=re.escape(path)):
+        getattr(voc, reader)(path)
