@@ -25,9 +25,9 @@ from nn.tensor import Tensor
 
 __all__ = [
     "ArgumentTypeError", "is_int", "is_real",
-    "check_int", "check_finite", "check_positive", "check_non_negative", "check_in_range",
+    "check_int", "check_real", "check_finite", "check_positive", "check_non_negative", "check_in_range",
     "check_probability", "check_bool", "check_choice", "check_pair",
-    "check_array", "check_ndim", "check_shape", "check_same_dtype",
+    "check_array", "check_ndim", "check_shape", "check_same_shape", "check_same_dtype",
 ]
 
 
@@ -81,6 +81,16 @@ def _real(value, name, expected, finite=True):
     return float(value)
 
 
+def check_real(value, name):
+    """``value`` as a ``float`` (any real number, ``inf`` included; not NaN).
+
+    Raises:
+        ArgumentTypeError: not a real number.
+        ValueError: NaN.
+    """
+    return _real(value, name, "a real number", finite=False)
+
+
 def check_finite(value, name):
     """``value`` as a finite ``float``.
 
@@ -127,7 +137,7 @@ def check_in_range(value, name, low=None, high=None, high_open=False):
 
 def check_probability(value, name):
     """``value`` as a ``float`` in ``[0, 1]``."""
-    return check_in_range(value, name, 0.0, 1.0)
+    return check_in_range(value, name, 0, 1)
 
 
 def check_bool(value, name):
@@ -248,6 +258,13 @@ def check_shape(array, name, shape):
         spelled = "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         raise ValueError(f"{name} must have shape {spelled}, got {tuple(np.shape(array))}")
     return sizes
+
+
+def check_same_shape(array, name, reference, reference_name):
+    """Raise ``ValueError`` unless ``array`` has the shape of ``reference``."""
+    if np.shape(array) != np.shape(reference):
+        raise ValueError(f"{name} must have the shape of {reference_name} "
+                         f"{tuple(np.shape(reference))}, got {tuple(np.shape(array))}")
 
 
 def check_same_dtype(array, name, reference, reference_name):

@@ -9,10 +9,9 @@ Numerical stability: ``sigmoid`` never evaluates ``exp`` of a positive number, a
 ``softmax``/``log_softmax`` subtract the maximum along the class axis first
 (``softmax(x) = softmax(x - max(x))``), so logits of ±1000 give exact results.
 """
-import numbers
-
 import numpy as np
 
+from nn._checks import check_array, check_probability, check_real
 from nn._threads import parallel_rows
 from nn.random import get_generator
 from nn.tensor import Function, Tensor, normalize_axis
@@ -22,18 +21,6 @@ __all__ = [
     "sigmoid_forward", "log_sigmoid_forward", "softmax_forward", "log_softmax_forward",
     "relu_forward", "relu_backward", "softmax_backward", "log_softmax_backward",
 ]
-
-
-def _check_float_input(x, name="x"):
-    """Raise TypeError unless ``x`` is a floating-point Tensor or ndarray."""
-    if isinstance(x, Tensor):
-        dtype = x.dtype
-    elif isinstance(x, np.ndarray):
-        dtype = x.dtype
-    else:
-        raise TypeError(f"{name} must be a Tensor or ndarray, got {type(x).__name__}")
-    if not np.issubdtype(dtype, np.floating):
-        raise TypeError(f"{name} must have a floating-point dtype, got {dtype}")
 
 
 # ------------------------------------------------------------------- kernels
@@ -324,7 +311,7 @@ def relu(x):
     Returns:
         Tensor[...]: same shape and dtype.
     """
-    _check_float_input(x)
+    check_array(x, "x", "float")
     return ReLUFunction.apply(x)
 
 
@@ -337,10 +324,9 @@ def leaky_relu(x, negative_slope=0.01):
     Returns:
         Tensor[...]: same shape and dtype.
     """
-    _check_float_input(x)
-    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
-        raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
-    return LeakyReLUFunction.apply(x, negative_slope=float(negative_slope))
+    check_array(x, "x", "float")
+    negative_slope = check_real(negative_slope, "negative_slope")
+    return LeakyReLUFunction.apply(x, negative_slope=negative_slope)
 
 
 def sigmoid(x):
@@ -351,7 +337,7 @@ def sigmoid(x):
     Returns:
         Tensor[...]: values in [0, 1], same dtype.
     """
-    _check_float_input(x)
+    check_array(x, "x", "float")
     return SigmoidFunction.apply(x)
 
 
@@ -363,7 +349,7 @@ def tanh(x):
     Returns:
         Tensor[...]: values in [-1, 1], same dtype.
     """
-    _check_float_input(x)
+    check_array(x, "x", "float")
     return TanhFunction.apply(x)
 
 
@@ -376,7 +362,7 @@ def softmax(x, axis=-1):
     Returns:
         Tensor[..., K]: probabilities summing to 1 along ``axis``.
     """
-    _check_float_input(x)
+    check_array(x, "x", "float")
     axis = normalize_axis(axis, x.ndim)
     return SoftmaxFunction.apply(x, axis=axis)
 
@@ -390,7 +376,7 @@ def log_softmax(x, axis=-1):
     Returns:
         Tensor[..., K]: log-probabilities (<= 0).
     """
-    _check_float_input(x)
+    check_array(x, "x", "float")
     axis = normalize_axis(axis, x.ndim)
     return LogSoftmaxFunction.apply(x, axis=axis)
 
@@ -408,9 +394,8 @@ def dropout(x, p=0.5, training=True, generator=None):
     Returns:
         Tensor[...]: same shape and dtype.
     """
-    _check_float_input(x)
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability p must be in [0, 1], got {p!r}")
+    check_array(x, "x", "float")
+    p = check_probability(p, "dropout probability p")
     if not training or p == 0.0:
         return x if isinstance(x, Tensor) else Tensor(x)
     rng = get_generator(generator)

@@ -6,7 +6,8 @@ feature axis, and any leading axes (batch, H, W) are flattened into the GEMM row
 """
 import numpy as np
 
-from nn.tensor import Function, Tensor
+from nn._checks import check_array, check_same_dtype, check_shape
+from nn.tensor import Function
 
 __all__ = ["linear", "linear_forward", "linear_backward", "LinearFunction"]
 
@@ -70,12 +71,6 @@ class LinearFunction(Function):
         return dx, dw, db
 
 
-def _shape_dtype(value, name):
-    if isinstance(value, (Tensor, np.ndarray)):
-        return value.shape, value.dtype
-    raise TypeError(f"{name} must be a Tensor or ndarray, got {type(value).__name__}")
-
-
 def linear(x, weight, bias=None):
     """Affine map over the last axis: ``y = x W + b``.
 
@@ -88,22 +83,15 @@ def linear(x, weight, bias=None):
     Raises:
         ValueError: mismatched shapes; TypeError: mismatched or non-float dtypes.
     """
-    x_shape, x_dtype = _shape_dtype(x, "x")
-    w_shape, w_dtype = _shape_dtype(weight, "weight")
-    if not np.issubdtype(x_dtype, np.floating):
-        raise TypeError(f"x must have a floating-point dtype, got {x_dtype}")
-    if len(w_shape) != 2:
-        raise ValueError(f"weight must have shape (in_features, out_features), got {w_shape}")
-    if len(x_shape) < 1 or x_shape[-1] != w_shape[0]:
-        raise ValueError(
-            f"x must have shape (..., {w_shape[0]}) to match weight {w_shape}, got {x_shape}"
-        )
-    if w_dtype != x_dtype:
-        raise TypeError(f"weight dtype {w_dtype} does not match x dtype {x_dtype}")
+    x_data = check_array(x, "x", "float")
+    w_data = check_array(weight, "weight")
+    check_shape(w_data, "weight", ("in_features", "out_features"))
+    if x_data.ndim < 1 or x_data.shape[-1] != w_data.shape[0]:
+        raise ValueError(f"x must have shape (..., {w_data.shape[0]}) to match weight "
+                         f"{w_data.shape}, got {x_data.shape}")
+    check_same_dtype(w_data, "weight", x_data, "x")
     if bias is not None:
-        b_shape, b_dtype = _shape_dtype(bias, "bias")
-        if b_shape != (w_shape[1],):
-            raise ValueError(f"bias must have shape ({w_shape[1]},), got {b_shape}")
-        if b_dtype != x_dtype:
-            raise TypeError(f"bias dtype {b_dtype} does not match x dtype {x_dtype}")
+        b_data = check_array(bias, "bias")
+        check_shape(b_data, "bias", (w_data.shape[1],))
+        check_same_dtype(b_data, "bias", x_data, "x")
     return LinearFunction.apply(x, weight, bias)

@@ -14,10 +14,10 @@ Conventions that differ from a naive formula, on purpose:
 The hot losses (cross-entropy, BCE, focal, smooth L1) have hand-written backward
 kernels; ``dice_loss`` is composed from differentiable Tensor operations.
 """
-import numbers
-
 import numpy as np
 
+from nn._checks import (check_array, check_choice, check_in_range, check_int, check_non_negative,
+                       check_positive, check_probability, check_same_shape, check_shape)
 from nn.functional.activation import log_sigmoid_forward, log_softmax_forward, sigmoid_forward
 from nn.functional.activation import softmax
 from nn.tensor import Function, Tensor
@@ -31,40 +31,6 @@ _REDUCTIONS = ("none", "mean", "sum")
 
 
 # ------------------------------------------------------------------ checks
-def _data(value, name):
-    """The ndarray behind a Tensor / ndarray argument."""
-    if isinstance(value, Tensor):
-        return value.data
-    if isinstance(value, np.ndarray):
-        return value
-    raise TypeError(f"{name} must be a Tensor or ndarray, got {type(value).__name__}")
-
-
-def _check_float(value, name):
-    array = _data(value, name)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"{name} must have a floating-point dtype, got {array.dtype}")
-    return array
-
-
-def _check_reduction(reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-
-
-def _check_same_shape(a, b, name_a, name_b):
-    if a.shape != b.shape:
-        raise ValueError(f"{name_b} must have the shape of {name_a} {a.shape}, got {b.shape}")
-
-
-def _check_real(value, name, low=None, high=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
-    return float(value)
-
-
 def _as_float_like(value, like):
     """A target/weight as an ndarray of ``like``'s dtype (int targets become float)."""
     return np.asarray(value, dtype=like.dtype)
@@ -231,19 +197,18 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
         ValueError: shapes that do not match, a target outside [0, K), bad options.
         TypeError: non-float logits, non-integer targets.
     """
-    x = _check_float(logits, "logits")
+    x = check_array(logits, "logits", "float")
     if x.ndim < 1:
         raise ValueError("logits must have shape (..., K), got a 0-d array")
-    t = _data(target, "target")
+    t = check_array(target, "target")
     if not np.issubdtype(t.dtype, np.integer):
         raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
     if t.shape != x.shape[:-1]:
         raise ValueError(f"target must have shape {x.shape[:-1]} (logits without the class axis), "
                          f"got {t.shape}")
-    _check_reduction(reduction)
-    label_smoothing = _check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    check_choice(reduction, "reduction", _REDUCTIONS)
+    label_smoothing = check_probability(label_smoothing, "label_smoothing")
+    ignore_index = check_int(ignore_index, "ignore_index")
     num_classes = x.shape[-1]
     valid = t != ignore_index
     if np.any(valid & ((t < 0) | (t >= num_classes))):
@@ -251,9 +216,8 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
         raise ValueError(f"target values must be in [0, {num_classes}) or ignore_index="
                          f"{ignore_index}, got {bad[:5].tolist()}")
     if weight is not None:
-        w = _check_float(weight, "weight")
-        if w.shape != (num_classes,):
-            raise ValueError(f"weight must have shape ({num_classes},), got {w.shape}")
+        w = check_array(weight, "weight", "float")
+        check_shape(w, "weight", (num_classes,))
         if np.any(w < 0) or not np.all(np.isfinite(w)):
             raise ValueError("weight must be finite and non-negative")
         weight = w.astype(x.dtype, copy=False)
@@ -332,15 +296,15 @@ def binary_cross_entropy_with_logits(logits, target, reduction="mean", weight=No
     Returns:
         Tensor: scalar or the logits' shape; the logits' dtype.
     """
-    x = _check_float(logits, "logits")
-    y = _data(target, "target")
-    _check_same_shape(x, y, "logits", "target")
-    _check_reduction(reduction)
+    x = check_array(logits, "logits", "float")
+    y = check_array(target, "target")
+    check_same_shape(y, "target", x, "logits")
+    check_choice(reduction, "reduction", _REDUCTIONS)
     if weight is not None:
-        weight = _as_float_like(_data(weight, "weight"), x)
+        weight = _as_float_like(check_array(weight, "weight"), x)
         _broadcastable(weight, x.shape, "weight")
     if pos_weight is not None:
-        pos_weight = _as_float_like(_data(pos_weight, "pos_weight"), x)
+        pos_weight = _as_float_like(check_array(pos_weight, "pos_weight"), x)
         _broadcastable(pos_weight, x.shape, "pos_weight")
     if not isinstance(target, Tensor):
         target = _as_float_like(y, x)
@@ -431,12 +395,12 @@ def sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=2.0, reduction="none")
     Returns:
         Tensor: per-element losses or a scalar; the logits' dtype.
     """
-    x = _check_float(logits, "logits")
-    y = _data(targets, "targets")
-    _check_same_shape(x, y, "logits", "targets")
-    _check_reduction(reduction)
-    alpha = _check_real(alpha, "alpha", None, 1.0)
-    gamma = _check_real(gamma, "gamma", 0.0, None)
+    x = check_array(logits, "logits", "float")
+    y = check_array(targets, "targets")
+    check_same_shape(y, "targets", x, "logits")
+    check_choice(reduction, "reduction", _REDUCTIONS)
+    alpha = check_in_range(alpha, "alpha", None, 1)
+    gamma = check_non_negative(gamma, "gamma")
     if not isinstance(targets, Tensor) or not np.issubdtype(y.dtype, np.floating):
         targets = _as_float_like(y, x)
     return SigmoidFocalLossFunction.apply(logits, targets, alpha=alpha, gamma=gamma,
@@ -515,12 +479,12 @@ class MSEFunction(Function):
 
 
 def _regression_args(input, target, reduction):
-    x = _check_float(input, "input")
-    y = _check_float(target, "target")
-    _check_same_shape(x, y, "input", "target")
+    x = check_array(input, "input", "float")
+    y = check_array(target, "target", "float")
+    check_same_shape(y, "target", x, "input")
     if y.dtype != x.dtype:
         raise TypeError(f"target dtype {y.dtype} does not match input dtype {x.dtype}")
-    _check_reduction(reduction)
+    check_choice(reduction, "reduction", _REDUCTIONS)
 
 
 def smooth_l1_loss(input, target, beta=1.0, reduction="mean"):
@@ -534,7 +498,7 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean"):
         Tensor: scalar or the input's shape.
     """
     _regression_args(input, target, reduction)
-    beta = _check_real(beta, "beta", 0.0, None)
+    beta = check_non_negative(beta, "beta")
     return SmoothL1Function.apply(input, target, beta=beta, reduction=reduction)
 
 
@@ -583,10 +547,10 @@ def dice_loss(logits, target, ignore_index=None, eps=1.0, reduction="mean"):
     Returns:
         Tensor: scalar or ``(N, K)``; the logits' dtype.
     """
-    x = _check_float(logits, "logits")
+    x = check_array(logits, "logits", "float")
     if x.ndim < 2:
         raise ValueError(f"logits must have shape (N, ..., K), got {x.shape}")
-    t = _data(target, "target")
+    t = check_array(target, "target")
     if not np.issubdtype(t.dtype, np.integer):
         raise TypeError(f"target must hold integer class ids, got dtype {t.dtype}")
     if t.shape != x.shape[:-1]:
@@ -594,13 +558,10 @@ def dice_loss(logits, target, ignore_index=None, eps=1.0, reduction="mean"):
     num_classes = x.shape[-1]
     if num_classes < 2:
         raise ValueError(f"dice_loss needs K >= 2 classes on the last axis, got {num_classes}")
-    eps = _check_real(eps, "eps", 0.0, None)
-    if eps == 0:
-        raise ValueError("eps must be > 0")
-    _check_reduction(reduction)
-    if ignore_index is not None and (isinstance(ignore_index, bool)
-                                     or not isinstance(ignore_index, (int, np.integer))):
-        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    eps = check_positive(eps, "eps")
+    check_choice(reduction, "reduction", _REDUCTIONS)
+    if ignore_index is not None:
+        ignore_index = check_int(ignore_index, "ignore_index")
     valid = np.ones(t.shape, dtype=bool) if ignore_index is None else t != ignore_index
     if np.any(valid & ((t < 0) | (t >= num_classes))):
         raise ValueError(f"target values must be in [0, {num_classes}) or ignore_index")
