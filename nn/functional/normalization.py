@@ -25,6 +25,7 @@ with ``C = 32`` is 1.5-6x slower). The backward passes use the fused closed form
 """
 import numpy as np
 
+from nn._checks import check_finite, check_int, check_non_negative
 from nn._threads import parallel_rows, parallel_sum
 from nn.tensor import Function, Tensor
 
@@ -263,13 +264,11 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             f"batch_norm in training needs more than 1 value per channel, got input shape "
             f"{array.shape}"
         )
-    if not np.isfinite(momentum) or not np.isfinite(eps) or eps < 0:
-        raise ValueError(
-            f"momentum must be finite and eps >= 0, got momentum={momentum}, eps={eps}"
-        )
+    momentum = check_finite(momentum, "momentum")
+    eps = check_non_negative(eps, "eps")
     return BatchNormFunction.apply(
         x, weight, bias, running_mean=running_mean, running_var=running_var,
-        training=bool(training), momentum=float(momentum), eps=float(eps),
+        training=bool(training), momentum=momentum, eps=eps,
     )
 
 
@@ -414,9 +413,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     """
     array = _check_input(x, 2, "at least 2-D (N, ..., C) with channels last")
     c = array.shape[-1]
-    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) \
-            or num_groups < 1:
-        raise ValueError(f"num_groups must be a positive int, got {num_groups!r}")
+    num_groups = check_int(num_groups, "num_groups", 1)
     if c % num_groups != 0:
         raise ValueError(f"num_groups={num_groups} must divide the number of channels {c}")
     _check_channel_vector(weight, "weight", c, array.dtype)
@@ -427,6 +424,5 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
             f"group_norm needs more than 1 value per group over the batch, got input shape "
             f"{array.shape} with num_groups={num_groups}"
         )
-    if not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    return GroupNormFunction.apply(x, weight, bias, num_groups=int(num_groups), eps=float(eps))
+    eps = check_non_negative(eps, "eps")
+    return GroupNormFunction.apply(x, weight, bias, num_groups=num_groups, eps=eps)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nn import _threads
+from nn._checks import check_array, check_bool, check_pair
 from nn._threads import parallel_for, split_range
 from nn.functional.upsampling import separable_map, transpose_taps
 from nn.tensor import Function, Tensor
@@ -40,21 +41,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ arguments
-def _pair(value, name, minimum):
-    """``value`` as a pair of ints ``>= minimum``; a clear error names ``name`` otherwise."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        value = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value
-    ):
-        value = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def _input_array(x, name="x"):
     """The ndarray behind ``x`` (Tensor, ndarray or nested list), checked to be 4-D."""
     array = x.data if isinstance(x, Tensor) else np.asarray(x)
@@ -63,14 +49,6 @@ def _input_array(x, name="x"):
             f"{name} must be a 4-D (N, H, W, C) channels-last array, got shape {array.shape}"
         )
     return array
-
-
-def _check_dtype(array, name, allow_integer):
-    kind = array.dtype.kind
-    if kind == "f" or (allow_integer and kind in "iu"):
-        return
-    expected = "a float or integer" if allow_integer else "a floating-point"
-    raise TypeError(f"{name} must have {expected} dtype, got {array.dtype}")
 
 
 def pool_output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
@@ -179,13 +157,12 @@ class PoolGeometry:
 
 def _geometry(x, kernel_size, stride, padding, dilation, ceil_mode):
     """Check the pooling arguments against PyTorch's rules and build the geometry."""
-    kernel = _pair(kernel_size, "kernel_size", 1)
+    kernel = check_pair(kernel_size, "kernel_size", 1)
     stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
-        else _pair(stride, "stride", 1)
-    padding = _pair(padding, "padding", 0)
-    dilation = _pair(dilation, "dilation", 1)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+        else check_pair(stride, "stride", 1)
+    padding = check_pair(padding, "padding", 0)
+    dilation = check_pair(dilation, "dilation", 1)
+    ceil_mode = check_bool(ceil_mode, "ceil_mode")
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(
             f"padding must be at most half of kernel_size, got padding={padding}, "
@@ -333,7 +310,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         TypeError: a size is not an int or pair, or ``x`` is not numeric.
     """
     array = _input_array(x)
-    _check_dtype(array, "x", allow_integer=True)
+    check_array(array, "x", "real", tensor=False)
     geometry = _geometry(array, kernel_size, stride, padding, dilation, ceil_mode)
     return MaxPool2dFunction.apply(x, geometry=geometry)
 
@@ -444,7 +421,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
         Tensor[N, Ho, Wo, C]: same dtype as ``x``.
     """
     array = _input_array(x)
-    _check_dtype(array, "x", allow_integer=False)
+    check_array(array, "x", "float", tensor=False)
     geometry = _geometry(array, kernel_size, stride, padding, 1, ceil_mode)
     if divisor_override is not None and (
         isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer))
@@ -549,12 +526,12 @@ def adaptive_avg_pool2d(x, output_size):
         Tensor[N, Ho, Wo, C]
     """
     array = _input_array(x)
-    _check_dtype(array, "x", allow_integer=False)
+    check_array(array, "x", "float", tensor=False)
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         output_size = tuple(
             array.shape[1 + a] if v is None else v for a, v in enumerate(output_size)
         )
-    output_size = _pair(output_size, "output_size", 1)
+    output_size = check_pair(output_size, "output_size", 1)
     if array.shape[1] == 0 or array.shape[2] == 0:
         raise ValueError(f"x must have non-empty spatial size, got shape {array.shape}")
     return AdaptiveAvgPool2dFunction.apply(x, output_size=output_size)

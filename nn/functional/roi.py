@@ -43,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.sparse import csr_array
 
+from nn._checks import check_bool, check_int, check_pair, check_positive
 from nn.tensor import Function, Tensor, as_array, concat
 
 __all__ = [
@@ -53,37 +54,6 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- argument checks
-def _pair_of_positive_ints(value, name):
-    """``output_size`` as ``(oh, ow)``: an int or a pair of positive ints."""
-    items = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
-    if len(items) != 2 or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v > 0
-        for v in items
-    ):
-        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value!r}")
-    return int(items[0]), int(items[1])
-
-
-def _check_spatial_scale(spatial_scale):
-    if isinstance(spatial_scale, (bool, np.bool_)) or not isinstance(
-        spatial_scale, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(f"spatial_scale must be a number, got {type(spatial_scale).__name__}")
-    if not (np.isfinite(spatial_scale) and spatial_scale > 0):
-        raise ValueError(f"spatial_scale must be finite and > 0, got {spatial_scale!r}")
-    return float(spatial_scale)
-
-
-def _check_sampling_ratio(sampling_ratio):
-    if isinstance(sampling_ratio, (bool, np.bool_)) or not isinstance(
-        sampling_ratio, (int, np.integer)
-    ):
-        raise TypeError(
-            f"sampling_ratio must be an int (<= 0 means adaptive), got {sampling_ratio!r}"
-        )
-    return int(sampling_ratio)
-
-
 def _check_feature_map(x):
     """The data of ``x`` after checking it is a 4-D floating (N, H, W, C) map."""
     data = as_array(x)
@@ -531,11 +501,10 @@ def roi_align(x, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, align
         TypeError: non-float x, non-int sampling_ratio.
     """
     data = _check_feature_map(x)
-    output_size = _pair_of_positive_ints(output_size, "output_size")
-    spatial_scale = _check_spatial_scale(spatial_scale)
-    sampling_ratio = _check_sampling_ratio(sampling_ratio)
-    if not isinstance(aligned, (bool, np.bool_)):
-        raise TypeError(f"aligned must be a bool, got {aligned!r}")
+    output_size = check_pair(output_size, "output_size", 1)
+    spatial_scale = check_positive(spatial_scale, "spatial_scale")
+    sampling_ratio = check_int(sampling_ratio, "sampling_ratio")
+    aligned = check_bool(aligned, "aligned")
     coords, batch_index = _rois_from_boxes(boxes, data.shape[0], data.dtype)
     return RoIAlignFunction.apply(
         x, coords, batch_index=batch_index, output_size=output_size,
@@ -775,8 +744,8 @@ def roi_pool(x, boxes, output_size, spatial_scale=1.0):
         return the bin's maximum. Elsewhere the two agree.
     """
     data = _check_feature_map(x)
-    output_size = _pair_of_positive_ints(output_size, "output_size")
-    spatial_scale = _check_spatial_scale(spatial_scale)
+    output_size = check_pair(output_size, "output_size", 1)
+    spatial_scale = check_positive(spatial_scale, "spatial_scale")
     coords, batch_index = _rois_from_boxes(boxes, data.shape[0], data.dtype)
     return RoIPoolFunction.apply(
         x, coords, batch_index=batch_index, output_size=output_size, spatial_scale=spatial_scale,

@@ -33,10 +33,10 @@ cost ``O(H)`` per output instead of ``O(R)``, and the column pass becomes thousa
 of tiny GEMMs, which OpenBLAS runs badly on a busy machine.)
 """
 import math
-import numbers
 
 import numpy as np
 
+from nn._checks import check_choice, check_pair, check_positive
 from nn.tensor import Function, Tensor
 
 __all__ = [
@@ -297,21 +297,6 @@ class InterpolateFunction(Function):
 
 
 # ---------------------------------------------------------------- arguments
-def _pair_of(value, name, kind):
-    """``value`` as a pair; ``kind`` checks each element (``int`` or ``float``)."""
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2:
-        raise ValueError(f"{name} must be a number or a pair (H, W), got {value!r}")
-    for item in items:
-        if isinstance(item, (bool, np.bool_)):
-            raise TypeError(f"{name} must hold numbers, got {value!r}")
-        if kind is int and not isinstance(item, (int, np.integer)):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-        if kind is float and not isinstance(item, numbers.Real):
-            raise TypeError(f"{name} must be a number or a pair of numbers, got {value!r}")
-    return items
-
-
 def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None):
     """Resize an ``(N, H, W, C)`` map, PyTorch's ``F.interpolate`` semantics (2-D modes).
@@ -343,8 +328,7 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
         raise ValueError(
             f"x must be a 4-D (N, H, W, C) channels-last array, got shape {array.shape}"
         )
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_choice(mode, "mode", MODES)
     if mode == "bilinear":
         if array.dtype.kind != "f":
             raise TypeError(f"bilinear interpolation needs a floating-point x, got {array.dtype}")
@@ -363,12 +347,13 @@ def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=N
     if size is not None:
         if recompute_scale_factor:
             raise ValueError("recompute_scale_factor is not meaningful with an explicit size")
-        out_size = tuple(int(s) for s in _pair_of(size, "size", int))
+        out_size = check_pair(size, "size")
         scales = (None, None)
     else:
-        factors = tuple(float(f) for f in _pair_of(scale_factor, "scale_factor", float))
-        if not all(math.isfinite(f) and f > 0 for f in factors):
-            raise ValueError(f"scale_factor must be positive and finite, got {scale_factor!r}")
+        factors = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor,) * 2
+        if len(factors) != 2:
+            raise ValueError(f"scale_factor must be a number or a pair (H, W), got {scale_factor!r}")
+        factors = tuple(check_positive(f, "scale_factor") for f in factors)
         # PyTorch: floor(float(in) * scale), in double precision.
         out_size = tuple(int(math.floor(float(i) * f)) for i, f in zip(in_size, factors))
         scales = (None, None) if recompute_scale_factor else factors

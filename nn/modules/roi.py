@@ -3,9 +3,8 @@
 The work is done by ``nn.functional.roi_pool`` / ``nn.functional.roi_align``;
 these classes only remember ``output_size`` and friends, as torchvision's do.
 """
-from nn.functional.roi import (
-    _check_sampling_ratio, _check_spatial_scale, _pair_of_positive_ints, roi_align, roi_pool,
-)
+from nn._checks import check_bool, check_int, check_pair, check_positive
+from nn.functional.roi import roi_align, roi_pool
 from nn.modules.module import Module
 
 __all__ = ["RoIPool", "RoIAlign"]
@@ -25,8 +24,8 @@ class RoIPool(Module):
 
     def __init__(self, output_size, spatial_scale):
         super().__init__()
-        self.output_size = _pair_of_positive_ints(output_size, "output_size")
-        self.spatial_scale = _check_spatial_scale(spatial_scale)
+        self.output_size = check_pair(output_size, "output_size", 1)
+        self.spatial_scale = check_positive(spatial_scale, "spatial_scale")
 
     def forward(self, input, rois):
         return roi_pool(input, rois, self.output_size, self.spatial_scale)
@@ -51,12 +50,10 @@ class RoIAlign(Module):
 
     def __init__(self, output_size, spatial_scale, sampling_ratio, aligned=False):
         super().__init__()
-        self.output_size = _pair_of_positive_ints(output_size, "output_size")
-        self.spatial_scale = _check_spatial_scale(spatial_scale)
-        self.sampling_ratio = _check_sampling_ratio(sampling_ratio)
-        if not isinstance(aligned, bool):
-            raise TypeError(f"aligned must be a bool, got {aligned!r}")
-        self.aligned = aligned
+        self.output_size = check_pair(output_size, "output_size", 1)
+        self.spatial_scale = check_positive(spatial_scale, "spatial_scale")
+        self.sampling_ratio = check_int(sampling_ratio, "sampling_ratio")
+        self.aligned = check_bool(aligned, "aligned")
 
     def forward(self, input, rois):
         return roi_align(input, rois, self.output_size, self.spatial_scale,

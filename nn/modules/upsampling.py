@@ -2,6 +2,7 @@
 
 Shapes are channels-last: ``(N, H, W, C) -> (N, Ho, Wo, C)``.
 """
+from nn._checks import check_choice
 from nn.functional import upsampling as F
 from nn.modules.module import Module
 
@@ -25,8 +26,7 @@ class Upsample(Module):
         super().__init__()
         if (size is None) == (scale_factor is None):
             raise ValueError("Upsample needs exactly one of size and scale_factor")
-        if mode not in F.MODES:
-            raise ValueError(f"mode must be one of {F.MODES}, got {mode!r}")
+        check_choice(mode, "mode", F.MODES)
         self.size = size
         self.scale_factor = scale_factor
         self.mode = mode
