@@ -26,7 +26,7 @@ from nn.tensor import Tensor
 __all__ = [
     "ArgumentTypeError", "is_int", "is_real",
     "check_int", "check_real", "check_finite", "check_positive", "check_non_negative", "check_in_range",
-    "check_probability", "check_bool", "check_choice", "check_pair",
+    "check_probability", "check_bool", "check_choice", "check_pair", "check_float_dtype",
     "check_array", "check_ndim", "check_shape", "check_same_shape", "check_same_dtype",
 ]
 
@@ -185,6 +185,18 @@ def check_pair(value, name, minimum=None):
     if minimum is not None and min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return pair
+
+
+def check_float_dtype(dtype, name="dtype"):
+    """``dtype`` as a floating-point ``np.dtype``.
+
+    Raises:
+        TypeError: not a floating-point dtype (or not a dtype at all).
+    """
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise TypeError(f"{name} must be a floating-point dtype, got {dtype}")
+    return dtype
 
 
 # ===================================================================== arrays

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from nn._checks import check_int, check_pair
+from nn._checks import check_float_dtype, check_int, check_pair
 from nn.functional.conv import _padding_pairs, conv2d, conv_transpose2d
 from nn.modules.module import Module, Parameter
 from nn.random import get_generator
@@ -42,9 +42,7 @@ class _ConvNd(Module):
                                ("out_channels", self.out_channels)):
             if channels % self.groups:
                 raise ValueError(f"{name} ({channels}) must be divisible by groups ({self.groups})")
-        dtype = np.dtype(dtype)
-        if not np.issubdtype(dtype, np.floating):
-            raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+        dtype = check_float_dtype(dtype)
         self.kernel_size = check_pair(kernel_size, "kernel_size", 1)
         self.stride = check_pair(stride, "stride", 1)
         self.dilation = check_pair(dilation, "dilation", 1)

@@ -1,6 +1,5 @@
 """``Dropout``: zeroes activations at random while training, identity in eval mode."""
-import numbers
-
+from nn._checks import check_probability
 from nn.functional.activation import dropout
 from nn.random import get_generator
 from nn.modules.module import Module
@@ -21,9 +20,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, generator=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability p must be in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = check_probability(p, "dropout probability p")
         # An int seed becomes one Generator here, so successive masks differ.
         self.generator = None if generator is None else get_generator(generator)
 

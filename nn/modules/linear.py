@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from nn import init
+from nn._checks import check_float_dtype, check_int
 from nn.functional.linear import linear
 from nn.modules.module import Module, Parameter
 
@@ -32,14 +33,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, generator=None):
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        dtype = np.dtype(dtype)
-        if not np.issubdtype(dtype, np.floating):
-            raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = check_int(in_features, "in_features", 0)
+        self.out_features = check_int(out_features, "out_features", 0)
+        dtype = check_float_dtype(dtype)
         self.weight = Parameter(np.empty((self.in_features, self.out_features), dtype=dtype))
         if bias:
             self.bias = Parameter(np.empty((self.out_features,), dtype=dtype))

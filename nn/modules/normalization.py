@@ -6,6 +6,7 @@
 """
 import numpy as np
 
+from nn._checks import check_int
 from nn.functional import normalization as F
 from nn.modules.module import Module, Parameter
 from nn.tensor import Tensor
@@ -43,10 +44,7 @@ class BatchNorm2d(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True):
         super().__init__()
-        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)) \
-                or num_features < 1:
-            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
-        self.num_features = int(num_features)
+        self.num_features = check_int(num_features, "num_features", 1)
         self.eps = eps
         self.momentum = momentum
         self.affine = affine
@@ -109,15 +107,12 @@ class GroupNorm(Module):
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
         super().__init__()
-        for name, value in (("num_groups", num_groups), ("num_channels", num_channels)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if num_channels % num_groups != 0:
+        self.num_groups = check_int(num_groups, "num_groups", 1)
+        self.num_channels = check_int(num_channels, "num_channels", 1)
+        if self.num_channels % self.num_groups != 0:
             raise ValueError(
                 f"num_groups={num_groups} must divide num_channels={num_channels}"
             )
-        self.num_groups = int(num_groups)
-        self.num_channels = int(num_channels)
         self.eps = eps
         self.affine = affine
         if affine:

@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-from nn.optim.optimizer import Optimizer, _check_hyper
+from nn._checks import check_in_range
+from nn.optim.optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
 
@@ -43,10 +44,10 @@ class Adam(Optimizer):
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {group['betas']!r}")
         group["betas"] = betas
-        _check_hyper("betas[0]", betas[0], 0.0, 1.0, high_open=True)
-        _check_hyper("betas[1]", betas[1], 0.0, 1.0, high_open=True)
-        _check_hyper("eps", group["eps"])
-        _check_hyper("weight_decay", group["weight_decay"])
+        check_in_range(betas[0], "betas[0]", 0, 1, high_open=True)
+        check_in_range(betas[1], "betas[1]", 0, 1, high_open=True)
+        check_in_range(group["eps"], "eps", 0)
+        check_in_range(group["weight_decay"], "weight_decay", 0)
 
     def _update(self):
         for group in self.param_groups:

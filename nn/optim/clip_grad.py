@@ -1,10 +1,10 @@
 """Gradient clipping: rescale all gradients together when their joint norm is too large
 (Pascanu et al., 2013, "On the difficulty of training recurrent neural networks")."""
 import math
-import numbers
 
 import numpy as np
 
+from nn._checks import check_non_negative, check_positive
 from nn.tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
@@ -35,10 +35,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     Returns:
         float: the total norm before clipping.
     """
-    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or max_norm < 0:
-        raise ValueError(f"max_norm must be a non-negative number, got {max_norm!r}")
-    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real) or norm_type <= 0:
-        raise ValueError(f"norm_type must be a positive number or inf, got {norm_type!r}")
+    max_norm = check_non_negative(max_norm, "max_norm", finite=False)
+    norm_type = check_positive(norm_type, "norm_type", finite=False)
     grads = _grads(parameters)
     if not grads:
         return 0.0
@@ -60,7 +58,6 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
 def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient element to ``[-clip_value, clip_value]`` in place."""
-    if isinstance(clip_value, bool) or not isinstance(clip_value, numbers.Real) or clip_value < 0:
-        raise ValueError(f"clip_value must be a non-negative number, got {clip_value!r}")
+    clip_value = check_non_negative(clip_value, "clip_value", finite=False)
     for p in _grads(parameters):
         np.clip(p.grad, -clip_value, clip_value, out=p.grad)

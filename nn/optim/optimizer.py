@@ -11,24 +11,13 @@ Schedulers change ``group["lr"]``. ``step()`` skips every parameter whose ``grad
 is None (a head that was not used this iteration is left alone).
 """
 import copy
-import numbers
 
 import numpy as np
 
+from nn._checks import check_in_range
 from nn.tensor import Tensor, enable_grad
 
 __all__ = ["Optimizer"]
-
-
-def _check_hyper(name, value, low=0.0, high=None, high_open=False):
-    """A finite real hyperparameter in [low, high] (or [low, high) when high_open)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise ValueError(f"{name} must be a finite real number, got {value!r}")
-    if value < low or (high is not None and (value >= high if high_open else value > high)):
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"{name} must be in [{low}, {high if high is not None else 'inf'}"
-                         f"{bracket}, got {value!r}")
-    return value
 
 
 class Optimizer:
@@ -85,7 +74,7 @@ class Optimizer:
 
     def _check_group(self, group):
         """Validate a group's hyperparameters (subclasses extend)."""
-        _check_hyper("lr", group["lr"])
+        check_in_range(group["lr"], "lr", 0)
 
     def zero_grad(self):
         """Set every parameter's ``grad`` to None."""

@@ -1,5 +1,6 @@
 """Stochastic gradient descent with momentum (Polyak, 1964; Nesterov, 1983), PyTorch's rule."""
-from nn.optim.optimizer import Optimizer, _check_hyper
+from nn._checks import check_in_range
+from nn.optim.optimizer import Optimizer
 
 __all__ = ["SGD"]
 
@@ -33,9 +34,9 @@ class SGD(Optimizer):
 
     def _check_group(self, group):
         super()._check_group(group)
-        _check_hyper("momentum", group["momentum"])
-        _check_hyper("dampening", group["dampening"])
-        _check_hyper("weight_decay", group["weight_decay"])
+        check_in_range(group["momentum"], "momentum", 0)
+        check_in_range(group["dampening"], "dampening", 0)
+        check_in_range(group["weight_decay"], "weight_decay", 0)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
 
