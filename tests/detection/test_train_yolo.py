@@ -1,0 +1,146 @@
+"""Tests of detection.train_yolo: configuration checks, a quick run end to end, resume
+after Ctrl-C equal to an uninterrupted run, the saved model, flags."""
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import nn
+from detection.train_yolo import TrainConfig, load_run, main, train_yolo
+from detection.yolo import YOLO
+from nn.engine import ResumeError, TrainingInterrupted
+from plates.synthetic import generate_plate_dataset
+
+CLASSES = ("car", "plate")
+
+
+@pytest.fixture(scope="module")
+def plates(tmp_path_factory):
+    """A tiny generated dataset shared by the runs of this module."""
+    root = tmp_path_factory.mktemp("plates")
+    generate_plate_dataset(root, 20, seed=3, splits=(0.6, 0.4, 0.0), progress=False)
+    return str(root)
+
+
+def quick_config(data, out, **overrides):
+    return TrainConfig(data=data, out=str(out), quick=True, progress=False, classes=CLASSES,
+                       **overrides)
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def ctrl_c_at(monkeypatch, step):
+    """Press Ctrl-C (SIGINT to this process) during training step ``step``."""
+    loss, calls = YOLO.loss, []
+
+    def interrupted_loss(self, images, targets):
+        calls.append(1)
+        if len(calls) == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss(self, images, targets)
+
+    monkeypatch.setattr(YOLO, "loss", interrupted_loss)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(minutes=0), "minutes"),
+    (dict(steps=0), "steps"),
+    (dict(steps=None, minutes=None), "minutes, steps"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(image_size=200), "multiple of the stride 16"),
+    (dict(image_size=240, model={"stride": 32}), "multiple of the stride 32"),
+    (dict(eval_at=(0.75, 0.5)), "eval_at"),
+    (dict(model={"num_anchors": 3}), "unknown YOLOConfig fields"),
+])
+def test_bad_train_config(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides).validate()
+
+
+def test_quick_command_end_to_end(plates, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--data", plates, "--out", str(out), "--quick", "--quiet",
+                 "--classes", *CLASSES]) == 0
+    printed = capsys.readouterr().out
+    assert "val: COCO mAP" in printed and "inference" in printed
+    assert sorted(os.listdir(out)) == ["best.npz", "detections.png", "history.json", "last.npz",
+                                       "loss_curves.png", "metrics.json", "pr_curves.png"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["stopped_by"] == "steps"
+    assert metrics["kind"] == "yolo" and metrics["best_step"] == 6
+    assert set(metrics["val"]["ap50_per_class"]) <= set(CLASSES)
+    assert metrics["model_config"]["num_classes"] == 2 and metrics["model_config"]["stride"] == 16
+    history = json.loads((out / "history.json").read_text())
+    losses = history["losses"]
+    assert set(losses) == {"loss", "coord", "size", "object", "no_object", "class",
+                           "num_objects", "dropped"}
+    assert len(losses["loss"]) == 6 and all(math.isfinite(v) for v in losses["loss"])
+    terms = sum(np.array(losses[k]) for k in ("coord", "size", "object", "no_object", "class"))
+    np.testing.assert_allclose(terms, losses["loss"], rtol=1e-5)
+    for figure in ("detections.png", "loss_curves.png", "pr_curves.png"):
+        assert (out / figure).stat().st_size > 10_000
+    model, checkpoint = load_run(out / "best.npz")
+    assert isinstance(model, YOLO) and not model.training
+    assert checkpoint["engine"]["kind"] == "yolo" and checkpoint["config"]["quick"] is True
+    # The saved model predicts what the run evaluated: the same val mAP again.
+    from detection.train_retinanet import build_datasets, evaluate
+    config = TrainConfig(**{**checkpoint["config"], "eval_at": (1.0,),
+                            "classes": tuple(checkpoint["config"]["classes"])})
+    _, val_set = build_datasets(config, np.random.default_rng(0))
+    assert evaluate(model, val_set)["metrics"]["map"] == pytest.approx(metrics["val"]["map"])
+
+
+def _assert_same_weights(path_a, path_b):
+    a, b = nn.load(path_a), nn.load(path_b)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        np.testing.assert_array_equal(a["model"][key], b["model"][key], err_msg=key)
+    for name in a["history"]["losses"]:
+        np.testing.assert_array_equal(a["history"]["losses"][name], b["history"]["losses"][name])
+
+
+@pytest.mark.slow
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(plates, tmp_path, monkeypatch,
+                                                         sigint_raises):
+    whole = train_yolo(quick_config(plates, tmp_path / "whole", seed=1))
+    assert whole["steps"] == 6
+    ctrl_c_at(monkeypatch, 4)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train_yolo(quick_config(plates, tmp_path / "parts", seed=1))
+    assert stop.value.step == 4 and stop.value.saved
+    monkeypatch.undo()
+    resumed = train_yolo(quick_config(plates, tmp_path / "parts", seed=99), resume=True)
+    assert resumed["steps"] == 6 and resumed["config"]["seed"] == 1
+    _assert_same_weights(tmp_path / "whole" / "last.npz", tmp_path / "parts" / "last.npz")
+
+
+def test_resume_needs_a_checkpoint_of_a_yolo_run(plates, tmp_path, capsys):
+    with pytest.raises(ResumeError, match="last.npz"):
+        train_yolo(quick_config(plates, tmp_path / "nothing"), resume=True)
+    os.makedirs(tmp_path / "other")
+    nn.save({"engine": {"kind": "retinanet"}}, tmp_path / "other" / "last.npz")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", plates, "--out", str(tmp_path / "other"), "--resume"])
+    assert exit_.value.code == 2
+    assert "a checkpoint of a 'retinanet' run, not of 'yolo'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--minutes", "0"], "--minutes: must be a finite number > 0"),
+    (["--steps", "0"], "--steps: must be an int >= 1"),
+    (["--stride", "8"], "--stride: invalid choice"),
+    (["--batch-size", "0"], "--batch-size: must be an int >= 1"),
+])
+def test_bad_flags(plates, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", plates, "--out", str(tmp_path / "run"), *flags])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
