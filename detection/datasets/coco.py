@@ -30,7 +30,15 @@ count ``i > 2`` as the difference to count ``i - 2`` (pycocotools' ``maskApi.c``
 the pycocotools oracle tests check them byte for byte. Polygons are read (rasterized
 with Pillow, which may differ from pycocotools on boundary pixels) but not written.
 
-Files are written atomically (``detection.datasets.atomic``).
+Files are written atomically (``nn.io.atomic_write_text``), as strict JSON: a box
+whose width, height or area is not a finite number is refused, never written as
+``Infinity``.
+
+Reading stays inside the dataset: each ``file_name`` must resolve, symlinks followed,
+inside ``image_dir``. Category ids must be distinct; without ``contiguous_labels``
+they are the labels, so they must be >= 1 (0 is the background) and small enough for
+a table of names indexed by label, and with ``return_masks`` at most 254: the class
+map is uint8 and 255 marks crowd pixels.
 """
 import json
 import os
@@ -40,7 +48,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from nn.io import atomic_write_text
-from detection.datasets.voc import VOCDataset, read_rgb
+from detection.datasets.voc import VOCDataset, _inside, read_rgb
 from nn.data import Dataset
 
 __all__ = [
@@ -51,6 +59,9 @@ __all__ = [
 # A count below 2**63 needs at most 13 groups of 5 bits.
 _MAX_GROUPS = 13
 IGNORE_INDEX = 255  # class-map value of crowd pixels: counted for no class (VOC's void)
+_MAX_MASK_LABEL = 254  # the class map is uint8 with 255 = IGNORE_INDEX
+_MAX_CATEGORY_ID = 2 ** 20  # label_names is a table indexed by id: 1M names at most
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # --------------------------------------------------------------------------- RLE
@@ -310,14 +321,20 @@ def write_coco_ground_truth(path, dataset, class_names=None, image_sizes=None, i
             if masks is None or np.shape(masks) != (len(boxes), height, width):
                 raise ValueError(f"targets[{index}]['instance_masks'] must be "
                                  f"({len(boxes)}, {height}, {width}) with include_masks")
-        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # (G, 4)
+        xywh = _xywh(boxes, f"targets[{index}]")  # (G, 4)
+        with np.errstate(over="ignore"):
+            areas = xywh[:, 2] * xywh[:, 3]  # (G,)
+        if not np.isfinite(areas).all():
+            g = int(np.flatnonzero(~np.isfinite(areas))[0])
+            raise ValueError(f"targets[{index}]: box {g} has an area beyond float64's range "
+                             f"({xywh[g, 2]:g} x {xywh[g, 3]:g}), which JSON cannot store")
         for g in range(len(boxes)):
             annotation = {
                 "id": len(annotations) + 1,
                 "image_id": image_id,
                 "category_id": int(labels[g]),
                 "bbox": _round(xywh[g]),
-                "area": round(float(xywh[g, 2] * xywh[g, 3]), 4),
+                "area": round(float(areas[g]), 4),
                 "iscrowd": int(crowd[g]),
             }
             if masks is not None:
@@ -326,8 +343,20 @@ def write_coco_ground_truth(path, dataset, class_names=None, image_sizes=None, i
             annotations.append(annotation)
     coco = {"info": {"description": "written by detseg"}, "images": images,
             "annotations": annotations, "categories": categories}
-    atomic_write_text(path, json.dumps(coco))
+    atomic_write_text(path, json.dumps(coco, allow_nan=False))
     return coco
+
+
+def _xywh(boxes, where):
+    """COCO's ``[x, y, w, h]`` of xyxy boxes ``(G, 4)`` float64; a width or height beyond
+    float64's range (boxes near ±1.8e308) is refused, naming ``where`` and the box."""
+    with np.errstate(over="ignore"):
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)  # (G, 4)
+    if not np.isfinite(xywh).all():
+        g = int(np.flatnonzero(~np.isfinite(xywh).all(axis=1))[0])
+        raise ValueError(f"{where}: box {g} {boxes[g].tolist()} has a width or height beyond "
+                         f"float64's range")
+    return xywh
 
 
 def _load_json(path_or_dict, what):
@@ -339,8 +368,12 @@ def _load_json(path_or_dict, what):
     with open(path, encoding="utf-8") as f:
         try:
             return json.load(f)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"malformed COCO JSON {path}: {exc}") from None
+        except RecursionError:
+            raise ValueError(f"malformed COCO JSON {path}: nested too deeply") from None
+        except MemoryError:
+            raise MemoryError(f"not enough memory to read {what} {path}") from None
 
 
 def write_coco_predictions(path, predictions, image_ids, ground_truth=None, include_masks=False,
@@ -399,14 +432,14 @@ def write_coco_predictions(path, predictions, image_ids, ground_truth=None, incl
                 raise ValueError(f"predictions[{index}]['masks'] must be ({len(boxes)}, H, W) "
                                  "with include_masks")
             masks = masks if masks.dtype == bool else masks > mask_threshold
-        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+        xywh = _xywh(boxes, f"predictions[{index}]")
         for k in range(len(boxes)):
             result = {"image_id": int(image_id), "category_id": int(labels[k]),
                       "bbox": _round(xywh[k]), "score": round(float(scores[k]), 6)}
             if masks is not None:
                 result["segmentation"] = rle_encode(masks[k])
             results.append(result)
-    atomic_write_text(path, json.dumps(results))
+    atomic_write_text(path, json.dumps(results, allow_nan=False))
     return results
 
 
@@ -429,6 +462,24 @@ def voc_to_coco(voc_root, split, out_json, class_names=None, classes=None,
 
 
 # --------------------------------------------------------------------------- dataset
+def _check_category_ids(category_ids, contiguous_labels, where):
+    """Distinct ids; without ``contiguous_labels`` (ids are labels) in 1.._MAX_CATEGORY_ID."""
+    seen = set()
+    for category in category_ids:
+        if category in seen:
+            raise ValueError(f"malformed COCO JSON {where}: duplicate category id {category}")
+        seen.add(category)
+        if contiguous_labels:
+            continue
+        if category < 1:
+            raise ValueError(f"{where}: category id {category} cannot be a label (labels start "
+                             f"at 1, 0 is the background): pass contiguous_labels=True")
+        if category > _MAX_CATEGORY_ID:
+            raise ValueError(f"{where}: category id {category} is too large for label_names, a "
+                             f"table indexed by label (at most {_MAX_CATEGORY_ID}): pass "
+                             f"contiguous_labels=True")
+
+
 class COCODataset(Dataset):
     """A COCO JSON file and its images as ``(image, target)`` pairs (like ``VOCDataset``).
 
@@ -448,8 +499,12 @@ class COCODataset(Dataset):
             names a label either way.
 
     Raises (at construction, naming the file): FileNotFoundError for the JSON or an
-    image; ValueError for malformed JSON or an annotation of an unknown image or
-    category. An image whose size differs from the JSON raises at ``__getitem__``.
+    image; ValueError for malformed JSON, an annotation of an unknown image or
+    category, a ``file_name`` resolving outside ``image_dir``, duplicate category ids,
+    ids that cannot be labels (< 1, or > 2**20, without ``contiguous_labels``) or labels
+    above 254 with ``return_masks``; MemoryError naming a JSON too large to read. An
+    image whose size differs from the JSON, or that cannot be decoded (a decompression
+    bomb), raises at ``__getitem__``.
     """
 
     def __init__(self, annotation_file, image_dir, transforms=None, return_masks=False,
@@ -476,6 +531,7 @@ class COCODataset(Dataset):
             raise ValueError(f"malformed COCO JSON {where}: bad image or category "
                              f"({exc})") from None
         self.category_ids = [c for c, _ in categories]
+        _check_category_ids(self.category_ids, contiguous_labels, where)
         if contiguous_labels:
             self._label_of = {c: i + 1 for i, c in enumerate(self.category_ids)}
             self.label_names = ("background",) + tuple(n for _, n in categories)
@@ -486,6 +542,14 @@ class COCODataset(Dataset):
                 names[c] = n
             self.label_names = tuple(names)
         self.num_classes = len(categories)
+        if self.return_masks:
+            for category, label in self._label_of.items():
+                if label > _MAX_MASK_LABEL:
+                    raise ValueError(
+                        f"{where}: category id {category} (label {label}) does not fit the uint8 "
+                        f"class map of return_masks (labels 1..{_MAX_MASK_LABEL}; "
+                        f"{IGNORE_INDEX} marks crowd pixels): pass contiguous_labels=True "
+                        f"(labels 1..n) or return_masks=False")
         index_of = {image["id"]: i for i, image in enumerate(self.images)}
         if len(index_of) != len(self.images):
             raise ValueError(f"malformed COCO JSON {where}: duplicate image ids")
@@ -502,14 +566,16 @@ class COCODataset(Dataset):
             if category not in self._label_of:
                 raise ValueError(f"malformed COCO JSON {where}: annotation {n} has unknown "
                                  f"category id {category}")
-            if not np.isfinite([x, y, w, h]).all():
-                raise ValueError(f"malformed COCO JSON {where}: annotation {n} has a "
-                                 f"non-finite bbox")
+            if not np.isfinite([x, y, w, h]).all() or max(
+                    abs(x), abs(y), abs(x + w), abs(y + h)) > _FLOAT32_MAX:
+                raise ValueError(f"malformed COCO JSON {where}: annotation {n} has a bbox "
+                                 f"that is not finite in float32: {[x, y, w, h]}")
             if w <= 0 or h <= 0:
                 continue
             self._annotations[index_of[image_id]].append(ann)
         for image in self.images:
-            path = os.path.join(self.image_dir, image["file_name"])
+            path = _inside(self.image_dir, image["file_name"], where,
+                           f"image {image['id']} file_name")
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"COCO image not found: {path} (listed in {where})")
             image["path"] = path

@@ -1,6 +1,7 @@
 """COCO JSON: RLE codec, writers, reader, VOC conversion round trips, pycocotools oracle."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -333,3 +334,102 @@ def test_written_files_load_and_evaluate_in_pycocotools(tmp_path, capsys):
         assert evaluator.stats[0] == pytest.approx(1.0)
         assert evaluator.stats[1] == pytest.approx(1.0)
     capsys.readouterr()
+
+
+# --------------------------------------------------------------- hostile datasets
+def _one_image_coco(tmp_path, file_name="x.png", categories=({"id": 1, "name": "a"},),
+                    category_id=1, size=(6, 8)):
+    from PIL import Image
+
+    height, width = size
+    Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(tmp_path / "x.png")
+    coco = {"images": [{"id": 1, "file_name": file_name, "width": width, "height": height}],
+            "categories": list(categories),
+            "annotations": [{"id": 1, "image_id": 1, "category_id": category_id,
+                             "bbox": [1, 1, 4, 2], "segmentation": [[1, 1, 5, 1, 5, 3, 1, 3]]}]}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def test_coco_dataset_refuses_file_names_outside_the_image_dir(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    outside = tmp_path / "secret.png"
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(outside)
+    os.symlink(outside, images / "link.png")
+    for entry in ("../secret.png", str(outside), "link.png"):
+        path = _one_image_coco(images, file_name=entry)
+        with pytest.raises(ValueError, match=r"c\.json: image 1 file_name "
+                           + re.escape(repr(entry)) + ".*outside"):
+            COCODataset(path, images)
+    (images / "sub").mkdir()
+    os.replace(images / "x.png", images / "sub" / "x.png")
+    path = _one_image_coco(images, file_name="sub/x.png")
+    assert COCODataset(path, images)[0][0].shape == (6, 8, 3)
+
+
+def test_coco_category_ids_beyond_the_uint8_class_map(tmp_path):
+    categories = ({"id": 300, "name": "big"}, {"id": 255, "name": "void-like"})
+    path = _one_image_coco(tmp_path, categories=categories, category_id=300)
+    with pytest.raises(ValueError, match=r"c\.json.*category id 300.*uint8.*contiguous_labels"):
+        COCODataset(path, tmp_path, return_masks=True)
+    assert COCODataset(path, tmp_path)[0][1]["labels"].tolist() == [300]   # boxes only: fine
+    _, target = COCODataset(path, tmp_path, return_masks=True, contiguous_labels=True)[0]
+    assert target["labels"].tolist() == [1] and target["masks"].max() == 1
+    path = _one_image_coco(tmp_path, categories=categories[1:], category_id=255)
+    with pytest.raises(ValueError, match="category id 255"):    # 255 would read as ignore
+        COCODataset(path, tmp_path, return_masks=True)
+
+
+@pytest.mark.parametrize("categories, contiguous, message", [
+    (({"id": 0, "name": "a"},), False, "category id 0"),
+    (({"id": -3, "name": "a"},), False, "category id -3"),
+    (({"id": 1, "name": "a"}, {"id": 1, "name": "b"}), False, "duplicate category id 1"),
+    (({"id": 1, "name": "a"}, {"id": 1, "name": "b"}), True, "duplicate category id 1"),
+    (({"id": 10 ** 9, "name": "a"},), False, "contiguous_labels"),
+])
+def test_coco_dataset_refuses_bad_category_ids(tmp_path, categories, contiguous, message):
+    path = _one_image_coco(tmp_path, categories=categories, category_id=categories[0]["id"])
+    with pytest.raises(ValueError, match=r"c\.json.*" + message):
+        COCODataset(path, tmp_path, contiguous_labels=contiguous)
+
+
+def test_coco_dataset_accepts_huge_ids_with_contiguous_labels(tmp_path):
+    path = _one_image_coco(tmp_path, categories=({"id": 10 ** 9, "name": "a"},),
+                           category_id=10 ** 9)
+    dataset = COCODataset(path, tmp_path, contiguous_labels=True, return_masks=True)
+    assert dataset.label_names == ("background", "a") and dataset[0][1]["labels"].tolist() == [1]
+
+
+def test_coco_readers_name_the_file_of_a_bomb_or_memory_error(tmp_path, monkeypatch):
+    from PIL import Image
+    from detection.datasets import coco as coco_module
+
+    path = _one_image_coco(tmp_path)
+    dataset = COCODataset(path, tmp_path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)        # 8x6 > 2·10 pixels
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "x.png")) + ".*bomb"):
+        dataset[0]
+    monkeypatch.undo()
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(coco_module.json, "load", out_of_memory)
+    with pytest.raises(MemoryError, match=re.escape(str(path))):
+        COCODataset(path, tmp_path)
+
+
+def test_ground_truth_refuses_boxes_whose_area_is_not_a_number(tmp_path):
+    targets = [{"boxes": np.array([[0, 0, 1e200, 1e200]]), "labels": np.array([2])}]
+    with pytest.raises(ValueError, match=r"targets\[0\].*area"):
+        write_coco_ground_truth(tmp_path / "gt.json", targets, PLATE_CLASSES,
+                                image_sizes=[(4, 4)])
+    targets = [{"boxes": np.array([[-1.7e308, 0, 1.7e308, 1]]), "labels": np.array([2])}]
+    with pytest.raises(ValueError, match=r"targets\[0\].*width"):
+        write_coco_ground_truth(tmp_path / "gt.json", targets, PLATE_CLASSES,
+                                image_sizes=[(4, 4)])
+    assert os.listdir(tmp_path) == []
