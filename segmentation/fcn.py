@@ -20,6 +20,7 @@ import numpy as np
 
 import nn
 from nn import Module
+from nn._checks import check_int
 
 __all__ = ["SmallClassifier", "ConvolutionizedClassifier", "convolutionize", "bilinear_kernel", "FCN8s"]
 
@@ -48,6 +49,7 @@ class SmallClassifier(Module):
 
     def __init__(self, in_channels, num_classes, input_size=32, width=16, hidden=64):
         super().__init__()
+        check_int(input_size, "input_size", 8)
         if input_size % 8:
             raise ValueError(f"input_size must be divisible by 8, got {input_size}")
         self.features = nn.Sequential(

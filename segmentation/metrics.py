@@ -13,10 +13,12 @@ reported as NaN and left out of the mean, as in the FCN paper (Long et al., 2015
 and in most benchmark code.
 
 Two ways to use it: the functions below take ``(pred, target, num_classes)`` for one
-batch; ``ConfusionMatrix`` accumulates over a whole dataset, which is what an
+batch (``pixel_accuracy`` needs no class count: ``(pred, target)``); ``ConfusionMatrix`` accumulates over a whole dataset, which is what an
 evaluation loop needs (a mean of per-batch IoUs is not the dataset's IoU).
 """
 import numpy as np
+
+from nn._checks import check_int, check_same_shape, check_shape
 
 __all__ = [
     "confusion_matrix", "ConfusionMatrix", "iou_per_class", "mean_iou", "pixel_accuracy",
@@ -24,16 +26,20 @@ __all__ = [
 ]
 
 
-def _check_labels(pred, target, num_classes, ignore_index):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+def _check_pair_of_maps(pred, target):
+    """``pred`` and ``target`` as ndarrays of integer class ids with the same shape."""
     pred = np.asarray(pred)
     target = np.asarray(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"pred has shape {pred.shape} but target has shape {target.shape}; they must match")
+    check_same_shape(pred, "pred", target, "target")
     for name, array in (("pred", pred), ("target", target)):
         if not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
             raise TypeError(f"{name} must hold integer class ids, got dtype {array.dtype}")
+    return pred, target
+
+
+def _check_labels(pred, target, num_classes, ignore_index):
+    num_classes = check_int(num_classes, "num_classes", 1)
+    pred, target = _check_pair_of_maps(pred, target)
     valid = target != ignore_index if ignore_index is not None else np.ones(target.shape, bool)
     t = target[valid].astype(np.int64)
     p = pred[valid].astype(np.int64)
@@ -65,8 +71,7 @@ def confusion_matrix(pred, target, num_classes, ignore_index=255):
 
 def _as_confusion(confusion):
     confusion = np.asarray(confusion)
-    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
-        raise ValueError(f"confusion must be a square (K, K) matrix, got shape {confusion.shape}")
+    check_shape(confusion, "confusion", ("K", "K"))
     return confusion.astype(np.float64)
 
 
@@ -112,9 +117,7 @@ class ConfusionMatrix:
     """
 
     def __init__(self, num_classes, ignore_index=255):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.num_classes = int(num_classes)
+        self.num_classes = check_int(num_classes, "num_classes", 1)
         self.ignore_index = ignore_index
         self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
 
@@ -169,10 +172,21 @@ def mean_iou(pred, target, num_classes, ignore_index=255, classes=None):
     return _mean_over(iou_per_class(pred, target, num_classes, ignore_index), classes)
 
 
-def pixel_accuracy(pred, target, num_classes, ignore_index=255):
-    """Fraction of non-ignored pixels predicted right (NaN when every pixel is ignored)."""
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    return cm.update(pred, target).pixel_accuracy()
+def pixel_accuracy(pred, target, *, ignore_index=255):
+    """Fraction of non-ignored pixels predicted right (NaN when every pixel is ignored).
+
+    It needs no class count: a pixel is right when its predicted id equals its target id.
+
+    Args:
+        pred, target (ndarray[...] int): class ids of the same shape.
+        ignore_index (int or None): target value left out (keyword only).
+    Returns:
+        float: ``trace(M) / sum(M)`` of the confusion matrix ``M``.
+    """
+    pred, target = _check_pair_of_maps(pred, target)
+    valid = target != ignore_index if ignore_index is not None else np.ones(target.shape, bool)
+    total = int(valid.sum())
+    return float(np.sum(pred[valid] == target[valid]) / total) if total else float("nan")
 
 
 def dice_per_class(pred, target, num_classes, ignore_index=255):

@@ -21,6 +21,7 @@ the output is then smaller than the input (see ``UNet.output_size``).
 """
 import nn
 from nn import Module
+from nn._checks import check_choice, check_int
 
 __all__ = ["DoubleConv", "UNet"]
 
@@ -83,14 +84,10 @@ class UNet(Module):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
                             ("base_channels", base_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2:
-            raise ValueError(f"depth must be an integer >= 2, got {depth!r}")
-        if padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
-        if norm not in ("batch", "group", None):
-            raise ValueError(f"norm must be 'batch', 'group' or None, got {norm!r}")
+            check_int(value, name, 1)
+        check_int(depth, "depth", 2)
+        check_choice(padding, "padding", ("same", "valid"))
+        check_choice(norm, "norm", ("batch", "group", None))
         self.in_channels, self.num_classes = in_channels, num_classes
         self.base_channels, self.depth, self.padding, self.norm = base_channels, depth, padding, norm
 

@@ -55,7 +55,8 @@ def test_hand_computed():
     assert mean_iou(pred, target, 4) == pytest.approx((1 / 3 + 3 / 4 + 1 / 2) / 3)
     assert mean_iou(pred, target, 4, classes=[1, 2]) == pytest.approx((3 / 4 + 1 / 2) / 2)
     np.testing.assert_allclose(dice_per_class(pred, target, 4)[:3], [2 / 4, 6 / 7, 2 / 3])
-    assert pixel_accuracy(pred, target, 4) == pytest.approx(5 / 7)
+    assert pixel_accuracy(pred, target) == pytest.approx(5 / 7)
+    assert ConfusionMatrix(4).update(pred, target).pixel_accuracy() == pytest.approx(5 / 7)
 
 
 def test_accumulator_equals_one_shot():
@@ -75,7 +76,21 @@ def test_empty_and_all_ignored():
     empty = np.zeros((0,), np.int64)
     assert confusion_matrix(empty, empty, 3).sum() == 0
     assert np.isnan(mean_iou(empty, empty, 3))
-    assert np.isnan(pixel_accuracy(np.zeros(4, int), np.full(4, 255), 3))
+    assert np.isnan(pixel_accuracy(np.zeros(4, int), np.full(4, 255)))
+
+
+def test_pixel_accuracy_needs_no_class_count():
+    target = np.array([[0, 7, 255], [300, 7, 1]])
+    pred = np.array([[0, 7, 255], [300, 2, 2]])
+    assert pixel_accuracy(pred, target) == pytest.approx(3 / 5)  # the 255 pixel is left out
+    assert pixel_accuracy(pred, target, ignore_index=None) == pytest.approx(4 / 6)
+    assert pixel_accuracy(pred, target, ignore_index=7) == pytest.approx(3 / 4)
+    with pytest.raises(TypeError):
+        pixel_accuracy(pred, target, 4)  # a class count is not an argument (nor ignore_index)
+    with pytest.raises(ValueError, match="shape"):
+        pixel_accuracy(pred, target[:, :2])
+    with pytest.raises(TypeError, match="integer"):
+        pixel_accuracy(pred.astype(float), target)
 
 
 @pytest.mark.parametrize(
