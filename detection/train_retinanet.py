@@ -511,7 +511,7 @@ def run_and_report(parser, config, resume, argv=None):
         config.validate()
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
-    with command_errors(parser, argv):
+    with command_errors(parser, argv, config.out):
         result = train_retinanet(config, resume=resume)
     val = result["val"]
     print(f"val: COCO mAP {val['map']:.3f}, AP50 "

@@ -194,7 +194,7 @@ print(f"untrained: CE {pixel_cross_entropy(logits, target).item():.3f} "
 print(f"training: {config.steps or 'as many'} steps of {config.batch_size} crops "
       f"(time limit: {config.minutes} min)")
 result = train_digit_segmenter(config)
-print(f"trained {result['steps_done']} steps in {result['train_seconds']:.0f} s "
+print(f"trained {result['steps']} steps in {result['train_seconds']:.0f} s "
       f"(stopped by {result['stopped_by']}); best validation step {result['best_step']}")
 print(f"test: mean IoU over characters {result['test']['mean_iou']:.3f}, plates read exactly "
       f"{result['test']['read_exact']:.1%} of {result['test']['plates']}")

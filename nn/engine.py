@@ -794,11 +794,13 @@ def resume_command(parser, argv=None):
 
 
 @contextlib.contextmanager
-def command_errors(parser, argv=None):
+def command_errors(parser, argv=None, out=None):
     """Turn the ends of a training command into exit statuses and messages.
 
     - ``ResumeError``: a usage error, status 2.
-    - Ctrl-C: the command that continues the run (``--resume``), status 130.
+    - Ctrl-C: the command that continues the run (``--resume``), status 130. Outside
+      the training loop (reading data, the final evaluation) nothing new is saved; if
+      the run directory ``out`` holds a ``last.npz`` the same command continues it.
     """
     try:
         yield
@@ -809,6 +811,10 @@ def command_errors(parser, argv=None):
             saved = "saved" if stop.saved else "kept (the step in progress was abandoned)"
             print(f"\ninterrupted: {stop.path} {saved} at step {stop.step}. Continue with:\n"
                   f"  {resume_command(parser, argv)}", file=sys.stderr, flush=True)
+        elif out is not None and os.path.isfile(os.path.join(out, LAST)):
+            print(f"\ninterrupted outside a training step: nothing new saved. Continue "
+                  f"{os.path.join(out, LAST)} with:\n  {resume_command(parser, argv)}",
+                  file=sys.stderr, flush=True)
         else:
             print("\ninterrupted before the first checkpoint: nothing to resume",
                   file=sys.stderr, flush=True)

@@ -12,19 +12,22 @@ text, one connected blob per character.
 
 Command::
 
-    python -m plates.train_segmenter --data DIR --out RUN_DIR [--minutes 5] [--seed 0]
-        [--steps N] [--resume] [--quick] [--no-tta]
+    python -m plates.train_segmenter --data DIR --out RUN_DIR [--minutes 5 | --steps N]
+        [--seed 0] [--resume] [--quick] [--quiet] [--threads T] [--no-tta]
 
 If ``DIR`` does not exist the synthetic scenes are rendered into it first (timed
-apart from training). The run directory receives ``last.npz`` (every evaluation) and
-``best.npz`` (the best validation mean IoU so far): each an atomic ``nn.save`` of
-the model, the optimizer, the schedule, the step, the data order and generator
-state, the loss history and the configuration. ``--resume`` continues from
-``last.npz``; because every random draw comes from state saved there, a resumed run
-repeats the uninterrupted one exactly (``tests/segmentation/test_train.py`` checks
-it bit for bit). At the end the best checkpoint is evaluated on the test split (with
-test-time shifts, ``predict(..., tta=True)``, and in one pass; ``--no-tta``: one pass
-only) and ``metrics.json``, ``loss_curve.png`` and ``predictions.png`` are written.
+apart from training). This page says what is trained; the loop, the budget, the
+checkpoints, ``--resume`` and Ctrl-C are the engine's (``nn.engine``). The run
+directory receives ``last.npz`` (every validation, and on Ctrl-C) and ``best.npz``
+(the best validation mean IoU so far): each an atomic ``nn.save`` of the model, the
+optimizer, the schedule, the step, the data order and generator state, the history
+and the configuration. ``--resume`` continues from ``last.npz``; because every random
+draw comes from state saved there, a resumed run repeats the uninterrupted one exactly
+(``tests/plates/test_train_segmenter.py`` checks it bit for bit). At the end the best
+checkpoint is evaluated on the test split (with test-time shifts,
+``predict(..., tta=True)``, and in one pass; ``--no-tta``: one pass only) and
+``metrics.json``, ``history.json``, ``loss_curve.png`` and ``predictions.png`` are
+written.
 
 Choices (measured on the synthetic plates, see ``docs/results.md``):
 
@@ -61,21 +64,20 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
   colour jitter (brightness, contrast, saturation, per-channel gain) and noise.
 - **Input standardization per crop** (zero mean, unit variance): plates come in
   every colour and exposure; what matters is the contrast of the glyphs.
-- **Schedule:** Adam, linear warm-up then cosine decay to the last step. The number
-  of steps is either given (``--steps N``) or fitted to the time budget: the warm-up
-  steps (whose rates do not depend on the total) are timed, the first
-  ``CALIBRATION_SKIP`` aside (first calls allocate), and at the end of the warm-up the
-  total is set so that training ends within ``--minutes``. If the machine slows down
-  later (other jobs on a shared machine), each validation shortens the total again so
-  that the decay still ends in time, and lengthens it when the steps got faster than
-  planned (so that the budget is used) — a run refitted this way is not repeated
-  exactly by ``--steps N``; a run whose clock never binds is.
-  The chosen total is printed and saved in the checkpoints' configuration; a seed and
-  a number of steps fix the run (``--steps N --seed S`` repeats it exactly).
+- **Schedule:** Adam, linear warm-up then cosine decay to the last step
+  (``nn.optim.WarmupCosine``). The number of steps is either given (``--steps N``) or
+  fitted to the time budget by the engine: the warm-up steps (whose rates do not
+  depend on the total) are timed and at the end of the warm-up the total is set so
+  that training ends within ``--minutes``. If the machine slows down later (other jobs
+  on a shared machine), each validation shortens the total again so that the decay
+  still ends in time, and lengthens it when the steps got faster than planned (so that
+  the budget is used) — a run refitted this way is not repeated exactly by
+  ``--steps N``; a run whose clock never binds is. The chosen total is printed and
+  saved (``total_steps`` in ``metrics.json``); a seed and a number of steps fix the
+  run (``--steps N --seed S`` repeats it exactly).
 """
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -83,10 +85,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from tqdm import tqdm
 
 import nn
-from nn.io import atomic_write_text
+from nn.engine import (LAST, Engine, ResumeError, add_training_arguments, command_errors,
+                       load_checkpoint, parse_training_arguments)
 from plates.classes import IGNORE_INDEX
 from plates.crops import CROP_PADDING, CROP_SIZE
 from plates.reading import text_to_class_text
@@ -96,12 +98,10 @@ from plates.segmenter_data import (TARGETS, TrainPatches, augment_colours, load_
 from segmentation.losses import segmentation_loss
 from segmentation.weights import separation_weights, size_weights
 
-__all__ = ["TrainConfig", "quick_config", "prepare_data", "BatchStream",
+__all__ = ["KIND", "TrainConfig", "quick_config", "prepare_data", "BatchStream",
            "train_digit_segmenter", "load_segmenter", "main"]
 
-CHECKPOINT_LAST, CHECKPOINT_BEST = "last.npz", "best.npz"
-CALIBRATION_SKIP = 3  # warm-up steps not timed when fitting the total to the budget
-TIME_MARGIN = 0.9  # fraction of the remaining budget planned (validation, noise)
+KIND = "digit-segmenter"  # the trainer's name in its checkpoints
 LABEL_SAMPLES, LABEL_COVERAGE = 4, 0.5  # area vote of the labels: 4x4 sub-pixels, half covered
 
 
@@ -130,8 +130,7 @@ class TrainConfig:
     (``BatchStream``; the same numbers either way). ``tta``: the final evaluation of the
     best checkpoint averages five one-pixel shifts of each crop (``predict``; the
     validations during training take one pass, and the test split is also reported
-    without shifts, ``test_single``). ``stop_after`` ends the run abruptly
-    after that many steps without a checkpoint, like a kill (to test ``--resume``).
+    without shifts, ``test_single``).
     """
 
     data: str = "data/plates1024"
@@ -167,7 +166,6 @@ class TrainConfig:
     saturation: float = 0.5
     channel_gain: float = 0.15
     noise: float = 0.05
-    stop_after: int = None
     progress: bool = True
     prefetch: bool = True
     tta: bool = True
@@ -212,14 +210,11 @@ class TrainConfig:
         if self.minutes is not None and (not isinstance(self.minutes, (int, float))
                                          or not self.minutes > 0):
             raise ValueError(f"minutes must be a positive number or None, got {self.minutes!r}")
-        if self.steps is None and (self.minutes is None or self.warmup_steps < 1):
-            raise ValueError("steps=None (fit the time budget) needs minutes and warmup_steps >= 1")
+        if self.steps is None and self.minutes is None:
+            raise ValueError("steps=None (fit the time budget) needs minutes")
         for name in ("progress", "prefetch", "tta"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.stop_after is not None and (not isinstance(self.stop_after, int)
-                                            or self.stop_after < 1):
-            raise ValueError(f"stop_after must be a positive int or None, got {self.stop_after!r}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -270,25 +265,25 @@ class BatchStream:
     (``augment_colours``), standardized (``preprocess``), with its labels and the gap
     weights of the loss. Drawing it takes about a sixth of a training step (40 x 120,
     batch 12); with ``prefetch`` the next batch is drawn on a second thread while the
-    network trains on this one (NumPy releases the GIL in its loops).
+    network trains on this one (NumPy releases the GIL in its loops). The stream has no
+    end: ``next(stream)`` starts a new epoch (a new order) when one is used up.
 
     Every random number comes from ``rng``, batch after batch, so prefetching changes
-    no value: a run with and without it is the same. ``data_state()`` is the data
+    no value: a run with and without it is the same. ``state_dict()`` is the data
     cursor (epoch, position in the order, the order, the generator's state) as it was
-    *before* the batch being prefetched, which is what a checkpoint saves: a resumed run
-    draws that batch again.
+    *before* the batch being prefetched, which is what a checkpoint saves: a stream
+    given that state with ``load_state_dict`` draws that batch again.
 
     Args:
         train_set (TrainPatches): the plates.
         config (TrainConfig): batch size, augmentation, gap and small-character weights.
-        rng (numpy.random.Generator): the run's generator (its state is the cursor's).
-        epoch, position (int), order (ndarray[P] int): where the cursor stands.
+        rng (numpy.random.Generator): the run's generator; the first order is drawn from it.
         prefetch (bool): draw the next batch on a background thread.
     """
 
-    def __init__(self, train_set, config, rng, epoch, position, order, prefetch=True):
+    def __init__(self, train_set, config, rng, prefetch=True):
         self.train_set, self.config, self.rng = train_set, config, rng
-        self.epoch, self.position, self.order = int(epoch), int(position), np.asarray(order)
+        self.epoch, self.position, self.order = 0, 0, rng.permutation(len(train_set))
         self._executor = (ThreadPoolExecutor(1, thread_name_prefix="detseg-batches")
                           if prefetch else None)
         self._pending = None
@@ -318,7 +313,10 @@ class BatchStream:
             pixel_weights = small if pixel_weights is None else pixel_weights * small
         return preprocess(images), masks.astype(np.int64), pixel_weights
 
-    def next(self):
+    def __iter__(self):
+        return self
+
+    def __next__(self):
         """The next batch (see ``_draw``); starts drawing the one after it."""
         batch = self._pending.result() if self._pending is not None else self._draw()
         self._snapshot = self._cursor()  # no draw is running: a consistent cursor
@@ -326,10 +324,43 @@ class BatchStream:
             self._pending = self._executor.submit(self._draw)
         return batch
 
-    def data_state(self):
+    def state_dict(self):
         """The cursor before the batch being prefetched (for a checkpoint): a dict of
         ``epoch``, ``position``, ``order`` and ``rng`` (the generator's state)."""
         return dict(self._snapshot)
+
+    def load_state_dict(self, state):
+        """Continue from a cursor saved by ``state_dict`` (checked before it is applied).
+
+        Raises:
+            ValueError: a missing entry, an order that is not a permutation of the
+                plates, a position beyond it, a negative epoch or an invalid generator state.
+        """
+        if not isinstance(state, dict) or set(state) != {"epoch", "position", "order", "rng"}:
+            raise ValueError("BatchStream state must be a dict with 'epoch', 'position', "
+                             "'order' and 'rng'")
+        order = np.asarray(state["order"])
+        if order.dtype.kind not in "iu" or not np.array_equal(np.sort(order),
+                                                               np.arange(len(self.train_set))):
+            raise ValueError(f"BatchStream state: order must be a permutation of the "
+                             f"{len(self.train_set)} plates")
+        for name, high in (("epoch", None), ("position", len(order))):
+            value = state[name]
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or value < 0 or (high is not None and value > high):
+                raise ValueError(f"BatchStream state: {name} must be an int in "
+                                 f"[0, {high if high is not None else 'inf'}], got {value!r}")
+        check = np.random.default_rng()
+        try:
+            check.bit_generator.state = state["rng"]
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"BatchStream state: invalid generator state: {error}") from None
+        if self._pending is not None:  # a batch drawn from the old cursor: not this run's
+            self._pending.result()
+            self._pending = None
+        self.epoch, self.position, self.order = int(state["epoch"]), int(state["position"]), order
+        self.rng.bit_generator.state = state["rng"]
+        self._snapshot = self._cursor()
 
     def close(self):
         """Wait for the prefetch to end and stop the thread."""
@@ -339,11 +370,6 @@ class BatchStream:
 
 
 # =============================================================================== checkpoints
-def _save(path, model, optimizer, scheduler, config, state):
-    nn.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "config": config.to_dict(), **state}, path)
-
-
 def load_segmenter(path):
     """A trained U-Net from a checkpoint of this module, in evaluation mode.
 
@@ -358,38 +384,17 @@ def load_segmenter(path):
     return model, config, checkpoint
 
 
-def _schedule(optimizer, config):
-    """Warm-up, then cosine decay to the last step (a placeholder length until calibrated)."""
-    total = config.steps if config.steps is not None else config.warmup_steps + 1
-    cosine = nn.optim.CosineAnnealingLR(optimizer, T_max=max(total - config.warmup_steps, 1),
-                                        eta_min=config.lr * config.final_lr_fraction)
-    return nn.optim.LinearWarmup(optimizer, config.warmup_steps, start_factor=0.05, after=cosine)
-
-
-def _fit_steps(config, done, seconds, timed, timed_seconds):
-    """Total steps that fit the time budget: ``done`` steps took ``seconds`` so far, of
-    which the last ``timed`` took ``timed_seconds`` (the speed estimate)."""
-    per_step = timed_seconds / max(timed, 1)
-    remaining = 60 * config.minutes - seconds
-    return max(done + 1, done + int(TIME_MARGIN * remaining / per_step))
-
-
-def _refit_steps(total, step, elapsed, budget, seconds_per_step):
-    """The total steps refitted to the time left: shortened if the ``total - step`` left
-    would end after ``budget`` seconds at ``seconds_per_step``, lengthened if they would
-    end before ``TIME_MARGIN`` of it (planning ``TIME_MARGIN`` of the time left)."""
-    left = max(budget - elapsed, 0)
-    needed = (total - step) * seconds_per_step
-    if TIME_MARGIN * left <= needed <= left:
-        return total
-    return max(step + 1, step + int(TIME_MARGIN * left / seconds_per_step))
-
-
-def _load_average():
+def _saved_config(checkpoint, config):
+    """The configuration a resumed run continues with: the saved one, except where the
+    run directory is now and the settings that change no number (``progress``,
+    ``prefetch``)."""
     try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:  # not available on this platform
-        return None
+        saved = dict(checkpoint["config"])
+        saved.update(out=config.out, progress=config.progress, prefetch=config.prefetch)
+        return TrainConfig.from_dict(saved)
+    except (TypeError, ValueError) as error:
+        raise ResumeError(f"the checkpoint's configuration is not a digit segmenter's: "
+                          f"{error}") from None
 
 
 # ================================================================================= training
@@ -399,31 +404,26 @@ def train_digit_segmenter(config, resume=False):
     Args:
         config (TrainConfig): the run; ``config.out`` is the run directory.
         resume (bool): continue from ``out/last.npz`` (its saved configuration wins,
-            except ``minutes``, ``stop_after``, ``progress``, ``prefetch`` and ``tta``).
+            except ``out``, ``progress`` and ``prefetch``).
     Returns:
-        dict: what ``metrics.json`` holds — ``test`` and ``val`` metrics of the best
-        checkpoint (with test-time shifts when ``config.tta``), ``test_single`` (the test
-        split in one pass), ``best_step``, ``steps_done``, ``train_seconds`` (wall clock of the
-        training loop, validation included) and ``train_cpu_seconds`` (CPU time of this
+        dict: what ``metrics.json`` holds — the engine's summary (``steps``,
+        ``total_steps``, ``stopped_by`` "steps" or "time", ``train_seconds``: wall clock
+        of the training loop, validation included, ``cpu_seconds``: CPU time of this
         process in it, all threads: on a shared machine, wall clock / CPU time shows the
-        share we got), ``data_seconds`` (rendering) and
-        ``load_seconds`` (reading crops), ``stopped_by`` ("steps", "time" or
-        "interrupt"), the machine's load average and the configuration.
+        share we got, ``best_step``, the validations, the load average and the
+        configuration), ``test`` and ``val`` metrics of the best checkpoint (with
+        test-time shifts when ``config.tta``), ``test_single`` (the test split in one
+        pass), ``data_seconds`` (rendering) and ``load_seconds`` (reading crops).
+    Raises:
+        nn.engine.TrainingInterrupted: Ctrl-C (``last.npz`` saved).
+        nn.engine.ResumeError: ``resume`` without a ``last.npz`` of a segmenter run.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    os.makedirs(config.out, exist_ok=True)
-    last_path = os.path.join(config.out, CHECKPOINT_LAST)
     checkpoint = None
     if resume:
-        if not os.path.isfile(last_path):
-            raise FileNotFoundError(f"--resume: no checkpoint {last_path!r} to resume from")
-        checkpoint = nn.load(last_path)
-        saved = dict(checkpoint["config"])
-        saved.update(minutes=config.minutes, stop_after=config.stop_after,
-                     progress=config.progress, prefetch=config.prefetch, tta=config.tta,
-                     out=config.out)
-        config = TrainConfig.from_dict(saved)
+        checkpoint = load_checkpoint(os.path.join(config.out, LAST), KIND)
+        config = _saved_config(checkpoint, config)
 
     data_info = prepare_data(config)
     start = time.perf_counter()
@@ -437,153 +437,34 @@ def train_digit_segmenter(config, resume=False):
     load_seconds = time.perf_counter() - start
 
     model = build_model(config)
-    model.train()
     optimizer = nn.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = _schedule(optimizer, config)
-    # One generator drives the data order and every augmentation; its state is saved.
+    schedule = nn.optim.WarmupCosine(optimizer, config.warmup_steps, config.steps,
+                                     final_factor=config.final_lr_fraction, start_factor=0.05)
+    # One generator drives the data order and every augmentation; the stream saves its state.
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1,)))
-    state = {"step": 0, "epoch": 0, "position": 0, "order": rng.permutation(len(train_set)),
-             "rng": rng.bit_generator.state, "losses": np.zeros(0, np.float32),
-             "val_steps": np.zeros(0, np.int64), "val_iou": np.zeros(0, np.float64),
-             "val_read": np.zeros(0, np.float64), "val_seconds": np.zeros(0, np.float64),
-             "best_iou": -1.0, "best_step": -1,
-             "train_seconds": 0.0, "cpu_seconds": 0.0, "auto_steps": config.steps is None,
-             "refits": 0}
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        state = {key: checkpoint[key] for key in state}
-        rng.bit_generator.state = state["rng"]
-    losses = list(np.asarray(state["losses"], np.float32))
-
+    batches = BatchStream(train_set, config, rng, prefetch=config.prefetch)
     weights = class_weights(config)
-    stopped_by = "steps"
-    clock, cpu_clock = time.perf_counter(), time.process_time()
-    elapsed_before, cpu_before = float(state["train_seconds"]), float(state["cpu_seconds"])
-    last_validation = [0.0]  # seconds the last validation + checkpoints took
 
-    def validate_and_save(step):
-        """Validation, ``last.npz`` always, ``best.npz`` when the mean IoU improved."""
-        started = time.perf_counter()
+    def loss(batch):
+        inputs, masks, pixel_weights = batch
+        logits = model(nn.Tensor(inputs))
+        return {"loss": segmentation_loss(logits, masks, dice_weight=config.dice_weight,
+                                          ignore_index=IGNORE_INDEX, class_weights=weights,
+                                          pixel_weights=pixel_weights)}
+
+    def validation():
         metrics = evaluate(model, val["crops"], val["masks"], val["texts"],
                            min_area=config.read_min_area)
-        state["val_steps"] = np.append(state["val_steps"], step)
-        state["val_iou"] = np.append(state["val_iou"], metrics["mean_iou"])
-        state["val_read"] = np.append(state["val_read"], metrics["read_exact"])
-        state["val_seconds"] = np.append(state["val_seconds"],
-                                         elapsed_before + time.perf_counter() - clock)
-        state.update(step=step, losses=np.asarray(losses, np.float32),
-                     train_seconds=elapsed_before + time.perf_counter() - clock,
-                     cpu_seconds=cpu_before + time.process_time() - cpu_clock,
-                     **batches.data_state())
-        if metrics["mean_iou"] > float(state["best_iou"]):
-            state.update(best_iou=metrics["mean_iou"], best_step=step)
-            _save(os.path.join(config.out, CHECKPOINT_BEST), model, optimizer, scheduler,
-                  config, state)
-        _save(last_path, model, optimizer, scheduler, config, state)
-        last_validation[0] = time.perf_counter() - started
-        bar.write(f"step {step}: loss {np.mean(losses[-config.eval_every:]):.4f}, "
-                  f"val mean IoU {metrics['mean_iou']:.4f}, read {metrics['read_exact']:.3f}")
+        return {"mean_iou": metrics["mean_iou"], "read_exact": metrics["read_exact"]}
 
-    def refit_schedule(step, seconds_per_step):
-        """Refit a fitted schedule to the time left (the machine got slower or faster)."""
-        nonlocal config
-        elapsed = elapsed_before + time.perf_counter() - clock
-        # The validations still to come share the budget (one per eval_every steps), and
-        # one more is kept in reserve: the final one.
-        per_step = seconds_per_step + last_validation[0] / config.eval_every
-        budget = 60 * config.minutes - last_validation[0]
-        total = _refit_steps(config.steps, step, elapsed, budget, per_step)
-        if total != config.steps:
-            change = "shortened" if total < config.steps else "lengthened"
-            config = dataclasses.replace(config, steps=total)
-            scheduler.after.T_max = max(total - config.warmup_steps, 1)
-            bar.total = total
-            state["refits"] = int(state["refits"]) + 1
-            bar.write(f"step {step}: {seconds_per_step:.2f} s per step, {change} to {total} steps")
-
-    batches = BatchStream(train_set, config, rng, state["epoch"], state["position"],
-                          state["order"], prefetch=config.prefetch)
-    calibrate = config.warmup_steps  # fit the total when the warm-up ends
-    skip = CALIBRATION_SKIP if calibrate > CALIBRATION_SKIP else 0
-    timer_start, timed_from = clock, int(state["step"])
-    bar = tqdm(total=config.steps, initial=int(state["step"]), desc="train", unit="step",
-               disable=not config.progress, dynamic_ncols=True)
-    step = int(state["step"])
-    try:  # the prefetch thread and the bar end with the loop, also on an error or Ctrl-C
-        while config.steps is None or step < config.steps:
-            if config.steps is None and step == skip:
-                timer_start, timed_from = time.perf_counter(), step
-            if config.steps is None and step == calibrate:
-                # Fit the total to the budget; the warm-up so far did not depend on it.
-                now = time.perf_counter()
-                config = dataclasses.replace(config, steps=_fit_steps(
-                    config, step, elapsed_before + now - clock, step - timed_from,
-                    now - timer_start))
-                scheduler.after.T_max = max(config.steps - config.warmup_steps, 1)
-                bar.total = config.steps
-                bar.write(f"steps {skip + 1}..{step} took {now - timer_start:.1f} s: "
-                          f"training for {config.steps} steps (--steps {config.steps})")
-            # Stop when the final validation would no longer end within the budget (with
-            # room for it to take longer than the last one did).
-            if config.minutes is not None and elapsed_before + time.perf_counter() - clock \
-                    + 1.5 * last_validation[0] > 60 * config.minutes:
-                stopped_by = "time"
-                if int(state["step"]) != step:  # validate and keep the steps done since the last
-                    validate_and_save(step)
-                break
-            # --- a batch (drawn while the last step ran), then one optimization step
-            inputs, masks, pixel_weights = batches.next()
-            logits = model(nn.Tensor(inputs))
-            loss = segmentation_loss(logits, masks, dice_weight=config.dice_weight,
-                                     ignore_index=IGNORE_INDEX, class_weights=weights,
-                                     pixel_weights=pixel_weights)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}",
-                            best_miou=f"{max(float(state['best_iou']), 0):.3f}")
-            if config.stop_after is not None and step >= config.stop_after \
-                    and (config.steps is None or step < config.steps):
-                stopped_by = "interrupt"  # a simulated kill: nothing saved since the last check
-                break
-            if step % config.eval_every == 0 or step == config.steps:  # (None: no last step yet)
-                now = time.perf_counter()
-                if bool(state["auto_steps"]) and config.steps is not None and step > calibrate:
-                    refit_schedule(step, (now - timer_start) / max(step - timed_from, 1))
-                validate_and_save(step)
-                timer_start, timed_from = time.perf_counter(), step  # speed since this validation
-    finally:
-        bar.close()
-        batches.close()
-    train_seconds = elapsed_before + time.perf_counter() - clock
-    cpu_seconds = cpu_before + time.process_time() - cpu_clock
-
-    result = {
-        "stopped_by": stopped_by, "steps_done": step, "train_seconds": round(train_seconds, 2),
-        "train_cpu_seconds": round(cpu_seconds, 2), "schedule_refits": int(state["refits"]),
-        "data_seconds": round(data_info["seconds"], 2), "data_generated": data_info["generated"],
-        "load_seconds": round(load_seconds, 2), "load_average": _load_average(),
-        "train_plates": len(train_set), "config": config.to_dict(),
-    }
-    if stopped_by == "interrupt":
-        return result
-    if int(state["best_step"]) < 0:  # stopped by time before the first evaluation
-        state.update(step=step, losses=np.asarray(losses, np.float32),
-                     train_seconds=train_seconds, cpu_seconds=cpu_seconds, **batches.data_state())
-        metrics = evaluate(model, val["crops"], val["masks"], val["texts"],
-                           min_area=config.read_min_area)
-        state.update(best_iou=metrics["mean_iou"], best_step=step)
-        _save(os.path.join(config.out, CHECKPOINT_BEST), model, optimizer, scheduler, config, state)
-        _save(last_path, model, optimizer, scheduler, config, state)
+    engine = Engine(config.out, KIND, model, optimizer, loss, batches, validation,
+                    metric="mean_iou", mode="max", schedule=schedule, steps=config.steps,
+                    minutes=config.minutes, eval_every=config.eval_every,
+                    config=config.to_dict(), quiet=not config.progress)
+    engine.fit(checkpoint)  # closes the batch stream at the end
 
     # --- the best checkpoint on held-out data
-    best_model, _, best = load_segmenter(os.path.join(config.out, CHECKPOINT_BEST))
+    best_model, _, _ = load_segmenter(engine.best_path)
     test = load_crops(config.data, "test", config.crop_size, config.crop_padding, config.targets,
                       workers=config.data_workers, progress=config.progress)
     tta = bool(config.tta)
@@ -593,36 +474,23 @@ def train_digit_segmenter(config, resume=False):
                             min_area=config.read_min_area, tta=tta)
     single = evaluate(best_model, test["crops"], test["masks"], test["texts"],
                       min_area=config.read_min_area) if tta else test_metrics
-    _plot_loss_curve(losses, state, os.path.join(config.out, "loss_curve.png"))
+    losses = engine.history["losses"].get("loss", [])
+    _plot_loss_curve(losses, engine.history["evaluations"],
+                     os.path.join(config.out, "loss_curve.png"))
     _plot_predictions(test, test_metrics, os.path.join(config.out, "predictions.png"))
     strip = ("predictions", "reads")
-    result.update(
-        best_step=int(best["best_step"]),
-        val={k: v for k, v in val_metrics.items() if k not in strip},
-        test={k: v for k, v in test_metrics.items() if k not in strip},
-        test_single={k: v for k, v in single.items() if k not in strip},
-        final_train_loss=float(np.mean(losses[-50:])) if losses else None,
-    )
-    atomic_write_text(os.path.join(config.out, "metrics.json"),
-                      json.dumps(_json_safe(result), indent=2) + "\n")
-    return result
-
-
-def _json_safe(value):
-    """NaN -> None (JSON has no NaN), NumPy scalars -> Python numbers, recursively."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+    return engine.write_results({
+        "data_seconds": round(data_info["seconds"], 2), "data_generated": data_info["generated"],
+        "load_seconds": round(load_seconds, 2), "train_plates": len(train_set),
+        "val": {k: v for k, v in val_metrics.items() if k not in strip},
+        "test": {k: v for k, v in test_metrics.items() if k not in strip},
+        "test_single": {k: v for k, v in single.items() if k not in strip},
+        "final_train_loss": float(np.mean(losses[-50:])) if losses else None,
+    })
 
 
 # ================================================================================== figures
-def _plot_loss_curve(losses, state, path):
+def _plot_loss_curve(losses, evaluations, path):
     from matplotlib.figure import Figure
 
     from detection.visualize import save_figure
@@ -640,8 +508,9 @@ def _plot_loss_curve(losses, state, path):
     ax_loss.set_ylabel("CE + Dice")
     ax_loss.set_title("training loss")
     ax_loss.legend()
-    ax_val.plot(state["val_steps"], state["val_iou"], "o-", label="mean IoU (characters)")
-    ax_val.plot(state["val_steps"], state["val_read"], "s-", label="plates read exactly")
+    steps = [e["step"] for e in evaluations]
+    ax_val.plot(steps, [e["mean_iou"] for e in evaluations], "o-", label="mean IoU (characters)")
+    ax_val.plot(steps, [e["read_exact"] for e in evaluations], "s-", label="plates read exactly")
     ax_val.set_ylim(0, 1)
     ax_val.set_xlabel("step")
     ax_val.set_title("validation")
@@ -682,19 +551,7 @@ def _build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m plates.train_segmenter",
         description="Train the digit segmenter (a U-Net from scratch) on synthetic plate crops.")
-    parser.add_argument("--data", required=True,
-                        help="VOC dataset root; rendered there first if it does not exist")
-    parser.add_argument("--out", required=True,
-                        help="run directory (checkpoints, figures, metrics)")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="wall-clock limit of training (default 5; 0 = none)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the run (default 0)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="optimization steps (default: as many as fit in --minutes)")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.npz")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny data and network, seconds: checks the machinery, not accuracy")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_training_arguments(parser, minutes=TrainConfig.minutes)
     parser.add_argument("--no-tta", action="store_true",
                         help="evaluate the best checkpoint in one pass, without test-time shifts")
     return parser
@@ -702,29 +559,21 @@ def _build_parser():
 
 def main(argv=None):
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parse_training_arguments(parser, argv, KIND)
     overrides = {"data": args.data, "out": args.out, "progress": not args.quiet,
-                 "tta": not args.no_tta}
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    if args.minutes is not None:
-        overrides["minutes"] = None if args.minutes == 0 else args.minutes
+                 "tta": not args.no_tta, "seed": args.seed, "steps": args.steps,
+                 "minutes": args.minutes}
+    if args.quick and args.steps is None:
+        del overrides["steps"]  # quick_config's own count
+        overrides["minutes"] = None
     try:
         config = quick_config(**overrides) if args.quick else TrainConfig(**overrides)
-        result = train_digit_segmenter(config, resume=args.resume)
-    except (TypeError, ValueError, FileNotFoundError) as exc:
+    except (TypeError, ValueError) as exc:
         parser.error(str(exc))
-    except KeyboardInterrupt:
-        last = os.path.join(args.out, CHECKPOINT_LAST)
-        print(f"\ninterrupted: continue with --resume (from {last})", file=sys.stderr)
-        return 130
-    if result["stopped_by"] == "interrupt":
-        print(f"stopped after {result['steps_done']} steps (stop_after)")
-        return 0
+    with command_errors(parser, argv, config.out):
+        result = train_digit_segmenter(config, resume=args.resume)
     test = result["test"]
-    print(f"trained {result['steps_done']} steps in {result['train_seconds']:.1f} s "
+    print(f"trained {result['steps']} steps in {result['train_seconds']:.1f} s "
           f"(stopped by {result['stopped_by']}; data rendering {result['data_seconds']:.1f} s, "
           f"loading {result['load_seconds']:.1f} s; load average {result['load_average']})")
     print(f"test: mean IoU (characters) {test['mean_iou']:.4f}, plates read exactly "

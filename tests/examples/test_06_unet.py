@@ -23,6 +23,6 @@ def test_tutorial_06_quick(tmp_path):
         assert (folder / name).stat().st_size > 10_000, name
     with open(folder / "run_quick" / "metrics.json") as f:
         metrics = json.load(f)
-    assert metrics["steps_done"] == 30
+    assert metrics["steps"] == 30
     assert 0 <= metrics["test"]["read_exact"] <= 1
     assert not [n for n in os.listdir(folder) if n.startswith(".")]  # no temp files left

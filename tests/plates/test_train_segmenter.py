@@ -2,6 +2,9 @@
 read-exactly evaluation and the command end to end."""
 import json
 import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
 
@@ -9,6 +12,7 @@ import numpy as np
 import pytest
 
 import nn
+from nn.engine import ResumeError, TrainingInterrupted
 from plates.synthetic import generate_plate_dataset
 from plates.reading import text_to_class_text
 from plates.segmenter import CHARACTER_CLASSES, NUM_CLASSES, evaluate, predict
@@ -29,6 +33,14 @@ def plates(tmp_path_factory):
     generate_plate_dataset(root, 12, seed=3, image_size=256, splits=(0.5, 0.25, 0.25),
                            progress=False)
     return str(root)
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _tiny_config(plates, out, **overrides):
@@ -123,15 +135,30 @@ def _weights(path):
     return checkpoint["model"], checkpoint["optimizer"]["state"], checkpoint
 
 
-def test_resume_after_an_interruption_equals_the_uninterrupted_run(plates, tmp_path):
+def test_resume_after_ctrl_c_equals_the_uninterrupted_run(plates, tmp_path, monkeypatch,
+                                                         sigint_raises):
+    import plates.train_segmenter as train_module
+
     full = train_digit_segmenter(_tiny_config(plates, tmp_path / "full"))
-    assert full["stopped_by"] == "steps" and full["steps_done"] == 6
-    # A kill after step 5: the last checkpoint is the one of step 4.
-    cut = train_digit_segmenter(_tiny_config(plates, tmp_path / "cut", stop_after=5))
-    assert cut["stopped_by"] == "interrupt" and cut["steps_done"] == 5
-    assert int(nn.load(tmp_path / "cut" / "last.npz")["step"]) == 4
+    assert full["stopped_by"] == "steps" and full["steps"] == 6
+    # Ctrl-C during step 5: the step ends, last.npz is saved at step 5.
+    calls = []
+
+    def interrupted_loss(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return segmentation_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "segmentation_loss", interrupted_loss)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train_digit_segmenter(_tiny_config(plates, tmp_path / "cut"))
+    assert stop.value.step == 5 and stop.value.saved
+    assert nn.load(tmp_path / "cut" / "last.npz")["engine"]["step"] == 5
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    monkeypatch.undo()
     resumed = train_digit_segmenter(_tiny_config(plates, tmp_path / "cut"), resume=True)
-    assert resumed["steps_done"] == 6
+    assert resumed["steps"] == 6
 
     model_a, adam_a, ckpt_a = _weights(tmp_path / "full" / "last.npz")
     model_b, adam_b, ckpt_b = _weights(tmp_path / "cut" / "last.npz")
@@ -142,8 +169,8 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(plates, tmp_p
         for name in adam_a[index]:
             assert np.array_equal(np.asarray(adam_a[index][name]),
                                   np.asarray(adam_b[index][name])), (index, name)
-    assert np.array_equal(ckpt_a["losses"], ckpt_b["losses"])
-    assert np.array_equal(ckpt_a["order"], ckpt_b["order"])
+    assert np.array_equal(ckpt_a["history"]["losses"]["loss"], ckpt_b["history"]["losses"]["loss"])
+    assert np.array_equal(ckpt_a["batches"]["order"], ckpt_b["batches"]["order"])
     np.testing.assert_equal(full["test"], resumed["test"])  # NaN (absent class) equals NaN
     assert full["best_step"] == resumed["best_step"]
 
@@ -155,31 +182,28 @@ def test_prefetching_changes_no_number(plates, tmp_path):
     model_b, _, ckpt_b = _weights(tmp_path / "off" / "last.npz")
     for key in model_a:
         assert np.array_equal(model_a[key], model_b[key]), key
-    assert np.array_equal(ckpt_a["losses"], ckpt_b["losses"])
-    for key in ("epoch", "position", "order"):
-        assert np.array_equal(ckpt_a[key], ckpt_b[key]), key
+    assert np.array_equal(ckpt_a["history"]["losses"]["loss"], ckpt_b["history"]["losses"]["loss"])
+    for key in ("epoch", "position", "order", "rng"):
+        np.testing.assert_equal(ckpt_a["batches"][key], ckpt_b["batches"][key], err_msg=key)
     np.testing.assert_equal(on["test"], off["test"])
 
 
 def test_a_batch_stream_checkpoints_the_cursor_before_its_prefetched_batch(plates):
     config = _tiny_config(plates, "unused")
     patches = TrainPatches(plates, "train", config.crop_size, config.crop_padding)
-    rng = np.random.default_rng(5)
-    stream = BatchStream(patches, config, rng, 0, 0, rng.permutation(len(patches)))
+    stream = BatchStream(patches, config, np.random.default_rng(5))
     try:
         for _ in range(3):  # crosses an epoch: a few plates, batches of 4
-            stream.next()
-        cursor = stream.data_state()  # the fourth batch is being drawn meanwhile
-        fourth = stream.next()
+            next(stream)
+        cursor = stream.state_dict()  # the fourth batch is being drawn meanwhile
+        fourth = next(stream)
     finally:
         stream.close()
     assert cursor["epoch"] >= 1
-    # A stream started from the saved cursor (as --resume does) draws that batch again.
-    again_rng = np.random.default_rng()
-    again_rng.bit_generator.state = cursor["rng"]
-    again = BatchStream(patches, config, again_rng, cursor["epoch"], cursor["position"],
-                        cursor["order"], prefetch=False)
-    replay = again.next()
+    # A stream given the saved cursor (as --resume does) draws that batch again.
+    again = BatchStream(patches, config, np.random.default_rng(123), prefetch=False)
+    again.load_state_dict(cursor)
+    replay = next(again)
     for got, want in zip(replay, fourth):
         assert np.array_equal(got, want)
     inputs, masks, weights = replay
@@ -187,6 +211,23 @@ def test_a_batch_stream_checkpoints_the_cursor_before_its_prefetched_batch(plate
     assert masks.shape == (4, *config.crop_size) and masks.dtype == np.int64
     assert weights.shape == masks.shape
     assert set(np.unique(weights).tolist()) <= {1.0, config.gap_weight}
+
+
+def test_a_batch_stream_refuses_a_bad_cursor(plates):
+    config = _tiny_config(plates, "unused")
+    patches = TrainPatches(plates, "train", config.crop_size, config.crop_padding)
+    stream = BatchStream(patches, config, np.random.default_rng(5), prefetch=False)
+    good = stream.state_dict()
+    bad = [({**good, "position": 1_000_000_000}, "position"),
+           ({**good, "epoch": -1}, "epoch"),
+           ({**good, "order": good["order"][::2]}, "permutation"),
+           ({**good, "order": np.zeros(len(patches), np.int64)}, "permutation"),
+           ({**good, "rng": {"bit_generator": "PCG64"}}, "generator"),
+           ({k: v for k, v in good.items() if k != "rng"}, "rng")]
+    for state, message in bad:
+        with pytest.raises(ValueError, match=message):
+            stream.load_state_dict(state)
+    np.testing.assert_equal(stream.state_dict(), good)  # unchanged
 
 
 def test_a_seed_fixes_the_run_and_another_seed_changes_it(plates, tmp_path):
@@ -201,10 +242,12 @@ def test_a_seed_fixes_the_run_and_another_seed_changes_it(plates, tmp_path):
 def test_outputs_of_a_run(plates, tmp_path):
     result = train_digit_segmenter(_tiny_config(plates, tmp_path, steps=2, eval_every=1))
     names = sorted(os.listdir(tmp_path))
-    assert names == ["best.npz", "last.npz", "loss_curve.png", "metrics.json", "predictions.png"]
+    assert names == ["best.npz", "history.json", "last.npz", "loss_curve.png", "metrics.json",
+                     "predictions.png"]
     with open(tmp_path / "metrics.json") as f:
         metrics = json.load(f)
-    assert metrics["steps_done"] == 2 and metrics["config"]["steps"] == 2
+    assert metrics["steps"] == 2 and metrics["config"]["steps"] == 2
+    assert [e["step"] for e in metrics["evaluations"]] == [1, 2]
     assert 0 <= metrics["test"]["mean_iou"] <= 1
     assert 0 <= metrics["test"]["read_exact"] <= 1
     assert metrics["test"]["plates"] == len(load_crops(plates, "test")["texts"])
@@ -220,11 +263,11 @@ def test_outputs_of_a_run(plates, tmp_path):
         assert metrics[key]["read_exact"] == pytest.approx(again["read_exact"])
     model, config, checkpoint = load_segmenter(tmp_path / "best.npz")
     assert config.steps == 2 and not model.training
-    assert int(checkpoint["best_step"]) == result["best_step"]
+    assert checkpoint["engine"]["best_step"] == result["best_step"]
 
 
 def test_resume_without_a_checkpoint_and_bad_configs(tmp_path):
-    with pytest.raises(FileNotFoundError, match="last.npz"):
+    with pytest.raises(ResumeError, match="last.npz"):
         train_digit_segmenter(TrainConfig(data=str(tmp_path), out=str(tmp_path)), resume=True)
     with pytest.raises(ValueError, match="divisible by 4"):
         TrainConfig(crop_size=(30, 96), depth=3)
@@ -251,11 +294,12 @@ def test_steps_fitted_to_the_time_budget(plates, tmp_path):
     config = _tiny_config(plates, tmp_path, steps=None, minutes=0.1, warmup_steps=3,
                           eval_every=1000)
     result = train_digit_segmenter(config)
-    chosen = result["config"]["steps"]
-    assert isinstance(chosen, int) and chosen >= 4  # timed 3 warm-up steps, then fitted
-    assert result["steps_done"] == chosen or result["stopped_by"] == "time"
-    saved = nn.load(tmp_path / "last.npz")["config"]
-    assert saved["steps"] == chosen  # a rerun with --steps N repeats the run
+    chosen = result["total_steps"]
+    assert isinstance(chosen, int) and chosen >= 5  # timed warm-up steps, then fitted
+    assert result["steps"] == chosen or result["stopped_by"] == "time"
+    assert result["config"]["steps"] is None
+    saved = nn.load(tmp_path / "last.npz")["engine"]
+    assert saved["total_steps"] == chosen and saved["fitted"]
 
 
 # ---------------------------------------------------------------------- read-exactly metric
@@ -313,9 +357,9 @@ def test_command_quick_end_to_end(tmp_path):
     with open(out / "metrics.json") as f:
         metrics = json.load(f)
     assert metrics["data_generated"] is True and metrics["data_seconds"] > 0
-    assert metrics["steps_done"] == 12
-    assert sorted(os.listdir(out)) == ["best.npz", "last.npz", "loss_curve.png", "metrics.json",
-                                       "predictions.png"]
+    assert metrics["steps"] == 12
+    assert sorted(os.listdir(out)) == ["best.npz", "history.json", "last.npz", "loss_curve.png",
+                                       "metrics.json", "predictions.png"]
     # --resume on a finished run: nothing left to train, the same test metrics.
     again = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600,
                            cwd=ROOT, env={**os.environ, "MPLBACKEND": "Agg"})
@@ -330,28 +374,70 @@ def test_command_rejects_bad_arguments(tmp_path):
          str(tmp_path / "r"), "--steps", "0"],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2
-    assert "steps must be a positive integer" in result.stderr
+    assert "--steps: must be an int >= 1" in result.stderr
     assert not os.path.exists(tmp_path / "d")  # nothing rendered before the check
 
 
 def test_a_run_stopped_by_the_clock_keeps_its_last_steps(plates, tmp_path):
     config = _tiny_config(plates, tmp_path, steps=10_000, minutes=0.03, eval_every=10_000)
     result = train_digit_segmenter(config)
-    assert result["stopped_by"] == "time" and 0 < result["steps_done"] < 10_000
+    assert result["stopped_by"] == "time" and 0 < result["steps"] < 10_000
     last = nn.load(tmp_path / "last.npz")
-    assert int(last["step"]) == result["steps_done"]  # validated and saved at the stop
-    assert result["best_step"] == result["steps_done"]
+    assert last["engine"]["step"] == result["steps"]  # validated and saved at the stop
+    assert result["best_step"] == result["steps"]
 
 
-def test_a_slower_machine_shortens_a_fitted_schedule_and_a_faster_one_lengthens_it():
-    from plates.train_segmenter import TIME_MARGIN, _refit_steps
+@pytest.mark.slow
+def test_ctrl_c_in_the_command_then_resume(plates, tmp_path):
+    """A real SIGINT to ``python -m plates.train_segmenter``: exit 130, last.npz, the
+    printed command continues the run to the weights of an uninterrupted one."""
+    args = ["-m", "plates.train_segmenter", "--data", plates, "--quick", "--steps", "20",
+            "--seed", "3", "--no-tta"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    process = subprocess.Popen(
+        [sys.executable, *args, "--out", str(tmp_path / "cut")], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        seen = b""
+        while not re.search(rb"digit-segmenter:.* ([4-9]|1\d)/20", seen):  # step 4+
+            chunk = process.stderr.read1(256)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    stderr = (seen + stderr).decode(errors="replace")
+    assert process.returncode == 130, stderr
+    stopped = nn.load(tmp_path / "cut" / "last.npz")["engine"]["step"]
+    assert 4 <= stopped < 20
+    command = shlex.split(stderr.strip().splitlines()[-1])
+    assert command[:3] == ["python", "-m", "plates.train_segmenter"]
+    assert command[-1] == "--resume"
+    resumed = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "trained 20 steps" in resumed.stdout
+    whole = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "whole"), "--quiet"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    model_a, adam_a, ckpt_a = _weights(tmp_path / "whole" / "last.npz")
+    model_b, adam_b, ckpt_b = _weights(tmp_path / "cut" / "last.npz")
+    for key in model_a:
+        assert np.array_equal(model_a[key], model_b[key]), key
+    assert np.array_equal(ckpt_a["history"]["losses"]["loss"], ckpt_b["history"]["losses"]["loss"])
 
-    assert _refit_steps(1000, 200, 60.0, 300.0, 0.29) == 1000  # 232 s of steps, 240 s left
-    lengthened = _refit_steps(1000, 200, 60.0, 300.0, 0.2)  # 160 s of steps for 240 s left
-    assert lengthened == 200 + int(TIME_MARGIN * 240 / 0.2) > 1000
-    shortened = _refit_steps(1000, 200, 60.0, 300.0, 0.5)  # 400 s of steps for 240 s left
-    assert shortened == 200 + int(TIME_MARGIN * 240 / 0.5)
-    assert _refit_steps(1000, 200, 310.0, 300.0, 0.5) == 201  # over time: one more step at most
+
+def test_command_refuses_a_foreign_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    os.makedirs(out)
+    nn.save({"engine": {"kind": "retinanet"}}, out / "last.npz")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", str(tmp_path / "d"), "--out", str(out), "--resume"])
+    assert exit_.value.code == 2
+    assert "a checkpoint of a 'retinanet' run, not of 'digit-segmenter'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "d")  # nothing rendered before the check
 
 
 def test_test_time_shifts_average_five_shifted_passes():
