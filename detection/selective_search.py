@@ -407,7 +407,10 @@ def felzenszwalb(image, scale=1.0, sigma=0.8, min_size=20):
         w < min(Int(C1) + k / |C1|, Int(C2) + k / |C2|),   k = scale / 255,
 
     each threshold rounded to float32 (as scikit-image does); Int(C) is the weight of the
-    edge that last grew C. Then, over the same sorted edges, two different components are
+    edge that last grew C. Equal weights are visited in edge order (a stable sort);
+    scikit-image sorts with numpy's default, unstable sort, so on images with many
+    exactly equal weights (flat synthetic colours) the two may break such ties
+    differently; elsewhere the labels are identical. Then, over the same sorted edges, two different components are
     merged when either has fewer than ``min_size`` pixels. Every segment is 8-connected.
 
     Args:
