@@ -201,8 +201,8 @@ class RoIHeads(Module):
             gt_boxes (ndarray[M, 4]), gt_labels (ndarray[M] int64): the image's objects.
         Returns:
             tuple: ``labels`` ndarray[P] int64 (the class for foreground, 0 background,
-            -1 not sampled: best IoU below ``bg_iou_low``) and ``matched_boxes``
-            ndarray[P, 4] float32 (zeros where not foreground).
+            -1 not sampled: best IoU below ``bg_iou_low``) and ``matched_idxs``
+            ndarray[P] int64 (the matched ground truth of foreground proposals, -1 elsewhere).
         """
         num = proposals.shape[0]
         if gt_boxes.shape[0] == 0:
@@ -215,9 +215,8 @@ class RoIHeads(Module):
         labels = np.where(best >= self.bg_iou_low, 0, -1).astype(np.int64)
         foreground = best >= self.fg_iou
         labels[foreground] = gt_labels[match[foreground]]
-        matched_boxes = np.zeros((num, 4), np.float32)
-        matched_boxes[foreground] = gt_boxes[match[foreground]]
-        return labels, matched_boxes
+        matched_idxs = np.where(foreground, match, -1).astype(np.int64)
+        return labels, matched_idxs
 
     def select_training_samples(self, proposals, targets):
         """Add the ground truth to the proposals, label them and sample the RoIs.
@@ -226,9 +225,11 @@ class RoIHeads(Module):
             proposals (list of ndarray[P_i, 4]): per image.
             targets (list of tuple): ``(boxes, labels)`` per image (``check_targets``).
         Returns:
-            tuple: ``rois`` (list of ndarray[S_i, 4] float32), ``labels`` ndarray[S]
-            int64 and ``regression_targets`` ndarray[S, 4] float32 (encoded deltas of
-            the foreground RoIs, zeros elsewhere), concatenated over the images.
+            tuple: ``rois`` (list of ndarray[S_i, 4] float32), and concatenated over the
+            images: ``labels`` ndarray[S] int64, ``regression_targets`` ndarray[S, 4]
+            float32 (encoded deltas of the foreground RoIs, zeros elsewhere) and
+            ``matched_idxs`` ndarray[S] int64 (the matched object of each foreground RoI
+            in its image's ground truth, -1 elsewhere).
         """
         candidates, labels, matched = [], [], []
         for boxes, (gt_boxes, gt_labels) in zip(proposals, targets):
@@ -240,14 +241,17 @@ class RoIHeads(Module):
         positive, negative = self.sampler(labels)
         chosen = [np.flatnonzero(p | q) for p, q in zip(positive, negative)]
         rois = [c[i] for c, i in zip(candidates, chosen)]
+        matched_boxes = np.concatenate(
+            [gt[np.maximum(m[i], 0)] if len(gt) else np.zeros((len(i), 4), np.float32)
+             for (gt, _), m, i in zip(targets, matched, chosen)]).reshape(-1, 4)
         labels = np.concatenate([lab[i] for lab, i in zip(labels, chosen)]).astype(np.int64)
-        matched = np.concatenate([m[i] for m, i in zip(matched, chosen)]).reshape(-1, 4)
+        matched = np.concatenate([m[i] for m, i in zip(matched, chosen)]).astype(np.int64)
         all_rois = np.concatenate(rois).reshape(-1, 4)
         regression_targets = np.zeros((labels.size, 4), np.float32)
         fg = labels > 0
         if fg.any():
-            regression_targets[fg] = self.box_coder.encode(matched[fg], all_rois[fg])
-        return rois, labels, regression_targets
+            regression_targets[fg] = self.box_coder.encode(matched_boxes[fg], all_rois[fg])
+        return rois, labels, regression_targets, matched
 
     def compute_loss(self, cls_logits, box_deltas, labels, regression_targets):
         """Fast R-CNN's multi-task loss.
@@ -283,7 +287,7 @@ class RoIHeads(Module):
             proposals (list of ndarray[P_i, 4]): per image, xyxy.
             targets (list of tuple): ``(boxes, labels)`` per image (``check_targets``).
         """
-        rois, labels, regression_targets = self.select_training_samples(proposals, targets)
+        rois, labels, regression_targets, _ = self.select_training_samples(proposals, targets)
         cls_logits, box_deltas = self.forward(features, rois)
         return self.compute_loss(cls_logits, box_deltas, labels, regression_targets)
 

@@ -29,8 +29,7 @@ def test_targets_of_hand_made_proposals():
                           [100, 100, 110, 110]], np.float32)  # nothing -> not sampled
     labels, matched = heads.assign_targets(proposals, gt, gt_labels)
     assert labels.tolist() == [2, 2, 0, -1, 1, -1]
-    np.testing.assert_array_equal(matched[[0, 1, 4]], gt[[0, 0, 1]])
-    assert np.all(matched[[2, 3, 5]] == 0)
+    assert matched.tolist() == [0, 0, -1, -1, 1, -1]
     # torchvision's lower bound 0: everything not foreground is background
     labels, _ = make_heads(bg_iou_low=0.0).assign_targets(proposals, gt, gt_labels)
     assert labels.tolist() == [2, 2, 0, 0, 1, 0]
@@ -40,7 +39,7 @@ def test_targets_without_objects():
     proposals = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32)
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
     labels, matched = make_heads().assign_targets(proposals, *empty)
-    assert labels.tolist() == [-1, -1] and matched.shape == (2, 4)
+    assert labels.tolist() == [-1, -1] and matched.tolist() == [-1, -1]
     labels, _ = make_heads(bg_iou_low=0.0).assign_targets(proposals, *empty)
     assert labels.tolist() == [0, 0]
 
@@ -54,7 +53,7 @@ def test_sample_adds_ground_truth_and_respects_fractions():
     jitter = rng.uniform(-15, 15, (300, 4)).astype(np.float32)
     proposals = np.concatenate([gt[0] + jitter[:150], gt[1] + jitter[150:]])
     proposals = np.concatenate([proposals, [[200, 200, 220, 220]]]).astype(np.float32)
-    rois, labels, regression = heads.select_training_samples(
+    rois, labels, regression, matched = heads.select_training_samples(
         [proposals, np.zeros((0, 4), np.float32)],
         [(gt, labels_gt), (gt[:1], labels_gt[:1])])
     assert len(rois) == 2
@@ -66,12 +65,13 @@ def test_sample_adds_ground_truth_and_respects_fractions():
     # targets: the encoded matched ground truth of each foreground RoI, zeros elsewhere
     all_rois = np.concatenate(rois)
     coder = BoxCoder(weights=(10, 10, 5, 5))
-    for roi, label, target in zip(all_rois, labels, regression):
+    assert matched[64:].tolist() == [0]
+    for roi, label, target, index in zip(all_rois[:64], labels, regression, matched):
         if label == 0:
-            assert np.all(target == 0)
+            assert np.all(target == 0) and index == -1
             continue
         iou = box_iou(gt, roi[None])[:, 0]
-        assert iou.max() >= 0.5 and label == labels_gt[iou.argmax()]
+        assert iou.max() >= 0.5 and label == labels_gt[iou.argmax()] and index == iou.argmax()
         np.testing.assert_allclose(target, coder.encode(gt[iou.argmax()][None], roi[None])[0],
                                    rtol=1e-5, atol=1e-6)
 
