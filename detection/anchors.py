@@ -25,6 +25,8 @@ level concatenated.
 """
 import numpy as np
 
+from nn._checks import check_in_range, check_pair, check_positive
+
 __all__ = ["AnchorGenerator", "generate_base_anchors"]
 
 
@@ -52,30 +54,17 @@ def generate_base_anchors(sizes, aspect_ratios, dtype=np.float32):
 def _check_positive_sequence(values, name):
     if not isinstance(values, (tuple, list)) or len(values) == 0:
         raise ValueError(f"{name} must be a non-empty tuple of numbers, got {values!r}")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name} must hold numbers, got {value!r}")
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must hold positive finite numbers, got {values!r}")
-    return tuple(float(v) for v in values)
+    return tuple(check_positive(value, f"{name}[{i}]") for i, value in enumerate(values))
 
 
 def _check_pair(value, name):
-    """Return ``value`` as an (h, w) pair of positive ints."""
+    """``value`` (an int, a pair, or a feature map ``(N, H, W, C)``) as an ``(H, W)`` pair
+    of positive ints."""
     if hasattr(value, "shape") and len(value.shape) == 4:
         value = value.shape[1:3]          # a (N, H, W, C) feature map
     elif isinstance(value, np.ndarray) and value.shape == (2,):
         value = tuple(value.tolist())
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (value, value)
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"{name} must be a pair (H, W), got {value!r}")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
-            raise ValueError(f"{name} must be a pair of positive integers (H, W), got {value!r}")
-        out.append(int(v))
-    return tuple(out)
+    return check_pair(value, name, 1)
 
 
 class AnchorGenerator:
@@ -132,8 +121,7 @@ class AnchorGenerator:
                     f"strides must give one stride per level ({len(sizes)}), got {strides!r}"
                 )
             strides = tuple(_check_pair(s, f"strides[{i}]") for i, s in enumerate(strides))
-        if not np.isfinite(offset) or not 0.0 <= offset < 1.0:
-            raise ValueError(f"offset must be in [0, 1), got {offset!r}")
+        offset = check_in_range(offset, "offset", 0, 1, high_open=True)
         self.sizes = sizes
         self.aspect_ratios = aspect_ratios
         self.strides = strides

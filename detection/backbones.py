@@ -17,6 +17,7 @@ the inputs of a feature pyramid network.
 """
 import nn
 from nn import Module
+from nn._checks import check_choice, check_ndim
 
 __all__ = ["BasicBlock", "ResNet", "resnet18", "resnet_small"]
 
@@ -69,8 +70,7 @@ class ResNet(Module):
         super().__init__()
         if len(blocks) != 4 or len(widths) != 4:
             raise ValueError(f"blocks and widths must have 4 entries each, got {blocks} and {widths}")
-        if stem not in ("7x7", "3x3"):
-            raise ValueError(f"stem must be '7x7' or '3x3', got {stem!r}")
+        check_choice(stem, "stem", ("7x7", "3x3"))
         stem_channels = widths[0] if stem_channels is None else stem_channels
         if stem == "7x7":
             self.stem = nn.Sequential(
@@ -94,8 +94,7 @@ class ResNet(Module):
 
     def forward(self, x):
         """``(N, H, W, Cin)`` → list ``[C2, C3, C4, C5]``, ``Ci`` of shape ``(N, H/2**i, W/2**i, widths[i-2])``."""
-        if x.ndim != 4:
-            raise ValueError(f"ResNet expects (N, H, W, C) images, got shape {tuple(x.shape)}")
+        check_ndim(x, "ResNet's input x", 4, "N, H, W, C")
         c2 = self.layer1(self.stem(x))
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)

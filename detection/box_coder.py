@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from nn._checks import check_finite, check_positive
 from nn.tensor import Tensor, as_array, stack
 from detection.boxes import as_boxes
 
@@ -57,13 +58,10 @@ class BoxCoder:
     """
 
     def __init__(self, weights=(1.0, 1.0, 1.0, 1.0), bbox_xform_clip=DEFAULT_BBOX_XFORM_CLIP):
-        weights = tuple(float(w) for w in weights)
-        if len(weights) != 4 or not all(np.isfinite(w) and w > 0 for w in weights):
+        if len(weights) != 4:
             raise ValueError(f"weights must be 4 positive finite numbers, got {weights}")
-        if not np.isfinite(bbox_xform_clip):
-            raise ValueError(f"bbox_xform_clip must be finite, got {bbox_xform_clip}")
-        self.weights = weights
-        self.bbox_xform_clip = float(bbox_xform_clip)
+        self.weights = tuple(check_positive(w, f"weights[{i}]") for i, w in enumerate(weights))
+        self.bbox_xform_clip = check_finite(bbox_xform_clip, "bbox_xform_clip")
 
     def __repr__(self):
         return f"BoxCoder(weights={self.weights}, bbox_xform_clip={self.bbox_xform_clip:.4f})"

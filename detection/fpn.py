@@ -15,6 +15,7 @@ backbone levels enter and how many extra levels follow is configurable.
 """
 import nn
 from nn import Module
+from nn._checks import check_int
 
 __all__ = ["FeaturePyramidNetwork"]
 
@@ -36,8 +37,7 @@ class FeaturePyramidNetwork(Module):
         super().__init__()
         if len(in_channels_list) < 1:
             raise ValueError("in_channels_list must name at least one level")
-        if extra_levels < 0:
-            raise ValueError(f"extra_levels must be >= 0, got {extra_levels}")
+        extra_levels = check_int(extra_levels, "extra_levels", 0)
         self.lateral = nn.ModuleList([nn.Conv2d(c, out_channels, 1) for c in in_channels_list])
         self.smooth = nn.ModuleList(
             [nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels_list]

@@ -21,6 +21,7 @@ a positive.
 """
 import numpy as np
 
+from nn._checks import check_finite
 from nn.tensor import as_array
 
 __all__ = ["Matcher"]
@@ -47,18 +48,12 @@ class Matcher:
     BETWEEN_THRESHOLDS = -2
 
     def __init__(self, high_threshold, low_threshold, allow_low_quality_matches=False):
-        for name, value in (("high_threshold", high_threshold), ("low_threshold", low_threshold)):
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
-                                                                 np.floating)):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-            if not np.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}")
+        self.high_threshold = check_finite(high_threshold, "high_threshold")
+        self.low_threshold = check_finite(low_threshold, "low_threshold")
         if low_threshold > high_threshold:
             raise ValueError(
                 f"low_threshold ({low_threshold}) must be <= high_threshold ({high_threshold})"
             )
-        self.high_threshold = float(high_threshold)
-        self.low_threshold = float(low_threshold)
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
 
     def __repr__(self):

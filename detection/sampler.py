@@ -9,6 +9,7 @@ imbalance differently, with the focal loss).
 """
 import numpy as np
 
+from nn._checks import check_int, check_probability
 from nn.random import get_generator
 from nn.tensor import as_array
 
@@ -30,14 +31,8 @@ class BalancedPositiveNegativeSampler:
     """
 
     def __init__(self, batch_size_per_image, positive_fraction, generator=None):
-        size = batch_size_per_image
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
-            raise ValueError(f"batch_size_per_image must be an integer >= 0, got {size!r}")
-        if not isinstance(positive_fraction, (int, float, np.integer, np.floating)) or not (
-                0.0 <= positive_fraction <= 1.0):
-            raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction!r}")
-        self.batch_size_per_image = int(batch_size_per_image)
-        self.positive_fraction = float(positive_fraction)
+        self.batch_size_per_image = check_int(batch_size_per_image, "batch_size_per_image", 0)
+        self.positive_fraction = check_probability(positive_fraction, "positive_fraction")
         self.generator = generator if generator is None else get_generator(generator)
 
     def __repr__(self):
