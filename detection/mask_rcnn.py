@@ -184,8 +184,9 @@ def paste_masks_in_image(masks, boxes, image_size):
     resolution = masks.shape[1]
     rows = _paste_weights(boxes[:, 1], boxes[:, 3], height, resolution)   # (D, H, r)
     cols = _paste_weights(boxes[:, 0], boxes[:, 2], width, resolution)    # (D, W, r)
-    pasted = np.matmul(np.matmul(rows, masks), cols.transpose(0, 2, 1))   # (D, H, W)
-    return pasted.astype(np.float32)
+    rows, cols = rows.astype(np.float32), cols.astype(np.float32)         # float32 GEMMs
+    pasted = np.matmul(np.matmul(rows, masks.astype(np.float32)), cols.transpose(0, 2, 1))
+    return pasted                                                          # (D, H, W)
 
 
 class MaskRCNN(FasterRCNN):
