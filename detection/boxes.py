@@ -43,8 +43,8 @@ BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 # width is at most 2m, an area 4m², a union (two areas) 8m² — for m = 2**61 that is
 # 2**125 < 2**128 (float32's range); for m = 2**509, 2**1021 < 2**1024 (float64's).
 PRODUCT_SAFE = {np.dtype(np.float32): 2.0 ** 61, np.dtype(np.float64): 2.0 ** 509}
-# The GIoU loss's backward divides by the square of a union (d(a/b)/db = -a / b²), so
-# there the bound is the fourth root of the range: 8m² <= 2**61 for float32 (m = 2**29),
+# The GIoU loss's backward involves a union's square (d(a/b)/db = -a / b²), which must
+# stay within the range, reciprocal included: 8m² <= 2**61 for float32 (m = 2**29),
 # <= 2**509 for float64 (m = 2**253).
 LOSS_SAFE = {np.dtype(np.float32): 2.0 ** 29, np.dtype(np.float64): 2.0 ** 253}
 

@@ -583,7 +583,8 @@ class Div(Function):
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
         ga = unbroadcast(grad / b, a.shape) if ctx.needs_input_grad[0] else None
-        gb = unbroadcast(-grad * a / (b * b), b.shape) if ctx.needs_input_grad[1] else None
+        # -a / b² as -(a / b) / b (PyTorch's form): b² alone under- or overflows sooner
+        gb = unbroadcast(-grad * (a / b) / b, b.shape) if ctx.needs_input_grad[1] else None
         return ga, gb
 
 

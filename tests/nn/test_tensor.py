@@ -461,3 +461,15 @@ def test_axis_in_range_matches_numpy(name, call):
 def test_axis_repeated_or_not_an_int(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call(_x23())
+
+
+@pytest.mark.parametrize("a, b", [(1e-20, 1e-20), (1e20, 3e19), (-3e-30, 1e-25)])
+def test_division_gradient_does_not_overflow_in_the_square_of_the_divisor(a, b):
+    # d(a/b)/db = -a / b² = -(a / b) / b: b² alone under- or overflows float32 here
+    x = nn.Tensor(np.float32([a]), requires_grad=True)
+    y = nn.Tensor(np.float32([b]), requires_grad=True)
+    (x / y).sum().backward()
+    expected = -(np.float64(np.float32(a)) / np.float32(b)) / np.float32(b)
+    assert np.isfinite(y.grad).all() and y.grad.dtype == np.float32
+    np.testing.assert_allclose(y.grad, [expected], rtol=1e-6)
+    np.testing.assert_allclose(x.grad, [1 / np.float64(np.float32(b))], rtol=1e-6)
