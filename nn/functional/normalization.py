@@ -25,7 +25,7 @@ with ``C = 32`` is 1.5-6x slower). The backward passes use the fused closed form
 """
 import numpy as np
 
-from nn._checks import check_finite, check_int, check_non_negative
+from nn._checks import check_array, check_finite, check_int, check_non_negative
 from nn._threads import parallel_rows, parallel_sum
 from nn.tensor import Function, Tensor
 
@@ -211,8 +211,7 @@ def _check_channel_vector(value, name, channels, dtype):
             f"{name} must have shape ({channels},) to match the {channels} channels of x, "
             f"got {array.shape}"
         )
-    if array.dtype.kind != "f":
-        raise TypeError(f"{name} must have a floating-point dtype, got {array.dtype}")
+    check_array(array, name, "float", tensor=False)
     if dtype is not None and array.dtype != dtype:
         raise TypeError(f"{name} has dtype {array.dtype} but x has dtype {dtype}")
     return array
@@ -222,8 +221,7 @@ def _check_input(x, min_ndim, what):
     array = x.data if isinstance(x, Tensor) else np.asarray(x)
     if array.ndim < min_ndim:
         raise ValueError(f"x must be {what}, got shape {array.shape}")
-    if array.dtype.kind != "f":
-        raise TypeError(f"x must have a floating-point dtype, got {array.dtype}")
+    check_array(array, "x", "float", tensor=False)
     return array
 
 

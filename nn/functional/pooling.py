@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nn import _threads
-from nn._checks import check_array, check_bool, check_pair
+from nn._checks import check_array, check_bool, check_int, check_pair
 from nn._threads import parallel_for, split_range
 from nn.functional.upsampling import separable_map, transpose_taps
 from nn.tensor import Function, Tensor
@@ -423,13 +423,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     array = _input_array(x)
     check_array(array, "x", "float", tensor=False)
     geometry = _geometry(array, kernel_size, stride, padding, 1, ceil_mode)
-    if divisor_override is not None and (
-        isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer))
-        or divisor_override == 0
-    ):
-        raise ValueError(
-            f"divisor_override must be a non-zero int or None, got {divisor_override!r}"
-        )
+    if divisor_override is not None and check_int(divisor_override, "divisor_override") == 0:
+        raise ValueError("divisor_override must be a non-zero int or None, got 0")
     return AvgPool2dFunction.apply(
         x, geometry=geometry, count_include_pad=bool(count_include_pad),
         divisor_override=divisor_override,
