@@ -182,7 +182,7 @@ run_dir = os.path.join(OUT_DIR, "run")
 train_config = detector_train_config(DATA_DIR, run_dir, minutes=args.minutes, seed=SEED,
                                      quick=args.quick, eval_at=(1.0,), progress=not args.quick)
 result = train_retinanet(train_config)
-print(f"trained {result['iterations']} iterations in {result['training_seconds']:.0f} s; "
+print(f"trained {result['steps']} steps in {result['train_seconds']:.0f} s; "
       f"val COCO mAP {result['val']['map']:.3f}, AP50 "
       + ", ".join(f"{k} {v:.3f}" for k, v in result["val"]["ap50_per_class"].items()))
 print(f"loss curves: {os.path.join(run_dir, 'loss_curves.png')}")
