@@ -4,7 +4,7 @@ Layout is channels-last: images and feature maps are ``(N, H, W, C)``.
 """
 from nn.tensor import Tensor, Function, no_grad, enable_grad, is_grad_enabled, concat, stack, where
 from nn.random import manual_seed, default_generator
-from nn.gradcheck import gradcheck, GradcheckError
+from nn.gradient_check import gradcheck, GradcheckError
 from nn.modules import *  # noqa: F401,F403  (Module, Parameter, layers)
 from nn import functional  # noqa: F401
 from nn import init  # noqa: F401

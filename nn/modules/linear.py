@@ -5,7 +5,7 @@ import numpy as np
 
 from nn import init
 from nn._checks import check_float_dtype, check_int
-from nn.functional.linear import linear
+from nn.functional.dense import linear
 from nn.modules.module import Module, Parameter
 
 __all__ = ["Linear", "Identity"]

@@ -1,4 +1,4 @@
-"""Tests of nn.functional.activation and nn.functional.linear: values, gradients,
+"""Tests of nn.functional.activation and nn.functional.dense (linear): values, gradients,
 stability, dtypes, bad input, and torch as an oracle."""
 import numpy as np
 import pytest

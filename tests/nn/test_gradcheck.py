@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nn
-from nn.gradcheck import GradcheckError
+from nn.gradient_check import GradcheckError
 from nn.tensor import Function
 
 
@@ -95,7 +95,7 @@ def test_bad_arguments():
 
 
 # ------------------------------------------------------------ coverage
-CORE_MODULES = ["nn.tensor", "nn.functional.activation", "nn.functional.linear", "nn.functional.loss"]
+CORE_MODULES = ["nn.tensor", "nn.functional.activation", "nn.functional.dense", "nn.functional.loss"]
 TESTS = pathlib.Path(__file__).parent
 # Function -> the public call a gradcheck in tests/nn exercises it through.
 COVERED = {

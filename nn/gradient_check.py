@@ -1,5 +1,8 @@
 """Numerical gradient checking: compare backward with central differences.
 
+The function is ``nn.gradcheck`` (PyTorch's name); this module is ``gradient_check`` so
+that ``nn.gradcheck`` names one thing, the function.
+
 For a function ``f`` with output ``y`` we fix a random direction ``v`` (same shape as
 ``y``) and check the gradient of the scalar ``L = sum(v * f(x))``::
 

@@ -1,4 +1,7 @@
-"""Fully connected layer ``y = x W + b`` with the weight stored ``(in_features, out_features)``.
+"""Fully connected ("dense") layer ``y = x W + b``, weight stored ``(in_features, out_features)``.
+
+The public function is ``nn.functional.linear`` (PyTorch's name); the module is called
+``dense`` so that ``nn.functional.linear`` names one thing, the function.
 
 Storing ``W`` as ``(in, out)`` (not PyTorch's ``(out, in)``) makes the forward a plain
 ``x @ W`` and matches the channels-last convention: the last axis of ``x`` is the
