@@ -275,6 +275,7 @@ class Engine:
         self._guard = _InterruptGuard()
         self._iterator = None
         self._bar = None
+        self._clock = None  # (wall start, elapsed before, CPU start, CPU seconds before)
         self._saved_step = None  # the step last.npz holds
 
     # ------------------------------------------------------------------------- the loop
@@ -331,10 +332,14 @@ class Engine:
                          desc=self.kind, unit="step", disable=self.quiet, dynamic_ncols=True)
 
     def _elapsed(self):
+        if self._clock is None:  # no session started
+            return self.state["elapsed"]
         started, before, _, _ = self._clock
         return before + time.perf_counter() - started
 
     def _cpu_seconds(self):
+        if self._clock is None:
+            return self.state["cpu_seconds"]
         _, _, started, before = self._clock
         return before + time.process_time() - started
 
@@ -436,7 +441,8 @@ class Engine:
         evaluation = state["eval_seconds"]
         if self.eval_every:
             seconds_per_step += evaluation / self.eval_every
-        pending = len(self.eval_at) - state["fractions_done"]
+        pending = sum(1 for f in self.eval_at[state["fractions_done"]:]
+                      if f < 1 and f * state["total_steps"] > state["step"])
         budget = 60 * self.minutes - evaluation * (1 + pending)
         total = refit_total_steps(state["total_steps"], state["step"], self._elapsed(), budget,
                                   seconds_per_step)
@@ -576,8 +582,8 @@ class Engine:
             "steps": state["step"],
             "total_steps": state["total_steps"],
             "stopped_by": state["stopped_by"],
-            "train_seconds": round(state["elapsed"], 2),
-            "cpu_seconds": round(state["cpu_seconds"], 2),
+            "train_seconds": round(state["elapsed"], 3),
+            "cpu_seconds": round(state["cpu_seconds"], 3),
             "schedule_refits": state["refits"],
             "best_step": state["best_step"],
             "best": {self.metric: state["best_value"]},
