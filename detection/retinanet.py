@@ -33,6 +33,10 @@ import numpy as np
 
 import nn
 from nn import Module
+from nn._checks import (
+    ArgumentTypeError, check_choice, check_finite, check_in_range, check_int, check_non_negative,
+    check_positive, check_probability,
+)
 from detection.anchors import AnchorGenerator
 from detection.backbones import resnet18, resnet_small
 from detection.box_coder import BoxCoder
@@ -96,18 +100,18 @@ class RetinaNetConfig:
 
         Raises:
             TypeError: a field of the wrong type (a float where an int is needed, a str
-                where a number is needed; bools are not numbers here).
+                where a number is needed; bools are not numbers here). It is
+                ``nn._checks.ArgumentTypeError``, a ValueError as well.
             ValueError: a value out of range, naming the field: counts below their
                 minimum, a non-finite or non-positive ``width_multiplier``, anchor size,
                 scale or ratio, thresholds outside [0, 1], inconsistent levels.
         """
-        _check_int(self.num_classes, "num_classes", 1)
-        if self.backbone not in ("small", "resnet18"):
-            raise ValueError(f"backbone must be 'small' or 'resnet18', got {self.backbone!r}")
-        _check_real(self.width_multiplier, "width_multiplier", positive=True)
-        levels = _check_sequence(self.levels, "levels")
+        check_int(self.num_classes, "num_classes", 1)
+        check_choice(self.backbone, "backbone", ("small", "resnet18"))
+        check_positive(self.width_multiplier, "width_multiplier")
+        levels = _sequence(self.levels, "levels")
         for level in levels:
-            _check_int(level, "levels", 2)
+            check_int(level, "levels", 2)
         if not levels or sorted(levels) != list(levels):
             raise ValueError(f"levels must be increasing integers >= 2, got {self.levels}")
         if any(b - a != 1 for a, b in zip(levels, levels[1:])):
@@ -115,67 +119,44 @@ class RetinaNetConfig:
         if levels[0] > 5:
             raise ValueError(f"levels must include at least one backbone level (2..5), "
                              f"got {self.levels}")
-        _check_int(self.fpn_channels, "fpn_channels", 1)
-        _check_int(self.head_convs, "head_convs", 0)
-        if self.head_norm not in (None, "group"):
-            raise ValueError(f"head_norm must be None or 'group', got {self.head_norm!r}")
+        check_int(self.fpn_channels, "fpn_channels", 1)
+        check_int(self.head_convs, "head_convs", 0)
+        check_choice(self.head_norm, "head_norm", (None, "group"))
         if self.head_norm == "group":
             groups = min(32, self.fpn_channels // 2)
             if groups < 1 or self.fpn_channels % groups:
                 raise ValueError(f"fpn_channels={self.fpn_channels} cannot be split into "
                                  f"min(32, fpn_channels // 2) = {groups} GroupNorm groups")
         for name in ("anchor_sizes", "anchor_scales", "aspect_ratios"):
-            values = _check_sequence(getattr(self, name), name)
+            values = _sequence(getattr(self, name), name)
             if not values:
                 raise ValueError(f"{name} must not be empty")
             for value in values:
-                _check_real(value, name, positive=True)
+                check_positive(value, name)
         if len(self.anchor_sizes) != len(levels):
             raise ValueError(
                 f"anchor_sizes needs one size per level: {len(levels)} levels, "
                 f"{len(self.anchor_sizes)} sizes"
             )
         for name in ("fg_iou", "bg_iou", "score_threshold", "nms_threshold"):
-            _check_real(getattr(self, name), name, low=0.0, high=1.0)
+            check_probability(getattr(self, name), name)
         if not self.bg_iou <= self.fg_iou:
             raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got {self.bg_iou}, {self.fg_iou}")
-        _check_real(self.focal_alpha, "focal_alpha", high=1.0)  # negative: no alpha weighting
-        _check_real(self.focal_gamma, "focal_gamma", low=0.0)
-        if self.box_loss not in ("smooth_l1", "giou"):
-            raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {self.box_loss!r}")
-        _check_real(self.smooth_l1_beta, "smooth_l1_beta", low=0.0)
-        _check_real(self.prior_probability, "prior_probability")
+        check_in_range(self.focal_alpha, "focal_alpha", high=1)  # negative: no alpha weighting
+        check_non_negative(self.focal_gamma, "focal_gamma")
+        check_choice(self.box_loss, "box_loss", ("smooth_l1", "giou"))
+        check_non_negative(self.smooth_l1_beta, "smooth_l1_beta")
+        check_finite(self.prior_probability, "prior_probability")
         if not 0 < self.prior_probability < 1:
             raise ValueError(f"prior_probability must be in (0, 1), got {self.prior_probability}")
-        _check_int(self.topk_per_level, "topk_per_level", 1)
-        _check_int(self.detections_per_image, "detections_per_image", 1)
+        check_int(self.topk_per_level, "topk_per_level", 1)
+        check_int(self.detections_per_image, "detections_per_image", 1)
         return self
 
 
-def _check_int(value, name, low):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-
-
-def _check_real(value, name, low=None, high=None, positive=False):
-    """A finite real number (bools refused), optionally in [low, high] or > 0."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-        raise ValueError(f"{name} must be in {bounds}, got {value}")
-
-
-def _check_sequence(value, name):
+def _sequence(value, name):
     if not isinstance(value, (tuple, list)):
-        raise TypeError(f"{name} must be a tuple or list, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be a tuple or list, got {type(value).__name__}")
     return tuple(value)
 
 
