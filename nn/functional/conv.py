@@ -522,6 +522,13 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_p
 
 
 # ======================================================================== autograd
+def _needed_grads(backward, ctx, grad):
+    """``(dx, dweight, dbias)`` from a kernel's ``backward``, computing only what is needed."""
+    need = ctx.needs_input_grad
+    return backward(np.ascontiguousarray(grad), ctx.cache, need_input_grad=need[0],
+                    need_weight_grad=need[1], need_bias_grad=ctx.has_bias and need[2])
+
+
 class Conv2dFunction(Function):
     """Autograd glue around ``conv2d_forward`` / ``conv2d_backward``."""
 
@@ -540,13 +547,7 @@ class Conv2dFunction(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        need = ctx.needs_input_grad
-        dx, dw, db = conv2d_backward(
-            np.ascontiguousarray(grad), ctx.cache,
-            need_input_grad=need[0], need_weight_grad=need[1],
-            need_bias_grad=ctx.has_bias and need[2],
-        )
-        return dx, dw, db
+        return _needed_grads(conv2d_backward, ctx, grad)
 
 
 class ConvTranspose2dFunction(Function):
@@ -563,13 +564,7 @@ class ConvTranspose2dFunction(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        need = ctx.needs_input_grad
-        dx, dw, db = conv_transpose2d_backward(
-            np.ascontiguousarray(grad), ctx.cache,
-            need_input_grad=need[0], need_weight_grad=need[1],
-            need_bias_grad=ctx.has_bias and need[2],
-        )
-        return dx, dw, db
+        return _needed_grads(conv_transpose2d_backward, ctx, grad)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):

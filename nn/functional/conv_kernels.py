@@ -101,17 +101,9 @@ def _is_plain_gemm(geometry):
 
 
 def im2col_blocked(x, geometry):
-    """The column matrices of a (grouped) convolution, one row per output position,
-    filled in blocks on the library's threads (the same array as ``conv.im2col``).
-
-    Args:
-        x (ndarray[N, H, W, C]): input, float.
-        geometry (ConvGeometry): of the convolution.
-    Returns:
-        ndarray[g, N·Ho·Wo, kh·kw·C/g]: row ``(n, ho, wo)`` of group ``k``
-        holds the window ``x_pad[n, ho·sh + i·dh, wo·sw + j·dw, k·C/g + c]`` ordered
-        ``(i, j, c)``.
-    """
+    """``conv.im2col(x, geometry)`` (the same array, ``(g, N·Ho·Wo, kh·kw·C/g)``), filled
+    in blocks of output rows on the library's threads; a 1x1 stride-1 convolution's
+    columns are the input itself (no copy)."""
     n, _, _, c = x.shape
     kh, kw = geometry.kernel
     ho, wo = geometry.out_hw

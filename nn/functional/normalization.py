@@ -174,6 +174,13 @@ def batch_norm_backward(grad, cache, needs_weight_grad=True, needs_bias_grad=Tru
     )
 
 
+def _empty_input_grads(grad, needs_input_grad):
+    """Zero gradients of ``(x, weight, bias)`` for an empty input (no statistics to use)."""
+    c = grad.shape[-1]
+    zeros = [np.zeros(c, grad.dtype) if need else None for need in needs_input_grad[1:]]
+    return (np.zeros_like(grad), *zeros)
+
+
 class BatchNormFunction(Function):
     """Autograd glue of ``batch_norm``: inputs ``(x, weight, bias)``."""
 
@@ -191,10 +198,8 @@ class BatchNormFunction(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if ctx.cache is None:  # empty input: zero gradients
-            c = grad.shape[-1]
-            zeros = [np.zeros(c, grad.dtype) if need else None for need in ctx.needs_input_grad[1:]]
-            return (np.zeros_like(grad), *zeros)
+        if ctx.cache is None:
+            return _empty_input_grads(grad, ctx.needs_input_grad)
         return batch_norm_backward(
             grad, ctx.cache, ctx.needs_input_grad[1], ctx.needs_input_grad[2] and ctx.has_bias
         )
@@ -385,10 +390,8 @@ class GroupNormFunction(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if ctx.cache is None:  # empty input: zero gradients
-            c = grad.shape[-1]
-            zeros = [np.zeros(c, grad.dtype) if need else None for need in ctx.needs_input_grad[1:]]
-            return (np.zeros_like(grad), *zeros)
+        if ctx.cache is None:
+            return _empty_input_grads(grad, ctx.needs_input_grad)
         return group_norm_backward(
             grad, ctx.cache, ctx.needs_input_grad[1], ctx.needs_input_grad[2] and ctx.has_bias
         )
