@@ -7,3 +7,15 @@ pixels of each plate crop as background, digit or other character
 (``plates.reading``). ``plates.classes`` holds the class maps and the mapping between
 the scenes' ids and each stage's labels.
 """
+
+__all__ = ["PlateReader"]
+
+
+def __getattr__(name):
+    """``plates.PlateReader`` (``plates.reader``), imported on first use: the reader loads
+    both networks' trainers, which ``import plates.classes`` alone should not pay for."""
+    if name == "PlateReader":
+        from plates.reader import PlateReader
+
+        return PlateReader
+    raise AttributeError(f"module 'plates' has no attribute {name!r}")
