@@ -55,8 +55,8 @@ from detection.faster_rcnn import FasterRCNN, FasterRCNNConfig, FastRCNN
 from detection.metrics import mean_average_precision, precision_recall_curve
 from detection.visualize import draw_boxes, draw_masks, plot_pr_curves, save_figure, show_image
 
-__all__ = ["DETECTORS", "TrainConfig", "model_config", "class_names", "build_model",
-           "evaluate", "load_run", "train_rcnn", "build_parser", "main"]
+__all__ = ["DETECTORS", "TrainConfig", "MasksAsTargets", "model_config", "class_names",
+           "build_model", "evaluate", "load_run", "train_rcnn", "build_parser", "main"]
 
 DETECTORS = ("faster_rcnn", "fast_rcnn", "mask_rcnn")
 MEAN = (0.485, 0.456, 0.406)
@@ -202,8 +202,9 @@ def class_names(config):
     return tuple(read_class_names(config.data)[1:])
 
 
-class _WithMasks:
-    """Dataset items with ``target["masks"]``: the ``(M, H, W)`` bool instance masks."""
+class MasksAsTargets:
+    """A dataset whose targets carry ``"masks"``, the ``(M, H, W)`` bool instance masks
+    (a ``VOCDataset(..., return_instance_masks=True)`` renamed for Mask R-CNN)."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -303,7 +304,7 @@ def build_datasets(config, augment_rng):
             raise ValueError(f"dataset {config.data} has no {split} images")
         dataset = _first(dataset, limit)
         if masks:
-            dataset = _WithMasks(dataset)
+            dataset = MasksAsTargets(dataset)
         if config.detector == "fast_rcnn":
             raw = _first(VOCDataset(config.data, split, classes=classes,
                                     transforms=Resize(size)), limit)
@@ -579,7 +580,7 @@ def _test_set(config):
                          transforms=Compose([Resize(size), Normalize(MEAN, STD)]),
                          return_instance_masks=masks)
     if masks:
-        return _WithMasks(dataset)
+        return MasksAsTargets(dataset)
     if config.detector == "fast_rcnn":
         raw = VOCDataset(config.data, "test", classes=classes, transforms=Resize(size))
         proposals, _ = compute_proposals(raw, os.path.join(config.out, "proposals_test.npz"),
