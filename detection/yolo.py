@@ -531,19 +531,27 @@ def postprocess(output, image_size, boxes_per_cell, score_threshold=0.05, nms_th
     """
     boxes, confidence, class_probs = decode_output(output, image_size, boxes_per_cell)
     n = boxes.shape[0]
+    if n == 0:
+        return []
     num_classes = class_probs.shape[-1]
     scores = np.clip(confidence, 0, 1)[..., None] * np.clip(class_probs, 0, 1)[..., None, :]
-    scores = scores.reshape(n, -1)  # (N, S_y·S_x·B·C), order: cell, box, class
-    flat_boxes = boxes.reshape(n, -1, 4)  # (N, S_y·S_x·B, 4)
-    results = []
-    for i in range(n):  # per image: NMS is per image
-        candidates = np.flatnonzero(scores[i] > score_threshold)
-        box_index = candidates // num_classes
-        cand_boxes = clip_boxes_to_image(flat_boxes[i, box_index].astype(np.float32), image_size)
-        cand_scores = scores[i, candidates].astype(np.float32)
-        cand_labels = (candidates % num_classes + 1).astype(np.int64)
-        keep = batched_nms(cand_boxes, cand_scores, cand_labels, nms_threshold)
-        keep = keep[:detections_per_image]
-        results.append({"boxes": cand_boxes[keep], "scores": cand_scores[keep],
-                        "labels": cand_labels[keep]})
-    return results
+    scores = scores.reshape(-1)  # (N·S_y·S_x·B·C,), order: image, cell, box, class
+    candidates = np.flatnonzero(scores > score_threshold)
+    box_index = candidates // num_classes  # into the (N·S_y·S_x·B) boxes
+    per_image = boxes[0].size // 4  # S_y·S_x·B boxes per image
+    image = box_index // per_image
+    cand_boxes = clip_boxes_to_image(boxes.reshape(-1, 4)[box_index].astype(np.float32),
+                                     image_size)
+    cand_scores = scores[candidates].astype(np.float32)
+    cand_labels = (candidates % num_classes + 1).astype(np.int64)
+    # One NMS for the whole batch: a box suppresses only boxes of its image and class.
+    keep = batched_nms(cand_boxes, cand_scores, image * num_classes + cand_labels - 1,
+                       nms_threshold)  # by decreasing score
+    keep = keep[np.argsort(image[keep], kind="stable")]  # by image, then score
+    counts = np.bincount(image[keep], minlength=n)
+    rank = np.arange(len(keep)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep = keep[rank < detections_per_image]
+    cuts = np.cumsum(np.minimum(counts, detections_per_image))[:-1]
+    return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(
+        np.split(cand_boxes[keep], cuts), np.split(cand_scores[keep], cuts),
+        np.split(cand_labels[keep], cuts))]

@@ -286,6 +286,25 @@ def test_postprocess_hand_made_output():
     np.testing.assert_allclose(d["scores"], [0.72, 0.6], rtol=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_postprocess_batch_equals_image_by_image(seed):
+    # One NMS over the batch must give each image exactly its own detections.
+    rng = np.random.default_rng(seed)
+    out = rng.uniform(-0.2, 1.0, (4, 3, 3, 2 * 5 + 2)).astype(np.float32)
+    out[1] = out[0]  # two identical images: no suppression across images
+    for limit in (100, 3):
+        batch = postprocess(out, (48, 48), 2, 0.1, 0.4, detections_per_image=limit)
+        assert len(batch) == 4
+        for i in range(4):
+            [alone] = postprocess(out[i:i + 1], (48, 48), 2, 0.1, 0.4, detections_per_image=limit)
+            for key in ("boxes", "scores", "labels"):
+                np.testing.assert_array_equal(batch[i][key], alone[key])
+            assert len(batch[i]["scores"]) <= limit
+        assert len(batch[0]["scores"]) > 3 or limit == 3
+    np.testing.assert_array_equal(batch[0]["boxes"], batch[1]["boxes"])
+    assert postprocess(np.zeros((0, 3, 3, 12), np.float32), (48, 48), 2) == []
+
+
 # ---------------------------------------------------------------------------- model
 
 def test_model_shapes_loss_and_predict():
