@@ -49,11 +49,11 @@ training image gets S = 16, 16 x 16 x 2 = 512 boxes and 16-px cells. Plates in t
 rendered scenes at 256 px are 32-80 px wide and 7-45 px high, cars 85-256 px: of the
 1098 cars and plates of 400 such scenes (rendered with seed 0), the number that
 share their cell with a larger object (and are dropped) is 108 (9.8%) at S = 7, 93 at
-S = 8, 22 (2.0%) at S = 16 and 7 at S = 32. What S = 16 still costs: two
-plates whose centres are closer than a cell (16 px, less than one plate width, e.g.
-two cars parked side by side far away) lose one of them, and a plate whose centre
-falls in its car's centre cell is lost (the car is larger). Its other cost: 512 predictors of which a
-handful hold an object, so the λnoobj term sums over ~500 boxes (98 in the paper).
+S = 8, 22 (2.0%) at S = 16 and 7 at S = 32. What S = 16 still costs: of two plates
+whose centres are closer than a cell (16 px, less than one plate width; two cars
+parked side by side far away) one may be lost, and so is a plate whose centre falls
+in its car's centre cell (the car is larger). Its other cost: 512 predictors of which
+a handful hold an object, so the λnoobj term sums over ~500 boxes (98 in the paper).
 The paper's two fully connected layers, which give every cell the whole image as
 context, are replaced by convolutions (``stride`` 32 keeps the plain grid of the last
 backbone stage): an FC layer from a 16 x 16 map would not fit a CPU training budget,
