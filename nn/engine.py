@@ -22,9 +22,10 @@ alone the schedule is *stretched to the budget*: the total is unknown until the
 warm-up ends (the warm-up's rates do not depend on it); the warm-up steps are timed,
 the first ``CALIBRATION_SKIP`` aside (first calls allocate), and the total is set so
 that training ends within the budget (``fit_total_steps``). If the machine slows down
-later (other jobs on a shared machine) each evaluation shortens the total again, and
-lengthens it when the steps got faster (``refit_total_steps``). Training stops early
-when the final evaluation would no longer end in time.
+later (other jobs on a shared machine) the total is shortened again before each
+evaluation and every tenth of the budget, and lengthened when the steps got faster
+(``refit_total_steps``). Training stops early when the final evaluation would no
+longer end in time.
 
 **The run directory.** ``last.npz`` (at each evaluation, every ``checkpoint_minutes``,
 at the end and on Ctrl-C) and ``best.npz`` (the evaluation with the best ``metric``)
@@ -76,6 +77,7 @@ LAST, BEST = "last.npz", "best.npz"  # the checkpoints in a run directory
 CALIBRATION_SKIP = 3  # first steps not timed when fitting the total to the budget
 TIME_MARGIN = 0.9  # fraction of the time left that a fitted schedule plans for
 EVALUATION_RESERVE = 1.5  # the final evaluation may take this much longer than the last one
+REFIT_FRACTION = 0.1  # a fitted total is also refitted when this much of the budget passed
 FORMAT = 1  # version of the engine's entry in a checkpoint
 
 
@@ -303,8 +305,6 @@ class Engine:
                 self._fit_to_budget()
                 stop = self._stop_reason()
                 if self._evaluation_due(stop):
-                    if stop is None:
-                        self._refit_to_budget()
                     self._evaluate()
                 if stop is not None:
                     break
@@ -326,7 +326,7 @@ class Engine:
         now = time.perf_counter()
         self._clock = (now, self.state["elapsed"], time.process_time(), self.state["cpu_seconds"])
         self._timer = (now, self.state["step"])  # speed measured from here
-        self._last_save = now
+        self._last_save = self._last_refit = now
         self.model.train()
         self._bar = tqdm(total=self.state["total_steps"], initial=self.state["step"],
                          desc=self.kind, unit="step", disable=self.quiet, dynamic_ncols=True)
@@ -411,47 +411,55 @@ class Engine:
 
     # ------------------------------------------------------------------ time budget
     def _fit_to_budget(self):
-        """A run fitted to the budget: set the total when the warm-up ends."""
+        """A run fitted to the budget: set the total when the warm-up ends; refit it
+        before each evaluation and whenever ``REFIT_FRACTION`` of the budget has passed."""
         state = self.state
-        if not state["fitted"] or state["total_steps"] is not None:
+        if not state["fitted"]:
             return
-        warmup = getattr(self.schedule, "warmup_steps", 0)
-        calibrate = max(warmup, CALIBRATION_SKIP + 1)  # the warm-up's rates need no total
-        if state["step"] == CALIBRATION_SKIP:
-            self._timer = (time.perf_counter(), state["step"])  # first calls allocate: not timed
         started, timed_from = self._timer
-        if state["step"] >= calibrate and state["step"] > timed_from:
-            now = time.perf_counter()
-            total = fit_total_steps(state["step"], self._elapsed(), state["step"] - timed_from,
-                                    now - started, 60 * self.minutes)
-            with self._guard.step():
-                self._set_total(total)
-            tqdm.write(f"steps {timed_from + 1}..{state['step']} took {now - started:.1f} s: "
-                       f"training for {total} steps (--steps {total} repeats the schedule)")
+        if state["total_steps"] is None:
+            warmup = getattr(self.schedule, "warmup_steps", 0)
+            calibrate = max(warmup, CALIBRATION_SKIP + 1)  # the warm-up's rates need no total
+            if state["step"] == CALIBRATION_SKIP:  # first calls allocate: not timed
+                self._timer = (time.perf_counter(), state["step"])
+            elif state["step"] >= calibrate and state["step"] > timed_from:
+                now = time.perf_counter()
+                total = fit_total_steps(state["step"], self._elapsed(),
+                                        state["step"] - timed_from, now - started,
+                                        60 * self.minutes)
+                with self._guard.step():
+                    self._set_total(total)
+                tqdm.write(f"steps {timed_from + 1}..{state['step']} took {now - started:.1f} s: "
+                           f"training for {total} steps (--steps {total} repeats the schedule)")
+            return
+        # The speed: the steps since the last evaluation (which resets the timer). At the
+        # total the run ends: no refit there.
+        now = time.perf_counter()
+        if timed_from < state["step"] < state["total_steps"] and (
+                self._evaluation_due(None)
+                or now - self._last_refit > REFIT_FRACTION * 60 * self.minutes):
+            self._refit(state["step"], (now - started) / (state["step"] - timed_from))
+            self._last_refit = now
 
-    def _refit_to_budget(self):
-        """At an evaluation of a fitted run: refit the total to the time left."""
+    def _refit(self, step, seconds_per_step):
+        """Refit the total to the time left at the speed measured (``refit_total_steps``)."""
         state = self.state
-        started, timed_from = self._timer
-        if not state["fitted"] or state["total_steps"] is None or state["step"] <= timed_from:
-            return
-        seconds_per_step = (time.perf_counter() - started) / (state["step"] - timed_from)
         # The evaluations to come share the budget: one every eval_every steps, those of
-        # eval_at not reached yet, and the final one (held in reserve).
+        # eval_at still ahead, and the final one (held in reserve).
         evaluation = state["eval_seconds"]
         if self.eval_every:
             seconds_per_step += evaluation / self.eval_every
         pending = sum(1 for f in self.eval_at[state["fractions_done"]:]
-                      if f < 1 and f * state["total_steps"] > state["step"])
+                      if f < 1 and f * state["total_steps"] > step)
         budget = 60 * self.minutes - evaluation * (1 + pending)
-        total = refit_total_steps(state["total_steps"], state["step"], self._elapsed(), budget,
+        total = refit_total_steps(state["total_steps"], step, self._elapsed(), budget,
                                   seconds_per_step)
         if total != state["total_steps"]:
             change = "shortened" if total < state["total_steps"] else "lengthened"
             with self._guard.step():
                 self._set_total(total)
                 state["refits"] += 1
-            tqdm.write(f"step {state['step']}: {seconds_per_step:.2f} s per step, {change} to "
+            tqdm.write(f"step {step}: {seconds_per_step:.2f} s per step, {change} to "
                        f"{total} steps")
 
     def _set_total(self, total):
