@@ -693,7 +693,7 @@ def conv2d_forward_blocked(x, weight, bias, geometry, keep_cols=True, input_grad
         x (ndarray[N, H, W, C]): input, float32 or float64.
         weight (ndarray[kh, kw, C/groups, C_out]): HWIO filters, ``x``'s dtype.
         bias (ndarray[C_out] or None): added to every output position.
-        geometry (ConvGeometry): the checked geometry (``conv._conv2d_geometry``).
+        geometry (ConvGeometry): the checked geometry (``conv.conv2d_geometry``).
         keep_cols (bool): keep what ``dW`` needs (the column matrix or the input);
             False saves memory when the weight needs no gradient.
         input_grad (bool): the backward pass will compute ``dx`` too. A stride-1
@@ -808,7 +808,7 @@ def conv_transpose2d_forward_blocked(x, weight, bias, geometry):
         weight (ndarray[kh, kw, C_in, C_out/groups]): filters, ``x``'s dtype.
         bias (ndarray[C_out] or None).
         geometry (ConvGeometry): of the underlying convolution, from ``(H_out, W_out)``
-            to ``(H, W)`` (``conv._conv_transpose2d_geometry``).
+            to ``(H, W)`` (``conv.conv_transpose2d_geometry``).
     Returns:
         tuple: ``y (ndarray[N, H_out, W_out, C_out])`` and a ``ConvTranspose2dCache``.
     """
