@@ -151,6 +151,9 @@ def draw_boxes(target, boxes, labels=None, scores=None, class_names=None, colors
     colors = [to_rgba(colors[i]) for i in shown]
     ax = _axes(target)
     ax.add_collection(_outlines(boxes[shown], colors, linewidth))
+    bottom, top = ax.get_ylim()  # an image's y axis points down: top is the smaller
+    top = min(bottom, top)
+    caption_room = 0.06 * abs(ax.get_ylim()[0] - ax.get_ylim()[1])
     for i, color in zip(shown, colors):             # one caption per box shown
         caption = []
         if labels is not None:
@@ -158,10 +161,21 @@ def draw_boxes(target, boxes, labels=None, scores=None, class_names=None, colors
         if scores is not None:
             caption.append(f"{float(scores[i]):.2f}")
         if caption:
+            # Above the box, or inside it where the box touches the image's top edge
+            # (a caption above would be cut off).
+            inside = float(boxes[i, 1]) - top < caption_room
             ax.text(float(boxes[i, 0]), float(boxes[i, 1]), " ".join(caption), fontsize=fontsize,
-                    color="white", verticalalignment="bottom", clip_on=True,
+                    color="black" if _luminance(color) > 0.6 else "white",
+                    verticalalignment="top" if inside else "bottom",
+                    clip_on=True,
                     bbox={"facecolor": color, "edgecolor": "none", "pad": 1.0, "alpha": 0.8})
     return ax
+
+
+def _luminance(color):
+    """Relative luminance of an RGBA colour (0 black, 1 white): dark or light caption text."""
+    r, g, b = color[:3]
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
 def draw_masks(target, masks, labels=None, colors=None, alpha=0.5, threshold=0.5):

@@ -125,17 +125,22 @@ cls_targets, valid, matched, foreground = model.assign_targets(anchors, [target]
 ignored = ~valid[0]
 print(f"matching: {int(foreground.sum())} foreground, {int(ignored.sum())} ignored, "
       f"{int((valid[0] & ~foreground[0]).sum())} background anchors of {len(anchors)}")
-figure = Figure(figsize=(10, 5))
+# Colours: the ground-truth boxes white (captioned), foreground anchors green,
+# ignored anchors orange: one colour per meaning.
+figure = Figure(figsize=(10, 5.6))
 ax_fg, ax_ig = figure.subplots(1, 2)
 show_image(ax_fg, image)
 draw_anchors(ax_fg, anchors[foreground[0]], color="lime", linewidth=0.8, show_centers=True)
-draw_boxes(ax_fg, target["boxes"], target["labels"], class_names=NAMES, linewidth=2)
-ax_fg.set_title(f"foreground anchors (IoU >= 0.5 or best): {int(foreground.sum())}",
-                fontsize=10)
+draw_boxes(ax_fg, target["boxes"], target["labels"], class_names=NAMES, colors="white",
+           linewidth=2)
+ax_fg.set_title(f"foreground anchors (green; IoU >= 0.5 or the object's best):\n"
+                f"{int(foreground.sum())}; ground truth in white", fontsize=9)
 show_image(ax_ig, image)
 draw_anchors(ax_ig, anchors[ignored], color="orange", linewidth=0.6, show_centers=False)
-draw_boxes(ax_ig, target["boxes"], target["labels"], class_names=NAMES, linewidth=2)
-ax_ig.set_title(f"ignored anchors (0.4 <= IoU < 0.5): {int(ignored.sum())}", fontsize=10)
+draw_boxes(ax_ig, target["boxes"], target["labels"], class_names=NAMES, colors="white",
+           linewidth=2)
+ax_ig.set_title(f"ignored anchors (orange; 0.4 <= IoU < 0.5):\n{int(ignored.sum())}; "
+                f"ground truth in white", fontsize=9)
 save(figure, "07_matching.png")
 
 # %% 3. Focal loss against cross entropy
@@ -202,5 +207,8 @@ for column in range(shown):
     draw_boxes(ax, det["boxes"], det["labels"], det["scores"], class_names=NAMES,
                score_threshold=0.4, linewidth=1.5, fontsize=7)
     ax.set_title(f"{raw.ids[column]}: {int((det['scores'] >= 0.4).sum())} detections", fontsize=9)
+if args.quick:
+    figure.suptitle("--quick: a tiny network trained for seconds, not a trained detector "
+                    "(docs/figures/07_detections.png: the 15-minute run)", color="red")
 save(figure, "07_detections.png")
 print(f"COCO mAP {evaluation['metrics']['map']:.3f} on {len(val)} val images")
