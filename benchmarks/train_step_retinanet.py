@@ -71,7 +71,10 @@ def make_ours():
     return step
 
 
-def make_torch():
+def torch_retinanet():
+    """The plate RetinaNet (``MODEL``) written in torch (NCHW): ``model(x)`` gives
+    ``(cls_logits (N, R, K), box_deltas (N, R, 4))``; ``model.reference`` is ours with the
+    same configuration (for its anchors)."""
     import math
 
     import torch
@@ -193,6 +196,15 @@ def make_torch():
                 box_all.append(box.reshape(n, -1, 4))
             return torch.cat(cls_all, 1), torch.cat(box_all, 1)
 
+    return RetinaNetTorch()
+
+
+def make_torch():
+    import torch
+    import torch.nn.functional as F
+
+    cfg = MODEL
+
     def box_iou(a, b):
         area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
         area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
@@ -231,7 +243,7 @@ def make_torch():
         return (alpha * targets + (1 - alpha) * (1 - targets)) * loss
 
     torch.manual_seed(0)
-    model = RetinaNetTorch()
+    model = torch_retinanet()
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=CONFIG.lr,
                                   weight_decay=CONFIG.weight_decay)
