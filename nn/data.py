@@ -214,7 +214,8 @@ class DataLoader:
         if state["batch"] > len(self):
             raise ValueError(f"DataLoader state: batch {state['batch']} is beyond the "
                              f"{len(self)} batches of an epoch")
-        self.epoch, self.batch, self.seed = int(state["epoch"]), int(state["batch"]), int(state["seed"])
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self.seed = int(state["seed"])
 
 
 def _is_count(value):

@@ -220,7 +220,8 @@ class WarmupCosine(LRScheduler):
     def __init__(self, optimizer, warmup_steps, total_steps=None, final_factor=0.02,
                  start_factor=0.05, last_epoch=-1):
         self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
-        self.total_steps = None if total_steps is None else _check_int("total_steps", total_steps, 1)
+        self.total_steps = (None if total_steps is None
+                            else _check_int("total_steps", total_steps, 1))
         self.final_factor = _check_float("final_factor", final_factor, 0.0, 1.0)
         self.start_factor = _check_float("start_factor", start_factor, 0.0, 1.0)
         if self.start_factor == 0:

@@ -21,8 +21,10 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import nn  # noqa: E402
-from nn.engine import (Engine, add_training_arguments, command_errors, load_checkpoint,  # noqa: E402
-                       parse_training_arguments, positive_float)
+from nn.engine import (  # noqa: E402
+    Engine, add_training_arguments, command_errors, load_checkpoint, parse_training_arguments,
+    positive_float,
+)
 
 KIND = "tiny"
 
