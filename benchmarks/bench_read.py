@@ -140,12 +140,12 @@ def network_cases(side):
         x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
         c = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
 
-        def run(model, inputs):
+        def forward_torch(model, inputs):
             with torch.no_grad():
                 return model(inputs)
 
-        return {"detector forward 1x256x256": lambda: run(detector, x),
-                "U-Net forward 4x40x120": lambda: run(unet, c)}
+        return {"detector forward 1x256x256": lambda: forward_torch(detector, x),
+                "U-Net forward 4x40x120": lambda: forward_torch(unet, c)}
     import nn
     from detection.retinanet import RetinaNet
     from plates.segmenter import build_model
@@ -158,12 +158,12 @@ def network_cases(side):
     unet = build_model(TrainConfig())
     unet.eval()
 
-    def run(model, inputs):
+    def forward(model, inputs):
         with nn.no_grad():
             return model(nn.Tensor(inputs))
 
-    return {"detector forward 1x256x256": lambda: run(detector, images),
-            "U-Net forward 4x40x120": lambda: run(unet, crops)}
+    return {"detector forward 1x256x256": lambda: forward(detector, images),
+            "U-Net forward 4x40x120": lambda: forward(unet, crops)}
 
 
 # ================================================================================ main
