@@ -17,7 +17,7 @@ def test_tutorial_06_quick(tmp_path):
         capture_output=True, text=True, timeout=600, env={**os.environ, "MPLBACKEND": "Agg"},
     )
     assert result.returncode == 0, result.stderr
-    assert "logits (2, 32, 96, 14)" in result.stdout
+    assert "logits (2, 32, 96, 12)" in result.stdout
     folder = tmp_path / "06_unet"
     for name in ("06_data.png", "06_masks_and_reads.png", "06_confusion.png"):
         assert (folder / name).stat().st_size > 10_000, name
