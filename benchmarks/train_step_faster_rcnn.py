@@ -1,43 +1,44 @@
 """One joint training step of Faster R-CNN (RPN + Fast R-CNN head), ours and in PyTorch.
 
 Used by ``python benchmarks/bench_train_step.py --model faster_rcnn``. The configuration
-is the plate detector's: 256x256 scenes, a batch of two images (the paper's), the
-``resnet_small`` backbone with the stride-8 top-down map, nine anchors per location,
-256 RPN anchors and 64 RoIs sampled per image, RoIAlign 7x7 (two samples per bin and
-axis, half-pixel aligned), fc6/fc7 of width 256, AdamW with gradient clipping.
+is the training default (``detection.train_rcnn``: ``TrainConfig`` and ``model_config``):
+256x256 scenes, the batch size, the ``resnet_small`` backbone with the stride-8
+top-down map, nine anchors per location, 256 RPN anchors and 64 RoIs sampled per
+image, RoIPool 7x7, fc6/fc7 of width 256, AdamW with gradient clipping.
 
 A step is: forward of the backbone, the map and the RPN head; RPN matching (IoU 0.7 /
 0.3 plus each object's best anchors), sampling, BCE + smooth-L1; proposals (top-k,
 decoding, clipping, NMS 0.7, top 2000); the ground truth added to the proposals,
-matching (IoU >= 0.5 foreground, [0.1, 0.5) background) and sampling of the RoIs;
-RoIAlign; the head and its cross-entropy + smooth-L1 on the true class's deltas;
+matching (IoU >= 0.5 foreground, below it background) and sampling of the RoIs; RoI
+pooling; the head and its cross-entropy + smooth-L1 on the true class's deltas;
 backward, clipping and the AdamW update.
 
 The torch side is written in torch throughout (NCHW, its fastest layout on CPU)
 except two operators that torch lacks without torchvision, which both sides run with
 detseg's kernels on the same arrays: NMS (``detection.nms.batched_nms``; a greedy NMS
-in torch operations would be a Python loop over boxes) and RoIAlign
-(``nn.functional.roi.roi_align_forward`` / ``roi_align_backward`` wrapped in a
+in torch operations would be a Python loop over boxes) and RoI pooling
+(``nn.functional.roi``'s forward and backward kernels wrapped in a
 ``torch.autograd.Function``). RoIAlign written with torch's ``grid_sample`` at the
 bins' sample points plus a 2x2 average is exact but took 50 ms forward + backward
-for the 128 RoIs of a step against 7 ms for the kernel: it would make torch look
-slow for a reason unrelated to the rest of the step.
+for the 128 RoIs of a batch of two against 7 ms for the kernel: it would make torch
+look slow for a reason unrelated to the rest of the step.
 """
 import numpy as np
 
-from detection.faster_rcnn import FasterRCNNConfig
+from detection.train_rcnn import TrainConfig, model_config
 
-BATCH_SIZE = 2
-IMAGE_SIZE = 256
-LR, WEIGHT_DECAY, CLIP_GRAD = 2e-3, 1e-4, 10.0
-MODEL = FasterRCNNConfig(pooler="align", sampling_ratio=2)
 CLASSES = ("car", "plate")
+CONFIG = TrainConfig()
+BATCH_SIZE, IMAGE_SIZE = CONFIG.batch_size, CONFIG.image_size
+LR, WEIGHT_DECAY, CLIP_GRAD = CONFIG.lr, CONFIG.weight_decay, CONFIG.clip_grad
+MODEL = model_config("faster_rcnn", len(CLASSES), CONFIG.backbone)
 DESCRIPTION = (
     f"Faster R-CNN backbone {MODEL.backbone} (width x{MODEL.width_multiplier:g}), stride-"
     f"{2 ** MODEL.feature_level} map of {MODEL.feature_channels} ch, "
     f"{len(MODEL.anchor_sizes) * len(MODEL.aspect_ratios)} anchors/location, "
     f"RPN {MODEL.rpn_batch_size_per_image} anchors and {MODEL.box_batch_size_per_image} RoIs "
-    f"per image, RoIAlign {MODEL.pool_size}x{MODEL.pool_size}, fc {MODEL.representation_size}, "
+    f"per image, Ro{'IPool' if MODEL.pooler == 'pool' else 'IAlign'} "
+    f"{MODEL.pool_size}x{MODEL.pool_size}, fc {MODEL.representation_size}, "
     f"batch {BATCH_SIZE} x {IMAGE_SIZE}x{IMAGE_SIZE}x3, AdamW + grad clip: forward, targets, "
     f"proposals, losses, backward, step"
 )
@@ -89,7 +90,8 @@ def make_torch():
 
     from detection.faster_rcnn import FasterRCNN
     from detection.nms import batched_nms
-    from nn.functional.roi import roi_align_backward, roi_align_forward
+    from nn.functional.roi import (roi_align_backward, roi_align_forward, roi_pool_backward,
+                                   roi_pool_forward)
 
     cfg = MODEL
 
@@ -260,27 +262,35 @@ def make_torch():
             index = torch.zeros(rois.shape[0], dtype=torch.int64)
         else:
             best, index = box_iou(boxes, rois).max(dim=0)
-        out = torch.where(best >= cfg.box_bg_iou_low, 0, -1)
+        out = torch.where(best >= cfg.box_bg_iou_low, 0, -1)  # bg_iou_low 0: all background
         fg = best >= cfg.box_fg_iou
         if boxes.shape[0]:
             out[fg] = labels[index[fg]]
         return out, index
 
-    class RoIAlign(torch.autograd.Function):
-        """detseg's RoIAlign kernel on torch tensors (NCHW in and out)."""
+    class RoIPooling(torch.autograd.Function):
+        """detseg's RoIPool / RoIAlign kernels on torch tensors (NCHW in and out)."""
 
         @staticmethod
         def forward(ctx, features, boxes, batch_index):
             x = features.detach().permute(0, 2, 3, 1).contiguous().numpy()   # NHWC
-            out, ctx.cache = roi_align_forward(x, boxes.numpy(), batch_index.numpy(),
-                                               (cfg.pool_size, cfg.pool_size), scale,
-                                               cfg.sampling_ratio, aligned=True)
+            size = (cfg.pool_size, cfg.pool_size)
+            boxes, batch_index = boxes.numpy(), batch_index.numpy()
+            if cfg.pooler == "pool":
+                out, argmax = roi_pool_forward(x, boxes, batch_index, size, scale)
+                ctx.saved = (argmax, batch_index, x.shape)
+            else:
+                out, ctx.saved = roi_align_forward(x, boxes, batch_index, size, scale,
+                                                   cfg.sampling_ratio, aligned=True)
             return torch.from_numpy(out).permute(0, 3, 1, 2)
 
         @staticmethod
         def backward(ctx, grad):
             grad = grad.permute(0, 2, 3, 1).contiguous().numpy()
-            grad_x, _ = roi_align_backward(grad, ctx.cache, need_x=True, need_boxes=False)
+            if cfg.pooler == "pool":
+                grad_x = roi_pool_backward(grad, *ctx.saved).astype(np.float32)
+            else:
+                grad_x, _ = roi_align_backward(grad, ctx.saved, need_x=True, need_boxes=False)
             return torch.from_numpy(grad_x).permute(0, 3, 1, 2), None, None
 
     torch.manual_seed(0)
@@ -329,7 +339,7 @@ def make_torch():
             if pos.numel():
                 target[:pos.numel()] = encode(boxes[index[pos]], candidates[pos], (10, 10, 5, 5))
             roi_targets_all.append(target)
-        pooled = RoIAlign.apply(features, torch.cat(rois), torch.cat(
+        pooled = RoIPooling.apply(features, torch.cat(rois), torch.cat(
             [torch.full((len(r),), i) for i, r in enumerate(rois)]))
         cls_logits, box_deltas = model.head(pooled)
         labels = torch.cat(roi_labels)

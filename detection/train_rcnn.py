@@ -27,6 +27,11 @@ Mask R-CNN), ``history.json``, ``metrics.json`` (val and test metrics of the bes
 checkpoint, inference time per image), ``loss_curves.png``, ``detections.png``,
 ``pr_curves.png``.
 
+The models' defaults are the papers'; the runs change one: background RoIs are
+sampled from IoU 0 up (``box_bg_iou_low=0.0``, torchvision's choice) instead of the
+paper's 0.1, which never shows the head a proposal far from every object (see
+``model_config``).
+
 Augmentation (Faster and Mask R-CNN): random rescaling, a random crop and colour
 jitter, no horizontal flip (it mirrors text). Schedule: AdamW, linear warm-up, cosine
 decay to ``final_lr_factor · lr`` fitted to the budget (``nn.optim.WarmupCosine``).
@@ -86,7 +91,10 @@ def model_config(detector, num_classes, backbone="small", quick=False, **overrid
         FasterRCNNConfig or MaskRCNNConfig
     """
     _, config_class = _model_classes(detector)
-    settings = dict(num_classes=num_classes + 1, backbone=backbone)
+    # Background RoIs from IoU 0 (torchvision's) rather than the paper's 0.1: on the
+    # plate scenes, 150 steps of batch 4, seeds 0 and 1, plate AP50 0.138 / 0.112
+    # against 0.073 / 0.058 (box mAP 0.126 / 0.136 against 0.125 / 0.124).
+    settings = dict(num_classes=num_classes + 1, backbone=backbone, box_bg_iou_low=0.0)
     if backbone == "resnet18":
         settings["width_multiplier"] = 0.5
     if detector == "mask_rcnn":
