@@ -141,7 +141,8 @@ class RoIHeads(Module):
 
     def __init__(self, in_channels, num_classes, spatial_scale, pooler="pool", output_size=7,
                  sampling_ratio=2, representation_size=256, fg_iou=0.5, bg_iou_low=0.1,
-                 batch_size_per_image=64, positive_fraction=0.25, box_weights=(10.0, 10.0, 5.0, 5.0),
+                 batch_size_per_image=64, positive_fraction=0.25,
+                 box_weights=(10.0, 10.0, 5.0, 5.0),
                  smooth_l1_beta=1.0 / 9, score_threshold=0.05, nms_threshold=0.5,
                  detections_per_image=100, min_size=1e-2, generator=None):
         super().__init__()
@@ -332,7 +333,7 @@ class RoIHeads(Module):
                                      np.split(labels[kept], splits))]
 
     def predict(self, features, proposals, image_size):
-        """Detections per image: ``forward`` on the proposals without gradients, then ``postprocess``."""
+        """Detections per image: ``forward`` on the proposals (no gradients), ``postprocess``."""
         with nn.no_grad():
             cls_logits, box_deltas = self.forward(features, proposals)
         return self.postprocess(cls_logits.data, box_deltas.data, proposals, image_size)

@@ -162,7 +162,7 @@ class RegionProposalNetwork(Module):
                 f"aspect_ratios={self.anchor_generator.aspect_ratios[0]}")
 
     def forward(self, feature):
-        """``objectness`` Tensor ``(N, H·W·A)`` logits and ``box_deltas`` Tensor ``(N, H·W·A, 4)``."""
+        """``objectness`` Tensor ``(N, H·W·A)`` (logits), ``box_deltas`` Tensor ``(N, H·W·A, 4)``."""
         return self.head(feature)
 
     def anchors(self, image_size, feature_size):

@@ -1,4 +1,4 @@
-"""Train the R-CNN family from scratch on a Pascal VOC dataset: Faster R-CNN, Fast R-CNN, Mask R-CNN.
+"""Train the R-CNN family from scratch on a Pascal VOC dataset: Faster, Fast and Mask R-CNN.
 
 Command::
 

@@ -54,10 +54,9 @@ def test_joint_loss_backpropagates_into_every_part():
     losses = model.loss(images, targets)
     for key in ("rpn_objectness", "rpn_box_regression", "classification", "box_regression"):
         assert np.isfinite(losses[key].item())
-    np.testing.assert_allclose(
-        losses["loss"].item(), sum(losses[k].item() for k in ("rpn_objectness", "rpn_box_regression",
-                                                               "classification", "box_regression")),
-        rtol=1e-6)
+    terms = ("rpn_objectness", "rpn_box_regression", "classification", "box_regression")
+    np.testing.assert_allclose(losses["loss"].item(), sum(losses[k].item() for k in terms),
+                               rtol=1e-6)
     assert losses["rpn_num_positive"] >= 2 and losses["num_foreground"] >= 2
     losses["loss"].backward()
     for name in ("features.backbone.stem.0.weight", "rpn.head.objectness.weight",
@@ -74,7 +73,8 @@ def test_proposals_are_constants_for_the_head():
     losses = model.loss(images, targets)
     (losses["classification"] + losses["box_regression"]).backward()
     params = dict(model.named_parameters())
-    for name in ("rpn.head.objectness.weight", "rpn.head.box_deltas.weight", "rpn.head.conv.weight"):
+    for name in ("rpn.head.objectness.weight", "rpn.head.box_deltas.weight",
+                 "rpn.head.conv.weight"):
         assert params[name].grad is None or not np.any(params[name].grad), name
     assert np.abs(params["features.neck.smooth.weight"].grad).sum() > 0
 
@@ -109,10 +109,19 @@ def test_predict_restores_mode_and_threshold():
     assert all(len(p["boxes"]) == 100 for p in predictions)  # threshold 0: the full 100
     assert all(np.all(np.diff(p["scores"]) <= 0) for p in predictions)
     assert all(np.all((p["labels"] >= 1) & (p["labels"] <= 2)) for p in predictions)
-    # at test time at most 300 proposals per image
+    assert model.rpn.training and model.roi_heads.training
+
+
+def test_training_and_test_proposal_counts():
+    nn.manual_seed(0)
+    model = FasterRCNN(tiny_config(rpn_pre_nms_top_n=(400, 200), rpn_post_nms_top_n=(50, 10)))
+    images, _ = batch()
+    model.train()
     _, proposals, scores = model.proposals(images)
-    assert all(len(b) <= 300 for b in proposals)
-    assert not model.training or model.rpn.training
+    assert [len(b) for b in proposals] == [50, 50] and [len(s) for s in scores] == [50, 50]
+    model.eval()
+    _, proposals, _ = model.proposals(images)
+    assert [len(b) for b in proposals] == [10, 10]
 
 
 def test_bad_input_raises_before_any_work():

@@ -154,7 +154,8 @@ def postprocess_loop(heads, cls_logits, box_deltas, rois, image_size):
             keep = [j for j in range(len(boxes)) if probs[j, c] > heads.score_threshold
                     and min(boxes[j, 2] - boxes[j, 0], boxes[j, 3] - boxes[j, 1]) >= heads.min_size]
             kept = nms(boxes[keep], probs[keep, c].astype(np.float32), heads.nms_threshold)
-            found += [(float(np.float32(probs[keep[j], c])), c, tuple(boxes[keep[j]])) for j in kept]
+            found += [(float(np.float32(probs[keep[j], c])), c, tuple(boxes[keep[j]]))
+                      for j in kept]
         found.sort(key=lambda item: -item[0])
         out.append(found[:heads.detections_per_image])
         start = stop

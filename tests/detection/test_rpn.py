@@ -155,7 +155,6 @@ def test_loss_gradient_matches_finite_differences():
 
 
 def test_sampler_fractions():
-    rng = np.random.default_rng(0)
     rpn = make_rpn(in_channels=4, anchor_sizes=(8, 16, 32), aspect_ratios=(0.5, 1.0, 2.0),
                    generator=0)
     anchors = rpn.anchors((256, 256), (32, 32))
@@ -173,7 +172,6 @@ def test_sampler_fractions():
     assert 1 <= few_positives < 10
     assert losses["num_positive"] == 128 + few_positives
     assert losses["num_sampled"] == 512
-    del rng
 
 
 def make_proposal_case(seed, n=2, pre=(50, 30), post=(20, 10), threshold=0.7):
