@@ -12,7 +12,7 @@ Cases:
 - **read**: ``load_image`` (JPEG decode), ``PlateReader.read`` (letterbox, detector,
   plate crops from the full frame, one U-Net batch, ``read_plate``, masks mapped back)
   and the ``plates.json`` entry serialized, on a rendered 1024x1024 street scene (with
-  ``--run``: the run's first test scene with a plate, read by its networks). Without a
+  ``--run``: the run's first test scene where its networks report a plate). Without a
   run the networks are freshly initialised, the detector's plate bias raised so that it
   reports ``--plates`` plates (an untrained U-Net finds no character: reading costs a
   little less than with a trained one). Also timed alone: the detector's step
@@ -64,19 +64,21 @@ def _fresh_reader(plates):
                        config.crop_padding, config.read_min_area, max_plates=plates)
 
 
-def _scene(run_dir, folder):
-    """A 1024x1024 JPEG: the run's first test scene with a plate, or a rendered scene."""
+def _scene(run_dir, folder, reader):
+    """A 1024x1024 JPEG: the run's first test scene where ``reader`` reports a plate (of
+    the first 20; else the first), or a rendered scene with a plate."""
     if run_dir:
         from detection.datasets.voc import VOCDataset
+        from plates.reader import load_image
 
         config = json.load(open(os.path.join(run_dir, "lab.json")))["config"]
         root = os.path.join(config.get("data") or os.path.join(run_dir, "data"),
                             f"scenes{config['image_size']}")
-        dataset = VOCDataset(root, "test", classes=("plate",))
-        for i in range(len(dataset)):
-            if len(dataset.load_target(i)["boxes"]):
-                return dataset._records[i]["image_path"]
-        return dataset._records[0]["image_path"]
+        paths = [record["image_path"] for record in VOCDataset(root, "test")._records]
+        for path in paths[:20]:
+            if reader.read(load_image(path)).plates:
+                return path
+        return paths[0]
     from PIL import Image
 
     from plates.synthetic import render_scene
@@ -96,7 +98,7 @@ def read_cases(run_dir, plates, folder):
     from plates.reader import PlateReader, annotate, load_image
 
     reader = PlateReader.from_run(run_dir) if run_dir else _fresh_reader(plates)
-    path = _scene(run_dir, folder)
+    path = _scene(run_dir, folder, reader)
     image = load_image(path)
     reading = reader.read(image)
     boxes = reading.detections["boxes"][reader.plate_boxes(reading.detections)]

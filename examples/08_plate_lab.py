@@ -51,7 +51,7 @@ args = parser.parse_args()
 
 OUT_DIR = os.path.join(args.out, "08_plate_lab")
 RUN_DIR = os.path.join(OUT_DIR, "run")
-NUM_IMAGES = 300  # the full lab renders 2000; a short run needs fewer
+NUM_IMAGES = 300  # the full lab renders 1500; a short run needs fewer
 os.makedirs(OUT_DIR, exist_ok=True)
 
 

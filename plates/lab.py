@@ -25,10 +25,14 @@ report. ``run`` does all of it, stage by stage:
    (``plates.report``).
 
 The budget. ``--minutes`` is the training time of both stages together (default
-``DEFAULT_MINUTES``); rendering, loading and evaluating come on top. On the project's
-2-core machine the default run (``DEFAULT_IMAGES`` scenes, 15 minutes of training)
-takes about 25 minutes in a fresh clone: see ``docs``/the report's timing table for the
-measured figures of a run.
+``DEFAULT_MINUTES``: 10 minutes detector, 5 segmenter); rendering, loading and
+evaluating come on top, in proportion to the scenes. Measured on the project's 2-core
+machine under a load of 5-6 (other jobs), ``--minutes 3 --num-images 300``: rendering
+80 s (0.27 s a scene), the small copy 6 s, detector 128 s (120 s training), segmenter
+85 s (11 s reading its crops, 60 s training), evaluation 16 s (30 val + 30 test
+scenes), report 6 s: 5.3 minutes. Scaled to the default 1500 scenes: about 26 minutes
+under that load (rendering ~7, training 15, the rest ~4), about 20 on a quiet machine;
+the report's timing table has the figures of each run.
 
 Resuming. ``lab.json`` in the run directory holds the configuration and what each
 stage did (seconds, sessions). ``--resume`` continues with the saved configuration: a
@@ -67,7 +71,7 @@ __all__ = ["LabConfig", "STAGES", "LAB_FILE", "METRICS_FILE", "EVALUATION_DIR",
            "DEFAULT_IMAGES", "DEFAULT_MINUTES", "DETECTOR_SHARE", "write_detector_copy",
            "machine_info", "run", "main"]
 
-DEFAULT_IMAGES = 2000  # scenes rendered: 1600 / 200 / 200
+DEFAULT_IMAGES = 1500  # scenes rendered: 1200 / 150 / 150 (rendering is ~1/4 of the run)
 DEFAULT_MINUTES = 15.0  # training budget of both stages
 DETECTOR_SHARE = 2 / 3  # of the budget: 10 minutes detector, 5 minutes segmenter
 IMAGE_SIZE, DETECTOR_SIZE = 1024, 256

@@ -111,7 +111,8 @@ def _figure(run_dir, relative, caption, width=r"\textwidth"):
         return rf"\emph{{(Figure \texttt{{{escape(relative)}}} is not in the run.)}}" + "\n"
     path = relative.replace(os.sep, "/")
     return "\n".join([r"\begin{figure}[H]", r"\centering",
-                      rf"\includegraphics[width={width}]{{{path}}}",
+                      rf"\includegraphics[width={width},height=0.82\textheight,"
+                      rf"keepaspectratio]{{{path}}}",
                       rf"\caption{{{caption}}}", r"\end{figure}"])
 
 
@@ -628,18 +629,76 @@ def _cell(value):
     return escape(value)
 
 
+def _compare_tables(comparison):
+    """The tables and the summary of a ``python -m plates compare`` file (``plates.compare``)."""
+    from plates.compare import budget_text, summarize
+
+    parts = ["Each stage was trained again with a ResNet-18 network on this run's data, "
+             "everything else equal (\\texttt{python -m plates compare}): in the same time "
+             "budget, and in as many steps as the small network took. Accuracy is measured on "
+             "the held-out test scenes (the detector on its small copy, the segmenter on crops "
+             "of the true plate boxes); parameters are counted on the models; a training step "
+             "and inference are timed with the two networks alternating call by call in one "
+             "process (medians). Rows marked $^*$ reuse a run that already had the "
+             "configuration (the lab's own networks, or the time run that ended at that step)."]
+    if not comparison.get("complete"):
+        parts.append(r"\emph{The comparison is not finished: the rows below are those done.}")
+    for task in comparison.get("tasks", []):
+        rows = [r for r in comparison.get("rows", []) if r.get("task") == task]
+        if not rows:
+            continue
+        unit = escape(rows[0].get("inference_unit") or "")
+        header = ["network", "budget", "steps", "training", "parameters", "step ms",
+                  f"inference ms / {unit}"]
+        if task == "detector":
+            names = list(dict.fromkeys(k for r in rows
+                                       for k in (r["test"].get("ap50_per_class") or {})))
+            header += ["mAP"] + [f"AP50 {escape(name)}" for name in names]
+        else:
+            header += ["mean IoU", "read exactly"]
+        body = []
+        for r in rows:
+            test = r["test"]
+            cells = [escape(r["label"]) + (r"$^*$" if r.get("reused") else ""),
+                     escape(budget_text(r)), _int(r.get("steps")),
+                     escape(_minutes(r.get("train_seconds"))), _int(r.get("parameters")),
+                     _num(r.get("step_ms"), 0), _num(r.get("inference_ms"), 0)]
+            if task == "detector":
+                cells += [_num(test.get("map"))] + [
+                    _num((test.get("ap50_per_class") or {}).get(name)) for name in names]
+            else:
+                cells += [_num(test.get("mean_iou")), _pct(test.get("read_exact"))]
+            body.append(cells)
+        if task == "detector":
+            caption = ("Detector: RetinaNet, small backbone against ResNet-18 (test split of "
+                       "the small copy).")
+        else:
+            shifts = ", five shifted passes" if rows[0]["test"].get("tta") else ""
+            caption = ("Segmenter: U-Net against the U-Net with a ResNet-18 encoder (test "
+                       f"plates, true boxes{shifts}).")
+        parts.append(_table(header, body, caption, align="l" + "r" * (len(header) - 1))
+                     .replace(r"\begin{tabular}", r"\resizebox{\textwidth}{!}{\begin{tabular}")
+                     .replace(r"\end{tabular}", r"\end{tabular}}"))
+    parts.append(r"\paragraph{What the numbers say.} "
+                 + " ".join(escape(sentence) for sentence in summarize(comparison)))
+    return parts
+
+
 def _comparison_section(run):
     parts = [r"\section{Comparison with a ResNet backbone}"]
     comparison = run.comparison
     if comparison is None:
         parts.append(
             "The lab's extra asks for a comparison with a ResNet. This run holds no "
-            f"\\texttt{{{COMPARISON_FILE}}}: the comparison has not been run. It trains the "
-            "detector with the ResNet-18 layout instead of the small backbone "
-            "(\\texttt{python -m plates.train\\_detector --backbone resnet18}) and writes "
-            f"its figures to \\texttt{{{escape(os.path.join(run.dir, COMPARISON_FILE))}}}; "
-            f"then \\texttt{{python -m plates report --run {escape(run.dir)}}} adds them here.")
+            f"\\texttt{{{COMPARISON_FILE}}}: the comparison has not been run. "
+            f"\\texttt{{python -m plates compare --run {escape(run.dir)}}} trains both stages "
+            "again with ResNet-18 (the detector's backbone, the U-Net's encoder) in the same "
+            "time and in the same number of steps, and writes "
+            f"\\texttt{{{escape(os.path.join(run.dir, COMPARISON_FILE))}}}; "
+            f"then \\texttt{{python -m plates report --run {escape(run.dir)}}} adds it here.")
         return "\n\n".join(parts)
+    if isinstance(comparison, dict) and comparison.get("kind") == "plates-compare":
+        return "\n\n".join(parts + _compare_tables(comparison))
     parts.append(f"From \\texttt{{{COMPARISON_FILE}}} in the run directory.")
     rows = comparison.get("rows") if isinstance(comparison, dict) else None
     if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):

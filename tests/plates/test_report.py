@@ -81,7 +81,7 @@ def test_the_report_of_a_quick_run(tmp_path_factory):
     assert f"{100 * end['read_exact']:.1f}\\% ({end['read']})" in tex
     parameters = f"{detector['parameters']:,}".replace(",", "\\,")
     assert f"\\textbf{{{parameters}}}" in tex  # the table's total equals the trained model's
-    assert "includegraphics[width=\\textwidth]{detector/loss_curves.png}" in tex
+    assert "keepaspectratio]{detector/loss_curves.png}" in tex
     if shutil.which("pdflatex"):
         assert os.path.getsize(run_dir / f"{REPORT_NAME}.pdf") > 20_000
 
