@@ -32,6 +32,7 @@ chosen on the validation scenes).
 """
 import dataclasses
 import json
+import math
 import os
 from numbers import Real
 
@@ -304,7 +305,11 @@ class Reading:
 
 
 def _rounded(box):
-    return [round(float(v), 2) for v in box]
+    """A box to two decimals, rounded outwards: a thin box stays non-empty and a box
+    inside the photo (integer sides) stays inside."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [math.floor(x1 * 100) / 100, math.floor(y1 * 100) / 100,
+            math.ceil(x2 * 100) / 100, math.ceil(y2 * 100) / 100]
 
 
 def read_characters(class_map, window, crop_size, image_shape, min_area=1):

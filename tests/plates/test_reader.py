@@ -13,7 +13,7 @@ from detection.retinanet import RetinaNet
 from plates import reader as reader_module
 from plates.classes import SEGMENTER_CHAR
 from plates.crops import crop_windows
-from plates.reader import (Character, PlateReader, annotate, letterbox, load_image,
+from plates.reader import (Character, Plate, PlateReader, Reading, annotate, letterbox, load_image,
                            pixel_owners, read_characters, resize_longer_side, save_annotated,
                            window_indices)
 from plates.segmenter import build_model
@@ -357,6 +357,17 @@ def test_annotate_tints_the_masks_and_draws_the_boxes(tiny_reader, monkeypatch, 
     assert os.listdir(tmp_path) == ["a.jpg"]
     with pytest.raises(ValueError, match="reading"):
         annotate(np.zeros((10, 10, 3), np.uint8), reading)
+
+
+def test_json_boxes_are_rounded_outwards():
+    char = Character(box=np.array([1.0012, 0.0, 1.0049, 7.001], np.float32), label="5",
+                     score=0.5, row=0, mask=np.zeros((1, 1), bool), mask_origin=(1, 0))
+    plate = Plate(box=np.array([0.004, 0.5, 8.0, 8.0], np.float32), score=0.9, text="5",
+                  characters=[char], window=np.zeros(4, np.float32), crop=None, class_map=None)
+    entry = Reading(width=8, height=8, plates=[plate], detections={}).to_json("p.png")
+    assert entry["plates"][0]["box"] == [0.0, 0.5, 8.0, 8.0]
+    assert entry["plates"][0]["characters"][0]["box"] == [1.0, 0.0, 1.01, 7.01]
+    check_plates_json({"images": [entry]}, {"p.png": (8, 8)})
 
 
 def test_full_mask_of_a_character():
