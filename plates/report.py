@@ -88,17 +88,20 @@ def _minutes(seconds):
     return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
-def _table(header, rows, caption, align=None, label=None):
+def _table(header, rows, caption, align=None, label=None, fit=False):
     """A booktabs table; cells are LaTeX already (escape strings before). ``header`` None:
-    no header row (a two-column list of values)."""
+    no header row (a two-column list of values); ``fit``: scaled to the text width."""
     columns = len(header) if header else len(rows[0])
     align = align or "l" + "r" * (columns - 1)
-    lines = [r"\begin{table}[H]", r"\centering", r"\small", rf"\begin{{tabular}}{{{align}}}",
-             r"\toprule"]
+    lines = [r"\begin{table}[H]", r"\centering", r"\small"]
+    if fit:
+        lines.append(r"\resizebox{\textwidth}{!}{%")
+    lines += [rf"\begin{{tabular}}{{{align}}}", r"\toprule"]
     if header:
         lines += [" & ".join(header) + r" \\", r"\midrule"]
     lines += [" & ".join(str(c) for c in row) + r" \\" for row in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}"]
+    lines += [r"\bottomrule", r"\end{tabular}" + ("}" if fit else ""),
+              rf"\caption{{{caption}}}"]
     if label:
         lines.append(rf"\label{{{label}}}")
     lines.append(r"\end{table}")
@@ -702,10 +705,11 @@ def _comparison_section(run):
     parts.append(f"From \\texttt{{{COMPARISON_FILE}}} in the run directory.")
     rows = comparison.get("rows") if isinstance(comparison, dict) else None
     if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
-        header = list(dict.fromkeys(k for r in rows for k in r))
-        body = [[_cell(r.get(k, "")) for k in header] for r in rows]
+        flat = [dict(_flatten(r)) for r in rows]
+        header = list(dict.fromkeys(k for r in flat for k in r))
+        body = [[_cell(r.get(k, "")) for k in header] for r in flat]
         parts.append(_table([escape(h) for h in header], body, "The comparison.",
-                            align="l" * len(header)))
+                            align="l" * len(header), fit=len(header) > 6))
     else:
         pairs = _flatten(comparison)
         body = [(escape(k), _cell(v)) for k, v in pairs
