@@ -65,6 +65,7 @@ from plates.evaluate import EVALUATION_FILE, choose_plate_threshold, evaluate_re
 from plates.reader import (DETECTOR_DIR, READER_FILE, SEGMENTER_DIR, PlateReader, load_image,
                            resize_longer_side, save_annotated)
 from plates.train_detector import DETECTOR_CLASSES, detector_train_config
+from plates.report import LatexError
 from plates.train_segmenter import TrainConfig, quick_config, train_digit_segmenter
 
 __all__ = ["LabConfig", "STAGES", "LAB_FILE", "METRICS_FILE", "EVALUATION_DIR",
@@ -510,7 +511,7 @@ def main(args):
     except (FileExistsError, NotADirectoryError, _NoRun) as exc:
         print(f"plates run: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # pdflatex failed on the report
+    except LatexError as exc:
         print(f"plates run: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -25,12 +25,16 @@ import time
 
 import numpy as np
 
-__all__ = ["REPORT_NAME", "COMPARISON_FILE", "escape", "build_report", "write_report",
-           "compile_report", "main"]
+__all__ = ["REPORT_NAME", "COMPARISON_FILE", "LatexError", "escape", "build_report",
+           "write_report", "compile_report", "main"]
 
 REPORT_NAME = "Report.7.Detection.Segmentation"
 COMPARISON_FILE = "comparison.json"
 PDFLATEX_TIMEOUT = 300  # seconds per pass
+
+class LatexError(RuntimeError):
+    """pdflatex failed on the report (the end of its log in the message)."""
+
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
             "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
@@ -788,7 +792,7 @@ def compile_report(run_dir, quiet=True):
     Returns:
         str: the PDF's path.
     Raises:
-        FileNotFoundError: no ``pdflatex``. RuntimeError: pdflatex failed (the end of its
+        FileNotFoundError: no ``pdflatex``. LatexError: pdflatex failed (the end of its
         log in the message).
     """
     pdflatex = shutil.which("pdflatex")
@@ -800,7 +804,7 @@ def compile_report(run_dir, quiet=True):
                               errors="replace", timeout=PDFLATEX_TIMEOUT, check=False)
         if done.returncode != 0:
             tail = "\n".join(done.stdout.splitlines()[-25:])
-            raise RuntimeError(f"pdflatex failed on {os.path.join(run_dir, REPORT_NAME)}.tex "
+            raise LatexError(f"pdflatex failed on {os.path.join(run_dir, REPORT_NAME)}.tex "
                                f"(status {done.returncode}):\n{tail}")
     if not quiet:
         print(f"built {os.path.join(run_dir, REPORT_NAME)}.pdf")
@@ -814,7 +818,7 @@ def write_report(run_dir, compile_pdf=True, quiet=True):
     Returns:
         dict: ``tex`` (path), ``pdf`` (path or None), ``compiled`` (bool), ``message``.
     Raises:
-        FileNotFoundError: ``run_dir`` is no directory. RuntimeError: pdflatex failed.
+        FileNotFoundError: ``run_dir`` is no directory. LatexError: pdflatex failed.
     """
     from nn.io import atomic_write_text
 
@@ -853,7 +857,7 @@ def main(args):
     except FileNotFoundError as exc:
         print(f"plates report: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
+    except LatexError as exc:
         print(f"plates report: {exc}", file=sys.stderr)
         return 1
     print(result["message"])

@@ -115,3 +115,14 @@ def test_the_report_of_a_run_not_trained_yet(tmp_path):
     result = write_report(run_dir, compile_pdf=shutil.which("pdflatex") is not None)
     assert os.path.isfile(result["tex"])
     assert main(["report", "--run", str(tmp_path / "missing")]) == 2
+
+
+def test_a_latex_error_is_reported_with_its_log(tmp_path, monkeypatch, capsys):
+    require_pdflatex()
+    from plates import report
+
+    monkeypatch.setattr(report, "build_report", lambda run_dir: (
+        "\\documentclass{article}\\begin{document}\\notacommand\\end{document}\n"))
+    assert main(["report", "--run", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert "pdflatex failed" in error and "notacommand" in error
