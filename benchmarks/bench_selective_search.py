@@ -8,14 +8,17 @@ Run as a script::
 
 Prints, for the scenes ``plates.synthetic.render_scene(np.random.default_rng(1000 + i))``:
 
-- the time of ``selective_search`` per image (median and mean) and its proposal count;
+- the time of ``selective_search`` per image, wall clock and CPU time of this process
+  (median and mean), and its proposal count;
 - recall at IoU 0.5 and 0.7 of the cars and of the plates (a ground-truth box is found
   when some proposal among the first N overlaps it that much) for several N;
-- the time of ``felzenszwalb`` against ``skimage.segmentation.felzenszwalb`` on the same
-  images (HSV, k = 50 and 100, the "fast" mode's segmentations), measured alternately in
-  one process, as a ratio of medians, and whether the two partitions were equal.
+- the CPU time of ``felzenszwalb`` against ``skimage.segmentation.felzenszwalb`` on the
+  same images (HSV, k = 50 and 100, the "fast" mode's segmentations), measured
+  alternately in one process, as a ratio of medians, and whether the two partitions
+  were equal.
 
-The machine is shared: single timings are noisy, the ratio less so.
+The machine is shared: wall-clock times grow with its load, CPU times much less, the
+ratio least.
 """
 import argparse
 import os
@@ -53,7 +56,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     count = 4 if args.quick else args.images
 
-    times, sizes = [], []
+    times, cpu_times, sizes = [], [], []
     overlaps = {"car": [], "plate": []}
     segment_times = {"ours": [], "skimage": []}
     equal = []
@@ -63,9 +66,10 @@ def main(argv=None):
         skimage_felzenszwalb = None
     for i in range(count):
         image, objects, _, _ = render_scene(np.random.default_rng(1000 + i), IMAGE_SIZE)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         proposals = selective_search(image, mode=args.mode)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu)
         sizes.append(proposals.shape[0])
         for name in overlaps:
             truth = np.array([o["bbox"] for o in objects if o["name"] == name],
@@ -74,17 +78,19 @@ def main(argv=None):
         if skimage_felzenszwalb is not None:
             hsv = convert_colour(image / 255.0, "hsv")
             for k in (50, 100):
-                start = time.perf_counter()
+                start = time.process_time()
                 ours = felzenszwalb(hsv, scale=k, sigma=0.8, min_size=k)
-                segment_times["ours"].append(time.perf_counter() - start)
-                start = time.perf_counter()
+                segment_times["ours"].append(time.process_time() - start)
+                start = time.process_time()
                 theirs = skimage_felzenszwalb(hsv, scale=k, sigma=0.8, min_size=k)
-                segment_times["skimage"].append(time.perf_counter() - start)
+                segment_times["skimage"].append(time.process_time() - start)
                 equal.append(bool(np.array_equal(ours, theirs)))
 
     print(f"selective_search(mode={args.mode!r}) on {count} scenes of {IMAGE_SIZE} px")
-    print(f"  time per image: median {np.median(times):.2f} s, mean {np.mean(times):.2f} s; "
-          f"proposals: median {int(np.median(sizes))}, max {max(sizes)}")
+    print(f"  time per image: wall median {np.median(times):.2f} s, mean {np.mean(times):.2f} s; "
+          f"CPU median {np.median(cpu_times):.2f} s, mean {np.mean(cpu_times):.2f} s; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"  proposals: median {int(np.median(sizes))}, max {max(sizes)}")
     header = "  ".join(f"N={n:>4}" for n in PROPOSAL_COUNTS)
     for name, per_image in overlaps.items():
         best = np.concatenate(per_image, axis=1)                      # (len(counts), G)
@@ -97,7 +103,7 @@ def main(argv=None):
         print("  scikit-image not installed: no felzenszwalb comparison")
     else:
         ours, theirs = np.median(segment_times["ours"]), np.median(segment_times["skimage"])
-        print(f"  felzenszwalb (HSV, k=50/100): ours {ours * 1e3:.0f} ms, scikit-image "
+        print(f"  felzenszwalb (HSV, k=50/100), CPU: ours {ours * 1e3:.0f} ms, scikit-image "
               f"{theirs * 1e3:.0f} ms, ratio {ours / theirs:.2f}; equal partitions "
               f"{sum(equal)}/{len(equal)}")
 

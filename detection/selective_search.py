@@ -40,7 +40,12 @@ the first edge that touches a component an earlier edge of the same chunk has me
 Two facts make the chunks long: an edge inside one component is skipped whatever
 happened before it, and a component that rejected an edge never merges again (the
 paper's Lemma 1: every later edge is at least as heavy), so edges touching it are
-decided for good. The result is the sequential algorithm's, edge for edge.
+decided for good. Where merges chain through growing regions (most of the lightest
+edges), rounds keep few edges; those chunks go to a scalar loop over the edges still
+open (arrays first drop the edges inside one component and those touching a frozen
+one), on Python lists, which index several times faster than arrays. The result is the
+sequential algorithm's, edge for edge. ``selective_search`` sorts the edges of an image
+once and segments them at every k.
 """
 import heapq
 
@@ -138,9 +143,9 @@ class _Forest:
         roots = parent[nodes]
         while True:
             up = parent[roots]
-            if np.array_equal(up, roots):
+            if (up == roots).all():
                 break
-            roots = up
+            roots = parent[up]          # two steps per check: checks cost as much as steps
         parent[nodes] = roots
         return roots
 
@@ -149,7 +154,7 @@ class _Forest:
         parent = self.parent
         while True:
             up = parent[parent]
-            if np.array_equal(up, parent):
+            if (up == parent).all():
                 return
             parent = up
             self.parent = parent
@@ -195,10 +200,12 @@ def _sequential_unions(forest, a, b, rule, chunk=512):
 
     The result is that of the loop ``for i: ra, rb = find(a[i]), find(b[i]); if ra != rb
     and rule(ra, rb): union(ra, rb)``. Edges are decided a chunk at a time (module
-    docstring). Where merges chain through one growing set (a region absorbing pixel
-    after pixel), rounds keep only a few edges each; the next chunk is then decided by a
-    scalar loop over the edges whose answer depends on earlier ones, every other edge
-    of the chunk still classified with arrays.
+    docstring). Where merges chain through growing sets (a region absorbing pixel after
+    pixel), rounds keep only a few edges each; the next chunks are then decided by a
+    scalar loop over the edges whose answer is not known in advance (the edges inside
+    one set at the chunk's start and the final answers are sorted out with arrays).
+    Each short round doubles the number of scalar chunks before the next round (up to
+    ``_SCALAR_RUN``); a long round resets it.
 
     Args:
         forest (_Forest): the sets, updated in place.
@@ -209,6 +216,8 @@ def _sequential_unions(forest, a, b, rule, chunk=512):
             and whether that answer holds whatever earlier edges of the chunk did;
             ``apply(positions, ra, rb, merge, new_roots)``: record the kept decisions of a
             round (edges at ``positions``, in order; ``new_roots`` of the merging ones);
+            ``open(ra, rb) -> ndarray[L] bool``: the edges between sets ``ra``, ``rb``
+            whose answer depends on earlier edges (those of ``certain`` excluded);
             ``scalar(positions, ra, rb)``: decide and apply the given edges one by one.
         chunk (int): first chunk length; it adapts to the length kept per round.
     """
@@ -216,20 +225,23 @@ def _sequential_unions(forest, a, b, rule, chunk=512):
     start = 0
     none = np.iinfo(np.int64).max
     scratch = np.full(forest.parent.size, none, dtype=np.int64)
-    scalar_next = False
+    scalar_chunks, scalar_run = 0, 1
     rounds = 0
     while start < total:
-        stop = min(total, start + (_SCALAR_CHUNK if scalar_next else chunk))
+        if scalar_chunks:
+            stop = min(total, start + _SCALAR_CHUNK)
+            ra = forest.find(a[start:stop])
+            rb = forest.find(b[start:stop])
+            live = np.flatnonzero((ra != rb) & rule.open(ra, rb))
+            rule.scalar(start + live, ra[live], rb[live])
+            scalar_chunks -= 1
+            start = stop
+            continue
+        stop = min(total, start + chunk)
         ra = forest.find(a[start:stop])
         rb = forest.find(b[start:stop])
         between = np.flatnonzero(ra != rb)
         merge, certain = rule.decide(start + between, ra[between], rb[between])
-        if scalar_next:
-            live = between[~certain]
-            rule.scalar(start + live, ra[live], rb[live])
-            scalar_next = False
-            start = stop
-            continue
         done = stop - start
         merging = np.flatnonzero(merge)
         if merging.size:
@@ -242,24 +254,28 @@ def _sequential_unions(forest, a, b, rule, chunk=512):
             stale_at = np.flatnonzero(stale)
             if stale_at.size:
                 done = int(between[stale_at[0]])
-        kept = between < start + done - start
-        kept_between = between[kept]
-        kept_merge = merge[kept]
+        kept_between = between[between < done]
+        kept_merge = merge[:kept_between.size]
         ka, kb = ra[kept_between], rb[kept_between]
         new_roots = forest.union_disjoint_pairs(ka[kept_merge], kb[kept_merge])
         rule.apply(start + kept_between, ka, kb, kept_merge, new_roots)
         start += done
         chunk = int(np.clip(2 * done, 64, 1 << 16))
-        scalar_next = done < _SCALAR_SWITCH
+        if done < _SCALAR_SWITCH:
+            scalar_chunks = scalar_run
+            scalar_run = min(2 * scalar_run, _SCALAR_RUN)
+        else:
+            scalar_run = 1
         rounds += 1
         if rounds % 64 == 0:
             forest.compress()
     forest.compress()
 
 
-# A round keeping fewer edges than this hands the next chunk to the scalar loop.
+# A round keeping fewer edges than this hands the next chunks to the scalar loop.
 _SCALAR_SWITCH = 256
 _SCALAR_CHUNK = 4096
+_SCALAR_RUN = 16
 
 
 # float32(t) lies within a relative 2**-24 of t: w below t·(1 - 2**-23) is below it for sure.
@@ -279,6 +295,10 @@ class _MergeRule:
     component that rejects an edge is *frozen*: every later edge is at least as heavy,
     so it never merges again (Felzenszwalb and Huttenlocher, Lemma 1), and the answer
     for any edge touching it is known whatever happened before.
+
+    The state lives twice: in arrays for the chunked rounds and in Python lists for
+    the scalar loop (list indexing is several times faster there than array indexing
+    or dicts); each side writes its changes to the other.
     """
 
     def __init__(self, forest, weights, k):
@@ -286,6 +306,14 @@ class _MergeRule:
         self.forest, self.weights, self.k = forest, weights, k
         self.internal = np.zeros(n, dtype=np.float64)     # Int(C) at each root
         self.frozen = np.zeros(n, dtype=bool)
+        self.size_list = [1] * n
+        self.internal_list = [0.0] * n
+        # w below (Int + k/|C|)·(1 - 2^-23) is below the float32 threshold for sure;
+        # -1 marks a frozen component.
+        self.sure_list = [self._sure(0.0, 1)] * n
+
+    def _sure(self, internal, size):
+        return (internal + self.k / size) * _BELOW
 
     def thresholds(self, roots):
         return (self.internal[roots] + self.k / self.forest.size[roots]).astype(
@@ -300,52 +328,70 @@ class _MergeRule:
         self._positions = positions
         return merge, final
 
+    def open(self, ra, rb):
+        return ~(self.frozen[ra] | self.frozen[rb])
+
     def apply(self, positions, ra, rb, merge, new_roots):
-        self.internal[new_roots] = self.weights[positions[merge]]
+        internal = self.weights[positions[merge]]
+        self.internal[new_roots] = internal
+        for root, size, value in zip(new_roots.tolist(), self.forest.size[new_roots].tolist(),
+                                     internal.tolist()):
+            self.size_list[root] = size
+            self.internal_list[root] = value
+            self.sure_list[root] = self._sure(value, size)
         freeze_a, freeze_b, final = self._freeze
         count = positions.size      # the kept edges are a prefix of the decided ones
         rejected = ~merge & ~final[:count]
-        self.frozen[ra[rejected & freeze_a[:count]]] = True
-        self.frozen[rb[rejected & freeze_b[:count]]] = True
+        frozen = np.concatenate([ra[rejected & freeze_a[:count]], rb[rejected & freeze_b[:count]]])
+        self.frozen[frozen] = True
+        for root in frozen.tolist():
+            self.sure_list[root] = -1.0
 
     def scalar(self, positions, ra, rb):
-        if positions.size == 0:
-            return
-        forest, k = self.forest, self.k
-        roots = np.unique(np.concatenate([ra, rb]))
-        size = dict(zip(roots.tolist(), forest.size[roots].tolist()))
-        internal = dict(zip(roots.tolist(), self.internal[roots].tolist()))
-        frozen = set()
-        up = {}
+        """Decide and apply edges ``(ra[i], rb[i])`` (roots now) one by one, in order."""
+        k = self.k
+        size, internal, sure = self.size_list, self.internal_list, self.sure_list
+        up = {}             # root absorbed in this loop -> the root it joined
+        frozen = []
         for w, x, y in zip(self.weights[positions].tolist(), ra.tolist(), rb.tolist()):
             while x in up:
                 x = up[x]
             while y in up:
                 y = up[y]
-            if x == y or x in frozen or y in frozen:
+            if x == y:
                 continue
-            tx = internal[x] + k / size[x]
-            ty = internal[y] + k / size[y]
-            # w < float32(t), exact: only a w within float32 rounding of t needs rounding.
-            if w < tx * _BELOW and w < ty * _BELOW or (
-                    w < ty * _ABOVE and w < tx * _ABOVE
-                    and w < _round_float32(tx) and w < _round_float32(ty)):
-                new, old = (x, y) if x < y else (y, x)
-                up[old] = new
-                size[new] = size[x] + size[y]
-                internal[new] = w
+            if not (w < sure[x] and w < sure[y]):
+                if sure[x] < 0 or sure[y] < 0:           # a frozen component
+                    continue
+                # w within float32 rounding of a threshold: round exactly.
+                tx = _round_float32(internal[x] + k / size[x])
+                ty = _round_float32(internal[y] + k / size[y])
+                if not (w < tx and w < ty):
+                    if tx <= ty:
+                        sure[x] = -1.0
+                        frozen.append(x)
+                    if ty <= tx:
+                        sure[y] = -1.0
+                        frozen.append(y)
+                    continue
+            merged = size[x] + size[y]
+            if x < y:                           # the smaller root is kept
+                up[y] = x
             else:
-                tx, ty = _round_float32(tx), _round_float32(ty)
-                if tx <= ty:
-                    frozen.add(x)
-                if ty <= tx:
-                    frozen.add(y)
-        _write_back(forest, up, size)
+                up[x] = y
+                x = y
+            size[x] = merged
+            internal[x] = w
+            sure[x] = (w + k / merged) * _BELOW
         if up:
-            new_roots = np.fromiter(set(up.values()), dtype=np.int64)
-            self.internal[new_roots] = [internal[r] for r in new_roots.tolist()]
+            self.forest.parent[np.fromiter(up.keys(), dtype=np.int64, count=len(up))] = \
+                np.fromiter(up.values(), dtype=np.int64, count=len(up))
+            roots = np.unique(np.fromiter(up.values(), dtype=np.int64, count=len(up)))
+            listed = roots.tolist()
+            self.forest.size[roots] = [size[r] for r in listed]
+            self.internal[roots] = [internal[r] for r in listed]
         if frozen:
-            self.frozen[np.fromiter(frozen, dtype=np.int64)] = True
+            self.frozen[frozen] = True
 
 
 class _MinSizeRule:
@@ -361,6 +407,10 @@ class _MinSizeRule:
         size = self.forest.size
         merge = (size[ra] < self.min_size) | (size[rb] < self.min_size)
         return merge, ~merge
+
+    def open(self, ra, rb):
+        size = self.forest.size
+        return (size[ra] < self.min_size) | (size[rb] < self.min_size)
 
     def apply(self, positions, ra, rb, merge, new_roots):
         pass
@@ -410,8 +460,9 @@ def felzenszwalb(image, scale=1.0, sigma=0.8, min_size=20):
     edge that last grew C. Equal weights are visited in edge order (a stable sort);
     scikit-image sorts with numpy's default, unstable sort, so on images with many
     exactly equal weights (flat synthetic colours) the two may break such ties
-    differently; elsewhere the labels are identical. Then, over the same sorted edges, two different components are
-    merged when either has fewer than ``min_size`` pixels. Every segment is 8-connected.
+    differently; elsewhere the labels are identical. Then, over the same sorted edges,
+    two different components are merged when either has fewer than ``min_size`` pixels.
+    Every segment is 8-connected.
 
     Args:
         image (ndarray[H, W] | ndarray[H, W, C]): uint8 or float.
@@ -428,12 +479,55 @@ def felzenszwalb(image, scale=1.0, sigma=0.8, min_size=20):
     scale = _check_number(scale, "scale", 0.0)
     sigma = _check_number(sigma, "sigma", 0.0)
     min_size = _check_count(min_size, "min_size")
-    height, width = image.shape[:2]
+    return _segment(image.shape[:2], sorted_edges(image, sigma), scale, min_size)
+
+
+def stable_argsort(values):
+    """``np.argsort(values, kind="stable")``, faster: equal values keep their index order.
+
+    An unstable sort, then each run of equal values is put in index order (ties are few
+    in natural images).
+
+    Args:
+        values (ndarray[N]): float.
+    Returns:
+        ndarray[N] int64.
+    """
+    order = np.argsort(values)
+    ordered = values[order]
+    tie = ordered[1:] == ordered[:-1]
+    if tie.any():
+        in_run = np.zeros(values.size, dtype=bool)     # positions inside runs of equal values
+        in_run[1:] |= tie
+        in_run[:-1] |= tie
+        members = order[in_run]
+        order[in_run] = members[np.lexsort((members, values[members]))]
+    return order
+
+
+def sorted_edges(image, sigma):
+    """The grid graph of the smoothed image, edges by increasing weight (``felzenszwalb``'s).
+
+    It depends on the image and ``sigma`` only: ``selective_search`` segments it at
+    several k.
+
+    Args:
+        image (ndarray[H, W, C]): float64.
+        sigma (float): gaussian smoothing.
+    Returns:
+        tuple: ``(a, b, weights)`` as ``grid_edges``, sorted by weight, equal weights in
+        edge order.
+    """
     smooth = ndimage.gaussian_filter(image, [sigma, sigma, 0.0], mode="reflect", truncate=4.0)
     a, b, weights = grid_edges(smooth)
-    order = np.argsort(weights, kind="stable")       # equal weights in edge order
-    a, b, weights = a[order], b[order], weights[order]
+    order = stable_argsort(weights)
+    return a[order], b[order], weights[order]
 
+
+def _segment(shape, edges, scale, min_size):
+    """``felzenszwalb`` on sorted edges: the main pass, the min-size pass, the labels."""
+    height, width = shape
+    a, b, weights = edges
     forest = _Forest(height * width)
     _sequential_unions(forest, a, b, _MergeRule(forest, weights, scale / 255.0))
     if min_size > 1:
@@ -441,8 +535,12 @@ def felzenszwalb(image, scale=1.0, sigma=0.8, min_size=20):
         small = forest.size[forest.parent] < min_size
         candidates = np.flatnonzero(small[a] | small[b])
         _sequential_unions(forest, a[candidates], b[candidates], _MinSizeRule(forest, min_size))
-    labels = np.unique(forest.parent, return_inverse=True)[1]
+    # A set's root is its first pixel: numbering roots in order numbers the segments
+    # by their first pixel.
+    is_root = forest.parent == np.arange(height * width)
+    labels = (np.cumsum(is_root) - 1)[forest.parent]
     return labels.reshape(height, width).astype(np.int64)
+
 
 # ------------------------------------------------------------ colour spaces
 def _rgb_to_hsv(rgb):
@@ -517,15 +615,20 @@ def _texture_bins(image):
     channel, its positive part binned in 10 bins up to the channel's largest response.
 
     Returns:
-        ndarray[H, W, C, 8] int64 in 0..9.
+        ndarray[H, W, C, 8] int8 in 0..9.
     """
     gy = ndimage.gaussian_filter(image, 1.0, order=(1, 0, 0))            # (H, W, C)
     gx = ndimage.gaussian_filter(image, 1.0, order=(0, 1, 0))
     angles = np.arange(TEXTURE_ORIENTATIONS) * (2 * np.pi / TEXTURE_ORIENTATIONS)
-    response = np.maximum(gx[..., None] * np.cos(angles) + gy[..., None] * np.sin(angles), 0.0)
+    response = np.empty(image.shape + (TEXTURE_ORIENTATIONS,))          # (H, W, C, 8)
+    for o, angle in enumerate(angles):     # in place: the array is large, passes are costly
+        response[..., o] = gx * np.cos(angle) + gy * np.sin(angle)
+    np.maximum(response, 0.0, out=response)
     top = response.max(axis=(0, 1, 3), keepdims=True)                   # (1, 1, C, 1)
-    scaled = response / np.where(top > 0, top, 1.0)
-    return np.minimum((scaled * TEXTURE_BINS).astype(np.int64), TEXTURE_BINS - 1)
+    np.divide(response, np.where(top > 0, top, 1.0), out=response)
+    np.multiply(response, TEXTURE_BINS, out=response)
+    bins = response.astype(np.int8)                                     # floor: values >= 0
+    return np.minimum(bins, TEXTURE_BINS - 1, out=bins)
 
 
 def _histograms(labels, count, bins, width):
@@ -600,8 +703,15 @@ SIMILARITIES = ("CTSF", "TSF", "F", "S", "C", "T", "CT", "CS", "CF", "TS", "TF",
 
 
 def _similarity(features, i, j, measures, image_area):
-    """Similarity of regions ``i`` and ``j`` (ndarray[P] int64 each) as the sum of ``measures``."""
-    total = np.zeros(np.size(i))
+    """Similarity of regions ``i`` and ``j`` as the sum of ``measures``.
+
+    Args:
+        i (ndarray[P] int64 | int): one region, or one per pair.
+        j (ndarray[P] int64): the other regions.
+    Returns:
+        ndarray[P] float64.
+    """
+    total = np.zeros(np.size(j))
     if "C" in measures:
         total += np.minimum(features["colour"][i], features["colour"][j]).sum(axis=1)
     if "T" in measures:
@@ -611,9 +721,9 @@ def _similarity(features, i, j, measures, image_area):
         total += 1.0 - size_sum / image_area
     if "F" in measures:
         bi, bj = features["boxes"][i], features["boxes"][j]
-        union = np.concatenate([np.minimum(bi[:, :2], bj[:, :2]),
-                                np.maximum(bi[:, 2:], bj[:, 2:])], axis=1)
-        box_area = (union[:, 2] - union[:, 0]) * (union[:, 3] - union[:, 1])
+        low = np.minimum(bi[..., :2], bj[..., :2])                       # (P, 2)
+        high = np.maximum(bi[..., 2:], bj[..., 2:])
+        box_area = (high[:, 0] - low[:, 0]) * (high[:, 1] - low[:, 1])
         total += 1.0 - (box_area - size_sum) / image_area
     return total
 
@@ -646,6 +756,8 @@ def _group(base, pairs, image_area, similarity):
     for key, value in base.items():
         features[key] = np.zeros((capacity,) + value.shape[1:])
         features[key][:count] = value
+    size, boxes = features["size"], features["boxes"]
+    colour, texture = features["colour"], features["texture"]
     neighbours = [set() for _ in range(capacity)]
     for i, j in pairs.tolist():
         neighbours[i].add(j)
@@ -662,13 +774,12 @@ def _group(base, pairs, image_area, similarity):
         if not (alive[i] and alive[j]):
             continue
         # The merged region: sizes add, boxes join, histograms average weighted by size.
-        si, sj = features["size"][i], features["size"][j]
-        features["size"][new] = si + sj
-        bi, bj = features["boxes"][i], features["boxes"][j]
-        features["boxes"][new] = np.concatenate([np.minimum(bi[:2], bj[:2]),
-                                                 np.maximum(bi[2:], bj[2:])])
-        for key in ("colour", "texture"):
-            features[key][new] = (si * features[key][i] + sj * features[key][j]) / (si + sj)
+        si, sj = size[i], size[j]
+        size[new] = si + sj
+        np.minimum(boxes[i, :2], boxes[j, :2], out=boxes[new, :2])
+        np.maximum(boxes[i, 2:], boxes[j, 2:], out=boxes[new, 2:])
+        for histogram in (colour, texture):
+            histogram[new] = (si * histogram[i] + sj * histogram[j]) / (si + sj)
         alive[i] = alive[j] = False
         alive[new] = True
         around = (neighbours[i] | neighbours[j]) - {i, j}
@@ -679,8 +790,7 @@ def _group(base, pairs, image_area, similarity):
         neighbours[new] = around
         if around:
             others = np.fromiter(around, dtype=np.int64)
-            scores = _similarity(features, np.full(others.size, new), others, similarity,
-                                 image_area)
+            scores = _similarity(features, new, others, similarity, image_area)
             for score, other in zip((-scores).tolist(), others.tolist()):
                 heapq.heappush(heap, (score, other, new))
         merges.append((i, j))
@@ -739,19 +849,22 @@ def selective_search(image, mode="fast", rng=None, sigma=0.8, min_size=None,
     for space in colour_spaces:
         if space not in COLOUR_SPACES:
             raise ValueError(f"colour space must be one of {COLOUR_SPACES}, got {space!r}")
-    for k in ks:
-        _check_number(k, "k", 0.0)
+    ks = tuple(_check_number(k, "k", 0.0) for k in ks)
     for similarity in similarities:
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    sigma = _check_number(sigma, "sigma", 0.0)
+    if min_size is not None:
+        min_size = _check_count(min_size, "min_size")
 
     all_boxes, all_ranks = [], []
     for space in colour_spaces:
         converted = convert_colour(rgb, space)
         texture = _texture_bins(converted)
+        edges = sorted_edges(converted, sigma)        # shared by every k
         for k in ks:
-            segment_min = int(k) if min_size is None else _check_count(min_size, "min_size")
-            labels = felzenszwalb(converted, scale=k, sigma=sigma, min_size=segment_min)
+            segment_min = int(k) if min_size is None else min_size
+            labels = _segment(converted.shape[:2], edges, k, segment_min)
             features = region_features(converted, labels, texture)
             pairs = region_neighbours(labels)
             for similarity in similarities:

@@ -5,9 +5,10 @@ from scipy import ndimage
 
 
 from detection.boxes import box_iou
-from detection.selective_search import (convert_colour, felzenszwalb, grid_edges,
+from detection.selective_search import (_segment, convert_colour, felzenszwalb, grid_edges,
                                         hierarchical_grouping, region_features,
-                                        region_neighbours, selective_search)
+                                        region_neighbours, selective_search, sorted_edges,
+                                        stable_argsort)
 from tests.oracles import require
 
 
@@ -64,7 +65,8 @@ def blocky_image(rng, height, width, block=4, colours=3):
 def shapes_image(rng, size=64):
     """Rectangles and a gradient with noise: long runs of merges through one region."""
     yy, xx = np.mgrid[0:size, 0:size]
-    image = np.stack([xx * 2.0, yy * 3.0, (xx + yy) * 1.0], axis=-1) + rng.normal(0, 4, (size, size, 3))
+    image = np.stack([xx * 2.0, yy * 3.0, (xx + yy) * 1.0], axis=-1)
+    image = image + rng.normal(0, 4, (size, size, 3))
     for _ in range(4):
         x1, y1 = rng.integers(0, size - 8, 2)
         x2, y2 = x1 + rng.integers(4, size // 2), y1 + rng.integers(4, size // 2)
@@ -131,6 +133,29 @@ def test_felzenszwalb_flat_image_is_one_segment_and_scale_zero_splits_all():
     noise = np.random.default_rng(0).integers(0, 256, (5, 7, 3)).astype(np.uint8)
     np.testing.assert_array_equal(felzenszwalb(noise, 0.0, 0.0, 0),
                                   np.arange(35).reshape(5, 7))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stable_argsort_equals_numpy_stable_sort(seed):
+    rng = np.random.default_rng(seed)
+    ties = rng.integers(0, 5, 300).astype(np.float64)            # long runs of equal values
+    mixed = np.concatenate([rng.random(200), np.zeros(50), rng.random(50).round(1)])
+    rng.shuffle(mixed)
+    for values in (ties, mixed, rng.random(1000), np.zeros(7), np.zeros(0), np.ones(1)):
+        np.testing.assert_array_equal(stable_argsort(values), np.argsort(values, kind="stable"))
+
+
+def test_sorted_edges_are_shared_across_k_unchanged():
+    # selective_search segments one sorted graph at several k: each result equals a fresh
+    # felzenszwalb, and segmenting leaves the shared edges as they were.
+    image = shapes_image(np.random.default_rng(7), 48) / 255.0
+    edges = sorted_edges(image, 0.8)
+    copies = [e.copy() for e in edges]
+    for k in (50, 300, 50, 20):
+        np.testing.assert_array_equal(_segment(image.shape[:2], edges, float(k), k),
+                                      felzenszwalb(image, k, 0.8, k))
+    for edge, copy in zip(edges, copies):
+        np.testing.assert_array_equal(edge, copy)
 
 
 @pytest.mark.parametrize("bad, error", [
@@ -303,6 +328,7 @@ def test_selective_search_quality_mode_finds_a_superset_of_strategies():
 @pytest.mark.parametrize("kwargs, error", [
     ({"mode": "slow"}, ValueError), ({"colour_spaces": ("xyz",)}, ValueError),
     ({"similarities": ("Q",)}, ValueError), ({"ks": (-5,)}, ValueError),
+    ({"sigma": -1.0}, ValueError), ({"min_size": 2.5}, ValueError),
 ])
 def test_selective_search_rejects_bad_options(kwargs, error):
     with pytest.raises(error):
