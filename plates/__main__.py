@@ -3,10 +3,13 @@
     python -m plates run    --out RUN_DIR [--minutes M] [--quick] [--seed S] [--resume]
     python -m plates read   --run RUN_DIR IMAGE_OR_DIR [...] --out OUT_DIR
     python -m plates report --run RUN_DIR
+    python -m plates compare --run RUN_DIR [--minutes M] [--steps N] [--quick] [--resume]
 
 ``run`` does the whole lab (``plates.lab``), ``report`` rewrites the LaTeX report of a
-run (``plates.report``), ``read`` reads the plates of photos with a run's two networks
-(``plates.reader``) and writes ``OUT_DIR/plates.json``::
+run (``plates.report``), ``compare`` trains both stages again with ResNet-18 on a run's
+data and writes ``RUN_DIR/comparison.json`` (``plates.compare``), ``read`` reads the
+plates of photos with a run's two networks (``plates.reader``) and writes
+``OUT_DIR/plates.json``::
 
     {"images": [{"file": "<path as given>", "width": W, "height": H,
                  "plates": [{"box": [x1, y1, x2, y2], "score": s, "text": "17## 9841",
@@ -111,7 +114,7 @@ def read_command(args):
 
 
 def build_parser():
-    from plates import lab, report
+    from plates import compare, lab, report
 
     parser = argparse.ArgumentParser(prog="python -m plates",
                                      description="The license-plate lab (Labwork 7).")
@@ -130,6 +133,8 @@ def build_parser():
                          help="segment each crop with five one-pixel shifts (slower)")
     reading.add_argument("--quiet", action="store_true", help="print only the summary")
     report.build_parser(commands.add_parser("report", help="write the LaTeX report of a run"))
+    compare.build_parser(commands.add_parser("compare", help="the lab's extra: both stages "
+                                                             "against ResNet-18 on a run's data"))
     return parser
 
 
@@ -143,6 +148,10 @@ def main(argv=None):
         from plates import report
 
         return report.main(args)
+    if args.command == "compare":
+        from plates import compare
+
+        return compare.main(args)
     try:
         return read_command(args)
     except KeyboardInterrupt:

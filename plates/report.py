@@ -683,9 +683,8 @@ def _compare_tables(comparison):
             shifts = ", five shifted passes" if rows[0]["test"].get("tta") else ""
             caption = ("Segmenter: U-Net against the U-Net with a ResNet-18 encoder (test "
                        f"plates, true boxes{shifts}).")
-        parts.append(_table(header, body, caption, align="l" + "r" * (len(header) - 1))
-                     .replace(r"\begin{tabular}", r"\resizebox{\textwidth}{!}{\begin{tabular}")
-                     .replace(r"\end{tabular}", r"\end{tabular}}"))
+        parts.append(_table(header, body, caption, align="l" + "r" * (len(header) - 1),
+                            fit=True))
     parts.append(r"\paragraph{What the numbers say.} "
                  + " ".join(escape(sentence) for sentence in summarize(comparison)))
     return parts

@@ -1,6 +1,7 @@
 """The digit segmenter: a U-Net over the segmenter's classes, its inference and evaluation.
 
-``build_model`` makes the U-Net (``segmentation.unet``), ``predict`` labels plate crops
+``build_model`` makes the U-Net (``segmentation.unet``, or with a ResNet-18 encoder,
+``segmentation.resnet_unet``), ``predict`` labels plate crops
 (optionally averaging test-time shifts), ``evaluate`` measures pixels (confusion
 matrix over the character classes) and plates read exactly (``plates.reading``).
 """
@@ -13,6 +14,7 @@ from plates.classes import (IGNORE_INDEX, SEGMENTER_CHAR, SEGMENTER_CHARACTERS, 
 from plates.reading import read_plate, text_to_class_text
 from plates.segmenter_data import preprocess
 from segmentation.metrics import ConfusionMatrix
+from segmentation.resnet_unet import ResNetUNet
 from segmentation.unet import UNet
 
 __all__ = ["NUM_CLASSES", "CHARACTER_CLASSES", "CLASS_PRIOR", "build_model", "class_weights",
@@ -32,9 +34,13 @@ CLASS_PRIOR = np.array([0.89] + [0.11 / 11] * 11)
 
 
 def build_model(config):
-    """The U-Net of ``config`` (seeded by ``config.seed``)."""
+    """The U-Net of ``config`` (seeded by ``config.seed``): ``UNet`` for ``encoder="unet"``,
+    ``ResNetUNet`` (a ResNet-18 encoder at ``encoder_width``) for ``encoder="resnet18"``."""
     nn.manual_seed(config.seed)
-    model = UNet(3, NUM_CLASSES, base_channels=config.base_channels, depth=config.depth)
+    if config.encoder == "resnet18":
+        model = ResNetUNet(3, NUM_CLASSES, width_multiplier=config.encoder_width)
+    else:
+        model = UNet(3, NUM_CLASSES, base_channels=config.base_channels, depth=config.depth)
     if config.prior_init:
         model.head.bias.data[...] = np.log(CLASS_PRIOR / CLASS_PRIOR.sum())
     return model

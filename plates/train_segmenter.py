@@ -14,6 +14,7 @@ Command::
 
     python -m plates.train_segmenter --data DIR --out RUN_DIR [--minutes 5 | --steps N]
         [--seed 0] [--resume] [--quick] [--quiet] [--threads T] [--no-tta]
+        [--encoder unet|resnet18] [--encoder-width 0.25]
 
 If ``DIR`` does not exist the synthetic scenes are rendered into it first (timed
 apart from training). This page says what is trained; the loop, the budget, the
@@ -88,7 +89,7 @@ import numpy as np
 
 import nn
 from nn.engine import (LAST, Engine, ResumeError, add_training_arguments, command_errors,
-                       load_checkpoint, parse_training_arguments)
+                       load_checkpoint, parse_training_arguments, positive_float)
 from plates.classes import IGNORE_INDEX
 from plates.crops import CROP_PADDING, CROP_SIZE
 from plates.reading import text_to_class_text
@@ -96,6 +97,7 @@ from plates.segmenter import build_model, class_colours, class_weights, evaluate
 from plates.segmenter_data import (TARGETS, TrainPatches, augment_colours, load_crops,
                                    preprocess)
 from segmentation.losses import segmentation_loss
+from segmentation.resnet_unet import ResNetUNet
 from segmentation.weights import separation_weights, size_weights
 
 __all__ = ["KIND", "TrainConfig", "quick_config", "prepare_data", "BatchStream",
@@ -103,6 +105,7 @@ __all__ = ["KIND", "TrainConfig", "quick_config", "prepare_data", "BatchStream",
 
 KIND = "digit-segmenter"  # the trainer's name in its checkpoints
 LABEL_SAMPLES, LABEL_COVERAGE = 4, 0.5  # area vote of the labels: 4x4 sub-pixels, half covered
+ENCODERS = ("unet", "resnet18")  # TrainConfig.encoder
 
 
 # ============================================================================ configuration
@@ -114,7 +117,9 @@ class TrainConfig:
     ``image_size`` px with ``data_seed``; ``data_workers`` processes render the scenes and
     read the plates), ``crop_size`` (h, w) and ``crop_padding``;
     ``targets``: what a character's label covers, ``"regions"`` (its filled hull) or
-    ``"ink"`` (``plates.targets``). Model: ``base_channels``, ``depth``.
+    ``"ink"`` (``plates.targets``). Model: ``encoder`` ``"unet"`` (the plain U-Net of
+    ``base_channels`` and ``depth``) or ``"resnet18"`` (``segmentation.resnet_unet``: a
+    ResNet-18 encoder at ``encoder_width`` times 64-512 channels, the U-Net's decoder).
     Optimization: ``steps`` of ``batch_size`` crops (None: as many as fit in
     ``minutes``, see the module docstring), Adam with ``lr`` and ``weight_decay``,
     ``warmup_steps`` then cosine decay to ``lr * final_lr_fraction``, loss
@@ -144,6 +149,8 @@ class TrainConfig:
     targets: str = "regions"
     base_channels: int = 16
     depth: int = 3
+    encoder: str = "unet"
+    encoder_width: float = 0.25
     seed: int = 0
     steps: int = None
     batch_size: int = 12
@@ -187,10 +194,17 @@ class TrainConfig:
             raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}")
         if len(self.crop_size) != 2 or min(self.crop_size) < 1:
             raise ValueError(f"crop_size must be (height, width), got {self.crop_size!r}")
-        multiple = 2 ** (self.depth - 1)
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        width = self.encoder_width
+        if isinstance(width, bool) or not isinstance(width, (int, float)) \
+                or not math.isfinite(width) or width <= 0:
+            raise ValueError(f"encoder_width must be a finite number > 0, got {width!r}")
+        multiple = 2 ** (self.depth - 1) if self.encoder == "unet" else ResNetUNet.multiple
         if self.crop_size[0] % multiple or self.crop_size[1] % multiple:
+            rule = "2 ** (depth - 1)" if self.encoder == "unet" else "the ResNet-18 encoder"
             raise ValueError(f"crop_size {self.crop_size} must be divisible by {multiple} "
-                             f"(2 ** (depth - 1)) for the U-Net")
+                             f"({rule}) for the U-Net")
         small = self.small_weight
         if isinstance(small, bool) or not isinstance(small, (int, float)) \
                 or not math.isfinite(small) or small < 1:
@@ -554,6 +568,11 @@ def _build_parser():
     add_training_arguments(parser, minutes=TrainConfig.minutes)
     parser.add_argument("--no-tta", action="store_true",
                         help="evaluate the best checkpoint in one pass, without test-time shifts")
+    parser.add_argument("--encoder", choices=ENCODERS, default="unet",
+                        help="the U-Net's encoder: its own (default) or ResNet-18")
+    parser.add_argument("--encoder-width", type=positive_float, default=TrainConfig.encoder_width,
+                        help="ResNet-18 encoder: width multiplier of its 64-512 channels "
+                             f"(default {TrainConfig.encoder_width:g})")
     return parser
 
 
@@ -562,7 +581,8 @@ def main(argv=None):
     args = parse_training_arguments(parser, argv, KIND)
     overrides = {"data": args.data, "out": args.out, "progress": not args.quiet,
                  "tta": not args.no_tta, "seed": args.seed, "steps": args.steps,
-                 "minutes": args.minutes}
+                 "minutes": args.minutes, "encoder": args.encoder,
+                 "encoder_width": args.encoder_width}
     if args.quick and args.steps is None:
         del overrides["steps"]  # quick_config's own count
         overrides["minutes"] = None
