@@ -146,13 +146,43 @@ def context_boxes(boxes, warp_size, context):
     return np.stack([boxes[:, 0] - dx, boxes[:, 1] - dy, boxes[:, 2] + dx, boxes[:, 3] + dy], 1)
 
 
+def _sample_axis(start, stop, size, length):
+    """Bilinear taps of ``size`` samples at bin centres along one axis of every box.
+
+    Sample j of a box ``[start, stop)`` lies at ``start - 0.5 + (j + 0.5)·(stop - start)/size``
+    in pixel-centre coordinates (``roi_align``'s ``aligned=True`` with one sample per bin).
+    As in ``roi_align``: a sample more than one pixel off the image reads 0; one within a
+    pixel of the border is clamped to it.
+
+    Args:
+        start, stop (ndarray[R] float64): box extent on this axis.
+        size (int): samples per box.
+        length (int): image extent on this axis.
+    Returns:
+        tuple: ``low``, ``high`` (ndarray[R, size] int64): the two pixels read; ``w_low``,
+        ``w_high`` (ndarray[R, size] float32): their weights (0 for samples off the image).
+    """
+    centres = (np.arange(size) + 0.5) / size                             # (size,)
+    coords = (start - 0.5)[:, None] + centres * (stop - start)[:, None]   # (R, size)
+    inside = (coords >= -1.0) & (coords <= length)
+    coords = np.maximum(coords, 0.0)
+    low = np.minimum(coords.astype(np.int64), length - 1)                # floor: coords >= 0
+    at_end = low >= length - 1
+    high = np.where(at_end, low, low + 1)
+    frac = np.where(at_end, 0.0, coords - low)
+    return (low, high, ((1.0 - frac) * inside).astype(np.float32),
+            (frac * inside).astype(np.float32))
+
+
 def warp_regions(image, boxes, warp_size=32, context=16.0 / 227.0, mean=None):
     """Crop and anisotropically resize every box to ``warp_size x warp_size``.
 
     Output pixel (i, j) of box (x1, y1, x2, y2) (after dilation by ``context``) is the
     bilinear sample of the image at ``(x1 + (j + 0.5)·w/S - 0.5, y1 + (i + 0.5)·h/S - 0.5)``
-    in pixel-centre coordinates (``roi_align`` with one sample per bin, ``aligned=True``).
-    The image mean is subtracted first, so samples off the image read as the mean.
+    in pixel-centre coordinates: ``roi_align`` with one sample per bin and
+    ``aligned=True``, computed as one gather per corner of the bilinear footprint
+    (separable weights, ``_sample_axis``). The image mean is subtracted first, so samples
+    off the image read as the mean.
 
     Args:
         image (ndarray[H, W, C]): float32 (or uint8, scaled to [0, 1]).
@@ -169,15 +199,25 @@ def warp_regions(image, boxes, warp_size=32, context=16.0 / 227.0, mean=None):
     image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else \
         image.astype(np.float32)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    height, width, channels = image.shape
     if boxes.shape[0] == 0:
-        return np.zeros((0, warp_size, warp_size, image.shape[2]), np.float32)
+        return np.zeros((0, warp_size, warp_size, channels), np.float32)
     mean = image.mean(axis=(0, 1)) if mean is None else np.asarray(mean, np.float32)
-    centred = (image - mean)[None]                                       # (1, H, W, C)
+    pixels = (image - mean).reshape(height * width, channels)            # (H·W, C)
     dilated = context_boxes(boxes, warp_size, context) if context > 0 else boxes
-    crops = nn.functional.roi_align(centred, [dilated.astype(np.float32)],
-                                    (warp_size, warp_size), spatial_scale=1.0,
-                                    sampling_ratio=1, aligned=True)
-    return crops.data.astype(np.float32)
+    rows = _sample_axis(dilated[:, 1], dilated[:, 3], warp_size, height)
+    cols = _sample_axis(dilated[:, 0], dilated[:, 2], warp_size, width)
+    crops = None
+    for y, wy in ((rows[0], rows[2]), (rows[1], rows[3])):
+        for x, wx in ((cols[0], cols[2]), (cols[1], cols[3])):
+            index = y[:, :, None] * width + x[:, None, :]                # (R, S, S)
+            values = np.take(pixels, index, axis=0)      # (R, S, S, C); take beats [index]
+            values *= (wy[:, :, None] * wx[:, None, :])[..., None]
+            if crops is None:
+                crops = values
+            else:
+                crops += values
+    return crops
 
 
 # ------------------------------------------------------------ the CNN

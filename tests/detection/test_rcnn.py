@@ -76,6 +76,22 @@ def test_warp_regions_equals_pixel_loop(context):
     np.testing.assert_allclose(crops, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_warp_regions_equals_roi_align(seed):
+    # The gather is roi_align with one sample per bin and aligned=True, boxes on, across
+    # and off the image included.
+    rng = np.random.default_rng(seed)
+    image = rng.uniform(0, 1, (23, 31, 3)).astype(np.float32)
+    corners = rng.uniform(-12, 40, (50, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(0.5, 25, (50, 2))], axis=1)
+    crops = warp_regions(image, boxes, 7, 16 / 227)
+    centred = (image - image.mean(axis=(0, 1)))[None]
+    dilated = context_boxes(boxes, 7, 16 / 227).astype(np.float32)
+    expected = nn.functional.roi_align(centred, [dilated], (7, 7), sampling_ratio=1,
+                                       aligned=True).data
+    np.testing.assert_allclose(crops, expected, atol=1e-5)
+
+
 def test_context_boxes_leave_the_papers_margin():
     boxes = np.array([[10, 20, 110, 70]], np.float64)
     dilated = context_boxes(boxes, 227, 16 / 227)
