@@ -209,10 +209,11 @@ def _scenes(root, split):
 def choose_plate_threshold(reader, root, split="val", progress=False):
     """The plate threshold of best F1 (plates found at IoU >= 0.5) on a split's scenes.
 
-    Every plate detection of the detector (from its own score threshold) is matched to
-    the true plates; at each score the precision and recall of the detections at or
-    above it give an F1; the score of the best F1 is the threshold (the higher one among
-    equals).
+    Every plate the reader would report at any threshold (the detector's plates from its
+    own score threshold, after the reader's ``plate_nms``, ``PlateReader.plate_boxes``) is
+    matched to the true plates; at each score the precision and recall of the plates at
+    or above it give an F1; the score of the best F1 is the threshold (the higher one
+    among equals).
 
     Returns:
         dict: ``plate_threshold``, ``f1``, ``precision``, ``recall``, ``plates``, ``images``
@@ -223,7 +224,7 @@ def choose_plate_threshold(reader, root, split="val", progress=False):
     for _, image_path, objects, _ in tqdm(scenes, desc=f"{split}: plate threshold", unit="img",
                                           disable=not progress, leave=False):
         detections = reader.detect(read_rgb(image_path))
-        plates = detections["labels"] == reader.plate_label
+        plates = reader.plate_boxes(detections, threshold=0.0)
         truth = np.asarray([o["bbox"] for o in objects if o["name"] == "plate"],
                            np.float32).reshape(-1, 4)
         gt_of_det, _, _ = match_boxes(detections["boxes"][plates], detections["scores"][plates],

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from detection import train_retinanet
+from detection.nms import nms
 from detection.train_retinanet import MEAN, STD
 from plates.classes import SEGMENTER_CHARACTERS
 from plates.crops import crop_plates, crop_to_image
@@ -55,10 +56,13 @@ __all__ = ["DETECTOR_DIR", "SEGMENTER_DIR", "READER_FILE", "CHECKPOINT", "DEFAUL
 DETECTOR_DIR, SEGMENTER_DIR = "detector", "segmenter"  # the stages' run directories
 READER_FILE = "reader.json"  # the reader's settings in a lab run
 CHECKPOINT = "best.npz"  # which checkpoint of each stage is read
-# plate_threshold: a detection is read as a plate from this score; max_plates: at most
-# that many plates per photo (the best scores); tta: the segmenter averages five
-# one-pixel shifts of each crop (plates.segmenter.predict: five times the work).
-DEFAULT_SETTINGS = {"plate_threshold": 0.5, "max_plates": 16, "tta": False}
+# plate_threshold: a detection is read as a plate from this score; plate_nms: of two
+# plates overlapping more (IoU), the lower-scored one is dropped (the detector's NMS keeps
+# boxes up to IoU 0.5 apart, and two plates never overlap that much: such a pair is one
+# plate found twice); max_plates: at most that many plates per photo (the best scores);
+# tta: the segmenter averages five one-pixel shifts of each crop
+# (plates.segmenter.predict: five times the work).
+DEFAULT_SETTINGS = {"plate_threshold": 0.5, "plate_nms": 0.3, "max_plates": 16, "tta": False}
 
 
 # ============================================================================== images
@@ -373,6 +377,9 @@ def _check_settings(settings):
     threshold = settings["plate_threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 <= threshold <= 1:
         raise ValueError(f"plate_threshold must be a number in [0, 1], got {threshold!r}")
+    overlap = settings["plate_nms"]
+    if isinstance(overlap, bool) or not isinstance(overlap, Real) or not 0 <= overlap <= 1:
+        raise ValueError(f"plate_nms must be an IoU in [0, 1], got {overlap!r}")
     count = settings["max_plates"]
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise ValueError(f"max_plates must be a positive int, got {count!r}")
@@ -391,15 +398,17 @@ class PlateReader:
             them is ``"plate"``.
         crop_size (tuple[int, int]), crop_padding (float): the segmenter's crops.
         read_min_area (int): ``read_plate``'s smallest blob (the segmenter's training setting).
-        plate_threshold (float), max_plates (int), tta (bool): see ``DEFAULT_SETTINGS``.
+        plate_threshold (float), plate_nms (float), max_plates (int), tta (bool): see
+            ``DEFAULT_SETTINGS``.
     """
 
     def __init__(self, detector, segmenter, detector_size, detector_classes, crop_size,
                  crop_padding, read_min_area=1,
                  plate_threshold=DEFAULT_SETTINGS["plate_threshold"],
+                 plate_nms=DEFAULT_SETTINGS["plate_nms"],
                  max_plates=DEFAULT_SETTINGS["max_plates"], tta=DEFAULT_SETTINGS["tta"]):
-        self.settings = {"plate_threshold": plate_threshold, "max_plates": max_plates,
-                         "tta": tta}
+        self.settings = {"plate_threshold": plate_threshold, "plate_nms": plate_nms,
+                         "max_plates": max_plates, "tta": tta}
         _check_settings(self.settings)
         if isinstance(detector_size, bool) or not isinstance(detector_size, (int, np.integer)) \
                 or detector_size < 1:
@@ -429,7 +438,8 @@ class PlateReader:
         Args:
             run_dir (str): holds ``detector/best.npz``, ``segmenter/best.npz`` and
                 optionally ``reader.json`` (settings; ``DEFAULT_SETTINGS`` otherwise).
-            **settings: ``plate_threshold``, ``max_plates``, ``tta`` overriding the run's
+            **settings: ``plate_threshold``, ``plate_nms``, ``max_plates``, ``tta`` overriding
+                the run's
                 (None keeps the run's).
         """
         run_dir = os.fspath(run_dir)
@@ -483,15 +493,21 @@ class PlateReader:
         return {"boxes": boxes.astype(np.float32), "scores": found["scores"],
                 "labels": found["labels"]}
 
-    def plate_boxes(self, detections):
-        """The detections read as plates: label ``plate``, score >= ``plate_threshold``, a
-        pixel wide and high at least, at most ``max_plates``. Returns their indices."""
+    def plate_boxes(self, detections, threshold=None):
+        """The detections read as plates: label ``plate``, score >= ``threshold`` (the
+        reader's ``plate_threshold`` by default), a pixel wide and high at least, not
+        overlapping a better plate by more than ``plate_nms`` (IoU), at most ``max_plates``.
+
+        Returns:
+            ndarray[P] int64: their indices into ``detections``, by decreasing score.
+        """
+        threshold = self.plate_threshold if threshold is None else float(threshold)
         boxes = detections["boxes"]
         sizes_ok = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
         keep = np.flatnonzero((detections["labels"] == self.plate_label)
-                              & (detections["scores"] >= self.plate_threshold) & sizes_ok)
-        keep = keep[np.argsort(-detections["scores"][keep], kind="stable")]
-        return keep[:self.settings["max_plates"]]
+                              & (detections["scores"] >= threshold) & sizes_ok)
+        keep = keep[nms(boxes[keep], detections["scores"][keep], self.settings["plate_nms"])]
+        return keep[:self.settings["max_plates"]].astype(np.int64)
 
     # ------------------------------------------------------------------------ stage two
     def segment(self, image, boxes):

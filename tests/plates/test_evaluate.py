@@ -15,7 +15,7 @@ from plates.crops import crop_windows
 from plates.evaluate import (CATEGORIES, attribute_error, choose_plate_threshold,
                              evaluate_reader, match_boxes, scene_truth, score_reading,
                              write_evaluation)
-from plates.reader import Plate, Reading, read_characters
+from plates.reader import Plate, PlateReader, Reading, read_characters
 from plates.segmenter_data import LABEL_COVERAGE, LABEL_SAMPLES
 from plates.targets import crop_region_labels
 
@@ -173,8 +173,9 @@ class PerfectReader:
 
     detector_classes, plate_label, plate_threshold = CLASSES, 2, 0.5
     crop_size, crop_padding, read_min_area, detector_size = CROP, PADDING, 1, 256
-    settings = {"plate_threshold": 0.5, "max_plates": 16, "tta": False}
+    settings = {"plate_threshold": 0.5, "plate_nms": 0.3, "max_plates": 16, "tta": False}
     segmenter = None
+    plate_boxes = PlateReader.plate_boxes
 
     def __init__(self, truth, drop=()):
         self.truth, self.drop = truth, drop
@@ -191,12 +192,15 @@ def test_the_threshold_of_best_f1_on_validation(hand_dataset):
     truth = scene_truth(objects, instance, CLASSES)
 
     class Scored(PerfectReader):
-        def detect(self, image):  # plates at 0.9 and 0.8, a false one at 0.85, one at 0.3
+        def detect(self, image):  # plates at 0.9 and 0.8, a false one at 0.85, one at 0.3,
+            # the first plate found twice (0.88, IoU 0.8: dropped by plate_nms), a car
             boxes = np.concatenate([truth["plate_boxes"], [[250, 10, 300, 30],
-                                                           [250, 40, 300, 60]]])
+                                                           [250, 40, 300, 60],
+                                                           [100, 150, 220, 182],
+                                                           [20, 100, 300, 230]]])
             return {"boxes": boxes.astype(np.float32),
-                    "scores": np.array([0.9, 0.8, 0.85, 0.3], np.float32),
-                    "labels": np.array([2, 2, 2, 2])}
+                    "scores": np.array([0.9, 0.8, 0.85, 0.3, 0.88, 0.95], np.float32),
+                    "labels": np.array([2, 2, 2, 2, 2, 1])}
 
     chosen = choose_plate_threshold(Scored(truth), root, "val")
     # from 0.8: 2 true of 3 reported, recall 1: F1 0.8 (from 0.9: 1 of 1, recall 0.5: 0.667)

@@ -289,6 +289,7 @@ def test_the_reader_reads_every_plate_in_one_segmenter_batch(tiny_reader, monkey
     assert (reading.width, reading.height) == (500, 300) and len(reading.plates) == 3
     scores = [p.score for p in reading.plates]
     assert scores == sorted(scores, reverse=True) and min(scores) >= 0.5
+
     for plate in reading.plates:
         assert plate.crop.shape == CROP + (3,) and plate.class_map.shape == CROP
         np.testing.assert_allclose(plate.window, crop_windows(plate.box[None], CROP, 0.05)[0])
@@ -298,6 +299,24 @@ def test_the_reader_reads_every_plate_in_one_segmenter_batch(tiny_reader, monkey
             assert xs.min() >= np.floor(char.box[0]) and xs.max() < np.ceil(char.box[2])
             assert ys.min() >= np.floor(char.box[1]) and ys.max() < np.ceil(char.box[3])
     check_plates_json({"images": [reading.to_json("x.png")]}, {"x.png": (300, 500)})
+
+
+def test_plate_boxes_threshold_overlap_size_and_count(tiny_reader, monkeypatch):
+    detections = {
+        "boxes": np.array([[0, 0, 100, 30], [40, 0, 140, 30],  # IoU 60/140 = 0.43
+                           [200, 0, 300, 30], [0, 50, 100, 80], [300, 50, 300.5, 80],
+                           [0, 100, 100, 130]], np.float32),
+        "scores": np.array([0.9, 0.8, 0.7, 0.95, 0.9, 0.4], np.float32),
+        "labels": np.array([2, 2, 2, 1, 2, 2])}  # a car, a plate half a pixel wide
+    assert tiny_reader.plate_boxes(detections).tolist() == [0, 2]
+    assert tiny_reader.plate_boxes(detections, threshold=0.0).tolist() == [0, 2, 5]
+    monkeypatch.setitem(tiny_reader.settings, "plate_nms", 0.5)
+    assert tiny_reader.plate_boxes(detections).tolist() == [0, 1, 2]
+    monkeypatch.setitem(tiny_reader.settings, "max_plates", 2)
+    assert tiny_reader.plate_boxes(detections).tolist() == [0, 1]
+    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+             "labels": np.zeros(0, np.int64)}
+    assert tiny_reader.plate_boxes(empty).shape == (0,)
 
 
 @pytest.mark.parametrize("shape", [(16, 16, 3), (100, 2000, 3), (2000, 100, 3)])
@@ -318,6 +337,9 @@ def test_the_reader_refuses_bad_input(tiny_reader):
     with pytest.raises(ValueError, match="plate_threshold"):
         PlateReader(tiny_reader.detector, tiny_reader.segmenter, 128, ("car", "plate"), CROP,
                     0.05, plate_threshold=1.5)
+    with pytest.raises(ValueError, match="plate_nms"):
+        PlateReader(tiny_reader.detector, tiny_reader.segmenter, 128, ("car", "plate"), CROP,
+                    0.05, plate_nms=-0.1)
     with pytest.raises(ValueError, match="plate"):
         PlateReader(tiny_reader.detector, tiny_reader.segmenter, 128, ("car", "bus"), CROP, 0.05)
     with pytest.raises(FileNotFoundError, match="detector"):
