@@ -356,8 +356,9 @@ class Localizer(Module):
     """
 
     def __init__(self, num_classes, image_size=48, num_slots=1, widths=(16, 32, 64, 64),
-                 hidden=128, stride=8, box_weight=20.0, beta=0.02):
+                 hidden=128, stride=8, coordinates=True, box_weight=20.0, beta=0.02):
         super().__init__()
+        self.coordinates = bool(coordinates)
         self.num_classes = check_int(num_classes, "num_classes", 1)
         self.stride = check_choice(stride, "stride", (4, 8, 16))
         self.image_size = check_int(image_size, "image_size", stride)
@@ -372,7 +373,7 @@ class Localizer(Module):
         self.box_weight = check_non_negative(box_weight, "box_weight")
         self.beta = check_non_negative(beta, "beta")
         pooled = int(np.log2(stride))  # the first blocks end with a 2x2 max-pool
-        layers, previous = [], 3
+        layers, previous = [], 5 if self.coordinates else 3
         for index, width in enumerate(widths):
             layers += [nn.Conv2d(previous, width, 3, padding=1, bias=False),
                        nn.BatchNorm2d(width), nn.ReLU()]
@@ -391,7 +392,7 @@ class Localizer(Module):
         widths = tuple(m.out_channels for m in self.trunk if isinstance(m, nn.Conv2d))
         return {"num_classes": self.num_classes, "image_size": self.image_size,
                 "num_slots": self.num_slots, "widths": widths, "hidden": self.hidden,
-                "stride": self.stride,
+                "stride": self.stride, "coordinates": self.coordinates,
                 "box_weight": self.box_weight, "beta": self.beta}
 
     # ------------------------------------------------------------------ regimes
@@ -433,8 +434,17 @@ class Localizer(Module):
         if shape != (self.image_size, self.image_size, 3):
             raise ValueError(f"images must have shape (N, {self.image_size}, {self.image_size}, "
                              f"3), got {tuple(images.shape)}")
-        x = self.trunk(images)                                        # (N, S/16, S/16, C)
+        if self.coordinates:
+            images = nn.concat([images, nn.Tensor(self._coordinate_maps(images))], axis=3)
+        x = self.trunk(images)                                  # (N, S/stride, S/stride, C)
         return self.fc(x.reshape(x.shape[0], -1))                     # (N, F)
+
+    def _coordinate_maps(self, images):
+        """x and y of every pixel in [-1, 1], ``(N, S, S, 2)`` (CoordConv's extra channels)."""
+        size = self.image_size
+        ramp = np.linspace(-1, 1, size, dtype=np.float32)
+        maps = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None]), axis=-1)  # (S, S, 2)
+        return np.broadcast_to(maps, (images.shape[0], size, size, 2)).astype(images.dtype)
 
     def forward(self, images):
         features = self.features(images)

@@ -1,0 +1,218 @@
+"""Tests of detection.train_localization: configuration checks, a quick run end to end
+(four stages, the comparison table), Ctrl-C (a real SIGINT, in this process and in the
+command) and --resume equal to an uninterrupted run, flags."""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import nn
+from detection.localization import Localizer
+from detection.train_localization import (STAGES, TrainConfig, build_windows, load_stage, main,
+                                          train_localization)
+from detection.datasets.voc import VOCDataset
+from nn.engine import ResumeError, TrainingInterrupted
+from plates.synthetic import generate_plate_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLASSES = ("plate",) + tuple(str(d) for d in range(10)) + ("char",)
+
+
+@pytest.fixture(scope="module")
+def plates(tmp_path_factory):
+    """A tiny generated dataset shared by the runs of this module."""
+    root = tmp_path_factory.mktemp("plates")
+    generate_plate_dataset(root, 12, seed=3, splits=(0.5, 0.25, 0.25), progress=False)
+    return str(root)
+
+
+def quick_config(data, out, **overrides):
+    return TrainConfig(data=data, out=str(out), quick=True, progress=False, classes=CLASSES,
+                       **overrides)
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(minutes=0), "minutes"),
+    (dict(steps=0), "steps"),
+    (dict(steps=None, minutes=None), "minutes, steps"),
+    (dict(slots=1), "slots"),
+    (dict(window=50), "multiple of the stride 8"),
+    (dict(scale_range=(0.8, 2.0)), "scale_range"),
+    (dict(encoding="xyxy"), "encoding"),
+    (dict(eval_at=(0.75, 0.5)), "eval_at"),
+    (dict(classes=("plate", "plate")), "classes"),
+    (dict(model={"depth": 3}), "unknown Localizer arguments"),
+])
+def test_bad_train_config(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides).validate()
+
+
+def test_windows_of_a_voc_split(plates):
+    config = quick_config(plates, "unused", window=32, draws=2)
+    dataset = VOCDataset(plates, "train", classes=CLASSES)
+    data = build_windows(dataset, config, num_objects=2, stream=0)
+    count = len(data["windows"])
+    assert count > 0 and data["windows"].shape == (count, 32, 32, 3)
+    assert data["windows"].dtype == np.uint8
+    assert data["labels"].shape == (count, 2) and data["labels"].min() >= 0
+    assert data["labels"].max() < len(CLASSES)
+    assert data["boxes"].shape == (count, 2, 4)
+    # Whole objects inside the window, left to right.
+    assert data["boxes"].min() >= -1e-3 and data["boxes"].max() <= 32 + 1e-3
+    centres = data["boxes"][..., 0] + data["boxes"][..., 2]
+    assert np.all(centres[:, 0] <= centres[:, 1])
+    again = build_windows(dataset, config, num_objects=2, stream=0)
+    np.testing.assert_array_equal(again["windows"], data["windows"])  # seeded
+
+
+def test_quick_command_end_to_end(plates, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--data", plates, "--out", str(out), "--quick", "--quiet",
+                 "--classes", *CLASSES]) == 0
+    printed = capsys.readouterr().out
+    assert "finetune" in printed and "2 slots" in printed
+    assert sorted(os.listdir(out)) == sorted(STAGES + ("metrics.json", "run.json"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["table"]) == {"prior", "classify", "localize", "finetune"}
+    for row in metrics["table"].values():
+        assert set(row) >= {"accuracy", "mean_iou", "iou_50", "both", "count"}
+        assert row["count"] == metrics["windows"]["eval"]
+    assert metrics["eval_split"] == "test" and metrics["classes"] == list(CLASSES)
+    assert set(metrics["slots"]["by_objects"]) <= {"1", "2", "3"}
+    for stage in STAGES:
+        assert metrics["stages"][stage]["steps"] == 4
+        assert sorted(os.listdir(out / stage)) == ["best.npz", "history.json", "last.npz",
+                                                   "metrics.json"]
+    # The saved models evaluate to the table's numbers.
+    model, checkpoint = load_stage(out / "finetune" / "best.npz")
+    assert isinstance(model, Localizer) and not model.training
+    assert checkpoint["info"]["regime"] == "finetune"
+    slots, _ = load_stage(out / "slots" / "best.npz")
+    assert slots.num_slots == 2
+    # The frozen stage changed only the box head of the classifier it started from.
+    classify = nn.load(out / "classify" / "best.npz")["model"]
+    localize = nn.load(out / "localize" / "last.npz")["model"]
+    for key, value in classify.items():
+        same = np.array_equal(value, localize[key])
+        assert same != key.startswith("box_head."), key
+    # A second run into the same directory is refused; --resume of a finished run works.
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", plates, "--out", str(out), "--quick", "--quiet"])
+    assert exit_.value.code == 2 and "--resume" in capsys.readouterr().err
+    assert main(["--data", plates, "--out", str(out), "--resume", "--quiet"]) == 0
+
+
+def _assert_same_stages(path_a, path_b):
+    for stage in STAGES:
+        a, b = nn.load(path_a / stage / "last.npz"), nn.load(path_b / stage / "last.npz")
+        for key in a["model"]:
+            np.testing.assert_array_equal(a["model"][key], b["model"][key],
+                                          err_msg=f"{stage} {key}")
+        for name in a["history"]["losses"]:
+            np.testing.assert_array_equal(a["history"]["losses"][name],
+                                          b["history"]["losses"][name])
+
+
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(plates, tmp_path, monkeypatch,
+                                                         sigint_raises):
+    whole = train_localization(quick_config(plates, tmp_path / "whole", steps=6, seed=1))
+    loss, calls = Localizer.loss, []
+
+    def interrupted_loss(self, *batch):
+        calls.append(1)
+        if len(calls) == 9:  # the third step of the second stage (localize)
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss(self, *batch)
+
+    monkeypatch.setattr(Localizer, "loss", interrupted_loss)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train_localization(quick_config(plates, tmp_path / "parts", steps=6, seed=1))
+    assert stop.value.saved and stop.value.step == 3
+    assert stop.value.path == str(tmp_path / "parts" / "localize" / "last.npz")
+    monkeypatch.undo()
+    run = json.loads((tmp_path / "parts" / "run.json").read_text())
+    assert list(run["stages"]) == ["classify"]
+    resumed = train_localization(quick_config(plates, tmp_path / "parts", seed=99), resume=True)
+    assert resumed["config"]["seed"] == 1
+    assert resumed["table"] == whole["table"] and resumed["slots"] == whole["slots"]
+    _assert_same_stages(tmp_path / "whole", tmp_path / "parts")
+
+
+def test_resume_needs_a_run(plates, tmp_path, capsys):
+    with pytest.raises(ResumeError, match="run.json"):
+        train_localization(quick_config(plates, tmp_path / "nothing"), resume=True)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", plates, "--out", str(tmp_path / "nothing"), "--resume"])
+    assert exit_.value.code == 2 and "holds no localization run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--minutes", "0"], "--minutes: must be a finite number > 0"),
+    (["--steps", "0"], "--steps: must be an int >= 1"),
+    (["--slots", "1"], "slots must be an int >= 2"),
+    (["--window", "44"], "multiple of the stride 8"),
+    (["--batch-size", "0"], "--batch-size: must be an int >= 1"),
+])
+def test_bad_flags(plates, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", plates, "--out", str(tmp_path / "run"), *flags])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_missing_data_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")])
+    assert exit_.value.code == 2 and "python -m plates.synthetic" in capsys.readouterr().err
+
+
+def _restore_sigint():
+    """In the child: SIGINT as Python's default (a background job starts with it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_command_and_the_printed_resume_command(plates, tmp_path):
+    flags = ["--data", plates, "--quick", "--quiet", "--steps", "120", "--classes", *CLASSES]
+    command = [sys.executable, "-m", "detection.train_localization"]
+    cut = tmp_path / "cut"
+    process = subprocess.Popen(command + flags + ["--out", str(cut)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_restore_sigint)
+    try:
+        deadline = time.monotonic() + 120
+        while not (cut / "classify" / "last.npz").exists() and time.monotonic() < deadline \
+                and process.poll() is None:
+            time.sleep(0.02)  # the classify stage's first evaluation (half way) is written
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Continue with" in stderr
+    assert not (cut / "metrics.json").exists()
+    resume = shlex.split(stderr.strip().splitlines()[-1])
+    assert resume[:3] == ["python", "-m", "detection.train_localization"]
+    assert resume[-1] == "--resume"
+    resumed = subprocess.run([sys.executable, *resume[1:]], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = subprocess.run(command + flags + ["--out", str(tmp_path / "whole")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    _assert_same_stages(tmp_path / "whole", cut)
