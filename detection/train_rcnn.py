@@ -57,6 +57,7 @@ from detection.datasets.transforms import (ColorJitter, Compose, Normalize, Rand
                                            RandomScale, Resize)
 from detection.datasets.voc import VOCDataset, read_class_names
 from detection.faster_rcnn import FasterRCNN, FasterRCNNConfig, FastRCNN
+from detection.mask_rcnn import MaskRCNN, MaskRCNNConfig
 from detection.metrics import mean_average_precision, precision_recall_curve
 from detection.visualize import draw_boxes, draw_masks, plot_pr_curves, save_figure, show_image
 
@@ -73,7 +74,6 @@ LOSS_NAMES = ("rpn_objectness", "rpn_box_regression", "classification", "box_reg
 def _model_classes(detector):
     """``(model class, config class)`` of a detector name."""
     if detector == "mask_rcnn":
-        from detection.mask_rcnn import MaskRCNN, MaskRCNNConfig
         return MaskRCNN, MaskRCNNConfig
     return (FasterRCNN if detector == "faster_rcnn" else FastRCNN), FasterRCNNConfig
 
