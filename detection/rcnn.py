@@ -7,15 +7,18 @@ The first CNN detector, in four steps per image:
 2. **Warping**: each box, dilated so that the warped crop has a margin of context
    (the paper: 16 pixels at 227x227, here ``16 / 227`` of the warp size), is resized to a
    fixed square, whatever its aspect ratio. ``warp_regions`` does this for all boxes at
-   once with ``roi_align`` on the image itself: one bilinear sample at the centre of
-   every output pixel. Outside the image the crop shows the image mean (the paper's
-   padding), as the image is centred before warping.
+   once (``warp_regions_batch`` for boxes of many images, a training minibatch): one
+   bilinear sample at the centre of every output pixel, ``roi_align``'s sampling.
+   Outside the image the crop shows the image mean (the paper's padding), as the image
+   is centred before warping.
 3. **Features**: a CNN run once *per region* (the cost Fast R-CNN removes: 2000 forward
    passes per image) gives a feature vector. Here a small CNN from scratch, 32x32
    input: the plates of a 256-px scene are 10-40 px wide, so 32 px keeps their detail,
    and 2000 crops of 32x32 cost what one 1400x1400 image would.
 4. **Heads on the features**: per class, a linear SVM scores the region, and a linear
-   (ridge) regression moves its box; per-class NMS keeps the best boxes.
+   (ridge) regression moves its box; per-class NMS keeps the best boxes. The paper
+   compares this with the fine-tuned CNN's own softmax as the scorer (``detect(...,
+   scoring="softmax")``): the SVMs were better by a few mAP points.
 
 Labels, as in the paper:
 
@@ -42,7 +45,8 @@ from detection.boxes import box_iou, clip_boxes_to_image
 from detection.nms import batched_nms
 
 __all__ = ["RCNNConfig", "RegionCNN", "RCNN", "label_proposals", "warp_regions",
-           "context_boxes", "train_svms", "fit_box_regressors", "sample_regions"]
+           "warp_regions_batch", "image_means", "context_boxes", "train_svms",
+           "fit_box_regressors", "sample_regions"]
 
 BOX_CODER = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
 
@@ -65,6 +69,8 @@ class RCNNConfig:
         ridge_lambda (float): regularisation of the box regressors.
         nms_iou (float): per-class NMS threshold (the paper's 0.3).
         score_threshold (float): SVM score below which a detection is dropped.
+        softmax_threshold (float): the same for the softmax's probabilities
+            (``detect(scoring="softmax")``).
         detections_per_image (int): at most this many boxes per image.
         max_proposals (int): proposals used per image (the best-ranked ones).
         batch_size (int): regions per forward pass at inference.
@@ -81,6 +87,7 @@ class RCNNConfig:
     ridge_lambda: float = 1000.0
     nms_iou: float = 0.3
     score_threshold: float = -1.0
+    softmax_threshold: float = 0.01
     detections_per_image: int = 100
     max_proposals: int = 2000
     batch_size: int = 500
@@ -125,7 +132,7 @@ def label_proposals(proposals, gt_boxes, gt_labels, positive_iou=0.5, negative_i
 
 # ------------------------------------------------------------ warping
 def context_boxes(boxes, warp_size, context):
-    """Dilate boxes so that, warped to ``warp_size``, a margin ``context·warp_size`` surrounds them.
+    """Dilate boxes so that, warped to ``warp_size``, a margin ``context·warp_size`` is left.
 
     A box of width w fills ``warp_size - 2p`` warped pixels (p = context·warp_size), so
     each side grows by ``p · w / (warp_size - 2p)``.
@@ -196,27 +203,77 @@ def warp_regions(image, boxes, warp_size=32, context=16.0 / 227.0, mean=None):
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"image must have shape (H, W, C), got {image.shape}")
-    image = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else \
-        image.astype(np.float32)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    height, width, channels = image.shape
+    means = None if mean is None else np.asarray(mean, np.float32).reshape(1, -1)
+    return warp_regions_batch(image[None], np.zeros(boxes.shape[0], np.int64), boxes,
+                              warp_size, context, means)
+
+
+def image_means(images):
+    """Per-image channel means, in [0, 1] for uint8 images.
+
+    Args:
+        images (ndarray[N, H, W, C]): uint8 or float.
+    Returns:
+        ndarray[N, C] float32.
+    """
+    images = np.asarray(images)
+    means = images.reshape(images.shape[0], -1, images.shape[-1]).mean(axis=1, dtype=np.float64)
+    return (means / 255.0 if images.dtype == np.uint8 else means).astype(np.float32)
+
+
+def warp_regions_batch(images, image_indices, boxes, warp_size=32, context=16.0 / 227.0,
+                       means=None):
+    """``warp_regions`` for boxes of several images at once (a training minibatch).
+
+    Each image is centred by its own mean. By linearity the gather reads the raw pixels
+    and subtracts ``mean · (sum of the sample's weights)`` afterwards: the weights sum
+    to 1 on the image and to 0 off it, where the centred image reads 0.
+
+    Args:
+        images (ndarray[N, H, W, C]): uint8 (scaled to [0, 1]) or float.
+        image_indices (ndarray[R] int): the image of each box.
+        boxes (ndarray[R, 4]): xyxy.
+        warp_size (int), context (float): as ``warp_regions``.
+        means (ndarray[N, C] | None): subtracted per image; None: ``image_means(images)``.
+    Returns:
+        ndarray[R, S, S, C] float32.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W, C), got {images.shape}")
+    count, height, width, channels = images.shape
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    image_indices = np.asarray(image_indices, dtype=np.int64).reshape(-1)
+    if image_indices.shape[0] != boxes.shape[0]:
+        raise ValueError(f"image_indices has {image_indices.shape[0]} entries for "
+                         f"{boxes.shape[0]} boxes")
+    if image_indices.size and (image_indices.min() < 0 or image_indices.max() >= count):
+        raise ValueError(f"image_indices must lie in [0, {count}), got "
+                         f"[{image_indices.min()}, {image_indices.max()}]")
     if boxes.shape[0] == 0:
         return np.zeros((0, warp_size, warp_size, channels), np.float32)
-    mean = image.mean(axis=(0, 1)) if mean is None else np.asarray(mean, np.float32)
-    pixels = (image - mean).reshape(height * width, channels)            # (H·W, C)
+    means = image_means(images) if means is None else np.asarray(means, np.float32)
+    scale = np.float32(1 / 255.0) if images.dtype == np.uint8 else np.float32(1.0)
+    pixels = images.reshape(count * height * width, channels)            # (N·H·W, C)
     dilated = context_boxes(boxes, warp_size, context) if context > 0 else boxes
     rows = _sample_axis(dilated[:, 1], dilated[:, 3], warp_size, height)
     cols = _sample_axis(dilated[:, 0], dilated[:, 2], warp_size, width)
+    first_pixel = (image_indices * (height * width))[:, None, None]       # (R, 1, 1)
     crops = None
     for y, wy in ((rows[0], rows[2]), (rows[1], rows[3])):
         for x, wx in ((cols[0], cols[2]), (cols[1], cols[3])):
-            index = y[:, :, None] * width + x[:, None, :]                # (R, S, S)
-            values = np.take(pixels, index, axis=0)      # (R, S, S, C); take beats [index]
+            index = first_pixel + y[:, :, None] * width + x[:, None, :]  # (R, S, S)
+            values = np.take(pixels, index, axis=0).astype(np.float32, copy=False)
             values *= (wy[:, :, None] * wx[:, None, :])[..., None]
             if crops is None:
                 crops = values
             else:
                 crops += values
+    if scale != 1:
+        crops *= scale
+    weight = (rows[2] + rows[3])[:, :, None] * (cols[2] + cols[3])[:, None, :]   # (R, S, S)
+    crops -= weight[..., None] * means[image_indices][:, None, None, :]
     return crops
 
 
@@ -254,7 +311,9 @@ class RegionCNN(Module):
 
 # ------------------------------------------------------------ SVMs and box regression
 def _hinge_subgradient(x, y, weight, bias, lam, sample_weight):
-    """Objective and subgradient of ``lam/2·|w|² + sum_i c_i max(0, 1 - y_i(x_i·w + b))``, per class.
+    """Objective and subgradient of ``lam/2·|w|² + sum_i c_i max(0, 1 - y_i(x_i·w + b))``.
+
+    Per class (one column of ``weight`` each).
 
     Args:
         x (ndarray[N, D]); y (ndarray[N, K]) in {-1, 0, +1} (0: not used for that class);
@@ -272,7 +331,8 @@ def train_svms(features, targets, c=1.0, epochs=200, hard_negative_rounds=2,
                initial_negatives=2000, rng=None):
     """One linear SVM per class (hinge loss), trained together, with hard-negative mining.
 
-    Minimises, for each class k, ``1/2·|w_k|² + C · sum_i c_ik max(0, 1 - y_ik (x_i·w_k + b_k))``
+    Minimises, for each class k,
+    ``1/2·|w_k|² + C · sum_i c_ik max(0, 1 - y_ik (x_i·w_k + b_k))``
     by full-batch subgradient descent with a decaying step (Pegasos-style) and iterate
     averaging, all classes at once (one matrix product per step). ``c_ik`` balances
     positives and negatives (each side weighs half). Mining: start from a random sample
@@ -309,14 +369,16 @@ def train_svms(features, targets, c=1.0, epochs=200, hard_negative_rounds=2,
     bias = np.zeros(classes)
     lam = 1.0 / c
     for _ in range(hard_negative_rounds + 1):
-        used = np.where(active, y, 0.0)
+        rows = np.flatnonzero(active.any(axis=1))       # rows outside every class add nothing
+        used = np.where(active[rows], y[rows], 0.0)
+        x_used = xs[rows]
         positives = np.maximum((used > 0).sum(0), 1)
         negatives = np.maximum((used < 0).sum(0), 1)
-        sample_weight = np.where(used > 0, 0.5 / positives, 0.5 / negatives) * n
+        sample_weight = np.where(used > 0, 0.5 / positives, 0.5 / negatives)
         average_w, average_b = np.zeros_like(weight), np.zeros_like(bias)
         for step in range(1, epochs + 1):
-            _, grad_w, grad_b = _hinge_subgradient(xs, used, weight, bias, lam,
-                                                   sample_weight / n)
+            _, grad_w, grad_b = _hinge_subgradient(x_used, used, weight, bias, lam,
+                                                   sample_weight)
             rate = 1.0 / (lam * (step + 10))
             weight -= rate * grad_w
             bias -= rate * grad_b
@@ -416,41 +478,47 @@ class RCNN:
             return np.zeros((0, self.config.feature_dim), np.float32)
         return np.concatenate(out)
 
-    def fit_heads(self, features, proposal_boxes, proposal_labels, matched_boxes, best_iou,
+    def fit_heads(self, features, boxes, class_iou, matched_boxes, matched_labels, best_iou,
                   gt_features, gt_labels, rng=None):
         """Train the SVMs and box regressors on extracted features.
 
         Args:
             features (ndarray[N, D]): features of proposals (all training images).
-            proposal_boxes (ndarray[N, 4]); proposal_labels (ndarray[N]): class of each
-                proposal's best ground truth (0 if none); matched_boxes (ndarray[N, 4]):
-                that ground truth's box; best_iou (ndarray[N]).
+            boxes (ndarray[N, 4]): the proposals.
+            class_iou (ndarray[N, K]): each proposal's best IoU with an object of each
+                class (an SVM negative for class k below ``svm_negative_iou``).
+            matched_boxes (ndarray[N, 4]), matched_labels (ndarray[N]), best_iou
+                (ndarray[N]): the best-overlapping object's box and class, and that IoU
+                (box regression from ``regression_iou``).
             gt_features (ndarray[G, D]); gt_labels (ndarray[G]): the ground-truth boxes'
                 own features and classes (the SVM positives).
+            rng (np.random.Generator | None): the SVMs' first sample of negatives.
         """
         c = self.config
-        k = c.num_classes
         x = np.concatenate([gt_features, features])
-        targets = np.zeros((x.shape[0], k))
-        gt_labels = np.asarray(gt_labels)
+        gt_labels = np.asarray(gt_labels, np.int64).reshape(-1)
+        targets = np.zeros((x.shape[0], c.num_classes))
         targets[np.arange(gt_labels.size), gt_labels - 1] = 1.0
-        # A proposal is a negative for class k if it overlaps no object of class k
-        # by svm_negative_iou or more.
-        for cls in range(1, k + 1):
-            overlap = np.where(proposal_labels == cls, best_iou, 0.0)
-            targets[gt_labels.size:, cls - 1] = np.where(overlap < c.svm_negative_iou, -1.0, 0.0)
+        targets[gt_labels.size:] = np.where(np.asarray(class_iou) < c.svm_negative_iou, -1.0, 0.0)
         self.svm_weight, self.svm_bias = train_svms(x, targets, c=c.svm_c, rng=rng)
-        regress = np.where(best_iou >= c.regression_iou, proposal_labels, 0)
-        self.regressors = fit_box_regressors(features, proposal_boxes, matched_boxes, regress,
-                                             k, c.ridge_lambda)
+        regress = np.where(np.asarray(best_iou) >= c.regression_iou, matched_labels, 0)
+        self.regressors = fit_box_regressors(features, boxes, matched_boxes, regress,
+                                             c.num_classes, c.ridge_lambda)
 
-    def detect(self, image, proposals):
-        """Detections on given proposals: warp, features, SVM scores, box regression, NMS.
+    def detect(self, image, proposals, scoring="svm"):
+        """Detections on given proposals: warp, features, scores, box regression, NMS.
 
+        Args:
+            image (ndarray[H, W, 3]): uint8 or float in [0, 1].
+            proposals (ndarray[R, 4]): xyxy, best first (the first ``max_proposals`` are used).
+            scoring (str): ``"svm"`` (the SVM scores, R-CNN's detector) or ``"softmax"``
+                (the fine-tuned CNN's class probabilities, the paper's comparison).
         Returns:
-            dict: ``boxes`` (ndarray[D, 4] float32), ``scores`` (ndarray[D] float32, SVM
-            scores), ``labels`` (ndarray[D] int64 in 1..K).
+            dict: ``boxes`` (ndarray[D, 4] float32), ``scores`` (ndarray[D] float32),
+            ``labels`` (ndarray[D] int64 in 1..K).
         """
+        if scoring not in ("svm", "softmax"):
+            raise ValueError(f"scoring must be 'svm' or 'softmax', got {scoring!r}")
         c = self.config
         height, width = np.asarray(image).shape[:2]
         proposals = np.asarray(proposals, np.float32).reshape(-1, 4)[:c.max_proposals]
@@ -461,7 +529,15 @@ class RCNN:
         features = self.extract_features(crops)
         self.timings["features"] = time.perf_counter() - start
         start = time.perf_counter()
-        scores = features @ self.svm_weight + self.svm_bias                 # (R, K)
+        if scoring == "svm":
+            scores = features @ self.svm_weight + self.svm_bias             # (R, K)
+            threshold = c.score_threshold
+        else:
+            with nn.no_grad():
+                logits = self.net.cls(features).data.astype(np.float64)     # (R, K + 1)
+            probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+            scores = (probabilities / probabilities.sum(axis=1, keepdims=True))[:, 1:]
+            threshold = c.softmax_threshold
         x1 = np.concatenate([features, np.ones((features.shape[0], 1))], axis=1)
         deltas = np.einsum("rd,kdt->rkt", x1, self.regressors)              # (R, K, 4)
         count = proposals.shape[0]
@@ -470,7 +546,7 @@ class RCNN:
         boxes = clip_boxes_to_image(boxes.reshape(-1, 4), (height, width)).reshape(
             count, c.num_classes, 4)
         labels = np.broadcast_to(np.arange(1, c.num_classes + 1), scores.shape)
-        keep = scores.ravel() > c.score_threshold
+        keep = scores.ravel() > threshold
         flat_boxes = boxes.reshape(-1, 4)[keep].astype(np.float32)
         flat_scores = scores.ravel()[keep].astype(np.float32)
         flat_labels = labels.ravel()[keep].astype(np.int64)
@@ -479,26 +555,27 @@ class RCNN:
         return {"boxes": flat_boxes[kept], "scores": flat_scores[kept],
                 "labels": flat_labels[kept]}
 
-    def predict(self, image, mode="fast"):
+    def predict(self, image, mode="fast", scoring="svm"):
         """Selective search, then ``detect``; ``timings`` gets the proposals' time too."""
         from detection.selective_search import selective_search
         start = time.perf_counter()
         proposals = selective_search(image, mode=mode)
         proposal_time = time.perf_counter() - start
-        out = self.detect(image, proposals)
+        out = self.detect(image, proposals, scoring)
         self.timings["proposals"] = proposal_time
         return out
 
-    def prepare(self, image, target, proposals):
-        """Warped crops and labels of one training image's proposals and ground truth.
+    def label_regions(self, target, proposals):
+        """The regions of one training image and their labels: proposals, then the objects.
 
         Args:
-            image (ndarray[H, W, 3]); target (dict): ``boxes`` (ndarray[G, 4]) and
-            ``labels`` (ndarray[G] in 1..K); proposals (ndarray[R, 4]).
+            target (dict): ``boxes`` (ndarray[G, 4]) and ``labels`` (ndarray[G] in 1..K).
+            proposals (ndarray[P, 4]): the first ``max_proposals`` are used.
         Returns:
-            dict: ``crops`` (ndarray[R + G, S, S, 3], the ground-truth boxes last),
-            ``boxes``, ``labels`` (fine-tuning labels, IoU >= fg_iou), ``matched_boxes``,
-            ``matched_labels``, ``best_iou`` (per proposal) and ``num_gt``.
+            dict: ``boxes`` (ndarray[R, 4], R = P + G, the objects last), ``labels``
+            (fine-tuning labels: class if IoU >= ``fg_iou``, else 0), ``matched_boxes``,
+            ``matched_labels`` and ``best_iou`` (the best-overlapping object), ``class_iou``
+            (ndarray[R, K]: the best IoU with an object of each class), ``num_gt``.
         """
         c = self.config
         gt_boxes = np.asarray(target["boxes"], np.float64).reshape(-1, 4)
@@ -511,9 +588,24 @@ class RCNN:
                                  if gt_boxes.shape[0] else 0.0, boxes)
         matched_labels = np.where(has_match, gt_labels[np.maximum(matched, 0)]
                                   if gt_labels.size else 0, 0)
-        return {"crops": self.warp(image, boxes), "boxes": boxes, "labels": labels,
-                "matched_boxes": matched_boxes, "matched_labels": matched_labels,
-                "best_iou": best, "num_gt": gt_boxes.shape[0]}
+        iou = box_iou(boxes, gt_boxes) if gt_boxes.shape[0] else np.zeros((boxes.shape[0], 0))
+        of_class = gt_labels[None, :] == np.arange(1, c.num_classes + 1)[:, None]    # (K, G)
+        class_iou = np.where(of_class[None], iou[:, None, :], 0.0).max(axis=2, initial=0.0)
+        return {"boxes": boxes, "labels": labels, "matched_boxes": matched_boxes,
+                "matched_labels": matched_labels, "best_iou": best, "class_iou": class_iou,
+                "num_gt": gt_boxes.shape[0]}
+
+    def prepare(self, image, target, proposals):
+        """``label_regions`` plus ``crops`` (ndarray[R, S, S, 3]): every region warped."""
+        regions = self.label_regions(target, proposals)
+        regions["crops"] = self.warp(image, regions["boxes"])
+        return regions
+
+    def prepare_features(self, image, target, proposals):
+        """``label_regions`` plus ``features`` (ndarray[R, D] float32) of every region."""
+        regions = self.prepare(image, target, proposals)
+        regions["features"] = self.extract_features(regions.pop("crops"))
+        return regions
 
     def fine_tune_step(self, crops, labels, optimizer):
         """One SGD step of the CNN's K+1-way classifier on a minibatch; returns the loss."""
@@ -525,23 +617,22 @@ class RCNN:
         return float(loss.item())
 
     def fit_heads_from(self, prepared, rng=None):
-        """``fit_heads`` on the output of ``prepare`` for every training image."""
-        features, boxes, matched_labels, matched_boxes, best = [], [], [], [], []
-        gt_features, gt_labels = [], []
+        """``fit_heads`` on ``prepare`` (or ``prepare_features``) of every training image."""
+        parts = {key: [] for key in ("features", "boxes", "class_iou", "matched_boxes",
+                                     "matched_labels", "best_iou", "gt_features", "gt_labels")}
         for item in prepared:
-            feats = self.extract_features(item["crops"])
+            feats = item["features"] if "features" in item else \
+                self.extract_features(item["crops"])
             split = feats.shape[0] - item["num_gt"]
-            features.append(feats[:split])
-            gt_features.append(feats[split:])
-            gt_labels.append(item["matched_labels"][split:])
-            boxes.append(item["boxes"][:split])
-            matched_labels.append(item["matched_labels"][:split])
-            matched_boxes.append(item["matched_boxes"][:split])
-            best.append(item["best_iou"][:split])
-        self.fit_heads(np.concatenate(features), np.concatenate(boxes),
-                       np.concatenate(matched_labels), np.concatenate(matched_boxes),
-                       np.concatenate(best), np.concatenate(gt_features),
-                       np.concatenate(gt_labels), rng=rng)
+            parts["features"].append(feats[:split])
+            parts["gt_features"].append(feats[split:])
+            parts["gt_labels"].append(item["matched_labels"][split:])
+            for key in ("boxes", "class_iou", "matched_boxes", "matched_labels", "best_iou"):
+                parts[key].append(item[key][:split])
+        joined = {key: np.concatenate(value) for key, value in parts.items()}
+        self.fit_heads(joined["features"], joined["boxes"], joined["class_iou"],
+                       joined["matched_boxes"], joined["matched_labels"], joined["best_iou"],
+                       joined["gt_features"], joined["gt_labels"], rng=rng)
 
     def state_dict(self):
         state = {f"net.{k}": v for k, v in self.net.state_dict().items()}

@@ -6,7 +6,8 @@ import nn
 from detection.box_coder import BoxCoder
 from detection.boxes import box_iou
 from detection.rcnn import (RCNN, RCNNConfig, RegionCNN, context_boxes, fit_box_regressors,
-                            label_proposals, sample_regions, train_svms, warp_regions)
+                            image_means, label_proposals, sample_regions, train_svms,
+                            warp_regions, warp_regions_batch)
 
 
 # ------------------------------------------------------------ labels
@@ -92,13 +93,31 @@ def test_warp_regions_equals_roi_align(seed):
     np.testing.assert_allclose(crops, expected, atol=1e-5)
 
 
+def test_warp_regions_batch_equals_one_image_at_a_time():
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (3, 20, 24, 3)).astype(np.uint8)
+    indices = np.array([2, 0, 0, 1, 2, 1, 0])
+    corners = rng.uniform(-5, 20, (7, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(2, 15, (7, 2))], axis=1)
+    crops = warp_regions_batch(images, indices, boxes, 6)
+    for image_index in range(3):
+        mine = indices == image_index
+        np.testing.assert_allclose(crops[mine], warp_regions(images[image_index], boxes[mine], 6),
+                                   atol=1e-6)
+    np.testing.assert_allclose(image_means(images), images.mean(axis=(1, 2)) / 255, atol=1e-6)
+    with pytest.raises(ValueError, match="image_indices"):
+        warp_regions_batch(images, [0, 3], boxes[:2], 6)
+    assert warp_regions_batch(images, [], np.zeros((0, 4)), 6).shape == (0, 6, 6, 3)
+
+
 def test_context_boxes_leave_the_papers_margin():
     boxes = np.array([[10, 20, 110, 70]], np.float64)
     dilated = context_boxes(boxes, 227, 16 / 227)
     # The original box fills 227 - 32 warped pixels: 16 pixels each side.
     scale = (dilated[0, 2] - dilated[0, 0]) / 227
     np.testing.assert_allclose((boxes[0, 0] - dilated[0, 0]) / scale, 16.0)
-    np.testing.assert_allclose((dilated[0, 3] - boxes[0, 3]) / ((dilated[0, 3] - dilated[0, 1]) / 227), 16.0)
+    scale_y = (dilated[0, 3] - dilated[0, 1]) / 227
+    np.testing.assert_allclose((dilated[0, 3] - boxes[0, 3]) / scale_y, 16.0)
 
 
 def test_warp_regions_uint8_and_empty():
@@ -230,3 +249,41 @@ def test_rcnn_detect_without_proposals_returns_empty():
     out = model.detect(np.zeros((20, 20, 3), np.float32), np.zeros((0, 4), np.float32))
     assert out["boxes"].shape == (0, 4) and out["scores"].shape == (0,)
     assert out["labels"].dtype == np.int64
+
+
+def test_label_regions_class_iou_per_class():
+    model = RCNN(RCNNConfig(num_classes=2, warp_size=16, widths=(8, 16), feature_dim=32))
+    target = {"boxes": np.array([[0, 0, 10, 10], [5, 0, 15, 10]], np.float32),
+              "labels": np.array([1, 2])}
+    proposals = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    regions = model.label_regions(target, proposals)
+    # The first proposal is object 0 itself and overlaps object 1 (class 2) by 1/3: an
+    # SVM negative for neither class (>= 0.3), though its best object is of class 1.
+    np.testing.assert_allclose(regions["class_iou"][:2], [[1.0, 1 / 3], [0.0, 0.0]])
+    np.testing.assert_allclose(regions["class_iou"][2:], [[1.0, 1 / 3], [1 / 3, 1.0]])
+    np.testing.assert_array_equal(regions["labels"], [1, 0, 1, 2])
+    np.testing.assert_array_equal(regions["matched_labels"], [1, 0, 1, 2])
+    assert regions["num_gt"] == 2
+    empty = model.label_regions({"boxes": np.zeros((0, 4)), "labels": np.zeros(0)}, proposals)
+    assert empty["class_iou"].shape == (2, 2) and not empty["class_iou"].any()
+
+
+def test_rcnn_softmax_scoring_gives_probabilities():
+    nn.manual_seed(0)
+    model = RCNN(RCNNConfig(num_classes=2, warp_size=16, widths=(8, 16), feature_dim=32,
+                            softmax_threshold=0.0))
+    image, target = scene(np.random.default_rng(1))
+    proposals = jittered_proposals(np.random.default_rng(2), target["boxes"])
+    out = model.detect(image, proposals, scoring="softmax")
+    assert out["scores"].dtype == np.float32 and len(out["scores"]) > 0
+    # Without box regression a detection is a proposal; its score is that proposal's
+    # softmax probability of the detected class.
+    with nn.no_grad():
+        logits = model.net(model.warp(image, proposals)).data.astype(np.float64)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    for box, score, label in zip(out["boxes"], out["scores"], out["labels"]):
+        index = np.flatnonzero((np.abs(proposals.clip(0, 64) - box) < 1e-4).all(axis=1))
+        assert index.size >= 1
+        np.testing.assert_allclose(score, probabilities[index[0], label], rtol=1e-4)
+    with pytest.raises(ValueError, match="scoring"):
+        model.detect(image, proposals, scoring="max")
