@@ -37,8 +37,8 @@ def test_bad_train_config(overrides, message):
         TrainConfig(**overrides).validate()
 
 
-@pytest.mark.parametrize("detector", ["faster_rcnn",
-                                      pytest.param("mask_rcnn", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("detector", ["faster_rcnn", "mask_rcnn"])
 def test_quick_command_end_to_end(plates, tmp_path, capsys, detector):
     out = tmp_path / "run"
     assert main(["--model", detector, "--data", plates, "--out", str(out), "--quick", "--quiet",
