@@ -10,16 +10,17 @@
   and of the head are added and back-propagated together, but the proposals are
   treated as constants (no gradient flows through their coordinates).
 
-The shared feature map. The paper uses one map (VGG-16's conv5, stride 16). Plates
-are small (10-60 px in 256-512 px images), so here the map has stride 8 and sees
-the whole backbone: a ResNet (``detection.backbones``) gives ``C3..C5`` and a
+The shared feature map. The paper uses one map (VGG-16's conv5, stride 16). Small
+objects (license plates: 10-60 px in 256-512 px street scenes) need a finer one, so
+here the map has stride 8 and sees the whole backbone: a ResNet (``detection.backbones``) gives ``C3..C5`` and a
 top-down pathway (FPN's lateral 1x1 convolutions and nearest-neighbour upsampling,
 Lin et al. 2017) merges them into a single map at the level of ``feature_level``
 (3: stride 8), smoothed by one 3x3 convolution. The RPN and the RoI pooling both
 read that one map.
 
-Anchors: 3 scales x 3 aspect ratios per location (the paper's nine), chosen from
-the rendered plate scenes at 256 px: plates have a square-root area of 15-52 px
+Anchors: 3 scales x 3 aspect ratios per location (the paper's nine). The defaults
+suit small wide objects next to large ones; they were chosen on the synthetic street
+scenes (``plates.synthetic``) at 256 px: plates have a square-root area of 15-52 px
 (5th-95th percentile, median 24) and height/width 0.2-0.75, cars 85-220 px and
 0.5-1.45. Scales 16, 32, 128 and ratios 0.25, 0.5, 1 give the median plate a best
 anchor IoU of 0.58 and the median car 0.64 (three octave-spaced scales 16, 48, 144

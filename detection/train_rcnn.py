@@ -35,8 +35,10 @@ paper's 0.1, which never shows the head a proposal far from every object (see
 Augmentation (Faster and Mask R-CNN): random rescaling, a random crop and colour
 jitter, no horizontal flip (it mirrors text). Schedule: AdamW, linear warm-up, cosine
 decay to ``final_lr_factor · lr`` fitted to the budget (``nn.optim.WarmupCosine``).
-Batches of 4 images (the paper's 2 images x 64 RoIs per image, twice): BatchNorm in
-the from-scratch backbone needs more than two images.
+Batches of 4 images (the paper used 2) of 64 sampled RoIs each.
+
+For the plate scenes (``python -m plates.synthetic plates --out DIR --num-images 2000``)
+pass ``--classes car plate``: their ``labels.txt`` also names the characters.
 """
 import argparse
 import math

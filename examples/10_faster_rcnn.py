@@ -169,7 +169,8 @@ save(figure, "10_rpn_targets.png")
 # RoI pooling, the head's cross entropy over K+1 classes and smooth L1 on the true
 # class's box offsets; the four losses are added. ``train_rcnn`` runs it on the
 # engine (AdamW, warm-up, cosine decay, best checkpoint by val mAP). The full run:
-# ``python -m detection.train_rcnn --model faster_rcnn --data DIR --out RUN_DIR``.
+# ``python -m detection.train_rcnn --model faster_rcnn --data DIR --out RUN_DIR
+# --classes car plate``.
 run_dir = os.path.join(OUT_DIR, "run")
 result = train_rcnn(TrainConfig(detector="faster_rcnn", data=DATA_DIR, out=run_dir,
                                 classes=CLASSES, minutes=args.minutes, seed=SEED,
