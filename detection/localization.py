@@ -53,7 +53,7 @@ from detection.boxes import as_boxes, box_convert
 
 __all__ = ["BOX_ENCODINGS", "REGIMES", "MEAN", "STD", "paired_box_iou", "encode_boxes",
            "decode_boxes", "sample_windows", "crop_windows", "window_boxes", "sort_by_position",
-           "normalize_windows", "Localizer", "predict", "evaluate_localizer", "match_slots",
+           "normalize_windows", "Localizer", "compute_features", "predict", "evaluate_localizer", "match_slots",
            "evaluate_slots"]
 
 BOX_ENCODINGS = ("cxcywh", "xywh")
@@ -454,12 +454,7 @@ class Localizer(Module):
         return cls_logits, box_codes
 
     def loss(self, windows, labels, codes):
-        """The loss of the current regime on a batch.
-
-        ``cls = cross_entropy(cls_logits, labels)`` over every slot,
-        ``box = smooth_l1(box_codes, codes, beta)`` averaged over every number;
-        ``"classify"`` minimizes ``cls``, ``"localize"`` ``box``, ``"finetune"``
-        ``cls + box_weight · box``.
+        """The loss of the current regime on a batch of windows (``head_loss``).
 
         Args:
             windows (ndarray[N, S, S, 3]): uint8 windows.
@@ -468,17 +463,40 @@ class Localizer(Module):
         Returns:
             dict: ``"loss"`` (Tensor) and its terms ``"cls"``, ``"box"`` (floats).
         """
-        count = len(windows)
+        return self.head_loss(self.features(nn.Tensor(normalize_windows(windows))), labels,
+                              codes)
+
+    def head_loss(self, features, labels, codes):
+        """The loss of the current regime on the fc features of a batch.
+
+        ``cls = cross_entropy(cls_logits, labels)`` over every slot,
+        ``box = smooth_l1(box_codes, codes, beta)`` averaged over every number;
+        ``"classify"`` minimizes ``cls``, ``"localize"`` ``box``, ``"finetune"``
+        ``cls + box_weight · box``. With the classifier frozen (``"localize"``) the
+        features of a window never change, so they can be computed once
+        (``features``, in eval mode) and the box head trained on them alone.
+
+        Args:
+            features (Tensor or ndarray[N, F]): ``features(windows)``.
+            labels (ndarray[N, num_slots] or ndarray[N] int64): classes in [0, K).
+            codes (ndarray[N, num_slots, 4] or ndarray[N, 4]): box codes (``encode_boxes``).
+        Returns:
+            dict: ``"loss"`` (Tensor) and its terms ``"cls"``, ``"box"`` (floats).
+        """
+        if not isinstance(features, nn.Tensor):
+            features = nn.Tensor(check_array(features, "features", "float", tensor=False))
+        count = features.shape[0]
         labels = np.asarray(labels).reshape(count, -1)
         codes = np.asarray(codes, np.float32).reshape(count, -1, 4)
         if labels.shape[1] != self.num_slots or codes.shape[1] != self.num_slots:
             raise ValueError(f"labels and codes must hold {self.num_slots} object(s) per window, "
                              f"got {labels.shape} and {codes.shape}")
-        cls_logits, box_codes = self(nn.Tensor(normalize_windows(windows)))
         losses = {}
         if self.regime != "localize":
+            cls_logits = self.cls_head(features).reshape(count, self.num_slots, self.num_classes)
             losses["cls"] = nn.functional.cross_entropy(cls_logits, labels.astype(np.int64))
         if self.regime != "classify":
+            box_codes = self.box_head(features).reshape(count, self.num_slots, 4)
             losses["box"] = nn.functional.smooth_l1_loss(box_codes, codes, beta=self.beta)
         if self.regime == "classify":
             total = losses["cls"]
@@ -490,6 +508,27 @@ class Localizer(Module):
 
 
 # ========================================================================== evaluation
+def compute_features(model, windows, batch_size=64):
+    """The fc features of windows in eval mode, ``(N, F)`` float32 (no gradient).
+
+    Args:
+        model (Localizer): the model.
+        windows (ndarray[N, S, S, 3]): uint8 windows.
+        batch_size (int): windows per forward pass.
+    """
+    windows = check_array(windows, "windows", tensor=False)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    was_training = model.training
+    model.eval()
+    features = [np.zeros((0, model.hidden), np.float32)]
+    with nn.no_grad():
+        for start in range(0, len(windows), batch_size):
+            batch = normalize_windows(windows[start:start + batch_size])
+            features.append(model.features(nn.Tensor(batch)).data)
+    model.train(was_training)
+    return np.concatenate(features)
+
+
 def predict(model, windows, batch_size=64, encoding="cxcywh"):
     """Run a model on windows in eval mode.
 

@@ -22,7 +22,7 @@ a directory of its own, ``RUN_DIR/<stage>``:
 
 1. ``classify``: regime (a), the classifier alone (best val accuracy);
 2. ``localize``: regime (b), from classify's best weights, the classifier frozen and
-   a box head trained on its features (best val mean IoU);
+   a box head trained on its features, computed once per window (best val mean IoU);
 3. ``finetune``: regime (c), from localize's best weights, both heads end to end on
    ``cross_entropy + box_weight · smooth_l1`` (best val mean IoU);
 4. ``slots``: an N-slot model (``--slots``) on windows of exactly N objects ordered
@@ -52,9 +52,10 @@ from nn.engine import (Engine, ResumeError, TrainingInterrupted, add_training_ar
                        resume_command, set_threads)
 from nn.io import atomic_write_text
 from detection.datasets.voc import VOCDataset, read_class_names
-from detection.localization import (BOX_ENCODINGS, Localizer, crop_windows, decode_boxes,
-                                    encode_boxes, evaluate_localizer, evaluate_slots,
-                                    paired_box_iou, sample_windows, window_boxes)
+from detection.localization import (BOX_ENCODINGS, Localizer, compute_features, crop_windows,
+                                    decode_boxes, encode_boxes, evaluate_localizer,
+                                    evaluate_slots, paired_box_iou, sample_windows,
+                                    window_boxes)
 
 __all__ = ["KIND", "STAGES", "BUDGET_SHARES", "TrainConfig", "class_names", "build_windows",
            "build_model", "load_stage", "train_localization", "build_parser", "main"]
@@ -315,11 +316,19 @@ def _run_stage(config, stage, model, train, val, resume, minutes):
     schedule = nn.optim.WarmupCosine(optimizer, config.warmup_steps, config.steps,
                                      final_factor=config.final_lr_factor,
                                      start_factor=1 / max(config.warmup_steps, 1))
-    data = nn.data.TensorDataset(train["windows"], train["labels"], train["codes"])
+    if stage == "localize":
+        # The frozen classifier's features of each window never change: computed once,
+        # the box head trains on them alone (a step costs a few microseconds).
+        inputs = compute_features(model, train["windows"])
+        loss = (lambda batch: model.head_loss(*batch))
+    else:
+        inputs = train["windows"]
+        loss = (lambda batch: model.loss(*batch))
+    data = nn.data.TensorDataset(inputs, train["labels"], train["codes"])
     loader = nn.data.DataLoader(data, batch_size=min(config.batch_size, len(data)), shuffle=True,
                                 drop_last=True, seed=config.seed)
     out = os.path.join(config.out, stage)
-    engine = Engine(out, f"{KIND}-{stage}", model, optimizer, loss=lambda batch: model.loss(*batch),
+    engine = Engine(out, f"{KIND}-{stage}", model, optimizer, loss=loss,
                     batches=loader, evaluate=lambda: _numbers(_evaluate(model, val, config)),
                     metric=STAGE_METRIC[stage], mode="max", schedule=schedule,
                     steps=config.steps, minutes=minutes, eval_at=config.eval_at,

@@ -8,7 +8,7 @@ import pytest
 
 import nn
 from detection.boxes import box_iou
-from detection.localization import (Localizer, crop_windows, decode_boxes, encode_boxes,
+from detection.localization import (Localizer, compute_features, crop_windows, decode_boxes, encode_boxes,
                                     evaluate_localizer, evaluate_slots, match_slots,
                                     paired_box_iou, predict, sample_windows, sort_by_position,
                                     window_boxes)
@@ -303,6 +303,22 @@ def test_frozen_features_do_not_change_in_localize():
     model.eval()
     np.testing.assert_array_equal(model.features(nn.Tensor(normalize_windows(windows))).data,
                                   before)
+
+
+def test_the_box_head_trains_on_precomputed_features_alike():
+    rng = np.random.default_rng(2)
+    model = Localizer(4, image_size=32, widths=(4, 4, 8, 8), hidden=16)
+    windows, labels, codes = _batch(rng, count=6)
+    model.set_regime("localize")
+    model.train()
+    features = compute_features(model, windows, batch_size=4)
+    assert features.shape == (6, 16) and features.dtype == np.float32
+    from_windows = model.loss(windows, labels, codes)
+    from_features = model.head_loss(features, labels, codes)
+    assert from_features["loss"].item() == pytest.approx(from_windows["loss"].item(), rel=1e-5)
+    from_features["loss"].backward()
+    assert all(p.grad is not None for p in model.box_head.parameters())
+    assert compute_features(model, windows[:0]).shape == (0, 16)
 
 
 def _drawn_windows(rng, count, size=32):

@@ -131,7 +131,7 @@ def _assert_same_stages(path_a, path_b):
 def test_ctrl_c_then_resume_equals_an_uninterrupted_run(plates, tmp_path, monkeypatch,
                                                          sigint_raises):
     whole = train_localization(quick_config(plates, tmp_path / "whole", steps=6, seed=1))
-    loss, calls = Localizer.loss, []
+    loss, calls = Localizer.head_loss, []
 
     def interrupted_loss(self, *batch):
         calls.append(1)
@@ -139,7 +139,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(plates, tmp_path, monkey
             os.kill(os.getpid(), signal.SIGINT)
         return loss(self, *batch)
 
-    monkeypatch.setattr(Localizer, "loss", interrupted_loss)
+    monkeypatch.setattr(Localizer, "head_loss", interrupted_loss)
     with pytest.raises(TrainingInterrupted) as stop:
         train_localization(quick_config(plates, tmp_path / "parts", steps=6, seed=1))
     assert stop.value.saved and stop.value.step == 3
