@@ -765,10 +765,12 @@ def _versus(name_a, value_a, name_b, value_b, unit=""):
 
 
 def summarize(comparison):
-    """Sentences saying what the numbers of ``comparison.json`` show, generated from them.
+    """What the numbers of ``comparison.json`` show, in sentences generated from them.
 
     Returns:
-        list[str]: plain text (no markup), one entry per statement.
+        list[str]: paragraphs of plain text (no markup): a note for a ``--quick``
+        comparison, then one per stage (accuracy in the same time, in the same steps,
+        the costs, and which network the numbers favour).
     """
     rows = _rows_by_key(comparison)
     out = []
@@ -776,6 +778,7 @@ def summarize(comparison):
         out.append("A smoke comparison (--quick: tiny networks, a few steps): it checks the "
                    "machinery; its numbers say nothing about the architectures.")
     for task in comparison.get("tasks", []):
+        sentences = []
         small_name, big_name = MODELS[task]
         labels = comparison.get("models", {}).get(task, {})
         short = {small_name: "the small backbone" if task == "detector" else "the U-Net",
@@ -797,7 +800,7 @@ def summarize(comparison):
         a, b = (rows.get(_row_key(task, name, "time")) for name in (small_name, big_name))
         stage = "Detector" if task == "detector" else "Segmenter"
         if a and b:
-            out.append(
+            sentences.append(
                 f"{stage}, the same budget ({budget_text(a)}): "
                 f"{labels.get(big_name, big_name)} reaches {metric_name} {_fmt(score(b))}"
                 f"{extra(b)} in {b['steps']} steps; {labels.get(small_name, small_name)} "
@@ -806,7 +809,7 @@ def summarize(comparison):
         c, d = (rows.get(_row_key(task, name, "steps")) for name in (small_name, big_name))
         if c and d:
             slower = _ratio(d["train_seconds"], c["train_seconds"])
-            out.append(
+            sentences.append(
                 f"With the same {d['budget_steps']} steps: {short[big_name]} {_fmt(score(d))}, "
                 f"{short[small_name]} {_fmt(score(c))} "
                 f"({_versus(short[small_name], score(c), short[big_name], score(d))})"
@@ -829,8 +832,8 @@ def summarize(comparison):
                 costs.append(f"inference {inference:.1f}x as long ({b['inference_ms']:.0f} "
                              f"against {a['inference_ms']:.0f} ms per {unit})")
             if costs:
-                out.append(f"{short[big_name][0].upper() + short[big_name][1:]} has "
-                           + "; ".join(costs) + ".")
+                sentences.append(f"{short[big_name][0].upper() + short[big_name][1:]} has "
+                                 + "; ".join(costs) + ".")
             if score(a) is not None and score(b) is not None and step and inference \
                     and not comparison.get("quick"):
                 if score(b) > score(a):
@@ -841,9 +844,11 @@ def summarize(comparison):
                                f"with {inference:.1f}x cheaper inference: it stays the "
                                f"lab's {task}" if inference > 1 else
                                f"in the same time {short[small_name]} is as accurate or more")
-                out.append(f"So, on this machine, {verdict} (one seed per network: "
-                           "differences of a few hundredths are within the spread between "
-                           "runs).")
+                sentences.append(f"So, on this machine, {verdict} (one seed per network: "
+                                 "differences of a few hundredths are within the spread "
+                                 "between runs).")
+        if sentences:
+            out.append(" ".join(sentences))
     return out
 
 

@@ -685,8 +685,9 @@ def _compare_tables(comparison):
                        f"plates, true boxes{shifts}).")
         parts.append(_table(header, body, caption, align="l" + "r" * (len(header) - 1),
                             fit=True))
-    parts.append(r"\paragraph{What the numbers say.} "
-                 + " ".join(escape(sentence) for sentence in summarize(comparison)))
+    paragraphs = [escape(paragraph) for paragraph in summarize(comparison)]
+    if paragraphs:
+        parts.append(r"\paragraph{What the numbers say.} " + "\n\n".join(paragraphs))
     return parts
 
 

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from detection.datasets.voc import read_image_set
 from plates.__main__ import main
 from plates.compare import (COMPARISON_DIR, KIND, MODELS, CompareConfig, lab_train_configs,
                             markdown_table, run_config, summarize, _reusable)
-from plates.lab import LabConfig
+from plates.lab import QUICK, LabConfig
 from plates.report import COMPARISON_FILE, REPORT_NAME, build_report, write_report
 from plates.segmenter import NUM_CLASSES, build_model
 from plates.train_detector import plate_detector_config
@@ -180,7 +181,10 @@ def _comparison(detector_scores=(0.702, 0.668, 0.702, 0.731), quick=False, compl
 
 
 def test_the_summary_is_written_from_the_numbers():
-    text = " ".join(summarize(_comparison()))
+    paragraphs = summarize(_comparison())
+    assert len(paragraphs) == 2  # one per stage
+    assert paragraphs[0].startswith("Detector,") and paragraphs[1].startswith("Segmenter,")
+    text = " ".join(paragraphs)
     assert "the same budget (10.0 min): RetinaNet, ResNet-18 x0.5 reaches test mAP 0.668" in text
     assert "RetinaNet, small backbone 0.702, AP50 car 0.970, plate 0.952 in 1400 steps" in text
     assert "the small backbone higher by 0.034" in text
@@ -337,3 +341,47 @@ def test_a_steps_budget_of_its_own_trains_both_networks(tmp_path_factory, tmp_pa
         assert not row["reused"] and row["steps"] == 3 and row["budget_steps"] == 3
         assert row["source"] == f"{COMPARISON_DIR}/segmenter_{model}_steps"
     assert rows["segmenter", "unet", "time"]["reused"]  # the lab's, as before
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_training_then_resume(tmp_path_factory, tmp_path, monkeypatch, capsys,
+                                          sigint_raises):
+    run_dir = copy_of_quick_run(tmp_path_factory, tmp_path / "run")
+    loss, calls = RetinaNet.loss, []
+
+    def interrupted_loss(self, *args, **kwargs):
+        if self.config.backbone == "resnet18":
+            calls.append(1)
+            if len(calls) == 3:  # Ctrl-C during the ResNet-18 detector's third step
+                os.kill(os.getpid(), signal.SIGINT)
+        return loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(RetinaNet, "loss", interrupted_loss)
+    command = ["compare", "--run", str(run_dir), "--quick", "--quiet", "--tasks", "detector"]
+    assert main(command) == 130
+    assert "--resume" in capsys.readouterr().err
+    partial = json.loads((run_dir / COMPARISON_FILE).read_text())
+    assert not partial["complete"]
+    assert [(r["model"], r["budget"]) for r in partial["rows"]] == [("small", "time")]
+    folder = run_dir / COMPARISON_DIR / "detector_resnet18_time"
+    assert os.path.isfile(folder / "last.npz") and not os.path.exists(folder / "metrics.json")
+    monkeypatch.undo()
+
+    assert main(["compare", "--run", str(run_dir), "--resume", "--quiet"]) == 0
+    comparison = json.loads((run_dir / COMPARISON_FILE).read_text())
+    assert comparison["complete"] and comparison["tasks"] == ["detector"]
+    timing = ("step_ms", "inference_ms", "inference_unit")
+    assert partial["rows"][0]["step_ms"] is None  # not timed yet
+    assert {k: v for k, v in comparison["rows"][0].items() if k not in timing} == \
+        {k: v for k, v in partial["rows"][0].items() if k not in timing}
+    trained = _rows(comparison)["detector", "resnet18", "time"]
+    assert not trained["reused"]
+    assert trained["steps"] == trained["total_steps"] == QUICK["detector_steps"]
