@@ -18,9 +18,9 @@ concatenated (the skip), two 3x3 convolutions; a 1x1 convolution gives the logit
 
 **The stem, adapted to small inputs.** ImageNet's ResNet-18 starts with a 7x7/2
 convolution and a 3x3/2 max-pool: its first block sees the image at stride 4 and its
-last at stride 32. A plate crop is 40 x 120 pixels with characters ~25 pixels high
-and 1-3-pixel strokes and gaps; at stride 4 a gap between two characters is gone
-before the first residual block, and at stride 32 the crop would be 1.25 pixels high.
+last at stride 32. A plate crop is 40 x 120 pixels whose characters are separated by
+gaps of a pixel or two; at stride 4 such a gap is gone before the first residual
+block, and at stride 32 the crop would be 1.25 pixels high.
 So the stem here is one 3x3 convolution at stride 1 and there is no max-pool (the
 CIFAR-10 ResNets of the same paper, Sec. 4.2, start the same way on 32 x 32 images):
 the four stages work at strides 1, 2, 4 and 8, the four resolution levels of a
