@@ -49,7 +49,7 @@ from nn._checks import (check_array, check_choice, check_in_range, check_int, ch
                         check_non_negative, check_pair, check_positive)
 from nn.functional.roi import roi_align
 from nn.random import get_generator
-from detection.boxes import as_boxes, box_convert
+from detection.boxes import as_boxes, box_convert, generalized_box_iou_loss
 
 __all__ = ["BOX_ENCODINGS", "REGIMES", "MEAN", "STD", "paired_box_iou", "encode_boxes",
            "decode_boxes", "sample_windows", "crop_windows", "window_boxes", "sort_by_position",
@@ -331,6 +331,14 @@ def normalize_windows(windows):
 
 
 # =============================================================================== model
+def _corners(codes, encoding):
+    """Box codes (Tensor[R, 4]) -> xyxy corners in window fractions, differentiable."""
+    a, b, c, d = (codes[:, i:i + 1] for i in range(4))
+    if encoding == "cxcywh":
+        return nn.concat([a - c * 0.5, b - d * 0.5, a + c * 0.5, b + d * 0.5], axis=1)
+    return nn.concat([a, b, a + c, b + d], axis=1)
+
+
 class Localizer(Module):
     """A small CNN with a classification head and a box-regression head.
 
@@ -347,8 +355,13 @@ class Localizer(Module):
         widths (sequence of 4 int): channels of the conv blocks.
         hidden (int): features F of the fully connected layer.
         stride (int): 4, 8 or 16, the downsampling of the flattened map.
-        box_weight (float): weight of the box loss in ``"finetune"``.
+        coordinates (bool): add the x and y of each pixel as two input channels
+            (CoordConv: Liu et al., "An intriguing failing of convolutional neural
+            networks and the CoordConv solution", NeurIPS 2018).
+        encoding (str): the box codes, ``"cxcywh"`` or ``"xywh"`` (``encode_boxes``).
+        box_weight (float): weight of the smooth-L1 box loss.
         beta (float): the smooth-L1 quadratic zone, in box-code units (fractions of the window).
+        giou_weight (float): weight of the GIoU loss of the decoded boxes (0: none).
 
     Shapes:
         ``(N, S, S, 3)`` float (``normalize_windows``) -> ``cls_logits (N, num_slots, K)``,
@@ -356,9 +369,12 @@ class Localizer(Module):
     """
 
     def __init__(self, num_classes, image_size=48, num_slots=1, widths=(16, 32, 64, 64),
-                 hidden=128, stride=8, coordinates=True, box_weight=20.0, beta=0.02):
+                 hidden=128, stride=8, coordinates=True, encoding="cxcywh", box_weight=20.0,
+                 beta=0.02, giou_weight=2.0):
         super().__init__()
         self.coordinates = bool(coordinates)
+        self.encoding = check_choice(encoding, "encoding", BOX_ENCODINGS)
+        self.giou_weight = check_non_negative(giou_weight, "giou_weight")
         self.num_classes = check_int(num_classes, "num_classes", 1)
         self.stride = check_choice(stride, "stride", (4, 8, 16))
         self.image_size = check_int(image_size, "image_size", stride)
@@ -393,6 +409,7 @@ class Localizer(Module):
         return {"num_classes": self.num_classes, "image_size": self.image_size,
                 "num_slots": self.num_slots, "widths": widths, "hidden": self.hidden,
                 "stride": self.stride, "coordinates": self.coordinates,
+                "encoding": self.encoding, "giou_weight": self.giou_weight,
                 "box_weight": self.box_weight, "beta": self.beta}
 
     # ------------------------------------------------------------------ regimes
@@ -470,9 +487,11 @@ class Localizer(Module):
         """The loss of the current regime on the fc features of a batch.
 
         ``cls = cross_entropy(cls_logits, labels)`` over every slot,
-        ``box = smooth_l1(box_codes, codes, beta)`` averaged over every number;
-        ``"classify"`` minimizes ``cls``, ``"localize"`` ``box``, ``"finetune"``
-        ``cls + box_weight · box``. With the classifier frozen (``"localize"``) the
+        ``box = smooth_l1(box_codes, codes, beta)`` averaged over every number and
+        ``giou = mean(1 - GIoU(decoded boxes, true boxes))`` (Rezatofighi et al., CVPR
+        2019: the metric itself as a loss, with a gradient even for disjoint boxes).
+        ``"classify"`` minimizes ``cls``, ``"localize"`` ``box_weight · box + giou_weight ·
+        giou``, ``"finetune"`` the sum of the two. With the classifier frozen (``"localize"``) the
         features of a window never change, so they can be computed once
         (``features``, in eval mode) and the box head trained on them alone.
 
@@ -481,7 +500,7 @@ class Localizer(Module):
             labels (ndarray[N, num_slots] or ndarray[N] int64): classes in [0, K).
             codes (ndarray[N, num_slots, 4] or ndarray[N, 4]): box codes (``encode_boxes``).
         Returns:
-            dict: ``"loss"`` (Tensor) and its terms ``"cls"``, ``"box"`` (floats).
+            dict: ``"loss"`` (Tensor) and its terms ``"cls"``, ``"box"``, ``"giou"`` (floats).
         """
         if not isinstance(features, nn.Tensor):
             features = nn.Tensor(check_array(features, "features", "float", tensor=False))
@@ -495,15 +514,18 @@ class Localizer(Module):
         if self.regime != "localize":
             cls_logits = self.cls_head(features).reshape(count, self.num_slots, self.num_classes)
             losses["cls"] = nn.functional.cross_entropy(cls_logits, labels.astype(np.int64))
+        total = losses["cls"] if "cls" in losses else None
         if self.regime != "classify":
-            box_codes = self.box_head(features).reshape(count, self.num_slots, 4)
-            losses["box"] = nn.functional.smooth_l1_loss(box_codes, codes, beta=self.beta)
-        if self.regime == "classify":
-            total = losses["cls"]
-        elif self.regime == "localize":
-            total = losses["box"]
-        else:
-            total = losses["cls"] + losses["box"] * self.box_weight
+            box_codes = self.box_head(features).reshape(count * self.num_slots, 4)
+            flat_codes = codes.reshape(-1, 4)
+            losses["box"] = nn.functional.smooth_l1_loss(box_codes, flat_codes, beta=self.beta)
+            box_total = losses["box"] * self.box_weight
+            if self.giou_weight:
+                losses["giou"] = generalized_box_iou_loss(
+                    _corners(box_codes, self.encoding), decode_boxes(flat_codes, 1, self.encoding),
+                    reduction="mean")
+                box_total = box_total + losses["giou"] * self.giou_weight
+            total = box_total if total is None else total + box_total
         return {"loss": total, **{k: float(v.data) for k, v in losses.items()}}
 
 
@@ -529,14 +551,13 @@ def compute_features(model, windows, batch_size=64):
     return np.concatenate(features)
 
 
-def predict(model, windows, batch_size=64, encoding="cxcywh"):
+def predict(model, windows, batch_size=64):
     """Run a model on windows in eval mode.
 
     Args:
         model (Localizer): the model.
         windows (ndarray[N, S, S, 3]): uint8 windows.
         batch_size (int): windows per forward pass.
-        encoding (str): the box encoding the model was trained with.
     Returns:
         dict: ``"labels"`` int64 (N, num_slots), ``"scores"`` float32 (N, num_slots)
         (softmax probability of the label), ``"probabilities"`` (N, num_slots, K),
@@ -562,11 +583,10 @@ def predict(model, windows, batch_size=64, encoding="cxcywh"):
     return {"labels": labels.astype(np.int64),
             "scores": np.take_along_axis(probabilities, labels[..., None], -1)[..., 0],
             "probabilities": probabilities,
-            "boxes": decode_boxes(codes, model.image_size, encoding)}
+            "boxes": decode_boxes(codes, model.image_size, model.encoding)}
 
 
-def evaluate_localizer(model, windows, labels, boxes, batch_size=64, encoding="cxcywh",
-                       iou_threshold=0.5):
+def evaluate_localizer(model, windows, labels, boxes, batch_size=64, iou_threshold=0.5):
     """Accuracy and IoU of a one-slot model on windows of one object.
 
     Args:
@@ -574,7 +594,7 @@ def evaluate_localizer(model, windows, labels, boxes, batch_size=64, encoding="c
         windows (ndarray[N, S, S, 3]): uint8.
         labels (ndarray[N] int64): true classes.
         boxes (ndarray[N, 4]): true xyxy boxes in window pixels.
-        batch_size (int), encoding (str): as ``predict``.
+        batch_size (int): as ``predict``.
         iou_threshold (float): a box is "found" at IoU >= this.
     Returns:
         dict: ``accuracy``, ``mean_iou``, ``iou_50`` (fraction of IoU >= ``iou_threshold``),
@@ -589,7 +609,7 @@ def evaluate_localizer(model, windows, labels, boxes, batch_size=64, encoding="c
     if model.num_slots != 1:
         raise ValueError(f"evaluate_localizer needs a one-slot model, got num_slots "
                          f"{model.num_slots}; use evaluate_slots")
-    prediction = predict(model, windows, batch_size, encoding)
+    prediction = predict(model, windows, batch_size)
     ious = paired_box_iou(prediction["boxes"][:, 0], boxes) if len(boxes) \
         else np.zeros(0, np.float32)
     right = prediction["labels"][:, 0] == labels
@@ -639,8 +659,7 @@ def match_slots(predicted, boxes, iou_threshold=0.5):
             "duplicate": duplicate, "empty": ~on_object}
 
 
-def evaluate_slots(model, windows, labels, boxes, batch_size=64, encoding="cxcywh",
-                   iou_threshold=0.5):
+def evaluate_slots(model, windows, labels, boxes, batch_size=64, iou_threshold=0.5):
     """How an N-slot model does on windows of M objects (M = N, or not): ``match_slots``.
 
     Args:
@@ -648,7 +667,7 @@ def evaluate_slots(model, windows, labels, boxes, batch_size=64, encoding="cxcyw
         windows (ndarray[W, S, S, 3]): uint8 windows, each with M objects.
         labels (ndarray[W, M] int64): true classes, left to right.
         boxes (ndarray[W, M, 4]): true xyxy boxes in window pixels, left to right.
-        batch_size (int), encoding (str): as ``predict``.
+        batch_size (int): as ``predict``.
         iou_threshold (float): the overlap that counts.
     Returns:
         dict: ``objects`` M, ``slots`` N, ``windows`` W;
@@ -665,7 +684,7 @@ def evaluate_slots(model, windows, labels, boxes, batch_size=64, encoding="cxcyw
     if labels.ndim != 2 or labels.shape[0] != count or boxes.shape != labels.shape + (4,):
         raise ValueError(f"labels must have shape ({count}, M) and boxes ({count}, M, 4), got "
                          f"{labels.shape} and {boxes.shape}")
-    prediction = predict(model, windows, batch_size, encoding)
+    prediction = predict(model, windows, batch_size)
     matches = match_slots(prediction["boxes"], boxes, iou_threshold)
     slots, objects = model.num_slots, labels.shape[1]
     found = matches["found"]

@@ -88,7 +88,7 @@ class TrainConfig:
         slots (int): N of the N-slot model (>= 2).
         batch_size (int), lr (float), weight_decay (float): AdamW.
         warmup_steps (int), final_lr_factor (float): the schedule (``WarmupCosine``).
-        box_weight (float), beta (float): the box loss (``Localizer``).
+        box_weight (float), beta (float), giou_weight (float): the box loss (``Localizer``).
         encoding (str): box codes, ``"cxcywh"`` or ``"xywh"``.
         eval_at (tuple of float): fractions of each stage at which val is evaluated.
         max_train_images, max_val_images (int or None): use only the first images.
@@ -115,6 +115,7 @@ class TrainConfig:
     final_lr_factor: float = 0.05
     box_weight: float = 20.0
     beta: float = 0.02
+    giou_weight: float = 2.0
     encoding: str = "cxcywh"
     eval_at: tuple = (0.5, 1.0)
     max_train_images: int = None
@@ -147,8 +148,8 @@ class TrainConfig:
             raise ValueError(f"scale_range must be (low, high) with 1 <= low <= high, got "
                              f"{self.scale_range!r}")
         if not (self.lr > 0 and self.weight_decay >= 0 and self.box_weight >= 0
-                and self.beta >= 0 and 0 <= self.final_lr_factor <= 1):
-            raise ValueError("need lr > 0, weight_decay, box_weight, beta >= 0 and "
+                and self.beta >= 0 and self.giou_weight >= 0 and 0 <= self.final_lr_factor <= 1):
+            raise ValueError("need lr > 0, weight_decay, box_weight, beta, giou_weight >= 0 and "
                              "final_lr_factor in [0, 1]")
         if self.encoding not in BOX_ENCODINGS:
             raise ValueError(f"encoding must be one of {BOX_ENCODINGS}, got {self.encoding!r}")
@@ -266,7 +267,8 @@ def build_model(config, num_slots=1):
     """A freshly initialised ``Localizer`` for ``config`` (seeded by ``config.seed``)."""
     nn.manual_seed(config.seed)
     return Localizer(len(class_names(config)), image_size=config.window, num_slots=num_slots,
-                     box_weight=config.box_weight, beta=config.beta, **config.model)
+                     encoding=config.encoding, box_weight=config.box_weight, beta=config.beta,
+                     giou_weight=config.giou_weight, **config.model)
 
 
 def load_stage(path):
@@ -289,9 +291,8 @@ def _evaluate(model, data, config):
     """Single-object or N-object evaluation of ``model`` on a window set."""
     if model.num_slots == 1:
         return evaluate_localizer(model, data["windows"], data["labels"][:, 0],
-                                  data["boxes"][:, 0], encoding=config.encoding)
-    return evaluate_slots(model, data["windows"], data["labels"], data["boxes"],
-                          encoding=config.encoding)
+                                  data["boxes"][:, 0])
+    return evaluate_slots(model, data["windows"], data["labels"], data["boxes"])
 
 
 def _prior(train, held_out, config):
@@ -455,8 +456,7 @@ def train_localization(config, resume=False):
 
 def _evaluate_any(model, data, config):
     """``evaluate_slots`` for any number of objects per window."""
-    return evaluate_slots(model, data["windows"], data["labels"], data["boxes"],
-                          encoding=config.encoding)
+    return evaluate_slots(model, data["windows"], data["labels"], data["boxes"])
 
 
 # -------------------------------------------------------------------------------- CLI

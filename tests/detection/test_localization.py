@@ -276,7 +276,7 @@ def test_what_each_regime_trains():
     statistics = {k for k in names if "running" in k or "num_batches" in k}
     # (b) a frozen classifier: only the box head moves; batch-norm statistics stay.
     losses, changed, with_grad = _one_step(model, "localize", batch)
-    assert set(losses) == {"loss", "box"}
+    assert set(losses) == {"loss", "box", "giou"}
     assert changed == head and with_grad == head
     assert model.trunk[1].training is False and model.box_head.training is True
     # (a) the classifier: everything but the box head (statistics included).
@@ -286,7 +286,8 @@ def test_what_each_regime_trains():
     # (c) end to end: everything; the loss is cls + box_weight · box.
     losses, changed, with_grad = _one_step(model, "finetune", batch)
     assert changed == names and with_grad == names - statistics
-    assert losses["loss"].item() == pytest.approx(losses["cls"] + 20.0 * losses["box"], rel=1e-5)
+    assert losses["loss"].item() == pytest.approx(
+        losses["cls"] + 20.0 * losses["box"] + 2.0 * losses["giou"], rel=1e-5)
     assert model.trunk[1].training is True
 
 
@@ -319,6 +320,30 @@ def test_the_box_head_trains_on_precomputed_features_alike():
     from_features["loss"].backward()
     assert all(p.grad is not None for p in model.box_head.parameters())
     assert compute_features(model, windows[:0]).shape == (0, 16)
+
+
+@pytest.mark.parametrize("encoding", ["cxcywh", "xywh"])
+def test_box_losses_vanish_for_a_perfect_box(encoding):
+    codes = np.array([[[0.5, 0.4, 0.3, 0.6]], [[0.2, 0.3, 0.5, 0.4]]], np.float32)
+    model = Localizer(3, image_size=32, widths=(4, 4, 8, 8), hidden=16, encoding=encoding)
+    model.set_regime("localize")
+    windows = np.zeros((2, 32, 32, 3), np.uint8)
+    labels = np.zeros((2, 1), np.int64)
+    _constant_boxes(model, codes[0])
+    first = model.loss(windows[:1], labels[:1], codes[:1])
+    assert first["box"] == pytest.approx(0, abs=1e-7) and first["giou"] == pytest.approx(0, abs=1e-6)
+    # The second box against the first, computed apart: smooth L1 of the codes (beta
+    # 0.02) and 1 - GIoU of the decoded boxes.
+    second = model.loss(windows[1:], labels[1:], codes[1:])
+    difference = np.abs(codes[0, 0] - codes[1, 0])
+    smooth_l1 = np.where(difference < 0.02, 0.5 * difference ** 2 / 0.02, difference - 0.01)
+    assert second["box"] == pytest.approx(smooth_l1.mean(), rel=1e-5)
+    (ax1, ay1, ax2, ay2), = decode_boxes(codes[0], 1, encoding)
+    (bx1, by1, bx2, by2), = decode_boxes(codes[1], 1, encoding)
+    inter = max(min(ax2, bx2) - max(ax1, bx1), 0) * max(min(ay2, by2) - max(ay1, by1), 0)
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    hull = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
+    assert second["giou"] == pytest.approx(1 - inter / union + (hull - union) / hull, rel=1e-4)
 
 
 def _drawn_windows(rng, count, size=32):
