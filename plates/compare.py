@@ -93,8 +93,7 @@ from plates.train_detector import detector_train_config
 __all__ = ["KIND", "COMPARISON_DIR", "STATE_FILE", "TASKS", "MODELS", "BUDGETS",
            "DETECTOR_WIDTH", "SEGMENTER_WIDTH", "INFERENCE_CROPS", "CompareConfig",
            "lab_train_configs", "run_config", "compare", "budget_text", "summarize",
-           "markdown_table",
-           "build_parser", "main"]
+           "markdown_table", "build_parser", "main"]
 
 KIND, FORMAT = "plates-compare", 1  # comparison.json's "kind" and "format"
 COMPARISON_DIR, STATE_FILE = "comparison", "compare.json"
@@ -416,8 +415,12 @@ class _Comparison:
             self.state["steps"][task] = self.config.steps or small["steps"]
         config = self.plan(task, model, budget)
         label = _label(task, model, config)
-        what = (f"same time ({config.minutes:.2f} min)" if budget == "time" and config.minutes
-                else f"same steps ({config.steps})")
+        if budget == "steps":
+            what = f"same steps ({config.steps})"
+        elif config.minutes is not None:
+            what = f"same time ({config.minutes:.2f} min)"
+        else:
+            what = f"same budget ({config.steps} steps, the lab's)"
         if key in self.state["rows"]:
             self._say(f"[{number}/{total}] {task}: {label}, {what}: done before, skipped")
             return
@@ -454,8 +457,9 @@ class _Comparison:
         self.state["rows"][key] = row
         self.save()
         result = row["test"]
-        figures = (f"test mAP {result['map']:.3f}" if task == "detector" else
-                   f"test mean IoU {result['mean_iou']:.3f}, read {result['read_exact']:.1%}")
+        figures = (f"test mAP {_fmt(result['map'])}" if task == "detector" else
+                   f"test mean IoU {_fmt(result['mean_iou'])}, read "
+                   f"{_fmt(result['read_exact'], '.1%')}")
         self._say(f"    {row['steps']} steps in {row['train_seconds'] / 60:.1f} min, {figures}")
 
     def _detector_test(self, config, path, metrics):
