@@ -57,7 +57,8 @@ finished row, ``complete`` at the end; ``python -m plates report`` turns it into
 table and a summary, ``summarize``); the training runs in
 ``RUN_DIR/comparison/<task>_<model>_<budget>/``; the state in
 ``RUN_DIR/comparison/compare.json``. ``--resume`` continues with the saved settings:
-finished rows are kept, an interrupted training continues from its ``last.npz``.
+finished rows are kept, an interrupted training continues from its ``last.npz``;
+``--tasks`` with ``--resume`` adds stages.
 ``--quick`` takes the lab's ``--quick`` trainer settings (a few steps of tiny
 networks) and few timing repeats: seconds, for tests; it checks the machinery, not
 accuracy.
@@ -66,7 +67,9 @@ Duration of the default comparison of a default lab run (15 minutes: detector 10
 segmenter 5): the ResNet-18 detector trains 10 minutes, then as many steps as the
 small one took (about 2.4x its 10 minutes), the ResNet-18 U-Net 5 minutes, then the
 U-Net's steps (about 2x its 5 minutes), plus loading, evaluation and timing: about an
-hour on the 2-core machine. ``--tasks`` runs one stage at a time.
+hour on the 2-core machine (more when a lab run stopped by the clock before its
+schedule ended: its small network is then trained again for the step pair).
+``--tasks detector`` then ``--resume --tasks segmenter`` runs one stage at a time.
 """
 import argparse
 import dataclasses
@@ -680,13 +683,16 @@ def _lab_of(run_dir, progress):
     return lab
 
 
-def compare(config, resume=False):
+def compare(config, resume=False, add_tasks=()):
     """Run (or continue) a comparison; returns ``comparison.json``'s contents.
 
     Args:
         config (CompareConfig): the comparison. With ``resume`` the saved settings are
             used (only ``progress`` comes from ``config``).
         resume (bool): continue the comparison of ``config.run``.
+        add_tasks (sequence of str): with ``resume``, stages to compare besides the saved
+            ones (a comparison started with ``--tasks detector`` continued with
+            ``--resume --tasks segmenter`` does both).
     Raises:
         FileNotFoundError: no lab run or no scenes in ``config.run``; ``resume`` without
             a comparison.
@@ -701,7 +707,10 @@ def compare(config, resume=False):
         if not os.path.isfile(state_path):
             raise _NoRun(f"--resume: {config.run} holds no comparison ({state_path} is missing)")
         state = _read_json(state_path)
-        config = CompareConfig(**dict(state["config"], run=config.run, progress=config.progress))
+        tasks = tuple(state["config"]["tasks"]) + tuple(add_tasks)
+        config = CompareConfig(**dict(state["config"], run=config.run, progress=config.progress,
+                                      tasks=tuple(dict.fromkeys(tasks))))
+        state["config"] = config.to_dict()
     else:
         if os.path.isfile(state_path):
             raise FileExistsError(f"{config.run} already holds a comparison: continue it with "
@@ -893,8 +902,9 @@ def build_parser(parser=None):
     parser.add_argument("--steps", type=int, default=None,
                         help="steps of both stages' step runs (default: the steps each small "
                              "network took in its time run)")
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
-                        help="the stages to compare (default both)")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None,
+                        help="the stages to compare (default both; with --resume: stages to "
+                             "add to the saved ones)")
     parser.add_argument("--detector-width", type=float, default=DETECTOR_WIDTH,
                         help=f"ResNet-18 backbone width multiplier (default {DETECTOR_WIDTH:g})")
     parser.add_argument("--segmenter-width", type=float, default=SEGMENTER_WIDTH,
@@ -930,7 +940,8 @@ def main(args):
         os.environ["DETSEG_NUM_THREADS"] = str(args.threads)
     try:
         config = CompareConfig(run=args.run, minutes=args.minutes, steps=args.steps,
-                               tasks=tuple(args.tasks), detector_width=args.detector_width,
+                               tasks=tuple(args.tasks or TASKS),
+                               detector_width=args.detector_width,
                                segmenter_width=args.segmenter_width, quick=args.quick,
                                progress=not args.quiet)
     except (TypeError, ValueError) as exc:
@@ -938,7 +949,7 @@ def main(args):
         return 2
     start = time.perf_counter()
     try:
-        comparison = compare(config, resume=args.resume)
+        comparison = compare(config, resume=args.resume, add_tasks=args.tasks or ())
     except (FileExistsError, _NoRun) as exc:
         print(f"plates compare: {exc}", file=sys.stderr)
         return 2

@@ -385,3 +385,10 @@ def test_ctrl_c_in_a_training_then_resume(tmp_path_factory, tmp_path, monkeypatc
     trained = _rows(comparison)["detector", "resnet18", "time"]
     assert not trained["reused"]
     assert trained["steps"] == trained["total_steps"] == QUICK["detector_steps"]
+
+    # Another stage added to the finished comparison: the detector's rows stay as they were.
+    assert main(["compare", "--run", str(run_dir), "--resume", "--quiet", "--tasks",
+                 "segmenter"]) == 0
+    both = json.loads((run_dir / COMPARISON_FILE).read_text())
+    assert both["complete"] and both["tasks"] == ["detector", "segmenter"]
+    assert both["rows"][:4] == comparison["rows"] and len(both["rows"]) == 8
