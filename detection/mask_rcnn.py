@@ -129,8 +129,18 @@ def project_masks_on_boxes(gt_masks, boxes, matched_idxs, resolution):
         ndarray[F, resolution, resolution]: float32 0/1.
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    matched_idxs = np.asarray(matched_idxs)
+    gt_masks = np.asarray(gt_masks)
+    if matched_idxs.shape != (boxes.shape[0],):
+        raise ValueError(f"matched_idxs must have shape ({boxes.shape[0]},) (one per box), "
+                         f"got {matched_idxs.shape}")
+    if gt_masks.ndim != 3:
+        raise ValueError(f"gt_masks must have shape (M, H, W), got {gt_masks.shape}")
     if boxes.shape[0] == 0:
         return np.zeros((0, resolution, resolution), np.float32)
+    if matched_idxs.min() < 0 or matched_idxs.max() >= gt_masks.shape[0]:
+        raise ValueError(f"matched_idxs must index the {gt_masks.shape[0]} masks, got "
+                         f"{matched_idxs.min()}..{matched_idxs.max()}")
     planes = np.asarray(gt_masks, np.float32)[..., None]                 # (M, H, W, 1)
     rois = np.concatenate([np.asarray(matched_idxs, np.float32)[:, None], boxes], axis=1)
     crops = nn.functional.roi_align(planes, rois, resolution, 1.0, sampling_ratio=-1,

@@ -33,6 +33,10 @@ def test_mask_targets_of_hand_made_boxes():
     np.testing.assert_array_equal(targets[2], [[1, 1, 0, 0]] * 4)
     np.testing.assert_array_equal(targets[3], 0)
     assert project_masks_on_boxes(masks, np.zeros((0, 4)), np.zeros(0, int), 4).shape == (0, 4, 4)
+    with pytest.raises(ValueError, match="matched_idxs must index"):
+        project_masks_on_boxes(masks, boxes[:1], np.array([2]), 4)
+    with pytest.raises(ValueError, match="one per box"):
+        project_masks_on_boxes(masks, boxes, np.array([0]), 4)
 
 
 def test_mask_targets_follow_the_majority_of_each_cell():
