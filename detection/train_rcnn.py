@@ -5,16 +5,17 @@ Command::
     python -m detection.train_rcnn --model faster_rcnn|fast_rcnn|mask_rcnn --data DIR --out RUN_DIR
         [--classes car plate] [--minutes 15 | --steps N] [--backbone small|resnet18]
         [--batch-size 4] [--lr 2e-3] [--pooler pool|align] [--proposals fast|quality]
-        [--max-train-images N] [--max-val-images N] [--seed 0] [--threads 1]
+        [--workers 1] [--max-train-images N] [--max-val-images N] [--seed 0] [--threads 1]
         [--resume] [--quick] [--quiet]
 
 - ``faster_rcnn`` (``detection.faster_rcnn.FasterRCNN``): RPN and Fast R-CNN head on a
   shared map, trained jointly (approximate joint training);
 - ``fast_rcnn`` (``detection.faster_rcnn.FastRCNN``): the head on selective-search
   proposals (``detection.selective_search``), computed once per image at the training
-  resolution before training and kept in ``RUN_DIR/proposals_<split>.npz`` (their time
-  is reported apart from the training time; about a second per 256-px image on one
-  core). Without geometric augmentation: the proposals belong to the unaugmented image;
+  resolution before training (``--workers`` processes) and kept in
+  ``RUN_DIR/proposals_<split>.npz`` (their time is reported apart from the training
+  time; about a second per 256-px image on one core). Without geometric augmentation:
+  the proposals belong to the unaugmented image;
 - ``mask_rcnn`` (``detection.mask_rcnn.MaskRCNN``): Faster R-CNN with RoIAlign and a
   mask head; the dataset's ``SegmentationObject`` masks are its targets, and the
   evaluation adds COCO mask mAP (``iou_type="segm"``).
@@ -53,7 +54,6 @@ from matplotlib.figure import Figure
 import nn
 from nn.engine import (Engine, ResumeError, add_training_arguments, command_errors,
                        load_checkpoint, parse_training_arguments, positive_float, positive_int)
-from nn.io import atomic_write_bytes
 from detection.datasets.collate import collate_detection
 from detection.datasets.transforms import (ColorJitter, Compose, Normalize, RandomCrop,
                                            RandomScale, Resize)
@@ -61,6 +61,7 @@ from detection.datasets.voc import VOCDataset, read_class_names
 from detection.faster_rcnn import FasterRCNN, FasterRCNNConfig, FastRCNN
 from detection.mask_rcnn import MaskRCNN, MaskRCNNConfig
 from detection.metrics import mean_average_precision, precision_recall_curve
+from detection.train_rcnn_svm import compute_proposals
 from detection.visualize import draw_boxes, draw_masks, plot_pr_curves, save_figure, show_image
 
 __all__ = ["DETECTORS", "TrainConfig", "MasksAsTargets", "model_config", "class_names",
@@ -127,6 +128,7 @@ class TrainConfig:
         clip_grad (float): gradient norm clip (0 = off).
         min_scale, max_scale (float), jitter (float): augmentation.
         proposals (str): selective-search mode of Fast R-CNN (``"fast"`` or ``"quality"``).
+        workers (int): processes computing the proposals.
         eval_at (tuple of float): fractions of the run at which val is evaluated.
         checkpoint_minutes (float): save ``last.npz`` at least this often.
         max_train_images, max_val_images (int or None): use only the first images.
@@ -154,6 +156,7 @@ class TrainConfig:
     max_scale: float = 1.25
     jitter: float = 0.2
     proposals: str = "fast"
+    workers: int = 1
     eval_at: tuple = (0.5, 0.75, 1.0)
     checkpoint_minutes: float = 3.0
     max_train_images: int = None
@@ -179,7 +182,7 @@ class TrainConfig:
                 or not all(isinstance(c, str) for c in self.classes)
                 or len(set(self.classes)) != len(self.classes)):
             raise ValueError(f"classes must be distinct class names or None, got {self.classes!r}")
-        for name in ("batch_size", "image_size"):
+        for name in ("batch_size", "image_size", "workers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -256,37 +259,18 @@ def _first(dataset, count):
     return nn.data.Subset(dataset, range(count))
 
 
-def compute_proposals(dataset, path, mode, progress=True):
-    """Selective-search proposals of every image of ``dataset``, cached in ``path``.
+def split_proposals(dataset, path, config):
+    """Selective-search proposals of the images of ``dataset`` (uint8, training size).
 
-    Args:
-        dataset: items ``(uint8 image (H, W, 3), target)`` at the training resolution.
-        path (str): ``.npz`` cache (``boxes`` concatenated, ``counts`` per image).
-        mode (str): ``"fast"`` or ``"quality"``.
+    ``detection.train_rcnn_svm.compute_proposals`` computes them (``config.workers``
+    processes) and keeps them in ``path``, keyed by each image's checksum and the mode:
+    a later run, ``--resume`` or a run interrupted while searching reuses them.
+
     Returns:
         tuple: list of ndarray[P_i, 4] float32, and the seconds spent (0 when cached).
     """
-    from detection.selective_search import selective_search
-
-    if os.path.isfile(path):
-        cached = np.load(path, allow_pickle=False)
-        if int(cached["images"]) == len(dataset) and str(cached["mode"]) == mode:
-            return np.split(cached["boxes"], np.cumsum(cached["counts"])[:-1]), 0.0
-    start = time.perf_counter()
-    found = []
-    for index in range(len(dataset)):
-        if progress:
-            print(f"\rselective search {index + 1}/{len(dataset)}", end="", file=sys.stderr)
-        found.append(selective_search(dataset[index][0], mode=mode).astype(np.float32))
-    if progress:
-        print(file=sys.stderr)
-    counts = np.array([len(b) for b in found], np.int64)
-    boxes = np.concatenate(found).reshape(-1, 4) if found else np.zeros((0, 4), np.float32)
-    import io
-    buffer = io.BytesIO()
-    np.savez(buffer, boxes=boxes, counts=counts, images=len(dataset), mode=mode)
-    atomic_write_bytes(path, buffer.getvalue())
-    return found, time.perf_counter() - start
+    images = np.stack([dataset[i][0] for i in range(len(dataset))])     # (N, H, W, 3) uint8
+    return compute_proposals(images, path, config.proposals, config.workers, config.progress)
 
 
 def build_datasets(config, augment_rng):
@@ -319,7 +303,7 @@ def build_datasets(config, augment_rng):
             raw = _first(VOCDataset(config.data, split, classes=classes,
                                     transforms=Resize(size)), limit)
             path = os.path.join(config.out, f"proposals_{split}.npz")
-            proposals, seconds = compute_proposals(raw, path, config.proposals, config.progress)
+            proposals, seconds = split_proposals(raw, path, config)
             dataset = _WithProposals(dataset, proposals)
             dataset.seconds = seconds
         sets.append(dataset)
@@ -593,8 +577,8 @@ def _test_set(config):
         return MasksAsTargets(dataset)
     if config.detector == "fast_rcnn":
         raw = VOCDataset(config.data, "test", classes=classes, transforms=Resize(size))
-        proposals, _ = compute_proposals(raw, os.path.join(config.out, "proposals_test.npz"),
-                                         config.proposals, config.progress)
+        proposals, _ = split_proposals(raw, os.path.join(config.out, "proposals_test.npz"),
+                                       config)
         return _WithProposals(dataset, proposals)
     return dataset
 
@@ -625,6 +609,8 @@ def build_parser():
                         help="RoIPool or RoIAlign (default: pool, align for mask_rcnn)")
     parser.add_argument("--proposals", choices=("fast", "quality"), default="fast",
                         help="selective-search mode of fast_rcnn (default fast)")
+    parser.add_argument("--workers", type=positive_int, default=1,
+                        help="processes computing the proposals of fast_rcnn (default 1)")
     parser.add_argument("--max-train-images", type=positive_int, default=None,
                         help="use only the first N training images (selective search takes "
                              "about a second per 256-px image)")
@@ -641,7 +627,7 @@ def config_from_args(args):
                        quick=args.quick, batch_size=args.batch_size, lr=args.lr,
                        classes=None if args.classes is None else tuple(args.classes),
                        proposals=args.proposals, progress=not args.quiet, model=model,
-                       max_train_images=args.max_train_images,
+                       max_train_images=args.max_train_images, workers=args.workers,
                        max_val_images=args.max_val_images)
 
 
