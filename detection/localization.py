@@ -163,7 +163,7 @@ def sort_by_position(boxes):
     return np.take_along_axis(by_y, by_x, -1).astype(np.int64)
 
 
-def sample_windows(boxes, image_size, generator=None, num_objects=1, scale_range=(1.2, 2.0),
+def sample_windows(boxes, image_size, generator=None, num_objects=1, scale_range=(1.1, 1.6),
                    min_size=10.0, size_ratio=0.5, max_cut=0.5, attempts=24):
     """Square windows that each hold exactly ``num_objects`` whole objects.
 
@@ -332,11 +332,19 @@ def normalize_windows(windows):
 
 # =============================================================================== model
 def _corners(codes, encoding):
-    """Box codes (Tensor[R, 4]) -> xyxy corners in window fractions, differentiable."""
-    a, b, c, d = (codes[:, i:i + 1] for i in range(4))
+    """Box codes (Tensor[R, 4]) -> xyxy corners in window fractions, differentiable.
+
+    A negative predicted width or height counts as 0 (an empty box), so that
+    ``x1 <= x2`` and ``y1 <= y2`` always hold: the GIoU of an inverted box would have
+    negative areas and a loss without bound below.
+    """
+    a, b = codes[:, 0:1], codes[:, 1:2]
+    width = nn.functional.relu(codes[:, 2:3])
+    height = nn.functional.relu(codes[:, 3:4])
     if encoding == "cxcywh":
-        return nn.concat([a - c * 0.5, b - d * 0.5, a + c * 0.5, b + d * 0.5], axis=1)
-    return nn.concat([a, b, a + c, b + d], axis=1)
+        return nn.concat([a - width * 0.5, b - height * 0.5, a + width * 0.5, b + height * 0.5],
+                         axis=1)
+    return nn.concat([a, b, a + width, b + height], axis=1)
 
 
 class Localizer(Module):

@@ -13,8 +13,8 @@ model and where it breaks. Command::
 object classes (default: every class of the dataset but the background).
 
 Data. Windows are cut once from every image of a split (``sample_windows``,
-``crop_windows``: ``draws`` windows per object, at 1.2-2x the object's size, anywhere
-around it): the train split trains, val chooses each stage's best checkpoint, and the
+``crop_windows``: ``draws`` windows per object, at 1.1-1.6x the object's longer side,
+anywhere around it): the train split trains, val chooses each stage's best checkpoint, and the
 tables are computed on test (held-out images; val when the dataset has no test split).
 
 Four stages, each an engine run (``nn.engine``: budget, checkpoints, Ctrl-C, resume) in
@@ -62,7 +62,7 @@ __all__ = ["KIND", "STAGES", "BUDGET_SHARES", "TrainConfig", "class_names", "bui
 
 KIND = "localization"
 STAGES = ("classify", "localize", "finetune", "slots")
-BUDGET_SHARES = {"classify": 0.3, "localize": 0.1, "finetune": 0.35, "slots": 0.25}
+BUDGET_SHARES = {"classify": 0.3, "localize": 0.05, "finetune": 0.4, "slots": 0.25}
 STAGE_METRIC = {"classify": "accuracy", "localize": "mean_iou", "finetune": "mean_iou",
                 "slots": "mean_iou"}
 RUN_FILE = "run.json"
@@ -106,7 +106,7 @@ class TrainConfig:
     quick: bool = False
     window: int = 48
     draws: int = 3
-    scale_range: tuple = (1.2, 2.0)
+    scale_range: tuple = (1.1, 1.6)
     slots: int = 2
     batch_size: int = 32
     lr: float = 2e-3

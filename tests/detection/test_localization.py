@@ -346,6 +346,20 @@ def test_box_losses_vanish_for_a_perfect_box(encoding):
     assert second["giou"] == pytest.approx(1 - inter / union + (hull - union) / hull, rel=1e-4)
 
 
+def test_the_giou_loss_is_bounded_for_inverted_boxes():
+    # Negative predicted sizes are empty boxes: the GIoU loss stays in [0, 2].
+    model = Localizer(3, image_size=32, num_slots=2, widths=(4, 4, 8, 8), hidden=16)
+    model.set_regime("localize")
+    windows = np.zeros((1, 32, 32, 3), np.uint8)
+    labels = np.zeros((1, 2), np.int64)
+    codes = np.array([[[0.5, 0.5, 0.4, 0.4], [0.3, 0.3, 0.2, 0.2]]], np.float32)
+    _constant_boxes(model, [[0.5, 0.5, -3.0, 0.4], [0.3, 0.3, -1.0, -2.0]])
+    losses = model.loss(windows, labels, codes)
+    assert 1.0 <= losses["giou"] <= 2.0
+    losses["loss"].backward()
+    assert np.all(np.isfinite(model.box_head[-1].bias.grad))
+
+
 def _drawn_windows(rng, count, size=32):
     """Windows of one bright rectangle on a dark background; class = which colour."""
     windows = rng.integers(0, 40, (count, size, size, 3)).astype(np.uint8)
