@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from detection.boxes import box_iou                                         # noqa: E402
-from detection.selective_search import (convert_colour, felzenszwalb,       # noqa: E402
+from detection.selective_search import (convert_color, felzenszwalb,       # noqa: E402
                                         selective_search)
 from plates.synthetic import render_scene                                   # noqa: E402
 
@@ -76,7 +76,7 @@ def main(argv=None):
                              np.float32).reshape(-1, 4)
             overlaps[name].append(best_overlaps(truth, proposals, PROPOSAL_COUNTS))
         if skimage_felzenszwalb is not None:
-            hsv = convert_colour(image / 255.0, "hsv")
+            hsv = convert_color(image / 255.0, "hsv")
             for k in (50, 100):
                 start = time.process_time()
                 ours = felzenszwalb(hsv, scale=k, sigma=0.8, min_size=k)

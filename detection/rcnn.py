@@ -24,7 +24,7 @@ Labels, as in the paper:
 
 - fine-tuning the CNN (K+1 softmax): a proposal with IoU >= 0.5 with some object takes
   that object's class, every other proposal is background (``label_proposals`` with
-  ``positive_iou=0.5, negative_iou=0.5``);
+  ``fg_iou=0.5, bg_iou=0.5``);
 - the SVMs: positives are the ground-truth boxes only, negatives the proposals with IoU
   < 0.3 with every object of the class, the rest is ignored; the paper found 0.5 here
   lost 5 mAP points. Negatives are mined: train on a sample, add the negatives that
@@ -40,6 +40,7 @@ import numpy as np
 
 import nn
 from nn import Module
+from nn.random import get_generator
 from detection.box_coder import BoxCoder
 from detection.boxes import box_iou, clip_boxes_to_image
 from detection.nms import batched_nms
@@ -63,11 +64,11 @@ class RCNNConfig:
         widths (tuple of 3 int): channels of the CNN's three conv stages.
         feature_dim (int): length of the feature vector (the CNN's last hidden layer).
         fg_iou (float): IoU from which a proposal takes an object's class when fine-tuning.
-        svm_negative_iou (float): IoU below which a proposal is an SVM negative.
-        regression_iou (float): IoU from which a proposal trains the box regressor.
+        svm_bg_iou (float): IoU below which a proposal is an SVM negative.
+        regression_fg_iou (float): IoU from which a proposal trains the box regressor.
         svm_c (float): inverse regularisation of the SVMs (hinge loss weight).
         ridge_lambda (float): regularisation of the box regressors.
-        nms_iou (float): per-class NMS threshold (the paper's 0.3).
+        nms_threshold (float): per-class NMS IoU threshold (the paper's 0.3).
         score_threshold (float): SVM score below which a detection is dropped.
         softmax_threshold (float): the same for the softmax's probabilities
             (``detect(scoring="softmax")``).
@@ -81,11 +82,11 @@ class RCNNConfig:
     widths: tuple = (16, 32, 64)
     feature_dim: int = 128
     fg_iou: float = 0.5
-    svm_negative_iou: float = 0.3
-    regression_iou: float = 0.6
+    svm_bg_iou: float = 0.3
+    regression_fg_iou: float = 0.6
     svm_c: float = 1.0
     ridge_lambda: float = 1000.0
-    nms_iou: float = 0.3
+    nms_threshold: float = 0.3
     score_threshold: float = -1.0
     softmax_threshold: float = 0.01
     detections_per_image: int = 100
@@ -94,16 +95,16 @@ class RCNNConfig:
 
 
 # ------------------------------------------------------------ labels
-def label_proposals(proposals, gt_boxes, gt_labels, positive_iou=0.5, negative_iou=0.5):
+def label_proposals(proposals, gt_boxes, gt_labels, fg_iou=0.5, bg_iou=0.5):
     """Class of each proposal from its best-overlapping ground truth.
 
     Args:
         proposals (ndarray[R, 4]): xyxy.
         gt_boxes (ndarray[G, 4]): xyxy.
         gt_labels (ndarray[G]): int classes 1..K.
-        positive_iou (float): best IoU from which a proposal takes its object's class.
-        negative_iou (float): best IoU below which it is background (0);
-            ``negative_iou <= positive_iou``; in between it is ignored (-1).
+        fg_iou (float): best IoU from which a proposal takes its object's class.
+        bg_iou (float): best IoU below which it is background (0);
+            ``bg_iou <= fg_iou``; in between it is ignored (-1).
     Returns:
         tuple: ``labels`` (ndarray[R] int64: class, 0 or -1), ``matched`` (ndarray[R]
         int64: index of the best ground truth, -1 without any), ``best_iou``
@@ -115,17 +116,17 @@ def label_proposals(proposals, gt_boxes, gt_labels, positive_iou=0.5, negative_i
     if gt_labels.shape[0] != gt_boxes.shape[0]:
         raise ValueError(f"gt_labels has {gt_labels.shape[0]} entries for "
                          f"{gt_boxes.shape[0]} gt_boxes")
-    if not 0.0 <= negative_iou <= positive_iou <= 1.0:
-        raise ValueError(f"need 0 <= negative_iou <= positive_iou <= 1, got "
-                         f"{negative_iou} and {positive_iou}")
+    if not 0.0 <= bg_iou <= fg_iou <= 1.0:
+        raise ValueError(f"need 0 <= bg_iou <= fg_iou <= 1, got bg_iou={bg_iou} and "
+                         f"fg_iou={fg_iou}")
     count = proposals.shape[0]
     if gt_boxes.shape[0] == 0:
         return (np.zeros(count, np.int64), np.full(count, -1, np.int64), np.zeros(count))
     iou = box_iou(proposals, gt_boxes)                                   # (R, G)
     matched = iou.argmax(axis=1)
     best = iou[np.arange(count), matched]
-    labels = np.where(best >= positive_iou, gt_labels[matched].astype(np.int64), -1)
-    labels[best < negative_iou] = 0
+    labels = np.where(best >= fg_iou, gt_labels[matched].astype(np.int64), -1)
+    labels[best < bg_iou] = 0
     matched = np.where(best > 0, matched, -1)
     return labels, matched.astype(np.int64), best
 
@@ -328,7 +329,7 @@ def _hinge_subgradient(x, y, weight, bias, lam, sample_weight):
 
 
 def train_svms(features, targets, c=1.0, epochs=200, hard_negative_rounds=2,
-               initial_negatives=2000, rng=None):
+               initial_negatives=2000, generator=None):
     """One linear SVM per class (hinge loss), trained together, with hard-negative mining.
 
     Minimises, for each class k,
@@ -346,7 +347,8 @@ def train_svms(features, targets, c=1.0, epochs=200, hard_negative_rounds=2,
         epochs (int): subgradient steps per round.
         hard_negative_rounds (int): mining rounds after the first training.
         initial_negatives (int): negatives per class in the first round.
-        rng (np.random.Generator | None): for the first sample (None: seed 0).
+        generator (np.random.Generator | int | None): the first sample of negatives
+            (None: the default generator of ``nn.manual_seed``).
     Returns:
         tuple: ``weight`` (ndarray[D, K] float64), ``bias`` (ndarray[K] float64).
     """
@@ -355,7 +357,7 @@ def train_svms(features, targets, c=1.0, epochs=200, hard_negative_rounds=2,
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
         raise ValueError(f"features (N, D) and targets (N, K) must share N, got {x.shape} "
                          f"and {y.shape}")
-    rng = np.random.default_rng(0) if rng is None else rng
+    rng = get_generator(generator)
     n, dim = x.shape
     classes = y.shape[1]
     # Features on a common scale make one step size fit every class.
@@ -422,15 +424,19 @@ def fit_box_regressors(features, proposals, gt_boxes, labels, num_classes, lam=1
 
 
 # ------------------------------------------------------------ training samples
-def sample_regions(labels, batch_size=128, positive_fraction=0.25, rng=None):
+def sample_regions(labels, batch_size=128, positive_fraction=0.25, generator=None):
     """A fine-tuning minibatch: 25% foreground (the paper's 32 of 128), the rest background.
 
     Args:
         labels (ndarray[R]): class, 0 background, -1 ignored.
+        batch_size (int): B, at most.
+        positive_fraction (float): the foreground share of the batch.
+        generator (np.random.Generator | int | None): the draws (None: the default
+            generator of ``nn.manual_seed``).
     Returns:
         ndarray[B] int64: indices, positives first, at most ``batch_size``.
     """
-    rng = np.random.default_rng(0) if rng is None else rng
+    rng = get_generator(generator)
     labels = np.asarray(labels)
     positives = rng.permutation(np.flatnonzero(labels > 0))
     negatives = rng.permutation(np.flatnonzero(labels == 0))
@@ -479,29 +485,30 @@ class RCNN:
         return np.concatenate(out)
 
     def fit_heads(self, features, boxes, class_iou, matched_boxes, matched_labels, best_iou,
-                  gt_features, gt_labels, rng=None):
+                  gt_features, gt_labels, generator=None):
         """Train the SVMs and box regressors on extracted features.
 
         Args:
             features (ndarray[N, D]): features of proposals (all training images).
             boxes (ndarray[N, 4]): the proposals.
             class_iou (ndarray[N, K]): each proposal's best IoU with an object of each
-                class (an SVM negative for class k below ``svm_negative_iou``).
+                class (an SVM negative for class k below ``svm_bg_iou``).
             matched_boxes (ndarray[N, 4]), matched_labels (ndarray[N]), best_iou
                 (ndarray[N]): the best-overlapping object's box and class, and that IoU
-                (box regression from ``regression_iou``).
+                (box regression from ``regression_fg_iou``).
             gt_features (ndarray[G, D]); gt_labels (ndarray[G]): the ground-truth boxes'
                 own features and classes (the SVM positives).
-            rng (np.random.Generator | None): the SVMs' first sample of negatives.
+            generator (np.random.Generator | int | None): the SVMs' first sample of
+                negatives (``train_svms``).
         """
         c = self.config
         x = np.concatenate([gt_features, features])
         gt_labels = np.asarray(gt_labels, np.int64).reshape(-1)
         targets = np.zeros((x.shape[0], c.num_classes))
         targets[np.arange(gt_labels.size), gt_labels - 1] = 1.0
-        targets[gt_labels.size:] = np.where(np.asarray(class_iou) < c.svm_negative_iou, -1.0, 0.0)
-        self.svm_weight, self.svm_bias = train_svms(x, targets, c=c.svm_c, rng=rng)
-        regress = np.where(np.asarray(best_iou) >= c.regression_iou, matched_labels, 0)
+        targets[gt_labels.size:] = np.where(np.asarray(class_iou) < c.svm_bg_iou, -1.0, 0.0)
+        self.svm_weight, self.svm_bias = train_svms(x, targets, c=c.svm_c, generator=generator)
+        regress = np.where(np.asarray(best_iou) >= c.regression_fg_iou, matched_labels, 0)
         self.regressors = fit_box_regressors(features, boxes, matched_boxes, regress,
                                              c.num_classes, c.ridge_lambda)
 
@@ -550,7 +557,7 @@ class RCNN:
         flat_boxes = boxes.reshape(-1, 4)[keep].astype(np.float32)
         flat_scores = scores.ravel()[keep].astype(np.float32)
         flat_labels = labels.ravel()[keep].astype(np.int64)
-        kept = batched_nms(flat_boxes, flat_scores, flat_labels, c.nms_iou)[:c.detections_per_image]
+        kept = batched_nms(flat_boxes, flat_scores, flat_labels, c.nms_threshold)[:c.detections_per_image]
         self.timings["heads"] = time.perf_counter() - start
         return {"boxes": flat_boxes[kept], "scores": flat_scores[kept],
                 "labels": flat_labels[kept]}
@@ -616,7 +623,7 @@ class RCNN:
         optimizer.step()
         return float(loss.item())
 
-    def fit_heads_from(self, prepared, rng=None):
+    def fit_heads_from(self, prepared, generator=None):
         """``fit_heads`` on ``prepare`` (or ``prepare_features``) of every training image."""
         parts = {key: [] for key in ("features", "boxes", "class_iou", "matched_boxes",
                                      "matched_labels", "best_iou", "gt_features", "gt_labels")}
@@ -632,7 +639,7 @@ class RCNN:
         joined = {key: np.concatenate(value) for key, value in parts.items()}
         self.fit_heads(joined["features"], joined["boxes"], joined["class_iou"],
                        joined["matched_boxes"], joined["matched_labels"], joined["best_iou"],
-                       joined["gt_features"], joined["gt_labels"], rng=rng)
+                       joined["gt_features"], joined["gt_labels"], generator=generator)
 
     def state_dict(self):
         state = {f"net.{k}": v for k, v in self.net.state_dict().items()}

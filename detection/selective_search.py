@@ -6,7 +6,7 @@ classifies only those. This module is that algorithm, in two stages.
 
 1. **Graph-based segmentation** (Felzenszwalb and Huttenlocher, "Efficient Graph-Based
    Image Segmentation", IJCV 2004). Pixels are the nodes of a graph whose edges join
-   8-neighbours, weighted by their colour distance. Edges are visited by increasing
+   8-neighbours, weighted by their color distance. Edges are visited by increasing
    weight, as in Kruskal's minimum-spanning-tree algorithm; an edge joins its two
    components C1 and C2 when it is lighter than both components' thresholds
 
@@ -22,12 +22,12 @@ classifies only those. This module is that algorithm, in two stages.
    neighbours are merged, again and again, until one region is left. Every region of this
    hierarchy, at every level, yields a box. Similarity adds up to four cues, each in [0, 1]:
 
-       s_colour  = sum_k min(c_i^k, c_j^k)       colour histograms (25 bins per channel)
+       s_color   = sum_k min(c_i^k, c_j^k)       color histograms (25 bins per channel)
        s_texture = sum_k min(t_i^k, t_j^k)       gradient-orientation histograms
        s_size    = 1 - (|r_i| + |r_j|) / |image|  small regions merge first
        s_fill    = 1 - (|BB_ij| - |r_i| - |r_j|) / |image|   regions that fill each other's gaps
 
-   No single strategy finds everything, so the paper *diversifies*: several colour spaces,
+   No single strategy finds everything, so the paper *diversifies*: several color spaces,
    several k, several similarity combinations, and pools the boxes. Each strategy's box at
    hierarchy position j (1 = the last merge) gets the score ``j * u`` with u uniform in
    [0, 1]; pooled boxes are sorted by that score (lower is better) and duplicates dropped.
@@ -52,8 +52,10 @@ import heapq
 import numpy as np
 from scipy import ndimage
 
+from nn.random import get_generator
+
 __all__ = ["felzenszwalb", "selective_search", "hierarchical_grouping", "region_features",
-           "region_neighbours", "convert_colour"]
+           "region_neighbours", "convert_color"]
 
 
 # ------------------------------------------------------------------ input checks
@@ -95,7 +97,7 @@ def _check_count(value, name, low=0):
 
 # ------------------------------------------------------------ the grid graph
 def grid_edges(image):
-    """The 8-connected grid graph of an image, its edges weighted by colour distance.
+    """The 8-connected grid graph of an image, its edges weighted by color distance.
 
     Each pixel links to its right, down, down-right and up-right neighbours (every
     8-neighbour pair once), in that order of blocks, each block in row-major order
@@ -105,7 +107,7 @@ def grid_edges(image):
         image (ndarray[H, W, C]): float64.
     Returns:
         tuple: ``(a, b, weights)``: ``a``, ``b`` (ndarray[E] int64) flat pixel indices of
-        the two ends, ``weights`` (ndarray[E] float64) the euclidean colour distance.
+        the two ends, ``weights`` (ndarray[E] float64) the euclidean color distance.
     """
     height, width = image.shape[:2]
     index = np.arange(height * width, dtype=np.int64).reshape(height, width)
@@ -459,7 +461,7 @@ def felzenszwalb(image, scale=1.0, sigma=0.8, min_size=20):
     each threshold rounded to float32 (as scikit-image does); Int(C) is the weight of the
     edge that last grew C. Equal weights are visited in edge order (a stable sort);
     scikit-image sorts with numpy's default, unstable sort, so on images with many
-    exactly equal weights (flat synthetic colours) the two may break such ties
+    exactly equal weights (flat synthetic colors) the two may break such ties
     differently; elsewhere the labels are identical. Then, over the same sorted edges,
     two different components are merged when either has fewer than ``min_size`` pixels.
     Every segment is 8-connected.
@@ -542,7 +544,7 @@ def _segment(shape, edges, scale, min_size):
     return labels.reshape(height, width).astype(np.int64)
 
 
-# ------------------------------------------------------------ colour spaces
+# ------------------------------------------------------------ color spaces
 def _rgb_to_hsv(rgb):
     """(H, W, 3) RGB in [0, 1] -> HSV, each channel in [0, 1]."""
     high = rgb.max(axis=2)
@@ -571,8 +573,8 @@ def _rgb_to_lab(rgb):
     return np.stack([lightness / 100.0, (a + 128.0) / 255.0, (b + 128.0) / 255.0], axis=2)
 
 
-def convert_colour(rgb, space):
-    """Convert an RGB image in [0, 1] to one of the paper's colour spaces, about [0, 1].
+def convert_color(rgb, space):
+    """Convert an RGB image in [0, 1] to one of the paper's color spaces, about [0, 1].
 
     Args:
         rgb (ndarray[H, W, 3]): float64 in [0, 1].
@@ -596,14 +598,14 @@ def convert_colour(rgb, space):
         total = rgb.sum(axis=2, keepdims=True)
         chroma = rgb[..., :2] / np.where(total > 0, total, 1.0)
         return np.concatenate([chroma, intensity], axis=2)
-    raise ValueError(f"colour space must be one of {sorted(COLOUR_SPACES)}, got {space!r}")
+    raise ValueError(f"color space must be one of {sorted(COLOR_SPACES)}, got {space!r}")
 
 
-COLOUR_SPACES = ("rgb", "hsv", "lab", "rgi", "h", "i")
+COLOR_SPACES = ("rgb", "hsv", "lab", "rgi", "h", "i")
 
 
 # ------------------------------------------------------------ region features
-COLOUR_BINS = 25
+COLOR_BINS = 25
 TEXTURE_BINS = 10
 TEXTURE_ORIENTATIONS = 8
 
@@ -645,16 +647,16 @@ def _histograms(labels, count, bins, width):
 
 
 def region_features(image, labels, texture_bins=None):
-    """Size, box, colour and texture histograms of every segment.
+    """Size, box, color and texture histograms of every segment.
 
     Args:
-        image (ndarray[H, W, C]): float64 colour-space image, about [0, 1].
+        image (ndarray[H, W, C]): float64 color-space image, about [0, 1].
         labels (ndarray[H, W] int64): segment ids 0..S-1.
         texture_bins (ndarray[H, W, C, 8] | None): ``_texture_bins(image)`` if already
             computed (it depends on the image only).
     Returns:
         dict: ``size`` (ndarray[S] float64, pixels), ``boxes`` (ndarray[S, 4] float64
-        xyxy covering the pixels), ``colour`` (ndarray[S, 25·C]), ``texture``
+        xyxy covering the pixels), ``color`` (ndarray[S, 25·C]), ``texture``
         (ndarray[S, 80·C]); histograms L1-normalised.
     """
     height, width = labels.shape
@@ -667,15 +669,15 @@ def region_features(image, labels, texture_bins=None):
     boxes = np.stack([np.minimum.reduceat(xs, starts), np.minimum.reduceat(ys, starts),
                       np.maximum.reduceat(xs, starts) + 1, np.maximum.reduceat(ys, starts) + 1],
                      axis=1).astype(np.float64)
-    colour_bins = np.minimum((np.clip(image, 0.0, 1.0) * COLOUR_BINS).astype(np.int64),
-                             COLOUR_BINS - 1)
+    color_bins = np.minimum((np.clip(image, 0.0, 1.0) * COLOR_BINS).astype(np.int64),
+                             COLOR_BINS - 1)
     if texture_bins is None:
         texture_bins = _texture_bins(image)
     texture_bins = texture_bins.reshape(height, width, -1)               # (H, W, C·8)
     return {
         "size": size.astype(np.float64),
         "boxes": boxes,
-        "colour": _histograms(labels, count, colour_bins, COLOUR_BINS),
+        "color": _histograms(labels, count, color_bins, COLOR_BINS),
         "texture": _histograms(labels, count, texture_bins, TEXTURE_BINS),
     }
 
@@ -713,7 +715,7 @@ def _similarity(features, i, j, measures, image_area):
     """
     total = np.zeros(np.size(j))
     if "C" in measures:
-        total += np.minimum(features["colour"][i], features["colour"][j]).sum(axis=1)
+        total += np.minimum(features["color"][i], features["color"][j]).sum(axis=1)
     if "T" in measures:
         total += np.minimum(features["texture"][i], features["texture"][j]).sum(axis=1)
     size_sum = features["size"][i] + features["size"][j]
@@ -732,9 +734,9 @@ def hierarchical_grouping(image, labels, similarity="CTSF"):
     """Merge the most similar neighbouring regions until one is left (Uijlings et al., 3.1).
 
     Args:
-        image (ndarray[H, W, C]): float64 colour-space image, about [0, 1].
+        image (ndarray[H, W, C]): float64 color-space image, about [0, 1].
         labels (ndarray[H, W] int64): initial segments 0..S-1.
-        similarity (str): the measures summed, letters of "CTSF" (colour, texture,
+        similarity (str): the measures summed, letters of "CTSF" (color, texture,
             size, fill), e.g. "CTSF" or "TSF".
     Returns:
         tuple: ``(boxes, merges)``: ``boxes`` (ndarray[2S-1, 4] float64) xyxy of every
@@ -757,7 +759,7 @@ def _group(base, pairs, image_area, similarity):
         features[key] = np.zeros((capacity,) + value.shape[1:])
         features[key][:count] = value
     size, boxes = features["size"], features["boxes"]
-    colour, texture = features["colour"], features["texture"]
+    color, texture = features["color"], features["texture"]
     neighbours = [set() for _ in range(capacity)]
     for i, j in pairs.tolist():
         neighbours[i].add(j)
@@ -778,7 +780,7 @@ def _group(base, pairs, image_area, similarity):
         size[new] = si + sj
         np.minimum(boxes[i, :2], boxes[j, :2], out=boxes[new, :2])
         np.maximum(boxes[i, 2:], boxes[j, 2:], out=boxes[new, 2:])
-        for histogram in (colour, texture):
+        for histogram in (color, texture):
             histogram[new] = (si * histogram[i] + sj * histogram[j]) / (si + sj)
         alive[i] = alive[j] = False
         alive[new] = True
@@ -801,18 +803,18 @@ def _group(base, pairs, image_area, similarity):
 # ------------------------------------------------------------ selective search
 STRATEGIES = {
     # The paper's "fast" and "quality" diversification (Uijlings et al., section 5.2).
-    "fast": {"colour_spaces": ("hsv", "lab"), "ks": (50, 100), "similarities": ("CTSF", "TSF")},
-    "quality": {"colour_spaces": ("hsv", "lab", "rgi", "h", "i"), "ks": (50, 100, 150, 300),
+    "fast": {"color_spaces": ("hsv", "lab"), "ks": (50, 100), "similarities": ("CTSF", "TSF")},
+    "quality": {"color_spaces": ("hsv", "lab", "rgi", "h", "i"), "ks": (50, 100, 150, 300),
                 "similarities": ("CTSF", "TSF", "F", "S")},
 }
 
 
-def selective_search(image, mode="fast", rng=None, sigma=0.8, min_size=None,
-                     colour_spaces=None, ks=None, similarities=None):
+def selective_search(image, mode="fast", generator=None, sigma=0.8, min_size=None,
+                     color_spaces=None, ks=None, similarities=None):
     """Class-agnostic box proposals by hierarchical grouping (Uijlings et al., IJCV 2013).
 
-    For every combination of colour space, k and similarity, the image converted to that
-    colour space is segmented (``felzenszwalb(scale=k, sigma, min_size=k)``) and grouped
+    For every combination of color space, k and similarity, the image converted to that
+    color space is segmented (``felzenszwalb(scale=k, sigma, min_size=k)``) and grouped
     (``hierarchical_grouping``). The box of hierarchy position j (1 = the last merge)
     scores ``j · u``, u uniform in [0, 1]; all strategies' boxes are sorted by that score
     (lower first) and exact duplicates dropped, keeping the best-ranked copy.
@@ -822,11 +824,11 @@ def selective_search(image, mode="fast", rng=None, sigma=0.8, min_size=None,
         mode (str): ``"fast"`` (HSV and Lab, k in {50, 100}, similarities CTSF and TSF:
             8 strategies) or ``"quality"`` (HSV, Lab, rgI, H, I; k in {50, 100, 150, 300};
             CTSF, TSF, F, S: 80 strategies).
-        rng (np.random.Generator | int | None): the ranking's randomness; None is seed 0
-            (reproducible proposals).
+        generator (np.random.Generator | int | None): the ranking's randomness; None is
+            seed 0 (reproducible proposals, whatever ``nn.manual_seed`` was given).
         sigma (float): gaussian smoothing of the segmentation.
         min_size (int | None): smallest segment; None uses k (the paper's setting).
-        colour_spaces, ks, similarities (sequence | None): override the mode's lists.
+        color_spaces, ks, similarities (sequence | None): override the mode's lists.
     Returns:
         ndarray[R, 4] float32: xyxy proposals, best-ranked first, within the image.
     Raises:
@@ -838,17 +840,14 @@ def selective_search(image, mode="fast", rng=None, sigma=0.8, min_size=None,
         raise ValueError(f"image must be an RGB array of shape (H, W, 3), got "
                          f"{getattr(image, 'shape', type(image).__name__)}")
     rgb = _check_image(image)
-    if rng is None:
-        rng = np.random.default_rng(0)
-    elif not isinstance(rng, np.random.Generator):
-        rng = np.random.default_rng(_check_count(rng, "rng"))
+    rng = np.random.default_rng(0) if generator is None else get_generator(generator)
     settings = STRATEGIES[mode]
-    colour_spaces = tuple(colour_spaces or settings["colour_spaces"])
+    color_spaces = tuple(color_spaces or settings["color_spaces"])
     ks = tuple(ks or settings["ks"])
     similarities = tuple(similarities or settings["similarities"])
-    for space in colour_spaces:
-        if space not in COLOUR_SPACES:
-            raise ValueError(f"colour space must be one of {COLOUR_SPACES}, got {space!r}")
+    for space in color_spaces:
+        if space not in COLOR_SPACES:
+            raise ValueError(f"color space must be one of {COLOR_SPACES}, got {space!r}")
     ks = tuple(_check_number(k, "k", 0.0) for k in ks)
     for similarity in similarities:
         if similarity not in SIMILARITIES:
@@ -858,8 +857,8 @@ def selective_search(image, mode="fast", rng=None, sigma=0.8, min_size=None,
         min_size = _check_count(min_size, "min_size")
 
     all_boxes, all_ranks = [], []
-    for space in colour_spaces:
-        converted = convert_colour(rgb, space)
+    for space in color_spaces:
+        converted = convert_color(rgb, space)
         texture = _texture_bins(converted)
         edges = sorted_edges(converted, sigma)        # shared by every k
         for k in ks:

@@ -459,9 +459,16 @@ def measure_inference(model, images, mode="fast"):
 
 
 # ------------------------------------------------------------------------ heads
-def fit_heads(model, images, targets, proposals, rng, progress=True):
+def fit_heads(model, images, targets, proposals, generator=None, progress=True):
     """Fit the SVMs and box regressors on the features of every region of the images.
 
+    Args:
+        model (RCNN): its CNN gives the features; its heads are replaced.
+        images (ndarray[N, H, W, 3]); targets (list of dicts); proposals (list of
+            ndarray[P_i, 4]): the training images, their objects and proposals.
+        generator (np.random.Generator | int | None): the SVMs' first sample of negatives
+            (``RCNN.fit_heads``).
+        progress (bool): a tqdm bar over the images.
     Returns:
         dict: ``images``, ``regions`` and ``seconds``.
     """
@@ -470,7 +477,7 @@ def fit_heads(model, images, targets, proposals, rng, progress=True):
     for image, target, found in tqdm(list(zip(images, targets, proposals)), desc="features",
                                      unit="img", disable=not progress, dynamic_ncols=True):
         prepared.append(model.prepare_features(image, target, found))
-    model.fit_heads_from(prepared, rng=rng)
+    model.fit_heads_from(prepared, generator=generator)
     return {"images": len(prepared), "regions": int(sum(p["boxes"].shape[0] for p in prepared)),
             "seconds": time.perf_counter() - start}
 

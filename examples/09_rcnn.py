@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nn  # noqa: E402
 from detection.boxes import box_iou  # noqa: E402
 from detection.rcnn import RCNN, RCNNConfig  # noqa: E402
-from detection.selective_search import (convert_colour, felzenszwalb,  # noqa: E402
+from detection.selective_search import (convert_color, felzenszwalb,  # noqa: E402
                                         hierarchical_grouping, selective_search)
 from detection.train_rcnn_svm import (RegionBatches, evaluate, fit_heads,  # noqa: E402
                                       training_regions)
@@ -71,8 +71,8 @@ def scene(index):
     return image, {"boxes": boxes, "labels": labels}
 
 
-def colour_segments(labels, rng):
-    """Each segment in a random colour."""
+def color_segments(labels, rng):
+    """Each segment in a random color."""
     return rng.uniform(0.1, 1.0, (labels.max() + 1, 3))[labels]
 
 
@@ -82,11 +82,11 @@ image, target = scene(7)
 print(f"scene: {len(target['boxes'])} objects {[NAMES[int(k)] for k in target['labels']]}")
 
 # %% 1. Graph-based segmentation
-# Pixels are nodes, 8-neighbours are joined by edges weighted by colour distance.
+# Pixels are nodes, 8-neighbours are joined by edges weighted by color distance.
 # Kruskal-like, edges are visited from the lightest; an edge merges its two regions
 # when it is lighter than both regions' internal difference plus k/|C|. Larger k
 # means larger regions. Note how the plate survives as its own region at small k.
-hsv = convert_colour(image / 255.0, "hsv")
+hsv = convert_color(image / 255.0, "hsv")
 figure = Figure(figsize=(13, 3.6))
 ax = figure.add_subplot(1, 4, 1)
 show_image(ax, image)
@@ -96,13 +96,13 @@ for column, k in enumerate((50, 100, 300)):
     segments = felzenszwalb(hsv, scale=k, sigma=0.8, min_size=k)
     took = time.perf_counter() - start
     ax = figure.add_subplot(1, 4, column + 2)
-    show_image(ax, colour_segments(segments, np.random.default_rng(k)))
+    show_image(ax, color_segments(segments, np.random.default_rng(k)))
     ax.set_title(f"k={k}: {segments.max() + 1} regions ({took:.2f} s)", fontsize=9)
 save(figure, "09_felzenszwalb.png")
 
 # %% 2. The grouping hierarchy
 # Selective search starts from those regions and merges the two most similar
-# neighbours, again and again: similarity = colour + texture + size + fill. Small
+# neighbours, again and again: similarity = color + texture + size + fill. Small
 # regions merge first (size), and regions that fill each other's box (fill). Every
 # region ever formed gives a box.
 segments = felzenszwalb(hsv, scale=100, sigma=0.8, min_size=100)
@@ -120,7 +120,7 @@ for column, fraction in enumerate((0.0, 0.5, 0.8, 0.95)):
             break
         owner = parent
     ax = figure.add_subplot(1, 4, column + 1)
-    show_image(ax, colour_segments(owner[segments], np.random.default_rng(1)))
+    show_image(ax, color_segments(owner[segments], np.random.default_rng(1)))
     ax.set_title(f"after {steps} of {len(merges)} merges: {count - steps} regions", fontsize=9)
 save(figure, "09_hierarchy.png")
 
@@ -149,9 +149,9 @@ for index in range(100, 100 + RECALL_SCENES):
 ax = figure.add_subplot(1, 2, 2)
 for label, style in ((1, "-"), (2, "--")):
     values = np.array(best[label]).reshape(-1, len(counts))
-    for threshold, colour in ((0.5, "C0"), (0.7, "C1")):
+    for threshold, color in ((0.5, "C0"), (0.7, "C1")):
         recall = (values >= threshold).mean(axis=0) if len(values) else np.zeros(len(counts))
-        ax.plot(counts, recall, style, color=colour,
+        ax.plot(counts, recall, style, color=color,
                 label=f"{NAMES[label]}s ({len(values)}), IoU {threshold}")
 ax.set_xscale("log")
 ax.set_xlabel("proposals kept (N)")

@@ -28,12 +28,25 @@ def default_generator():
     return _default
 
 
-def get_generator(rng=None):
-    """``rng`` if it is a Generator, a new one if it is an int seed, else the default."""
-    if rng is None:
+def get_generator(generator=None):
+    """The ``np.random.Generator`` that an optional ``generator`` argument stands for.
+
+    Args:
+        generator (np.random.Generator | int | None): a Generator (returned as it is),
+            a non-negative int seed (a new Generator seeded with it) or None (the default
+            generator, seeded by ``manual_seed``).
+    Returns:
+        np.random.Generator.
+    Raises:
+        TypeError: ``generator`` is none of these; ValueError: a negative seed.
+    """
+    if generator is None:
         return _default
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be None, an int seed or a np.random.Generator, got {type(rng).__name__}")
+    if isinstance(generator, np.random.Generator):
+        return generator
+    if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
+        if generator < 0:
+            raise ValueError(f"generator seed must be a non-negative integer, got {generator}")
+        return np.random.default_rng(int(generator))
+    raise TypeError(f"generator must be None, an int seed or a np.random.Generator, got "
+                    f"{type(generator).__name__}")

@@ -22,7 +22,7 @@ def test_label_proposals_hand_made():
         [50, 50, 60, 60],    # no overlap                 -> background
         [0, 0, 10, 40],      # IoU 0.25                   -> background
     ], np.float32)
-    labels, matched, best = label_proposals(proposals, gt, gt_labels, 0.5, 0.3)
+    labels, matched, best = label_proposals(proposals, gt, gt_labels, fg_iou=0.5, bg_iou=0.3)
     np.testing.assert_array_equal(labels, [1, 1, -1, 2, 0, 0])
     np.testing.assert_array_equal(matched, [0, 0, 0, 1, -1, 0])
     np.testing.assert_allclose(best, [1.0, 0.5, 0.4, 0.81, 0.0, 0.25])
@@ -39,7 +39,7 @@ def test_label_proposals_without_objects_and_without_proposals():
 
 
 def test_label_proposals_rejects_bad_thresholds_and_lengths():
-    with pytest.raises(ValueError, match="negative_iou"):
+    with pytest.raises(ValueError, match="bg_iou"):
         label_proposals(np.zeros((1, 4)), [[0, 0, 1, 1]], [1], 0.3, 0.5)
     with pytest.raises(ValueError, match="gt_labels"):
         label_proposals(np.zeros((1, 4)), [[0, 0, 1, 1]], [1, 2])
@@ -151,7 +151,7 @@ def test_train_svms_ignores_zero_targets_and_mines_hard_negatives():
     targets = np.concatenate([np.ones(20), -np.ones(510)])[:, None]
     # Only 20 negatives in the first round: the hard ones are likely left out at first.
     weight, bias = train_svms(x, targets, c=100.0, epochs=300, initial_negatives=20,
-                              hard_negative_rounds=3, rng=np.random.default_rng(0))
+                              hard_negative_rounds=3, generator=np.random.default_rng(0))
     scores = (x @ weight + bias)[:, 0]
     assert (scores[:20] > 0).all() and (scores[20:] < 0).all()
 
@@ -177,6 +177,13 @@ def test_sample_regions_quarter_positives():
     picked = sample_regions(labels, 128, 0.25, np.random.default_rng(0))
     assert picked.size == 128 and (labels[picked] > 0).sum() == 32
     assert (labels[picked] >= 0).all() and np.unique(picked).size == 128
+    np.testing.assert_array_equal(sample_regions(labels, 128, 0.25, generator=0), picked)
+    nn.manual_seed(5)
+    default = sample_regions(labels, 128, 0.25)              # the default generator
+    nn.manual_seed(5)
+    np.testing.assert_array_equal(sample_regions(labels, 128, 0.25, generator=None), default)
+    with pytest.raises(TypeError, match="generator"):
+        sample_regions(labels, 128, 0.25, generator="seed")
 
 
 # ------------------------------------------------------------ the network and detector

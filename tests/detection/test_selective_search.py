@@ -5,7 +5,7 @@ from scipy import ndimage
 
 
 from detection.boxes import box_iou
-from detection.selective_search import (_segment, convert_colour, felzenszwalb, grid_edges,
+from detection.selective_search import (_segment, convert_color, felzenszwalb, grid_edges,
                                         hierarchical_grouping, region_features,
                                         region_neighbours, selective_search, sorted_edges,
                                         stable_argsort)
@@ -54,10 +54,10 @@ def felzenszwalb_loop(image, scale, sigma, min_size):
     return np.unique(roots, return_inverse=True)[1].reshape(height, width)
 
 
-def blocky_image(rng, height, width, block=4, colours=3):
-    """Flat blocks of a few colours: many edges of exactly equal weight."""
-    palette = rng.integers(0, 256, (colours, 3))
-    cells = rng.integers(0, colours, (height // block + 1, width // block + 1))
+def blocky_image(rng, height, width, block=4, colors=3):
+    """Flat blocks of a few colors: many edges of exactly equal weight."""
+    palette = rng.integers(0, 256, (colors, 3))
+    cells = rng.integers(0, colors, (height // block + 1, width // block + 1))
     image = np.repeat(np.repeat(palette[cells], block, 0), block, 1)[:height, :width]
     return image.astype(np.uint8)
 
@@ -245,7 +245,7 @@ def test_region_features_boxes_sizes_and_histograms():
         pixels = image[labels == segment]                         # (n, 3)
         expected = np.concatenate([np.histogram(pixels[:, c], bins=25, range=(0, 1))[0]
                                    for c in range(3)]) / (3.0 * ys.size)
-        np.testing.assert_allclose(features["colour"][segment], expected, atol=1e-12)
+        np.testing.assert_allclose(features["color"][segment], expected, atol=1e-12)
     np.testing.assert_allclose(features["texture"].sum(axis=1), 1.0)
     assert features["texture"].shape[1] == 3 * 8 * 10
 
@@ -262,7 +262,7 @@ def test_merged_histogram_is_size_weighted_average_of_parts():
     parts, whole = region_features(image, labels), region_features(image, merged)
     target = merged[labels == i][0]
     si, sj = parts["size"][i], parts["size"][j]
-    for key in ("colour", "texture"):
+    for key in ("color", "texture"):
         average = (si * parts[key][i] + sj * parts[key][j]) / (si + sj)
         np.testing.assert_allclose(whole[key][target], average, atol=1e-12)
 
@@ -309,26 +309,27 @@ def test_selective_search_boxes_valid_unique_and_recall(seed):
     assert (box_iou(truth, boxes).max(axis=1) >= 0.7).mean() >= 2 / 3
 
 
-def test_selective_search_is_reproducible_and_rng_changes_the_order_only():
+def test_selective_search_is_reproducible_and_generator_changes_the_order_only():
     image, _ = rectangles_scene(np.random.default_rng(0))
     first, again = selective_search(image), selective_search(image)
     np.testing.assert_array_equal(first, again)
-    other = selective_search(image, rng=7)
+    other = selective_search(image, generator=7)
     np.testing.assert_array_equal(np.unique(first, axis=0), np.unique(other, axis=0))
 
 
 def test_selective_search_quality_mode_finds_a_superset_of_strategies():
     image, _ = rectangles_scene(np.random.default_rng(1), size=48)
     fast = selective_search(image, "fast")
-    quality = selective_search(image, "quality", ks=(50, 100), colour_spaces=("hsv", "lab"))
+    quality = selective_search(image, "quality", ks=(50, 100), color_spaces=("hsv", "lab"))
     fast_set = {tuple(b) for b in fast.tolist()}
     assert fast_set <= {tuple(b) for b in quality.tolist()}
 
 
 @pytest.mark.parametrize("kwargs, error", [
-    ({"mode": "slow"}, ValueError), ({"colour_spaces": ("xyz",)}, ValueError),
+    ({"mode": "slow"}, ValueError), ({"color_spaces": ("xyz",)}, ValueError),
     ({"similarities": ("Q",)}, ValueError), ({"ks": (-5,)}, ValueError),
     ({"sigma": -1.0}, ValueError), ({"min_size": 2.5}, ValueError),
+    ({"generator": -1}, ValueError), ({"generator": "seed"}, TypeError),
 ])
 def test_selective_search_rejects_bad_options(kwargs, error):
     with pytest.raises(error):
@@ -341,10 +342,10 @@ def test_selective_search_rejects_non_rgb():
 
 
 @pytest.mark.oracle
-def test_colour_spaces_equal_scikit_image():
+def test_color_spaces_equal_scikit_image():
     skimage = require("skimage")
     rgb = np.random.default_rng(0).uniform(0, 1, (16, 16, 3))
-    np.testing.assert_allclose(convert_colour(rgb, "hsv"), skimage.color.rgb2hsv(rgb), atol=1e-12)
+    np.testing.assert_allclose(convert_color(rgb, "hsv"), skimage.color.rgb2hsv(rgb), atol=1e-12)
     lab = skimage.color.rgb2lab(rgb)
     scaled = np.stack([lab[..., 0] / 100, (lab[..., 1] + 128) / 255, (lab[..., 2] + 128) / 255], -1)
-    np.testing.assert_allclose(convert_colour(rgb, "lab"), scaled, atol=1e-4)
+    np.testing.assert_allclose(convert_color(rgb, "lab"), scaled, atol=1e-4)

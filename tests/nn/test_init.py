@@ -111,5 +111,5 @@ def test_bad_inputs():
         init.normal_(t, 0.0, -1.0)
     with pytest.raises(ValueError, match="mode"):
         init.kaiming_uniform_(t, mode="fan_avg")
-    with pytest.raises(TypeError, match="rng"):
+    with pytest.raises(TypeError, match="generator"):
         init.normal_(t, generator="seed")
