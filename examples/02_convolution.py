@@ -416,10 +416,10 @@ for col, title in enumerate(["RoIPool: box and bins rounded to cells",
     ax.add_patch(patches.Rectangle((bx1, by1), bx2 - bx1, by2 - by1, fill=False, ec="lime",
                                    lw=2.5, ls="--", label="true box"))
     if col == 0:
-        colours = plt.cm.tab10(np.arange(len(pool_cells)))
-        for (left, top, right, bottom), colour in zip(pool_cells, colours):
+        colors = plt.cm.tab10(np.arange(len(pool_cells)))
+        for (left, top, right, bottom), color in zip(pool_cells, colors):
             ax.add_patch(patches.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top,
-                                           fill=True, fc=(*colour[:3], 0.25), ec=colour, lw=2))
+                                           fill=True, fc=(*color[:3], 0.25), ec=color, lw=2))
         sx1, sy1, sx2, sy2 = snapped * scale - 0.5
         ax.add_patch(patches.Rectangle((sx1, sy1), sx2 - sx1, sy2 - sy1, fill=False, ec="white",
                                        lw=2.5, label="cells RoIPool reads"))

@@ -9,7 +9,7 @@ This tutorial
 1. renders a small dataset of street scenes (``plates.synthetic``),
 2. reads it back with ``VOCDataset``: images, boxes, class maps and instance masks,
 3. shows what the detector trains on: only cars and plates, through random
-   scale/crop/colour transforms that keep boxes and masks consistent,
+   scale/crop/color transforms that keep boxes and masks consistent,
 4. cuts the plates out at a fixed size with their character masks and texts, the
    input of stage two (``PlateCropDataset``),
 5. exports the ground truth as COCO JSON, the format evaluation tools read.
@@ -53,22 +53,22 @@ OUT_DIR = os.path.join(args.out, "04_plate_data")
 DATA_DIR = os.path.join(OUT_DIR, "plates")
 os.makedirs(OUT_DIR, exist_ok=True)
 nn.manual_seed(SEED)
-PALETTE = voc_palette() / 255.0  # class id -> RGB in [0, 1], VOC's colours
+PALETTE = voc_palette() / 255.0  # class id -> RGB in [0, 1], VOC's colors
 
 
-def colour_map(ids):
+def color_map(ids):
     """(H, W) class or instance ids -> an RGB picture with the VOC palette."""
     return PALETTE[ids]
 
 
-def draw_boxes(ax, boxes, labels, names, colours=None):
+def draw_boxes(ax, boxes, labels, names, colors=None):
     """Outline xyxy boxes; a box covering pixels 0..9 spans x = 0..10 (continuous)."""
-    colours = colours or {}
+    colors = colors or {}
     for (x1, y1, x2, y2), label in zip(boxes, labels):
-        colour = colours.get(names[label], "white")
+        color = colors.get(names[label], "white")
         # imshow centres pixel (0, 0) at (0, 0): pixel edges are at -0.5, +0.5.
         ax.add_patch(patches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
-                                       edgecolor=colour, linewidth=1.2))
+                                       edgecolor=color, linewidth=1.2))
 
 
 # %% 1. Render a small dataset
@@ -109,20 +109,20 @@ for i in range(len(dataset)):
         gaps.append(np.abs(masks_to_boxes(t["instance_masks"]) - t["boxes"]).max())
 print(f"largest gap between a box and the tight box of its mask: {max(gaps, default=0):.2f} px")
 
-box_colours = {"car": "deepskyblue", "plate": "yellow", "char": "red",
-               **{str(d): "red" for d in range(10)}}
+box_colors = {"car": "deepskyblue", "plate": "yellow", "char": "red",
+              **{str(d): "red" for d in range(10)}}
 fig, axes = plt.subplots(3, SHOW, figsize=(3 * SHOW, 9))
 for column in range(SHOW):
     image, target = dataset[int(busiest[column % len(dataset)])]
     axes[0, column].imshow(image)
-    draw_boxes(axes[0, column], target["boxes"], target["labels"], PLATE_CLASSES, box_colours)
+    draw_boxes(axes[0, column], target["boxes"], target["labels"], PLATE_CLASSES, box_colors)
     axes[0, column].set_title(f"{target['image_id']}: {len(target['boxes'])} objects")
-    axes[1, column].imshow(colour_map(target["masks"]))
-    axes[1, column].set_title("class map (VOC colours)")
+    axes[1, column].imshow(color_map(target["masks"]))
+    axes[1, column].set_title("class map (VOC colors)")
     instance_ids = np.zeros(image.shape[:2], np.int64)
     for g, mask in enumerate(target["instance_masks"]):
         instance_ids[mask] = g + 1
-    axes[2, column].imshow(colour_map(instance_ids % 256))
+    axes[2, column].imshow(color_map(instance_ids % 256))
     axes[2, column].set_title("instance masks")
 for ax in axes.ravel():
     ax.axis("off")
@@ -185,7 +185,7 @@ for row in range(rows):
     crop, mask, text = plates[row]
     axes[row, 0].imshow(crop)
     axes[row, 0].set_title(repr(text), fontsize=8)
-    axes[row, 1].imshow(colour_map(mask))
+    axes[row, 1].imshow(color_map(mask))
     labels = sorted(set(np.unique(mask).tolist()) - {0})
     axes[row, 1].set_title(f"labels {labels} (11 = other char, 255 = ignore)", fontsize=7)
 for ax in axes.ravel():

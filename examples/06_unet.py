@@ -38,7 +38,7 @@ import nn  # noqa: E402
 from detection.visualize import save_figure  # noqa: E402
 from plates.reading import read_plate, text_to_class_text  # noqa: E402
 from plates.segmenter import (  # noqa: E402
-    CHARACTER_CLASSES, NUM_CLASSES, build_model, class_colours, predict,
+    CHARACTER_CLASSES, NUM_CLASSES, build_model, class_colors, predict,
 )
 from plates.segmenter_data import TrainPatches, load_crops, preprocess  # noqa: E402
 from plates.train_segmenter import (  # noqa: E402
@@ -63,7 +63,7 @@ if args.quick:
 else:
     config = TrainConfig(data=args.data or os.path.join(args.out, "plates1024"),
                          out=os.path.join(OUT_DIR, "run"))
-COLOURS = class_colours()  # class id -> RGB: digits a rainbow, other characters white
+COLORS = class_colors()  # class id -> RGB: digits a rainbow, other characters white
 NAMES = ["bg"] + [str(d) for d in range(10)] + ["#"]  # the segmenter's labels 0..11
 
 # %% 1. Data: plate crops and class maps
@@ -87,7 +87,7 @@ print(f"validation: {len(val['texts'])} plates, crops {val['crops'].shape} {val[
       f"masks {val['masks'].shape}; e.g. {val['texts'][:3]}")
 
 # Training crops come from randomly moved windows (the detector's boxes are never
-# exact), with colour jitter and noise. Never a horizontal flip: a mirrored "2" is
+# exact), with color jitter and noise. Never a horizontal flip: a mirrored "2" is
 # not a digit, and the reading order would be reversed.
 train_patches = TrainPatches(config.data, "train", config.crop_size, config.crop_padding,
                              targets=config.targets, workers=config.data_workers,
@@ -99,7 +99,7 @@ axes = figure.subplots(len(show), 3, squeeze=False)
 for row, index in enumerate(show):
     still, _ = train_patches.sample([index], rng, shift=0, scale=0)
     moved, moved_mask = train_patches.sample([index], rng, config.shift, config.scale)
-    for ax, image, title in zip(axes[row], (still[0], moved[0], COLOURS[moved_mask[0]]),
+    for ax, image, title in zip(axes[row], (still[0], moved[0], COLORS[moved_mask[0]]),
                                 ("test-time crop", "moved window", "its class map")):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=8)
@@ -130,11 +130,11 @@ figure = Figure(figsize=(10, 1.3 * rows))
 axes = figure.subplots(rows, 4, squeeze=False)
 gaps = separation_weights(val["masks"][:rows], config.gap_weight)
 for row in range(rows):
-    panels = (val["crops"][row], COLOURS[ink["masks"][row]], COLOURS[val["masks"][row]], gaps[row])
+    panels = (val["crops"][row], COLORS[ink["masks"][row]], COLORS[val["masks"][row]], gaps[row])
     for ax, image, title in zip(axes[row], panels, ("crop", "ink labels", "region labels",
                                                     f"loss weight (gaps x{config.gap_weight:g})")):
         ax.imshow(image, interpolation="nearest", cmap="magma", vmin=0,
-                  vmax=max(config.gap_weight, 1))  # (colour maps apply to the weights only)
+                  vmax=max(config.gap_weight, 1))  # (color maps apply to the weights only)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
 figure.tight_layout()
@@ -223,14 +223,14 @@ for row in range(rows):
     truth = text_to_class_text(test["texts"][row])
     axes[row, 0].imshow(test["crops"][row])
     axes[row, 0].set_title(f"plate {test['texts'][row]!r}", fontsize=8)
-    axes[row, 1].imshow(COLOURS[test["masks"][row]], interpolation="nearest")
+    axes[row, 1].imshow(COLORS[test["masks"][row]], interpolation="nearest")
     axes[row, 1].set_title("target", fontsize=8)
-    axes[row, 2].imshow(COLOURS[pred[row]], interpolation="nearest")
+    axes[row, 2].imshow(COLORS[pred[row]], interpolation="nearest")
     axes[row, 2].set_title("U-Net", fontsize=8)
     axes[row, 3].imshow(test["crops"][row])
     for (x1, y1, x2, y2), label in zip(reading["boxes"], reading["labels"]):
         axes[row, 3].add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
-                                         edgecolor=COLOURS[label], linewidth=1))
+                                         edgecolor=COLORS[label], linewidth=1))
     axes[row, 3].set_title(f"read {reading['text']!r} (truth {truth!r})", fontsize=8,
                            color="green" if reading["text"] == truth else "red")
 for ax in axes.ravel():

@@ -39,7 +39,7 @@ from plates.crops import crop_plates  # noqa: E402
 from plates.lab import LabConfig, run  # noqa: E402
 from plates.reader import PlateReader, annotate, letterbox, load_image  # noqa: E402
 from plates.reading import read_plate  # noqa: E402
-from plates.segmenter import class_colours  # noqa: E402
+from plates.segmenter import class_colors  # noqa: E402
 from detection.train_retinanet import MEAN, STD  # noqa: E402
 
 # %% Configuration
@@ -143,13 +143,13 @@ save(figure, "08_2_crops.png")
 # each connected blob as a character (pieces in one column merged, blobs twice a
 # character wide cut where they narrow, specks away from the characters dropped), sorts
 # them into rows and reads each row left to right.
-colours = class_colours()
+colors = class_colors()
 figure = Figure(figsize=(8, 1.6 * shown + 0.6))
 axes = np.asarray(figure.subplots(shown, 2, squeeze=False))
 for row in range(shown):
     read = read_plate(class_maps[row], min_area=reader.read_min_area)
     show_image(axes[row, 0], crops[row])
-    axes[row, 1].imshow(colours[class_maps[row]], interpolation="nearest")
+    axes[row, 1].imshow(colors[class_maps[row]], interpolation="nearest")
     axes[row, 1].set_xticks([])
     axes[row, 1].set_yticks([])
     for (x1, y1, x2, y2), text in zip(read["boxes"], read["text"].replace(" ", "")):

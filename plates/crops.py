@@ -175,16 +175,17 @@ def crop_to_image(points, window, size):
         size (tuple[int, int]): the crop's (h, w).
 
     Returns:
-        ndarray[..., 2k]: float64 image coordinates ``X1 + x * (X2 - X1) / w``.
+        ndarray[..., 2k]: float64 image coordinates ``X1 + x * (X2 - X1) / w``; an empty
+        ``points`` (e.g. ``(0, 4)``) gives an empty array of its shape.
     """
     height, width = _check_size(size)
     points = np.asarray(points, dtype=np.float64)
     window = np.asarray(window, dtype=np.float64).reshape(4)
-    if points.shape[-1] % 2:
+    if points.ndim == 0 or points.shape[-1] % 2:
         raise ValueError(f"points must end in an even axis (x, y pairs), got {points.shape}")
     scale = np.array([(window[2] - window[0]) / width, (window[3] - window[1]) / height])
     offset = window[:2]
-    pairs = points.reshape(points.shape[:-1] + (-1, 2))  # (..., k, 2)
+    pairs = points.reshape(points.shape[:-1] + (points.shape[-1] // 2, 2))  # (..., k, 2)
     return (pairs * scale + offset).reshape(points.shape)
 
 

@@ -48,7 +48,7 @@ from plates.classes import IGNORE_INDEX, SEGMENTER_CLASSES, segmenter_label
 from plates.crops import crop_plates, plate_texts
 from plates.reader import load_image
 from plates.reading import read_plate, text_to_class_text
-from plates.segmenter import CHARACTER_CLASSES, NUM_CLASSES, class_colours, predict
+from plates.segmenter import CHARACTER_CLASSES, NUM_CLASSES, class_colors, predict
 from plates.segmenter_data import LABEL_COVERAGE, LABEL_SAMPLES
 from plates.targets import character_regions, crop_region_labels
 from segmentation.metrics import ConfusionMatrix
@@ -545,7 +545,7 @@ def plot_failures(failures, path):
             ax.set_axis_off()
         axes[0, 1].text(0.5, 0.5, "every test plate was read exactly", ha="center",
                         va="center", fontsize=11)
-    colours = class_colours()
+    colors = class_colors()
     for row, failure in zip(axes, failures):
         record = failure["record"]
         show_image(row[0], failure["region"])
@@ -557,7 +557,7 @@ def plot_failures(failures, path):
                          f"(true box green, detected red)", fontsize=7)
         show_image(row[1], failure["crop"])
         row[1].set_title(f"truth {record['truth']!r}", fontsize=8)
-        row[2].imshow(colours[failure["class_map"]], interpolation="nearest")
+        row[2].imshow(colors[failure["class_map"]], interpolation="nearest")
         row[2].set_xticks([])
         row[2].set_yticks([])
         read = "(not detected)" if record["read"] is None else repr(record["read"])
@@ -567,10 +567,10 @@ def plot_failures(failures, path):
     save_figure(figure, path)
 
 
-def _rectangle(x1, y1, x2, y2, colour):
+def _rectangle(x1, y1, x2, y2, color):
     from matplotlib.patches import Rectangle
 
-    return Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.5)
+    return Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=1.5)
 
 
 def plot_end_to_end(results, path):
@@ -583,9 +583,9 @@ def plot_end_to_end(results, path):
     figure = Figure(figsize=(10, 3.8))
     ax_errors, ax_width = figure.subplots(1, 2)
     counts = [results["errors"][name] for name in CATEGORIES]
-    colours = ["tab:green"] + ["tab:red"] * (len(CATEGORIES) - 1)
+    colors = ["tab:green"] + ["tab:red"] * (len(CATEGORIES) - 1)
     positions = np.arange(len(CATEGORIES))
-    ax_errors.barh(positions, counts, color=colours)
+    ax_errors.barh(positions, counts, color=colors)
     ax_errors.set_yticks(positions, CATEGORIES, fontsize=8)
     ax_errors.invert_yaxis()
     for y, count in zip(positions, counts):

@@ -39,13 +39,14 @@ from numbers import Real
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from nn._checks import check_pair
 from detection import train_retinanet
 from detection.nms import nms
 from detection.train_retinanet import MEAN, STD
 from plates.classes import SEGMENTER_CHARACTERS
 from plates.crops import crop_plates, crop_to_image
 from plates.reading import classes_to_text, read_plate
-from plates.segmenter import class_colours, predict
+from plates.segmenter import class_colors, predict
 from plates.train_segmenter import load_segmenter
 
 __all__ = ["DETECTOR_DIR", "SEGMENTER_DIR", "READER_FILE", "CHECKPOINT", "DEFAULT_SETTINGS",
@@ -71,7 +72,7 @@ def load_image(path):
 
     JPEG or PNG (anything Pillow reads) in any mode: greyscale is repeated over the three
     channels, 16-bit greyscale scaled to 8 bits, transparency (RGBA, LA, palette with a
-    transparent colour) composited over white, the EXIF orientation applied
+    transparent color) composited over white, the EXIF orientation applied
     (``PIL.ImageOps.exif_transpose``: a phone's portrait photo comes out upright).
 
     Args:
@@ -316,7 +317,7 @@ def _rounded(box):
             math.ceil(x2 * 100) / 100, math.ceil(y2 * 100) / 100]
 
 
-def read_characters(class_map, window, crop_size, image_shape, min_area=1):
+def read_characters(class_map, window, crop_size, image_size, min_area=1):
     """The characters of one crop's class map, in the photo's pixels.
 
     ``plates.reading.read_plate`` reads the class map; each character's box is mapped
@@ -328,14 +329,14 @@ def read_characters(class_map, window, crop_size, image_shape, min_area=1):
         class_map (ndarray[h, w] int): the segmenter's classes of the crop.
         window (ndarray[4]): the crop's window in the photo (``crop_plates``).
         crop_size (tuple[int, int]): ``(h, w)``.
-        image_shape (tuple): the photo's ``(H, W, ...)``.
+        image_size (tuple[int, int] | int): the photo's ``(H, W)`` (an int: a square).
         min_area (int): ``read_plate``'s smallest blob.
     Returns:
         tuple: ``text`` (str) and ``characters`` (list[Character], reading order).
         Characters whose box falls outside the photo (a crop's black border) are left
         out, of the text too.
     """
-    height, width = image_shape[:2]
+    height, width = check_pair(image_size, "image_size", 1)
     crop_h, crop_w = crop_size
     class_map = np.asarray(class_map)
     if class_map.shape != (crop_h, crop_w):
@@ -343,9 +344,7 @@ def read_characters(class_map, window, crop_size, image_shape, min_area=1):
                          f"{class_map.shape}")
     window = np.asarray(window, np.float64).reshape(4)
     read = read_plate(class_map, min_area=min_area)
-    boxes = np.zeros((0, 4), np.float64)
-    if len(read["boxes"]):  # (crop_to_image cannot reshape an empty array)
-        boxes = crop_to_image(read["boxes"], window, crop_size).reshape(-1, 4)
+    boxes = crop_to_image(read["boxes"], window, crop_size)  # (C, 4)
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
     inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -528,9 +527,9 @@ class PlateReader:
                              tta=bool(self.settings["tta"]))
         return crops, class_maps.astype(np.uint8), windows
 
-    def read_class_map(self, class_map, window, image_shape):
+    def read_class_map(self, class_map, window, image_size):
         """``read_characters`` with this reader's crop size and smallest blob."""
-        return read_characters(class_map, window, self.crop_size, image_shape,
+        return read_characters(class_map, window, self.crop_size, image_size,
                                self.read_min_area)
 
     def read(self, image):
@@ -552,7 +551,7 @@ class PlateReader:
         crops, class_maps, windows = self.segment(image, detections["boxes"][keep])
         plates = []
         for k, index in enumerate(keep):
-            text, characters = self.read_class_map(class_maps[k], windows[k], image.shape)
+            text, characters = self.read_class_map(class_maps[k], windows[k], image.shape[:2])
             plates.append(Plate(box=detections["boxes"][index],
                                 score=float(detections["scores"][index]), text=text,
                                 characters=characters, window=windows[k], crop=crops[k],
@@ -576,7 +575,7 @@ def annotate(image, reading, alpha=0.55):
     Args:
         image (ndarray[H, W, 3]): uint8, the photo that was read.
         reading (Reading): ``PlateReader.read(image)``.
-        alpha (float): opacity of the mask colours.
+        alpha (float): opacity of the mask colors.
     Returns:
         ndarray[H, W, 3] uint8.
     """
@@ -584,7 +583,7 @@ def annotate(image, reading, alpha=0.55):
     if (reading.height, reading.width) != image.shape[:2]:
         raise ValueError(f"reading is of a {reading.width}x{reading.height} photo, image is "
                          f"{image.shape[1]}x{image.shape[0]}")
-    colours = (class_colours() * 255).astype(np.float32)  # (256, 3)
+    colors = (class_colors() * 255).astype(np.float32)  # (256, 3)
     label_class = {str(d): 1 + d for d in range(10)} | {"#": 11}
     out = image.astype(np.float32)
     for plate in reading.plates:
@@ -592,8 +591,8 @@ def annotate(image, reading, alpha=0.55):
             x0, y0 = char.mask_origin
             h, w = char.mask.shape
             patch = out[y0:y0 + h, x0:x0 + w]
-            colour = colours[label_class[char.label]]
-            patch[char.mask] = (1 - alpha) * patch[char.mask] + alpha * colour
+            color = colors[label_class[char.label]]
+            patch[char.mask] = (1 - alpha) * patch[char.mask] + alpha * color
     canvas = Image.fromarray(np.rint(out).clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     line = max(1, round(max(reading.width, reading.height) / 400))

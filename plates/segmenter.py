@@ -18,7 +18,7 @@ from segmentation.resnet_unet import ResNetUNet
 from segmentation.unet import UNet
 
 __all__ = ["NUM_CLASSES", "CHARACTER_CLASSES", "CLASS_PRIOR", "build_model", "class_weights",
-           "predict", "evaluate", "class_colours"]
+           "predict", "evaluate", "class_colors"]
 
 NUM_CLASSES = len(SEGMENTER_CLASSES)  # background, ten digits, other character
 CHARACTER_CLASSES = SEGMENTER_CHARACTERS  # ids 1..11: the classes the mean IoU is over
@@ -131,15 +131,15 @@ def evaluate(model, crops, masks, texts, batch_size=64, min_area=1, tta=False):
     }
 
 
-def class_colours():
+def class_colors():
     """(256, 3) float RGB for class ids: background black, digits a rainbow (0 red ... 9
     violet), other characters white, ignore dark grey."""
     from matplotlib import colormaps
 
-    colours = np.zeros((256, 3))
-    colours[list(SEGMENTER_DIGITS)] = colormaps["hsv"](np.linspace(0, 0.8, 10))[:, :3]
-    colours[SEGMENTER_CHAR] = 1.0
-    colours[IGNORE_INDEX] = 0.3
-    return colours
+    colors = np.zeros((256, 3))
+    colors[list(SEGMENTER_DIGITS)] = colormaps["hsv"](np.linspace(0, 0.8, 10))[:, :3]
+    colors[SEGMENTER_CHAR] = 1.0
+    colors[IGNORE_INDEX] = 0.3
+    return colors
 
 

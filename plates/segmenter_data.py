@@ -9,7 +9,7 @@ its ink, area-voted into the crop, a one-pixel gap kept to its neighbours).
 - ``load_crops``: the fixed crops of a split (validation and test).
 - ``TrainPatches``: each plate with some context around it, from which training crops
   are cut with jittered windows (the detector's boxes are never exact).
-- ``augment_colours``, ``preprocess``: colour jitter and per-crop standardization.
+- ``augment_colors``, ``preprocess``: color jitter and per-crop standardization.
 """
 import multiprocessing
 
@@ -22,7 +22,7 @@ from plates.crops import CROP_PADDING, CROP_SIZE, crop_plates, crop_windows, pla
 from plates.targets import character_regions, crop_region_labels
 
 __all__ = ["TARGETS", "LABEL_SAMPLES", "LABEL_COVERAGE", "load_crops", "TrainPatches",
-           "augment_colours", "preprocess"]
+           "augment_colors", "preprocess"]
 
 TARGETS = ("regions", "ink")  # what a character's label covers (plates.targets)
 LABEL_SAMPLES, LABEL_COVERAGE = 4, 0.5  # area vote of the labels: 4x4 sub-pixels, half covered
@@ -234,12 +234,12 @@ class TrainPatches:
         return crops, masks
 
 
-def augment_colours(crops, rng, brightness=0.2, contrast=0.4, saturation=0.5, channel_gain=0.15,
-                    noise=0.05):
+def augment_colors(crops, rng, brightness=0.2, contrast=0.4, saturation=0.5, channel_gain=0.15,
+                   noise=0.05):
     """Photometric jitter of a batch, one random setting per crop (no geometric change).
 
     In [0, 1] units: ``x ← ((x - mean) · c + mean + b)`` with ``c ~ 1 ± contrast``,
-    ``b ~ ±brightness``; the colour is pulled to or pushed from its grey value by
+    ``b ~ ±brightness``; the color is pulled to or pushed from its grey value by
     ``1 ± saturation`` and each channel scaled by ``1 ± channel_gain``; then Gaussian
     noise of a random std in ``[0, noise]`` is added and the result clipped to [0, 1].
 

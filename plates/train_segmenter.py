@@ -62,9 +62,9 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
   margin stays, because the detector's boxes are never exact.
 - **Augmentation that suits text:** no flips (a mirrored "2" is no digit), but
   shifts and scalings of the crop window (the detector's boxes are never exact),
-  colour jitter (brightness, contrast, saturation, per-channel gain) and noise.
+  color jitter (brightness, contrast, saturation, per-channel gain) and noise.
 - **Input standardization per crop** (zero mean, unit variance): plates come in
-  every colour and exposure; what matters is the contrast of the glyphs.
+  every color and exposure; what matters is the contrast of the glyphs.
 - **Schedule:** Adam, linear warm-up then cosine decay to the last step
   (``nn.optim.WarmupCosine``). The number of steps is either given (``--steps N``) or
   fitted to the time budget by the engine: the warm-up steps (whose rates do not
@@ -93,8 +93,8 @@ from nn.engine import (LAST, Engine, ResumeError, add_training_arguments, comman
 from plates.classes import IGNORE_INDEX
 from plates.crops import CROP_PADDING, CROP_SIZE
 from plates.reading import text_to_class_text
-from plates.segmenter import build_model, class_colours, class_weights, evaluate
-from plates.segmenter_data import (TARGETS, TrainPatches, augment_colours, load_crops,
+from plates.segmenter import build_model, class_colors, class_weights, evaluate
+from plates.segmenter_data import (TARGETS, TrainPatches, augment_colors, load_crops,
                                    preprocess)
 from segmentation.losses import segmentation_loss
 from segmentation.resnet_unet import ResNetUNet
@@ -130,7 +130,7 @@ class TrainConfig:
     frequencies. ``minutes`` caps the training wall clock (None: no cap). Validation
     every ``eval_every`` steps (and a ``last.npz`` checkpoint), plates read with
     ``read_plate``'s noise filter at ``read_min_area`` pixels. Augmentation: window
-    shift (fraction of the plate box) and scale, colour jitter strengths, noise.
+    shift (fraction of the plate box) and scale, color jitter strengths, noise.
     ``prefetch`` draws the next batch on a second thread while a step runs
     (``BatchStream``; the same numbers either way). ``tta``: the final evaluation of the
     best checkpoint averages five one-pixel shifts of each crop (``predict``; the
@@ -275,8 +275,8 @@ class BatchStream:
     """The training batches, each drawn on a background thread while the step before runs.
 
     A batch is the next ``batch_size`` plates of the epoch's random order, cropped from
-    randomly moved windows (``TrainPatches.sample``), colour-jittered
-    (``augment_colours``), standardized (``preprocess``), with its labels and the gap
+    randomly moved windows (``TrainPatches.sample``), color-jittered
+    (``augment_colors``), standardized (``preprocess``), with its labels and the gap
     weights of the loss. Drawing it takes about a sixth of a training step (40 x 120,
     batch 12); with ``prefetch`` the next batch is drawn on a second thread while the
     network trains on this one (NumPy releases the GIL in its loops). The stream has no
@@ -317,8 +317,8 @@ class BatchStream:
         indices = self.order[self.position:self.position + config.batch_size]
         self.position += len(indices)
         crops, masks = self.train_set.sample(indices, rng, config.shift, config.scale)
-        images = augment_colours(crops, rng, config.brightness, config.contrast,
-                                 config.saturation, config.channel_gain, config.noise)
+        images = augment_colors(crops, rng, config.brightness, config.contrast,
+                                config.saturation, config.channel_gain, config.noise)
         pixel_weights = None
         if config.gap_weight != 1:
             pixel_weights = separation_weights(masks, config.gap_weight)
@@ -539,14 +539,14 @@ def _plot_predictions(test, metrics, path, count=12):
     from detection.visualize import save_figure
 
     count = min(count, len(test["texts"]))
-    colours = class_colours()
+    colors = class_colors()
     figure = Figure(figsize=(9, 1.05 * count + 0.5))
     axes = figure.subplots(count, 3, squeeze=False)
     for row in range(count):
         truth = text_to_class_text(test["texts"][row])
         read = metrics["reads"][row]
-        panels = (test["crops"][row], colours[test["masks"][row]],
-                  colours[metrics["predictions"][row]])
+        panels = (test["crops"][row], colors[test["masks"][row]],
+                  colors[metrics["predictions"][row]])
         titles = (f"crop: {test['texts'][row]}", f"target: {truth}", f"read: {read}")
         for ax, image, title in zip(axes[row], panels, titles):
             ax.imshow(image, interpolation="nearest")

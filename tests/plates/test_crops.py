@@ -91,6 +91,18 @@ def test_crop_to_image_inverts_the_crop_mapping():
     np.testing.assert_allclose(crop_to_image(in_crop, window, (32, 96)), boxes, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(0, 4), (0, 2), (2, 0, 4)])
+def test_crop_to_image_of_no_points_is_empty_of_the_same_shape(shape):
+    mapped = crop_to_image(np.zeros(shape, np.float32), [10.0, 20.0, 58.0, 36.0], (32, 96))
+    assert mapped.shape == shape and mapped.dtype == np.float64
+
+
+@pytest.mark.parametrize("points", [np.zeros((2, 3)), np.zeros((0, 3)), np.float64(1.0)])
+def test_crop_to_image_rejects_points_without_xy_pairs(points):
+    with pytest.raises(ValueError, match="points"):
+        crop_to_image(points, [10.0, 20.0, 58.0, 36.0], (32, 96))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(image=np.zeros((4, 4), np.uint8)), "image"),
     (dict(image=np.zeros((4, 4, 3), np.float32)), "image"),

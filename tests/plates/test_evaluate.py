@@ -54,7 +54,7 @@ def perfect_reading(image, truth, drop=()):
         class_map = crop_region_labels(truth["regions"], truth["class_of"], window[None], CROP,
                                        LABEL_SAMPLES, LABEL_COVERAGE)[0]
         class_map = np.where(class_map == 255, 0, class_map)
-        text, characters = read_characters(class_map, window, CROP, image.shape)
+        text, characters = read_characters(class_map, window, CROP, image.shape[:2])
         plates.append(Plate(box=box, score=0.9 - 0.1 * g, text=text, characters=characters,
                             window=window, crop=np.zeros(CROP + (3,), np.uint8),
                             class_map=class_map.astype(np.uint8)))

@@ -147,7 +147,7 @@ def test_pixel_owners_nearest_box_and_background():
 def test_read_characters_maps_masks_and_boxes_through_the_window():
     class_map = two_row_class_map()
     window = np.array([100, 50, 100 + 2 * CROP[1], 50 + 2 * CROP[0]], np.float32)  # 2x2 px
-    text, characters = read_characters(class_map, window, CROP, (400, 600, 3))
+    text, characters = read_characters(class_map, window, CROP, image_size=(400, 600))
     assert text == "17 3#" and spelt(characters) == text
     assert [c.label for c in characters] == ["1", "7", "3", "#"]
     assert [c.row for c in characters] == [0, 0, 1, 1]
@@ -210,10 +210,18 @@ def test_characters_outside_the_photo_are_left_out_of_the_text():
     # The window starts 70 px left of the photo: the crop's columns < 35 lie outside,
     # the first character of each row (columns 20..31) with them.
     window = np.array([-70, 0, 170, 80], np.float32)
-    text, characters = read_characters(class_map, window, CROP, (80, 200, 3))
+    text, characters = read_characters(class_map, window, CROP, (80, 200))
     assert text == "7 #" and [c.label for c in characters] == ["7", "#"]
     with pytest.raises(ValueError, match="class_map"):
         read_characters(np.zeros((8, 8), np.int64), window, CROP, (80, 200))
+    with pytest.raises(ValueError, match="image_size"):
+        read_characters(class_map, window, CROP, (80, 200, 3))
+
+
+def test_read_characters_of_an_empty_class_map_is_no_character():
+    window = np.array([10, 20, 10 + CROP[1], 20 + CROP[0]], np.float32)
+    text, characters = read_characters(np.zeros(CROP, np.int64), window, CROP, 300)
+    assert text == "" and characters == []
 
 
 # ------------------------------------------------------------------------------ images

@@ -16,7 +16,7 @@ from nn.engine import ResumeError, TrainingInterrupted
 from plates.synthetic import generate_plate_dataset
 from plates.reading import text_to_class_text
 from plates.segmenter import CHARACTER_CLASSES, NUM_CLASSES, evaluate, predict
-from plates.segmenter_data import TrainPatches, augment_colours, load_crops, preprocess
+from plates.segmenter_data import TrainPatches, augment_colors, load_crops, preprocess
 from plates.train_segmenter import (
     BatchStream, TrainConfig, load_segmenter, main, quick_config, train_digit_segmenter,
 )
@@ -88,14 +88,14 @@ def test_reading_in_worker_processes_gives_the_same_plates(plates, capsys):
         TrainPatches(plates, "train", targets="outline")
 
 
-def test_colour_augmentation_is_seeded_and_stays_in_range():
+def test_color_augmentation_is_seeded_and_stays_in_range():
     crops = np.random.default_rng(0).integers(0, 256, (5, 8, 12, 3), dtype=np.uint8)
-    a = augment_colours(crops, np.random.default_rng(7))
-    b = augment_colours(crops, np.random.default_rng(7))
+    a = augment_colors(crops, np.random.default_rng(7))
+    b = augment_colors(crops, np.random.default_rng(7))
     assert a.dtype == np.float32 and a.shape == crops.shape
     assert np.array_equal(a, b)
     assert a.min() >= 0 and a.max() <= 1
-    plain = augment_colours(crops, np.random.default_rng(7), 0, 0, 0, 0, 0)
+    plain = augment_colors(crops, np.random.default_rng(7), 0, 0, 0, 0, 0)
     assert np.allclose(plain, crops / 255.0, atol=1e-6)  # all strengths 0: the identity
 
 
