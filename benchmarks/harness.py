@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the timing loop, one process per library, rounds.
+"""What the benchmark scripts share: the timing loop, one process per library, rounds,
+and for the training-step benchmarks the step itself and a batch of rendered scenes.
 
 Every comparison runs each library in its own subprocess (the BLAS and OpenMP thread
 pools of two libraries in one process spin-wait and slow each other down), with its
@@ -17,7 +18,7 @@ import sys
 import time
 
 __all__ = ["THREAD_VARIABLES", "time_cases", "run_worker", "add_round_arguments",
-           "rounds_and_repeats", "alternate"]
+           "rounds_and_repeats", "alternate", "training_step", "scene_batch"]
 
 # BLAS/OpenMP pools of NumPy and torch, and detseg's own kernel threads (which run BLAS
 # single-threaded inside them).
@@ -96,3 +97,57 @@ def alternate(libs, rounds, run):
         for lib in (libs if r % 2 == 0 else libs[::-1]):
             yield lib, run(lib)
         print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+
+
+def training_step(loss, optimizer, clip=None):
+    """One training step as a zero-argument callable, for detseg and torch alike.
+
+    The step computes ``loss()``, zeroes the gradients, back-propagates, calls ``clip()``
+    (gradient-norm clipping) when given and updates the parameters; it returns the loss
+    as a float.
+
+    Args:
+        loss (callable): the forward pass and loss; returns a scalar tensor with
+            ``backward()`` and ``item()``.
+        optimizer: ``zero_grad()`` and ``step()`` (``nn.optim`` or ``torch.optim``).
+        clip (callable | None): called between ``backward`` and ``step``.
+    """
+    def step():
+        value = loss()
+        optimizer.zero_grad()
+        value.backward()
+        if clip is not None:
+            clip()
+        optimizer.step()
+        return value.item()
+
+    return step
+
+
+def scene_batch(count, size, classes, mean, std, seed=0):
+    """Synthetic street scenes (``plates.synthetic.render_scene``), normalized, with targets.
+
+    Args:
+        count (int): N scenes, drawn from one generator seeded with ``seed``.
+        size (int): their side S.
+        classes (tuple of str): the object names kept, labelled 1..K in this order.
+        mean, std (tuple of 3 float): per-channel normalization of the [0, 1] pixels.
+    Returns:
+        tuple: ``images`` (ndarray[N, S, S, 3] float32, ``(x / 255 - mean) / std``) and
+        ``targets`` (list of N dicts: ``boxes`` ndarray[G, 4] float32 xyxy, ``labels``
+        ndarray[G] int64).
+    """
+    import numpy as np
+
+    from plates.synthetic import render_scene
+
+    rng = np.random.default_rng(seed)
+    images, targets = [], []
+    for _ in range(count):
+        image, objects, _, _ = render_scene(rng, size)
+        kept = [o for o in objects if o["name"] in classes]
+        boxes = np.array([o["bbox"] for o in kept], np.float32).reshape(-1, 4)
+        labels = np.array([classes.index(o["name"]) + 1 for o in kept], np.int64)
+        images.append((image / np.float32(255) - np.float32(mean)) / np.float32(std))
+        targets.append({"boxes": boxes, "labels": labels})
+    return np.stack(images).astype(np.float32), targets

@@ -25,7 +25,10 @@ look slow for a reason unrelated to the rest of the step.
 """
 import numpy as np
 
-from detection.train_rcnn import TrainConfig, model_config
+import harness
+from torch_blocks import box_iou, encode, torch_resnet
+
+from detection.train_rcnn import MEAN, STD, TrainConfig, model_config
 
 CLASSES = ("car", "plate")
 CONFIG = TrainConfig()
@@ -46,20 +49,7 @@ DESCRIPTION = (
 
 def _batch(seed=0):
     """Rendered scenes (normalized images, targets with classes car=1, plate=2)."""
-    from plates.synthetic import render_scene
-
-    mean = np.float32([0.485, 0.456, 0.406])
-    std = np.float32([0.229, 0.224, 0.225])
-    rng = np.random.default_rng(seed)
-    images, targets = [], []
-    for _ in range(BATCH_SIZE):
-        image, objects, _, _ = render_scene(rng, IMAGE_SIZE)
-        kept = [o for o in objects if o["name"] in CLASSES]
-        boxes = np.array([o["bbox"] for o in kept], np.float32).reshape(-1, 4)
-        labels = np.array([CLASSES.index(o["name"]) + 1 for o in kept], np.int64)
-        images.append((image / np.float32(255) - mean) / std)
-        targets.append({"boxes": boxes, "labels": labels})
-    return np.stack(images).astype(np.float32), targets
+    return harness.scene_batch(BATCH_SIZE, IMAGE_SIZE, CLASSES, MEAN, STD, seed)
 
 
 def make_ours():
@@ -71,16 +61,8 @@ def make_ours():
     model.train()
     optimizer = nn.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     images, targets = _batch()
-
-    def step():
-        losses = model.loss(images, targets)
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        nn.optim.clip_grad_norm_(model.parameters(), CLIP_GRAD)
-        optimizer.step()
-        return losses["loss"].item()
-
-    return step
+    return harness.training_step(lambda: model.loss(images, targets)["loss"], optimizer,
+                                 lambda: nn.optim.clip_grad_norm_(model.parameters(), CLIP_GRAD))
 
 
 def make_torch():
@@ -95,57 +77,12 @@ def make_torch():
 
     cfg = MODEL
 
-    class BasicBlock(tnn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(cout)
-            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(cout)
-            self.shortcut = tnn.Identity()
-            if stride != 1 or cin != cout:
-                self.shortcut = tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False),
-                                               tnn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            out = F.relu(self.bn1(self.conv1(x)))
-            return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-    class ResNet(tnn.Module):
-        def __init__(self, blocks, widths, stem):
-            super().__init__()
-            if stem == "7x7":
-                self.stem = tnn.Sequential(tnn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
-                                           tnn.BatchNorm2d(widths[0]), tnn.ReLU(),
-                                           tnn.MaxPool2d(3, 2, 1))
-            else:
-                self.stem = tnn.Sequential(tnn.Conv2d(3, widths[0], 3, 2, 1, bias=False),
-                                           tnn.BatchNorm2d(widths[0]), tnn.ReLU(), tnn.MaxPool2d(2))
-            stages, previous = [], widths[0]
-            for i, (count, width) in enumerate(zip(blocks, widths)):
-                layers = [BasicBlock(previous, width, 1 if i == 0 else 2)]
-                layers += [BasicBlock(width, width, 1) for _ in range(count - 1)]
-                stages.append(tnn.Sequential(*layers))
-                previous = width
-            self.stages = tnn.ModuleList(stages)
-
-        def forward(self, x):
-            x = self.stem(x)
-            out = []
-            for stage in self.stages:
-                x = stage(x)
-                out.append(x)
-            return out
-
     class FasterRCNNTorch(tnn.Module):
         def __init__(self):
             super().__init__()
             reference = FasterRCNN(cfg)  # the same widths, anchors and sizes as ours
             backbone = reference.features.backbone
-            blocks = [len(stage) for stage in (backbone.layer1, backbone.layer2,
-                                               backbone.layer3, backbone.layer4)]
-            stem = "7x7" if backbone.stem[0].weight.shape[0] == 7 else "3x3"
-            self.backbone = ResNet(blocks, backbone.out_channels, stem)
+            self.backbone = torch_resnet(backbone)
             self.first = cfg.feature_level - 2
             c = cfg.feature_channels
             self.lateral = tnn.ModuleList([tnn.Conv2d(w, c, 1)
@@ -187,24 +124,6 @@ def make_torch():
         def head(self, pooled):
             x = F.relu(self.fc7(F.relu(self.fc6(pooled.flatten(1)))))
             return self.cls_score(x), self.bbox_pred(x)
-
-    def box_iou(a, b):
-        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-        rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-        inter = (rb - lt).clamp(min=0).prod(dim=2)
-        union = area_a[:, None] + area_b[None, :] - inter
-        return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
-
-    def encode(gt, ref, weights):
-        wx, wy, ww, wh = weights
-        rw, rh = ref[:, 2] - ref[:, 0], ref[:, 3] - ref[:, 1]
-        rx, ry = ref[:, 0] + 0.5 * rw, ref[:, 1] + 0.5 * rh
-        gw, gh = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
-        gx, gy = gt[:, 0] + 0.5 * gw, gt[:, 1] + 0.5 * gh
-        return torch.stack([wx * (gx - rx) / rw, wy * (gy - ry) / rh, ww * torch.log(gw / rw),
-                            wh * torch.log(gh / rh)], dim=1)
 
     def decode(deltas, ref):
         rw, rh = ref[:, 2] - ref[:, 0], ref[:, 3] - ref[:, 1]
@@ -305,7 +224,7 @@ def make_torch():
     anchors = torch.from_numpy(model.reference.rpn.anchors(images.shape[1:3], size))
     gts = [(torch.from_numpy(t["boxes"]), torch.from_numpy(t["labels"])) for t in targets]
 
-    def step():
+    def loss():
         features = model.features(x)
         objectness, deltas = model.rpn(features)
         # RPN loss
@@ -349,11 +268,7 @@ def make_torch():
         per_class = box_deltas.reshape(labels.numel(), cfg.num_classes, 4)
         box_loss = F.smooth_l1_loss(per_class[fg, labels[fg]], regression[fg],
                                     beta=cfg.smooth_l1_beta, reduction="sum") / labels.numel()
-        loss = rpn_cls + rpn_box + cls_loss + box_loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_GRAD)
-        optimizer.step()
-        return loss.item()
+        return rpn_cls + rpn_box + cls_loss + box_loss
 
-    return step
+    return harness.training_step(
+        loss, optimizer, lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_GRAD))

@@ -15,7 +15,8 @@ BatchNorm and 1x1 projection shortcuts, FPN with nearest top-down upsampling and
 stride-2 extra level, class/box subnets shared across levels with the prior bias);
 the matching is written in torch; torch runs in NCHW, its fastest layout on CPU.
 """
-import numpy as np
+import harness
+from torch_blocks import box_iou, encode, torch_resnet
 
 from detection.train_retinanet import TrainConfig
 from plates.train_detector import DETECTOR_CLASSES as CLASSES
@@ -35,19 +36,9 @@ DESCRIPTION = (
 
 def _batch(seed=0):
     """Rendered scenes (normalized images, targets with classes car=1, plate=2)."""
-    from plates.synthetic import render_scene
     from detection.train_retinanet import MEAN, STD
 
-    rng = np.random.default_rng(seed)
-    images, targets = [], []
-    for _ in range(CONFIG.batch_size):
-        image, objects, _, _ = render_scene(rng, CONFIG.image_size)
-        kept = [o for o in objects if o["name"] in CLASSES]
-        boxes = np.array([o["bbox"] for o in kept], np.float32).reshape(-1, 4)
-        labels = np.array([CLASSES.index(o["name"]) + 1 for o in kept], np.int64)
-        images.append((image / np.float32(255) - np.float32(MEAN)) / np.float32(STD))
-        targets.append({"boxes": boxes, "labels": labels})
-    return np.stack(images).astype(np.float32), targets
+    return harness.scene_batch(CONFIG.batch_size, CONFIG.image_size, CLASSES, MEAN, STD, seed)
 
 
 def make_ours():
@@ -59,16 +50,9 @@ def make_ours():
     model.train()
     optimizer = nn.optim.AdamW(model.parameters(), lr=CONFIG.lr, weight_decay=CONFIG.weight_decay)
     images, targets = _batch()
-
-    def step():
-        losses = model.loss(images, targets)
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        nn.optim.clip_grad_norm_(model.parameters(), CONFIG.clip_grad)
-        optimizer.step()
-        return losses["loss"].item()
-
-    return step
+    return harness.training_step(
+        lambda: model.loss(images, targets)["loss"], optimizer,
+        lambda: nn.optim.clip_grad_norm_(model.parameters(), CONFIG.clip_grad))
 
 
 def torch_retinanet():
@@ -84,48 +68,6 @@ def torch_retinanet():
     from detection.retinanet import RetinaNet
 
     cfg = MODEL
-
-    class BasicBlock(tnn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(cout)
-            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(cout)
-            self.shortcut = tnn.Identity()
-            if stride != 1 or cin != cout:
-                self.shortcut = tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False),
-                                               tnn.BatchNorm2d(cout))
-
-        def forward(self, x):
-            out = F.relu(self.bn1(self.conv1(x)))
-            return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-    class ResNet(tnn.Module):
-        def __init__(self, blocks, widths, stem):
-            super().__init__()
-            if stem == "7x7":
-                self.stem = tnn.Sequential(tnn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
-                                           tnn.BatchNorm2d(widths[0]), tnn.ReLU(),
-                                           tnn.MaxPool2d(3, 2, 1))
-            else:
-                self.stem = tnn.Sequential(tnn.Conv2d(3, widths[0], 3, 2, 1, bias=False),
-                                           tnn.BatchNorm2d(widths[0]), tnn.ReLU(), tnn.MaxPool2d(2))
-            stages, previous = [], widths[0]
-            for i, (count, width) in enumerate(zip(blocks, widths)):
-                layers = [BasicBlock(previous, width, 1 if i == 0 else 2)]
-                layers += [BasicBlock(width, width, 1) for _ in range(count - 1)]
-                stages.append(tnn.Sequential(*layers))
-                previous = width
-            self.stages = tnn.ModuleList(stages)
-
-        def forward(self, x):
-            x = self.stem(x)
-            out = []
-            for stage in self.stages:
-                x = stage(x)
-                out.append(x)
-            return out
 
     class FPN(tnn.Module):
         def __init__(self, in_channels, channels, extra):
@@ -162,13 +104,9 @@ def torch_retinanet():
         def __init__(self):
             super().__init__()
             reference = RetinaNet(cfg)  # the same widths, levels and anchors as ours
-            backbone = reference.backbone
-            blocks = [len(stage) for stage in (backbone.layer1, backbone.layer2,
-                                               backbone.layer3, backbone.layer4)]
-            stem = "7x7" if backbone.stem[0].weight.shape[0] == 7 else "3x3"
-            self.backbone = ResNet(blocks, backbone.out_channels, stem)
+            self.backbone = torch_resnet(reference.backbone)
             self.slice = reference._backbone_slice
-            in_channels = backbone.out_channels[self.slice]
+            in_channels = reference.backbone.out_channels[self.slice]
             self.fpn = FPN(in_channels, cfg.fpn_channels, len(reference.fpn.extra))
             a, k = reference.num_anchors, cfg.num_classes
             self.cls_subnet = subnet(cfg.fpn_channels, cfg.head_convs, cfg.head_norm)
@@ -205,14 +143,6 @@ def make_torch():
 
     cfg = MODEL
 
-    def box_iou(a, b):
-        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-        rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-        inter = (rb - lt).clamp(min=0).prod(dim=2)
-        return inter / (area_a[:, None] + area_b[None, :] - inter)
-
     def match(boxes, anchors):
         """Matched gt index per anchor, -1 background, -2 ignored (our Matcher's rule)."""
         if boxes.shape[0] == 0:
@@ -226,14 +156,6 @@ def make_torch():
         claimed = ((iou == best_per_gt) & (best_per_gt > 0)).any(dim=0)
         matches[claimed] = index[claimed]
         return matches
-
-    def encode(gt, anchors):
-        aw, ah = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
-        ax, ay = anchors[:, 0] + 0.5 * aw, anchors[:, 1] + 0.5 * ah
-        gw, gh = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
-        gx, gy = gt[:, 0] + 0.5 * gw, gt[:, 1] + 0.5 * gh
-        return torch.stack([(gx - ax) / aw, (gy - ay) / ah, torch.log(gw / aw),
-                            torch.log(gh / ah)], dim=1)
 
     def sigmoid_focal_loss(logits, targets, alpha, gamma):
         p = torch.sigmoid(logits)
@@ -254,7 +176,7 @@ def make_torch():
     anchors = torch.from_numpy(model.reference.anchors(images.shape[1:3], sizes))
     gts = [(torch.from_numpy(t["boxes"]), torch.from_numpy(t["labels"])) for t in targets]
 
-    def step():
+    def loss():
         cls_logits, box_deltas = model(x)
         cls_targets = torch.zeros_like(cls_logits)
         valid = torch.ones(cls_logits.shape[:2], dtype=torch.bool)
@@ -274,11 +196,7 @@ def make_torch():
         cls_loss = (focal * valid[:, :, None]).sum() / normalizer
         box_loss = F.smooth_l1_loss(torch.cat(fg_deltas), torch.cat(fg_targets),
                                     beta=cfg.smooth_l1_beta, reduction="sum") / normalizer
-        loss = cls_loss + box_loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CONFIG.clip_grad)
-        optimizer.step()
-        return loss.item()
+        return cls_loss + box_loss
 
-    return step
+    return harness.training_step(
+        loss, optimizer, lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), CONFIG.clip_grad))

@@ -40,6 +40,7 @@ def _batch(seed=0):
 
 
 def make_ours():
+    import harness  # benchmarks/ is on sys.path when a benchmark runs this
     import nn
     from segmentation.losses import segmentation_loss
     from plates.segmenter import build_model
@@ -49,16 +50,9 @@ def make_ours():
     weights = class_weights(CONFIG)
     optimizer = nn.optim.Adam(model.parameters(), lr=CONFIG.lr)
     images, targets, gaps = _batch()
-
-    def step():
-        loss = segmentation_loss(model(nn.Tensor(images)), targets, dice_weight=CONFIG.dice_weight,
-                                 class_weights=weights, pixel_weights=gaps)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return step
+    return harness.training_step(
+        lambda: segmentation_loss(model(nn.Tensor(images)), targets, dice_weight=CONFIG.dice_weight,
+                                  class_weights=weights, pixel_weights=gaps), optimizer)
 
 
 def torch_unet(in_channels, num_classes, base_channels, depth):
@@ -131,6 +125,7 @@ def torch_segmentation_loss(logits, target, class_weights, pixel_weights, dice_w
 
 
 def make_torch():
+    import harness
     import torch
 
     torch.manual_seed(0)
@@ -146,12 +141,5 @@ def make_torch():
     t = torch.from_numpy(targets)
     v = torch.from_numpy(gaps)
 
-    def step():
-        logits = model(x)
-        loss = torch_segmentation_loss(logits, t, weights, v, CONFIG.dice_weight)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return step
+    return harness.training_step(
+        lambda: torch_segmentation_loss(model(x), t, weights, v, CONFIG.dice_weight), optimizer)
