@@ -75,15 +75,8 @@ def numpy_cases():
     cases = {}
 
     def fwd_bwd(make_output, *leaves):
-        def run():
-            for leaf in leaves:
-                leaf.grad = None
-            out = make_output()
-            if out.size == 1:
-                out.backward()
-            else:
-                out.backward(np.ones(out.shape, out.dtype))
-        return run
+        return harness.forward_backward(
+            make_output, leaves, lambda out: None if out.size == 1 else np.ones(out.shape, out.dtype))
 
     rows_x = nn.Tensor(d["rows_x"], requires_grad=True)
     cases["gather rows"] = fwd_bwd(lambda: rows_x[d["rows_idx"]], rows_x)
@@ -137,12 +130,7 @@ def torch_cases():
     cases = {}
 
     def fwd_bwd(make_output, *leaves):
-        def run():
-            for leaf in leaves:
-                leaf.grad = None
-            out = make_output()
-            out.backward(torch.ones_like(out))
-        return run
+        return harness.forward_backward(make_output, leaves, torch.ones_like)
 
     rows_x = t(d["rows_x"]).requires_grad_()
     rows_idx = t(d["rows_idx"])

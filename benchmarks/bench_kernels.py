@@ -80,6 +80,20 @@ def convt_name(layer):
     return f"convt {n},{c},{h},{w}->{co} k{k} s{s} p{p}"
 
 
+def conv_cases(groups, add_conv):
+    """The cases of the "conv" and "convt" groups asked for, by name.
+
+    ``add_conv(layer, transposed)`` makes the timed callable of one layer of
+    ``CONV_LAYERS`` (``transposed=False``) or ``CONVT_LAYERS`` (``True``).
+    """
+    cases = {}
+    if "conv" in groups:
+        cases.update({conv_name(layer): add_conv(layer, False) for layer in CONV_LAYERS})
+    if "convt" in groups:
+        cases.update({convt_name(layer): add_conv(layer, True) for layer in CONVT_LAYERS})
+    return cases
+
+
 POOL_NAME = "max_pool2d 2x2/2 {},{},{},{}".format(*POOL_SHAPE)
 ROI_NAME = "roi_align {images}x{size}x{size}x{channels}, {boxes} boxes, {output}x{output}".format(
     **ROI)
@@ -106,7 +120,6 @@ def numpy_cases(groups):
     import nn.functional as F
 
     rng = np.random.default_rng(0)
-    cases = {}
 
     def add_conv(layer, transposed):
         n, c, h, w, co, k, s, p = layer
@@ -119,30 +132,15 @@ def numpy_cases(groups):
         fn = F.conv_transpose2d if transposed else F.conv2d
         out_shape = fn(x, weight, bias, stride=s, padding=p).shape
         grad = rng.standard_normal(out_shape).astype(np.float32)
+        return harness.forward_backward(lambda: fn(x, weight, bias, stride=s, padding=p),
+                                        (x, weight, bias), grad)
 
-        def run():
-            x.grad = weight.grad = bias.grad = None
-            y = fn(x, weight, bias, stride=s, padding=p)
-            y.backward(grad)
-
-        return run
-
-    if "conv" in groups:
-        for layer in CONV_LAYERS:
-            cases[conv_name(layer)] = add_conv(layer, False)
-    if "convt" in groups:
-        for layer in CONVT_LAYERS:
-            cases[convt_name(layer)] = add_conv(layer, True)
+    cases = conv_cases(groups, add_conv)
     if "pool" in groups and hasattr(F, "max_pool2d"):
         n, c, h, w = POOL_SHAPE
         x = nn.Tensor(rng.standard_normal((n, h, w, c)).astype(np.float32), requires_grad=True)
         grad = rng.standard_normal((n, h // 2, w // 2, c)).astype(np.float32)
-
-        def run_pool():
-            x.grad = None
-            F.max_pool2d(x, 2, 2).backward(grad)
-
-        cases[POOL_NAME] = run_pool
+        cases[POOL_NAME] = harness.forward_backward(lambda: F.max_pool2d(x, 2, 2), (x,), grad)
     if "roi" in groups and hasattr(F, "roi_align"):
         features, boxes = roi_inputs(rng)
         out = ROI["output"]
@@ -162,7 +160,6 @@ def torch_cases(groups):
     torch.set_num_threads(THREADS)
     rng = np.random.default_rng(0)
     tf = torch.nn.functional
-    cases = {}
 
     def add_conv(layer, transposed):
         n, c, h, w, co, k, s, p = layer
@@ -173,30 +170,15 @@ def torch_cases(groups):
         bias = torch.zeros(co, requires_grad=True)
         fn = tf.conv_transpose2d if transposed else tf.conv2d
         grad = torch.randn_like(fn(x, weight, bias, stride=s, padding=p))
+        return harness.forward_backward(lambda: fn(x, weight, bias, stride=s, padding=p),
+                                        (x, weight, bias), grad)
 
-        def run():
-            x.grad = weight.grad = bias.grad = None
-            y = fn(x, weight, bias, stride=s, padding=p)
-            y.backward(grad)
-
-        return run
-
-    if "conv" in groups:
-        for layer in CONV_LAYERS:
-            cases[conv_name(layer)] = add_conv(layer, False)
-    if "convt" in groups:
-        for layer in CONVT_LAYERS:
-            cases[convt_name(layer)] = add_conv(layer, True)
+    cases = conv_cases(groups, add_conv)
     if "pool" in groups:
         n, c, h, w = POOL_SHAPE
         x = torch.randn(n, c, h, w, requires_grad=True)
         grad = torch.randn(n, c, h // 2, w // 2)
-
-        def run_pool():
-            x.grad = None
-            tf.max_pool2d(x, 2, 2).backward(grad)
-
-        cases[POOL_NAME] = run_pool
+        cases[POOL_NAME] = harness.forward_backward(lambda: tf.max_pool2d(x, 2, 2), (x,), grad)
     return cases
 
 

@@ -44,6 +44,25 @@ CASES = {
 TARGETS = {"max_pool2d 2x2/2 16,64,64,32": 1.0}  # issue 3, against torch NCHW
 
 
+def layer_call(name, functional, x, weight, bias, running):
+    """The layer of case ``name`` as a zero-argument call of ``functional``.
+
+    ``functional`` is ``nn.functional`` or ``torch.nn.functional``: ours has PyTorch's
+    names and arguments, so one call serves both libraries.
+    """
+    if name.startswith("max_pool2d 3x3"):
+        return lambda: functional.max_pool2d(x, 3, 2, 1)  # ResNet's stem
+    if name.startswith("max_pool2d"):
+        return lambda: functional.max_pool2d(x, 2, 2)
+    if name.startswith("batch_norm"):
+        return lambda: functional.batch_norm(x, running[0], running[1], weight, bias,
+                                             training=True)
+    if name.startswith("group_norm"):
+        return lambda: functional.group_norm(x, 8, weight, bias)
+    mode = "nearest" if name.startswith("nearest") else "bilinear"
+    return lambda: functional.interpolate(x, scale_factor=2, mode=mode)
+
+
 def numpy_cases():
     sys.path.insert(0, ROOT)
     import nn
@@ -56,27 +75,9 @@ def numpy_cases():
         weight = nn.Tensor(np.ones(c, np.float32), requires_grad=True)
         bias = nn.Tensor(np.zeros(c, np.float32), requires_grad=True)
         running = (np.zeros(c, np.float32), np.ones(c, np.float32))
-        if name.startswith("max_pool2d 3x3"):
-            fn = lambda x=x: F.max_pool2d(x, 3, 2, 1)  # noqa: E731  (ResNet's stem)
-        elif name.startswith("max_pool2d"):
-            fn = lambda x=x: F.max_pool2d(x, 2, 2)  # noqa: E731
-        elif name.startswith("batch_norm"):
-            fn = lambda x=x, w=weight, b=bias, r=running: F.batch_norm(  # noqa: E731
-                x, r[0], r[1], w, b, training=True)
-        elif name.startswith("group_norm"):
-            fn = lambda x=x, w=weight, b=bias: F.group_norm(x, 8, w, b)  # noqa: E731
-        elif name.startswith("nearest"):
-            fn = lambda x=x: F.interpolate(x, scale_factor=2, mode="nearest")  # noqa: E731
-        else:
-            fn = lambda x=x: F.interpolate(x, scale_factor=2, mode="bilinear")  # noqa: E731
+        fn = layer_call(name, F, x, weight, bias, running)
         grad = rng.standard_normal(fn().shape).astype(np.float32)
-
-        def run(fn=fn, grad=grad, tensors=(x, weight, bias)):
-            for t in tensors:
-                t.grad = None
-            fn().backward(grad)
-
-        cases[name] = run
+        cases[name] = harness.forward_backward(fn, (x, weight, bias), grad)
     return cases
 
 
@@ -84,7 +85,6 @@ def torch_cases(threads):
     import torch
 
     torch.set_num_threads(threads)
-    tf = torch.nn.functional
     rng = np.random.default_rng(0)
     cases = {}
     for name, (n, h, w, c) in CASES.items():
@@ -96,30 +96,12 @@ def torch_cases(threads):
             weight = torch.ones(c, requires_grad=True)
             bias = torch.zeros(c, requires_grad=True)
             running = (torch.zeros(c), torch.ones(c))
-            if name.startswith("max_pool2d 3x3"):
-                fn = lambda x=x: tf.max_pool2d(x, 3, 2, 1)  # noqa: E731
-            elif name.startswith("max_pool2d"):
-                fn = lambda x=x: tf.max_pool2d(x, 2, 2)  # noqa: E731
-            elif name.startswith("batch_norm"):
-                fn = lambda x=x, w=weight, b=bias, r=running: tf.batch_norm(  # noqa: E731
-                    x, r[0], r[1], w, b, training=True)
-            elif name.startswith("group_norm"):
-                fn = lambda x=x, w=weight, b=bias: tf.group_norm(x, 8, w, b)  # noqa: E731
-            elif name.startswith("nearest"):
-                fn = lambda x=x: tf.interpolate(x, scale_factor=2, mode="nearest")  # noqa: E731
-            else:
-                fn = lambda x=x: tf.interpolate(x, scale_factor=2, mode="bilinear")  # noqa: E731
+            fn = layer_call(name, torch.nn.functional, x, weight, bias, running)
             out = fn()
             memory_format = (torch.channels_last if layout == "channels_last"
                              else torch.contiguous_format)
             grad = torch.randn(out.shape).contiguous(memory_format=memory_format)
-
-            def run(fn=fn, grad=grad, tensors=(x, weight, bias)):
-                for t in tensors:
-                    t.grad = None
-                fn().backward(grad)
-
-            cases[f"{name}|{layout}"] = run
+            cases[f"{name}|{layout}"] = harness.forward_backward(fn, (x, weight, bias), grad)
     return cases
 
 

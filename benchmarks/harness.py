@@ -18,7 +18,7 @@ import sys
 import time
 
 __all__ = ["THREAD_VARIABLES", "time_cases", "run_worker", "add_round_arguments",
-           "rounds_and_repeats", "alternate", "training_step", "scene_batch"]
+           "rounds_and_repeats", "alternate", "forward_backward", "training_step", "scene_batch"]
 
 # BLAS/OpenMP pools of NumPy and torch, and detseg's own kernel threads (which run BLAS
 # single-threaded inside them).
@@ -97,6 +97,27 @@ def alternate(libs, rounds, run):
         for lib in (libs if r % 2 == 0 else libs[::-1]):
             yield lib, run(lib)
         print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+
+
+def forward_backward(forward, leaves, grad=None):
+    """One forward and backward pass as a zero-argument callable, for detseg and torch alike.
+
+    Each call clears the gradients of ``leaves``, computes ``out = forward()`` and
+    back-propagates ``grad`` through it.
+
+    Args:
+        forward (callable): returns the output tensor.
+        leaves (sequence of tensors): the inputs whose ``grad`` is reset first.
+        grad (array | tensor | callable | None): the output's gradient; a callable is
+            called with the output (e.g. ``torch.ones_like``); None for a scalar output.
+    """
+    def run():
+        for leaf in leaves:
+            leaf.grad = None
+        out = forward()
+        out.backward(grad(out) if callable(grad) else grad)
+
+    return run
 
 
 def training_step(loss, optimizer, clip=None):

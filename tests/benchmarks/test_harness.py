@@ -156,3 +156,28 @@ def test_torch_resnet_has_our_backbones_stages(build):
         == [(c, 64 // s, 64 // s) for c, s in zip(ours.out_channels, (4, 8, 16, 32))]
     ours_count = sum(p.data.size for p in ours.parameters())
     assert sum(p.numel() for p in theirs.parameters()) == ours_count
+
+
+class _Output:
+    def __init__(self, log):
+        self.log = log
+
+    def backward(self, grad=None):
+        self.log.append(("backward", grad))
+
+
+class _Leaf:
+    grad = "stale"
+
+
+def test_forward_backward_clears_the_leaves_then_back_propagates_grad(harness):
+    log, leaves = [], (_Leaf(), _Leaf())
+    forward = lambda: log.append("forward") or _Output(log)  # noqa: E731
+    harness.forward_backward(forward, leaves, grad="g")()
+    assert log == ["forward", ("backward", "g")] and all(leaf.grad is None for leaf in leaves)
+    log.clear()
+    harness.forward_backward(forward, leaves, grad=lambda out: type(out).__name__)()
+    assert log == ["forward", ("backward", "_Output")]
+    log.clear()
+    harness.forward_backward(forward, ())()
+    assert log == ["forward", ("backward", None)]
