@@ -6,7 +6,7 @@ model and where it breaks. Command::
 
     python -m detection.train_localization --data DIR --out RUN_DIR [--classes A B ...]
         [--minutes 3 | --steps N] [--seed 0] [--threads 1] [--resume] [--quick] [--quiet]
-        [--window 48] [--slots 2] [--batch-size 32] [--lr 2e-3]
+        [--window 48] [--slots 2] [--batch-size 32] [--lr 4e-3]
 
 ``DIR`` is an existing Pascal VOC dataset (the plate scenes are made by
 ``python -m plates.synthetic plates --out DIR --num-images N``); ``--classes`` picks the
@@ -105,11 +105,11 @@ class TrainConfig:
     seed: int = 0
     quick: bool = False
     window: int = 48
-    draws: int = 3
+    draws: int = 6
     scale_range: tuple = (1.1, 1.6)
     slots: int = 2
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 4e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 30
     final_lr_factor: float = 0.05

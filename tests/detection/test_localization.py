@@ -8,10 +8,10 @@ import pytest
 
 import nn
 from detection.boxes import box_iou
-from detection.localization import (Localizer, compute_features, crop_windows, decode_boxes, encode_boxes,
-                                    evaluate_localizer, evaluate_slots, match_slots,
-                                    paired_box_iou, predict, sample_windows, sort_by_position,
-                                    window_boxes)
+from detection.localization import (Localizer, compute_features, crop_windows, decode_boxes,
+                                    encode_boxes, evaluate_localizer, evaluate_slots,
+                                    match_slots, normalize_windows, paired_box_iou, predict,
+                                    sample_windows, sort_by_position, window_boxes)
 
 
 # ------------------------------------------------------------------------------- IoU
@@ -297,7 +297,6 @@ def test_frozen_features_do_not_change_in_localize():
     windows = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     model.set_regime("localize")
     model.eval()
-    from detection.localization import normalize_windows
     before = model.features(nn.Tensor(normalize_windows(windows))).data
     for _ in range(3):
         _one_step(model, "localize", _batch(rng))
@@ -331,7 +330,8 @@ def test_box_losses_vanish_for_a_perfect_box(encoding):
     labels = np.zeros((2, 1), np.int64)
     _constant_boxes(model, codes[0])
     first = model.loss(windows[:1], labels[:1], codes[:1])
-    assert first["box"] == pytest.approx(0, abs=1e-7) and first["giou"] == pytest.approx(0, abs=1e-6)
+    assert first["box"] == pytest.approx(0, abs=1e-7)
+    assert first["giou"] == pytest.approx(0, abs=1e-6)
     # The second box against the first, computed apart: smooth L1 of the codes (beta
     # 0.02) and 1 - GIoU of the decoded boxes.
     second = model.loss(windows[1:], labels[1:], codes[1:])
