@@ -5,6 +5,7 @@ their oracle with ``tests.oracles.require``. With ``DETSEG_REQUIRE_ORACLES=1`` (
 CI) an oracle test that would be skipped fails instead.
 """
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -41,3 +42,11 @@ def _seed_default_generator():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -1,12 +1,8 @@
 """Tests of detection.train_rcnn_svm: configuration, proposal cache, minibatches, runs, resume."""
 import json
 import os
-import re
-import shlex
 import shutil
 import signal
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -20,8 +16,8 @@ from detection.train_rcnn_svm import (ProposalsInterrupted, RegionBatches, Train
                                       main, train_rcnn_svm)
 from nn.engine import TrainingInterrupted
 from plates.synthetic import generate_plate_dataset
+from tests.commands import assert_same_weights, interrupt_command, resume_arguments, run_command
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ("car", "plate")
 
 
@@ -219,14 +215,6 @@ def test_quick_command_end_to_end(plates, cached_proposals, tmp_path, capsys):
     assert again["ap50_per_class"] == pytest.approx(metrics["val"]["ap50_per_class"])
 
 
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(plates, cached_proposals,
                                                                   tmp_path, monkeypatch,
@@ -253,9 +241,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(plates, cached_
     assert resumed["steps"] == straight["steps"] == 8
     assert resumed["val"]["map"] == straight["val"]["map"]
     for name in ("last.npz", "model.npz"):
-        a, b = nn.load(tmp_path / "a" / name)["model"], nn.load(tmp_path / "b" / name)["model"]
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
+        assert_same_weights(tmp_path / "a" / name, tmp_path / "b" / name)
 
 
 @pytest.mark.slow
@@ -264,39 +250,15 @@ def test_ctrl_c_in_the_command_then_resume(plates, cached_proposals, tmp_path):
     printed command continues the run to the weights of an uninterrupted one."""
     args = ["-m", "detection.train_rcnn_svm", "--data", plates, "--quick", "--steps", "30",
             "--classes", *CLASSES]
-    env = {**os.environ, "MPLBACKEND": "Agg"}
     cut = run_dir(tmp_path / "cut", cached_proposals)
-    process = subprocess.Popen(
-        [sys.executable, *args, "--out", cut], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        seen = b""
-        while not re.search(rb"rcnn:.* ([4-9]|1\d)/30", seen):  # step 4+
-            chunk = process.stderr.read1(256)
-            assert chunk, seen.decode(errors="replace")
-            seen += chunk
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    stderr = (seen + stderr).decode(errors="replace")
-    assert process.returncode == 130, stderr
+    status, stderr = interrupt_command([*args, "--out", cut], rb"rcnn:.* ([4-9]|1\d)/30")
+    assert status == 130, stderr
     stopped = nn.load(os.path.join(cut, "last.npz"))["engine"]["step"]
     assert 4 <= stopped < 30
     assert not os.path.exists(os.path.join(cut, "model.npz"))
-    command = shlex.split(stderr.strip().splitlines()[-1])
-    assert command[:3] == ["python", "-m", "detection.train_rcnn_svm"]
-    assert command[-1] == "--resume"
-    resumed = subprocess.run([sys.executable, *command[1:], "--quiet"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "30 steps" in resumed.stdout
+    resumed = run_command([*resume_arguments(stderr, "detection.train_rcnn_svm"), "--quiet"])
+    assert "30 steps" in resumed
     whole = run_dir(tmp_path / "whole", cached_proposals)
-    straight = subprocess.run([sys.executable, *args, "--out", whole, "--quiet"], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=300)
-    assert straight.returncode == 0, straight.stderr
+    run_command([*args, "--out", whole, "--quiet"])
     for name in ("last.npz", "model.npz"):
-        a = nn.load(os.path.join(whole, name))["model"]
-        b = nn.load(os.path.join(cut, name))["model"]
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
+        assert_same_weights(os.path.join(whole, name), os.path.join(cut, name))

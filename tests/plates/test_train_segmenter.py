@@ -2,8 +2,6 @@
 read-exactly evaluation and the command end to end."""
 import json
 import os
-import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -22,8 +20,8 @@ from plates.train_segmenter import (
 )
 from segmentation.losses import segmentation_loss
 from segmentation.unet import UNet
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.commands import (ROOT, assert_same_weights, interrupt_command, resume_arguments,
+                            run_command)
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +31,6 @@ def plates(tmp_path_factory):
     generate_plate_dataset(root, 12, seed=3, image_size=256, splits=(0.5, 0.25, 0.25),
                            progress=False)
     return str(root)
-
-
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 def _tiny_config(plates, out, **overrides):
@@ -347,12 +337,9 @@ def test_read_exactly_counts_whole_plates():
 @pytest.mark.slow
 def test_command_quick_end_to_end(tmp_path):
     data, out = tmp_path / "data", tmp_path / "run"
-    command = [sys.executable, "-m", "plates.train_segmenter", "--data", str(data), "--out", str(out),
-               "--quick", "--quiet", "--steps", "12"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                            env={**os.environ, "MPLBACKEND": "Agg"})
-    assert result.returncode == 0, result.stderr
-    assert "test: mean IoU (characters)" in result.stdout
+    command = ["-m", "plates.train_segmenter", "--data", str(data), "--out", str(out), "--quick",
+               "--quiet", "--steps", "12"]
+    assert "test: mean IoU (characters)" in run_command(command, timeout=600)
     assert os.path.isfile(data / "ImageSets" / "Main" / "test.txt")  # rendered first
     with open(out / "metrics.json") as f:
         metrics = json.load(f)
@@ -361,9 +348,7 @@ def test_command_quick_end_to_end(tmp_path):
     assert sorted(os.listdir(out)) == ["best.npz", "history.json", "last.npz", "loss_curve.png",
                                        "metrics.json", "predictions.png"]
     # --resume on a finished run: nothing left to train, the same test metrics.
-    again = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600,
-                           cwd=ROOT, env={**os.environ, "MPLBACKEND": "Agg"})
-    assert again.returncode == 0, again.stderr
+    run_command(command + ["--resume"], timeout=600)
     with open(out / "metrics.json") as f:
         assert json.load(f)["test"] == metrics["test"]  # NaN written as null: comparable
 
@@ -393,40 +378,18 @@ def test_ctrl_c_in_the_command_then_resume(plates, tmp_path):
     printed command continues the run to the weights of an uninterrupted one."""
     args = ["-m", "plates.train_segmenter", "--data", plates, "--quick", "--steps", "20",
             "--seed", "3", "--no-tta"]
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    process = subprocess.Popen(
-        [sys.executable, *args, "--out", str(tmp_path / "cut")], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        seen = b""
-        while not re.search(rb"digit-segmenter:.* ([4-9]|1\d)/20", seen):  # step 4+
-            chunk = process.stderr.read1(256)
-            assert chunk, seen.decode(errors="replace")
-            seen += chunk
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    stderr = (seen + stderr).decode(errors="replace")
-    assert process.returncode == 130, stderr
+    status, stderr = interrupt_command([*args, "--out", str(tmp_path / "cut")],
+                                       rb"digit-segmenter:.* ([4-9]|1\d)/20")  # step 4+
+    assert status == 130, stderr
     stopped = nn.load(tmp_path / "cut" / "last.npz")["engine"]["step"]
     assert 4 <= stopped < 20
-    command = shlex.split(stderr.strip().splitlines()[-1])
-    assert command[:3] == ["python", "-m", "plates.train_segmenter"]
-    assert command[-1] == "--resume"
-    resumed = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "trained 20 steps" in resumed.stdout
-    whole = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "whole"), "--quiet"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr
-    model_a, adam_a, ckpt_a = _weights(tmp_path / "whole" / "last.npz")
-    model_b, adam_b, ckpt_b = _weights(tmp_path / "cut" / "last.npz")
-    for key in model_a:
-        assert np.array_equal(model_a[key], model_b[key]), key
-    assert np.array_equal(ckpt_a["history"]["losses"]["loss"], ckpt_b["history"]["losses"]["loss"])
+    resumed = run_command(resume_arguments(stderr, "plates.train_segmenter"))
+    assert "trained 20 steps" in resumed
+    run_command([*args, "--out", str(tmp_path / "whole"), "--quiet"])
+    whole, cut = tmp_path / "whole" / "last.npz", tmp_path / "cut" / "last.npz"
+    assert_same_weights(whole, cut)
+    np.testing.assert_array_equal(nn.load(whole)["history"]["losses"]["loss"],
+                                  nn.load(cut)["history"]["losses"]["loss"])
 
 
 def test_command_refuses_a_foreign_checkpoint(tmp_path, capsys):

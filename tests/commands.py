@@ -1,0 +1,78 @@
+"""Training commands in a subprocess: interrupted with a real Ctrl-C, resumed, compared.
+
+A trainer's test starts ``python -m <trainer> ...``, sends SIGINT once the progress
+bar shows a given step (``interrupt_command``), checks the exit status 130 and the
+resume command printed last (``resume_arguments``), runs it (``run_command``) and
+compares the weights with those of an uninterrupted run (``assert_same_weights``).
+"""
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+
+import numpy as np
+
+import nn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "MPLBACKEND": "Agg"}
+
+
+def interrupt_command(args, progress, timeout=120):
+    """Run ``python *args`` from the repository root and press Ctrl-C during the run.
+
+    Args:
+        args (list of str): the arguments after ``python``.
+        progress (bytes): a regular expression; SIGINT is sent once the command's
+            standard error (its progress bar) matches it.
+        timeout (float): seconds the command may take to stop after the signal.
+    Returns:
+        tuple: the exit status (int) and the whole standard error (str).
+    """
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        seen = b""
+        while not re.search(progress, seen):
+            chunk = process.stderr.read1(256)
+            assert chunk, seen.decode(errors="replace")  # ended before the step
+            seen += chunk
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    return process.returncode, (seen + stderr).decode(errors="replace")
+
+
+def resume_arguments(stderr, module):
+    """The arguments after ``python`` of the resume command an interrupted run printed.
+
+    Asserts that the last line of ``stderr`` is ``python -m <module> ... --resume``.
+    """
+    command = shlex.split(stderr.strip().splitlines()[-1])
+    assert command[:3] == ["python", "-m", module], command
+    assert command[-1] == "--resume", command
+    return command[1:]
+
+
+def run_command(args, timeout=300):
+    """Run ``python *args`` from the repository root to its end; asserts exit status 0.
+
+    Returns:
+        str: its standard output.
+    """
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def assert_same_weights(path_a, path_b):
+    """The ``model`` entries of two saved files (``nn.save``) are equal, array by array."""
+    a, b = nn.load(path_a)["model"], nn.load(path_b)["model"]
+    assert set(a) == set(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=f"{path_a} vs {path_b}: {key}")
