@@ -6,7 +6,7 @@ model and where it breaks. Command::
 
     python -m detection.train_localization --data DIR --out RUN_DIR [--classes A B ...]
         [--minutes 3 | --steps N] [--seed 0] [--threads 1] [--resume] [--quick] [--quiet]
-        [--window 48] [--slots 2] [--batch-size 32] [--lr 4e-3]
+        [--window 48] [--slots 2] [--slot-classes A B ...] [--batch-size 32] [--lr 4e-3]
 
 ``DIR`` is an existing Pascal VOC dataset (the plate scenes are made by
 ``python -m plates.synthetic plates --out DIR --num-images N``); ``--classes`` picks the
@@ -86,6 +86,8 @@ class TrainConfig:
         draws (int): windows drawn per object (each at another scale and place).
         scale_range (tuple of float): window side over the object's longer side.
         slots (int): N of the N-slot model (>= 2).
+        slot_classes (tuple[str] | None): the classes of the objects in the N-slot
+            windows (None: all; e.g. the characters, for N characters read left to right).
         batch_size (int), lr (float), weight_decay (float): AdamW.
         warmup_steps (int), final_lr_factor (float): the schedule (``WarmupCosine``).
         box_weight (float), beta (float), giou_weight (float): the box loss (``Localizer``).
@@ -108,6 +110,7 @@ class TrainConfig:
     draws: int = 6
     scale_range: tuple = (1.1, 1.6)
     slots: int = 2
+    slot_classes: tuple = None
     batch_size: int = 32
     lr: float = 4e-3
     weight_decay: float = 1e-4
@@ -144,6 +147,12 @@ class TrainConfig:
                 or not all(isinstance(c, str) for c in self.classes)
                 or len(set(self.classes)) != len(self.classes)):
             raise ValueError(f"classes must be distinct class names or None, got {self.classes!r}")
+        if self.slot_classes is not None and (
+                isinstance(self.slot_classes, str) or not self.slot_classes
+                or not all(isinstance(c, str) for c in self.slot_classes)
+                or (self.classes is not None and not set(self.slot_classes) <= set(self.classes))):
+            raise ValueError(f"slot_classes must be names among the classes, or None, got "
+                             f"{self.slot_classes!r}")
         if len(self.scale_range) != 2 or not 1 <= self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"scale_range must be (low, high) with 1 <= low <= high, got "
                              f"{self.scale_range!r}")
@@ -185,7 +194,7 @@ def class_names(config):
 
 
 # ----------------------------------------------------------------------------- data
-def build_windows(dataset, config, num_objects, stream, limit=None):
+def build_windows(dataset, config, num_objects, stream, limit=None, classes=None):
     """Windows of ``num_objects`` objects cut from every image of a VOC split.
 
     Args:
@@ -195,25 +204,35 @@ def build_windows(dataset, config, num_objects, stream, limit=None):
         stream (int): seeds the draws of this split (each image has its own generator,
             so a window does not depend on the other images).
         limit (int, optional): only the first images.
+        classes (sequence of str, optional): only objects of these classes (names of the
+            run's classes); the others are not objects of any window.
     Returns:
         dict: ``"windows"`` uint8 (G, S, S, 3), ``"labels"`` int64 (G, n) in 0..K-1,
         ``"boxes"`` float32 (G, n, 4) xyxy in window pixels, ``"codes"`` float32
         (G, n, 4), ``"images"`` int64 (G,) the image of each window.
     """
     size = config.window
+    names = class_names(config)
+    if classes is not None:
+        unknown = sorted(set(classes) - set(names))
+        if unknown:
+            raise ValueError(f"classes {unknown} are not among the run's classes {list(names)}")
+    wanted = np.array([names.index(c) for c in (names if classes is None else classes)])
     windows, labels, boxes, images = [], [], [], []
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for index in range(count):
         image, target = dataset[index]
+        kept = np.isin(target["labels"] - 1, wanted)
+        object_boxes, object_labels = target["boxes"][kept], target["labels"][kept] - 1
         rng = np.random.default_rng(np.random.SeedSequence(config.seed,
                                                            spawn_key=(stream, num_objects, index)))
         for _ in range(config.draws):
-            found, members = sample_windows(target["boxes"], image.shape[:2], rng,
+            found, members = sample_windows(object_boxes, image.shape[:2], rng,
                                             num_objects=num_objects,
                                             scale_range=tuple(config.scale_range), attempts=64)
             windows.append(crop_windows(image, found, size))
-            labels.append(target["labels"][members] - 1)
-            boxes.append(window_boxes(target["boxes"][members], found, size))
+            labels.append(object_labels[members])
+            boxes.append(window_boxes(object_boxes[members], found, size))
             images.append(np.full(len(found), index, np.int64))
     if not windows:
         windows = [np.zeros((0, size, size, 3), np.uint8)]
@@ -248,12 +267,13 @@ def _all_windows(config):
             "eval": build_windows(held_out, config, 1, _STREAMS[held_out_name],
                                   limits[held_out_name]),
             "slots_train": build_windows(train, config, config.slots, _STREAMS["train"],
-                                         limits["train"]),
-            "slots_val": build_windows(val, config, config.slots, _STREAMS["val"], limits["val"])}
+                                         limits["train"], config.slot_classes),
+            "slots_val": build_windows(val, config, config.slots, _STREAMS["val"], limits["val"],
+                                       config.slot_classes)}
     for count in (config.slots - 1, config.slots, config.slots + 1):
         sets[f"slots_eval_{count}"] = build_windows(held_out, config, count,
                                                     _STREAMS[held_out_name],
-                                                    limits[held_out_name])
+                                                    limits[held_out_name], config.slot_classes)
     for name in ("train", "val", "slots_train", "slots_val"):
         if len(sets[name]["windows"]) == 0:
             raise ValueError(f"{config.data}: no window of the {name} set holds exactly "
@@ -364,8 +384,9 @@ def _config_from(saved, progress):
         values = dict(saved)
         for name in ("eval_at", "scale_range"):
             values[name] = tuple(values[name])
-        if values.get("classes") is not None:
-            values["classes"] = tuple(values["classes"])
+        for name in ("classes", "slot_classes"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         if "widths" in values.get("model", {}):
             values["model"] = {**values["model"], "widths": tuple(values["model"]["widths"])}
         return replace(TrainConfig(**values), progress=progress).validate()
@@ -472,6 +493,8 @@ def build_parser():
                         help="window side in pixels (a multiple of 8)")
     parser.add_argument("--slots", type=positive_int, default=TrainConfig.slots,
                         help="N of the N-slot model (>= 2)")
+    parser.add_argument("--slot-classes", nargs="+", default=None,
+                        help="classes of the objects in the N-slot windows (default: all)")
     parser.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=positive_float, default=TrainConfig.lr)
     return parser
@@ -503,6 +526,8 @@ def main(argv=None):
                          seed=args.seed, quick=args.quick, window=args.window, slots=args.slots,
                          batch_size=args.batch_size, lr=args.lr,
                          classes=None if args.classes is None else tuple(args.classes),
+                         slot_classes=None if args.slot_classes is None
+                         else tuple(args.slot_classes),
                          progress=not args.quiet)
     try:
         config.validate()

@@ -55,6 +55,7 @@ def sigint_raises():
     (dict(encoding="xyxy"), "encoding"),
     (dict(eval_at=(0.75, 0.5)), "eval_at"),
     (dict(classes=("plate", "plate")), "classes"),
+    (dict(classes=("plate", "1"), slot_classes=("2",)), "slot_classes"),
     (dict(model={"depth": 3}), "unknown Localizer arguments"),
 ])
 def test_bad_train_config(overrides, message):
@@ -78,6 +79,12 @@ def test_windows_of_a_voc_split(plates):
     assert np.all(centres[:, 0] <= centres[:, 1])
     again = build_windows(dataset, config, num_objects=2, stream=0)
     np.testing.assert_array_equal(again["windows"], data["windows"])  # seeded
+    # Objects of some classes only: the labels keep the run's numbering.
+    digits = build_windows(dataset, config, num_objects=2, stream=0, classes=CLASSES[1:11])
+    assert len(digits["windows"]) > 0
+    assert digits["labels"].min() >= 1 and digits["labels"].max() <= 10
+    with pytest.raises(ValueError, match="not among the run's classes"):
+        build_windows(dataset, config, num_objects=1, stream=0, classes=("car",))
 
 
 def test_quick_command_end_to_end(plates, tmp_path, capsys):
