@@ -61,6 +61,8 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 import nn
+from nn._checks import (check_choice, check_finite, check_int, check_non_negative,
+                       check_positive)
 from nn.io import CheckpointError
 from nn.engine import (Engine, ResumeError, add_training_arguments, command_errors,
                        load_checkpoint, parse_training_arguments, positive_float, positive_int)
@@ -146,40 +148,31 @@ class TrainConfig:
         """Check every field (ValueError / TypeError naming it); returns ``self``."""
         if self.minutes is None and self.steps is None:
             raise ValueError("give minutes, steps or both")
-        if self.minutes is not None and (isinstance(self.minutes, bool)
-                                         or not isinstance(self.minutes, (int, float))
-                                         or not math.isfinite(self.minutes) or self.minutes <= 0):
-            raise ValueError(f"minutes must be a finite number > 0 or None, got {self.minutes!r}")
+        if self.minutes is not None:
+            check_positive(self.minutes, "minutes")
         for name in ("steps", "max_train_images", "max_val_images"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name, 1)
         for name in ("image_size", "batch_size", "eval_images", "svm_images",
                      "inference_images", "workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(getattr(self, name), name, 1)
         for name in ("seed", "warmup_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+            check_int(getattr(self, name), name, 0)
         if self.classes is not None and (
                 isinstance(self.classes, str) or not self.classes
                 or not all(isinstance(c, str) for c in self.classes)
                 or len(set(self.classes)) != len(self.classes)):
             raise ValueError(f"classes must be distinct class names or None, got {self.classes!r}")
-        if self.proposals not in ("fast", "quality"):
-            raise ValueError(f"proposals must be 'fast' or 'quality', got {self.proposals!r}")
-        if not 0 < self.positive_fraction < 1:
+        check_choice(self.proposals, "proposals", ("fast", "quality"))
+        if not 0 < check_finite(self.positive_fraction, "positive_fraction") < 1:
             raise ValueError(f"positive_fraction must lie in (0, 1), got "
                              f"{self.positive_fraction!r}")
-        if not (self.lr > 0 and self.weight_decay >= 0 and 0 < self.final_lr_factor <= 1
-                and self.clip_grad >= 0 and self.checkpoint_minutes > 0):
-            raise ValueError("need lr > 0, weight_decay >= 0, 0 < final_lr_factor <= 1, "
-                             "clip_grad >= 0 and checkpoint_minutes > 0, got "
-                             f"{self.lr}, {self.weight_decay}, {self.final_lr_factor}, "
-                             f"{self.clip_grad}, {self.checkpoint_minutes}")
+        check_positive(self.lr, "lr")
+        check_non_negative(self.weight_decay, "weight_decay")
+        if check_positive(self.final_lr_factor, "final_lr_factor") > 1:
+            raise ValueError(f"final_lr_factor must be in (0, 1], got {self.final_lr_factor!r}")
+        check_non_negative(self.clip_grad, "clip_grad")
+        check_positive(self.checkpoint_minutes, "checkpoint_minutes")
         if not self.eval_at or any(not 0 < f <= 1 for f in self.eval_at) \
                 or list(self.eval_at) != sorted(self.eval_at):
             raise ValueError(f"eval_at must be increasing fractions in (0, 1], got {self.eval_at}")

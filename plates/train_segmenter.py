@@ -79,7 +79,6 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
 """
 import argparse
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -88,6 +87,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import nn
+from nn._checks import (check_bool, check_choice, check_in_range, check_int, check_non_negative,
+                       check_pair, check_positive)
 from nn.engine import (LAST, Engine, ResumeError, add_training_arguments, command_errors,
                        load_checkpoint, parse_training_arguments, positive_float)
 from plates.classes import IGNORE_INDEX
@@ -178,57 +179,37 @@ class TrainConfig:
     tta: bool = True
 
     def __post_init__(self):
-        self.crop_size = tuple(int(s) for s in self.crop_size)
-        positive_ints = ("num_images", "image_size", "data_workers", "base_channels", "depth",
-                         "batch_size", "eval_every", "read_min_area")
-        positive_ints += ("steps",) if self.steps is not None else ()
-        for name in positive_ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        crop = list(self.crop_size) if isinstance(self.crop_size, np.ndarray) else self.crop_size
+        self.crop_size = check_pair(crop, "crop_size", 1)  # (h, w); an int: a square
+        for name in ("num_images", "image_size", "data_workers", "base_channels", "depth",
+                     "batch_size", "eval_every", "read_min_area"):
+            check_int(getattr(self, name), name, 1)
+        if self.steps is not None:
+            check_int(self.steps, "steps", 1)
         for name in ("data_seed", "seed", "warmup_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.targets not in TARGETS:
-            raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}")
-        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
-            raise ValueError(f"crop_size must be (height, width), got {self.crop_size!r}")
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
-        width = self.encoder_width
-        if isinstance(width, bool) or not isinstance(width, (int, float)) \
-                or not math.isfinite(width) or width <= 0:
-            raise ValueError(f"encoder_width must be a finite number > 0, got {width!r}")
+            check_int(getattr(self, name), name, 0)
+        check_choice(self.targets, "targets", TARGETS)
+        check_choice(self.encoder, "encoder", ENCODERS)
+        check_positive(self.encoder_width, "encoder_width")
         multiple = 2 ** (self.depth - 1) if self.encoder == "unet" else ResNetUNet.multiple
         if self.crop_size[0] % multiple or self.crop_size[1] % multiple:
             rule = "2 ** (depth - 1)" if self.encoder == "unet" else "the ResNet-18 encoder"
             raise ValueError(f"crop_size {self.crop_size} must be divisible by {multiple} "
                              f"({rule}) for the U-Net")
-        small = self.small_weight
-        if isinstance(small, bool) or not isinstance(small, (int, float)) \
-                or not math.isfinite(small) or small < 1:
-            raise ValueError(f"small_weight must be a finite number >= 1, got {small!r}")
-        non_negative = ("crop_padding", "lr", "weight_decay", "dice_weight", "char_weight",
-                        "gap_weight", "shift", "scale", "brightness", "contrast", "saturation",
-                        "channel_gain", "noise")
-        for name in non_negative:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr == 0:
-            raise ValueError("lr must be > 0")
-        if not 0 < self.final_lr_fraction <= 1:
+        check_in_range(self.small_weight, "small_weight", low=1)
+        for name in ("crop_padding", "weight_decay", "dice_weight", "char_weight", "gap_weight",
+                     "shift", "scale", "brightness", "contrast", "saturation", "channel_gain",
+                     "noise"):
+            check_non_negative(getattr(self, name), name)
+        check_positive(self.lr, "lr")
+        if check_positive(self.final_lr_fraction, "final_lr_fraction") > 1:
             raise ValueError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction!r}")
-        if self.minutes is not None and (not isinstance(self.minutes, (int, float))
-                                         or not self.minutes > 0):
-            raise ValueError(f"minutes must be a positive number or None, got {self.minutes!r}")
+        if self.minutes is not None:
+            check_positive(self.minutes, "minutes", finite=False)
         if self.steps is None and self.minutes is None:
             raise ValueError("steps=None (fit the time budget) needs minutes")
         for name in ("progress", "prefetch", "tta"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            check_bool(getattr(self, name), name)
 
     def to_dict(self):
         return dataclasses.asdict(self)

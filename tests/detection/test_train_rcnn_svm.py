@@ -70,6 +70,11 @@ def shapes(rng, count=4, size=48):
     (dict(positive_fraction=1.0), "positive_fraction"),
     (dict(eval_at=(0.75, 0.5)), "eval_at"),
     (dict(classes="car"), "classes"),
+    (dict(lr=0.0), "lr"),
+    (dict(final_lr_factor=2.0), "final_lr_factor"),
+    (dict(clip_grad=-1.0), "clip_grad"),
+    (dict(checkpoint_minutes=0), "checkpoint_minutes"),
+    (dict(seed=-1), "seed"),
     (dict(model={"warp_size": 32, "depth": 3}), "unknown RCNNConfig fields"),
     (dict(model={"num_classes": 5}), "unknown RCNNConfig fields"),
 ])

@@ -280,6 +280,25 @@ def test_resume_without_a_checkpoint_and_bad_configs(tmp_path):
     assert TrainConfig().steps is None and quick_config().steps == 30
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (dict(crop_size=(32,)), "crop_size"), (dict(crop_size=(0, 96)), "crop_size"),
+    (dict(batch_size=2.0), "batch_size"), (dict(seed=-1), "seed"),
+    (dict(encoder="vgg"), "encoder"), (dict(encoder_width=0), "encoder_width"),
+    (dict(lr=0), "lr"), (dict(noise=float("nan")), "noise"),
+    (dict(final_lr_fraction=0), "final_lr_fraction"),
+    (dict(final_lr_fraction=1.5), "final_lr_fraction"), (dict(minutes=-1), "minutes"),
+])
+def test_bad_config_fields_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides)
+
+
+def test_crop_size_is_a_pair_of_ints_and_an_int_a_square():
+    assert TrainConfig(crop_size=[32, 96]).crop_size == (32, 96)
+    assert TrainConfig(crop_size=np.array([32, 96])).crop_size == (32, 96)
+    assert TrainConfig(crop_size=32).crop_size == (32, 32)
+
+
 def test_steps_fitted_to_the_time_budget(plates, tmp_path):
     config = _tiny_config(plates, tmp_path, steps=None, minutes=0.1, warmup_steps=3,
                           eval_every=1000)
