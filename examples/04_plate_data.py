@@ -71,6 +71,17 @@ def draw_boxes(ax, boxes, labels, names, colors=None):
                                        edgecolor=color, linewidth=1.2))
 
 
+def save(fig, axes, name, dpi=80):
+    """Hide the axes' ticks, write the figure to OUT_DIR/name and close it."""
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    fig.tight_layout()
+    path = os.path.join(OUT_DIR, name)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 # %% 1. Render a small dataset
 # Every image comes from its own seeded generator, so a seed gives byte-identical
 # files. The generator writes Pascal VOC: JPEGImages, Annotations (XML boxes),
@@ -124,13 +135,7 @@ for column in range(SHOW):
         instance_ids[mask] = g + 1
     axes[2, column].imshow(color_map(instance_ids % 256))
     axes[2, column].set_title("instance masks")
-for ax in axes.ravel():
-    ax.axis("off")
-fig.tight_layout()
-path = os.path.join(OUT_DIR, "04_scenes.png")
-fig.savefig(path, dpi=80)
-plt.close(fig)
-print(f"wrote {path}")
+save(fig, axes, "04_scenes.png")
 
 # %% 3. What the detector sees
 # The detector only cares about cars and plates: classes=("car", "plate") keeps those
@@ -158,13 +163,8 @@ for column in range(SHOW):
     draw_boxes(axes[column], target["boxes"], target["labels"], detector_data.label_names,
                {"car": "deepskyblue", "plate": "yellow"})
     axes[column].set_title(f"{len(target['boxes'])} boxes")
-    axes[column].axis("off")
-fig.tight_layout()
-path = os.path.join(OUT_DIR, "04_detector_view.png")
-fig.savefig(path, dpi=80)
-plt.close(fig)
 print(f"largest gap between a transformed box and its mask's tight box: {worst:.2f} px")
-print(f"wrote {path}")
+save(fig, axes, "04_detector_view.png")
 
 # %% 4. What the digit segmenter sees
 # Each plate box (here the ground truth; at test time the detector's) gets a 5% margin
@@ -188,13 +188,7 @@ for row in range(rows):
     axes[row, 1].imshow(color_map(mask))
     labels = sorted(set(np.unique(mask).tolist()) - {0})
     axes[row, 1].set_title(f"labels {labels} (11 = other char, 255 = ignore)", fontsize=7)
-for ax in axes.ravel():
-    ax.axis("off")
-fig.tight_layout()
-path = os.path.join(OUT_DIR, "04_plate_crops.png")
-fig.savefig(path, dpi=100)
-plt.close(fig)
-print(f"wrote {path}")
+save(fig, axes, "04_plate_crops.png", dpi=100)
 
 # The same crops from any boxes (e.g. a detector's), all plates of an image at once.
 # The windows map crop pixels back to the image (crop_to_image), e.g. to draw the
