@@ -3,13 +3,14 @@ import json
 import os
 import shutil
 import signal
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 
 import nn
 import detection.train_rcnn_svm as trainer
+from detection.rcnn import RCNN, RCNNConfig
 from detection.selective_search import selective_search
 from detection.train_rcnn_svm import (ProposalsInterrupted, RegionBatches, TrainConfig,
                                       compute_proposals, evaluate, load_model, load_split,
@@ -105,6 +106,19 @@ def test_a_checkpoint_of_another_trainer_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--data", str(tmp_path), "--out", str(out), "--resume"])
     assert exit_.value.code == 2 and "'retinanet' run" in capsys.readouterr().err
+
+
+def test_a_saved_detector_loads_with_its_configuration(tmp_path):
+    config = RCNNConfig(num_classes=2, warp_size=16, widths=(8, 16), feature_dim=32,
+                        nms_threshold=0.4, svm_bg_iou=0.2, regression_fg_iou=0.7)
+    model = RCNN(config)
+    model.svm_weight = np.random.default_rng(0).normal(size=model.svm_weight.shape)
+    path = tmp_path / "model.npz"
+    nn.save({"model": model.state_dict(), "model_config": asdict(config),
+             "classes": list(CLASSES)}, path)
+    loaded, names = load_model(path)
+    assert loaded.config == config and names == CLASSES
+    np.testing.assert_array_equal(loaded.svm_weight, model.svm_weight)
 
 
 # ---------------------------------------------------------------------- proposals
