@@ -87,8 +87,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import nn
-from nn._checks import (check_bool, check_choice, check_in_range, check_int, check_non_negative,
-                       check_pair, check_positive)
+from nn._checks import (check_bool, check_in_range, check_int, check_non_negative, check_pair,
+                       check_positive)
 from nn.engine import (LAST, Engine, ResumeError, add_training_arguments, command_errors,
                        load_checkpoint, parse_training_arguments, positive_float)
 from plates.classes import IGNORE_INDEX
@@ -188,8 +188,10 @@ class TrainConfig:
             check_int(self.steps, "steps", 1)
         for name in ("data_seed", "seed", "warmup_steps"):
             check_int(getattr(self, name), name, 0)
-        check_choice(self.targets, "targets", TARGETS)
-        check_choice(self.encoder, "encoder", ENCODERS)
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         check_positive(self.encoder_width, "encoder_width")
         multiple = 2 ** (self.depth - 1) if self.encoder == "unet" else ResNetUNet.multiple
         if self.crop_size[0] % multiple or self.crop_size[1] % multiple:
