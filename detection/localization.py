@@ -683,8 +683,9 @@ def evaluate_slots(model, windows, labels, boxes, batch_size=64, iou_threshold=0
         dict: ``objects`` M, ``slots`` N, ``windows`` W;
         ``recall`` (objects found / M), ``precision`` (distinct objects found / N),
         ``all_found`` (fraction of windows with every object found), ``empty_slots`` and
-        ``duplicate_slots`` (fractions of slots), ``empty_slot_score`` (mean class
-        probability of the empty slots: the model's confidence where nothing is);
+        ``duplicate_slots`` (fractions of slots), ``empty_slot_score`` and
+        ``object_slot_score`` (mean class probability of the empty slots and of the slots
+        on an object: whether the scores tell them apart);
         when M = N also ``mean_iou``, ``iou_50`` and ``accuracy`` of the fixed
         assignment (slot i against object i); ``prediction`` and ``ious`` (W, N, M).
     """
@@ -704,6 +705,7 @@ def evaluate_slots(model, windows, labels, boxes, batch_size=64, iou_threshold=0
               "all_found": mean(found.all(axis=1)), "empty_slots": mean(matches["empty"]),
               "duplicate_slots": mean(matches["duplicate"]),
               "empty_slot_score": mean(prediction["scores"][matches["empty"]]),
+              "object_slot_score": mean(prediction["scores"][matches["on_object"]]),
               "prediction": prediction, "ious": matches["ious"]}
     if objects == slots:
         assigned = np.diagonal(matches["ious"], axis1=1, axis2=2)     # (W, N): slot i, object i

@@ -461,7 +461,8 @@ def train_localization(config, resume=False):
     for count in (config.slots - 1, config.slots, config.slots + 1):
         data = sets[f"slots_eval_{count}"]
         if len(data["windows"]):
-            by_objects[str(count)] = _numbers(_evaluate_any(model, data, config))
+            by_objects[str(count)] = _numbers(evaluate_slots(model, data["windows"],
+                                                             data["labels"], data["boxes"]))
     metrics = {
         "kind": KIND, "classes": list(class_names(config)), "window": config.window,
         "encoding": config.encoding, "eval_split": held_out_name,
@@ -473,11 +474,6 @@ def train_localization(config, resume=False):
     atomic_write_text(os.path.join(config.out, "metrics.json"),
                       json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-def _evaluate_any(model, data, config):
-    """``evaluate_slots`` for any number of objects per window."""
-    return evaluate_slots(model, data["windows"], data["labels"], data["boxes"])
 
 
 # -------------------------------------------------------------------------------- CLI

@@ -456,7 +456,11 @@ def test_evaluate_slots_on_fewer_and_more_objects():
     assert exact["recall"] == 1.0 and exact["precision"] == 1.0 and exact["all_found"] == 1.0
     assert exact["mean_iou"] == pytest.approx(1.0) and exact["accuracy"] == 1.0
     fewer = evaluate_slots(model, windows, labels[:, :1], prediction[:, :1])
-    assert fewer["recall"] == 1.0 and fewer["precision"] <= 0.5 + 1e-9
+    assert fewer["recall"] == 1.0 and fewer["precision"] == 0.5
+    assert fewer["empty_slots"] == 0.5 and fewer["duplicate_slots"] == 0.0
+    scores = predict(model, windows)["scores"]  # slot 2 is the empty one
+    assert fewer["empty_slot_score"] == pytest.approx(scores[:, 1].mean())
+    assert fewer["object_slot_score"] == pytest.approx(scores[:, 0].mean())
     assert "mean_iou" not in fewer
     far = prediction[:, :1] + 100.0
     more = evaluate_slots(model, windows, np.concatenate([labels, labels[:, :1]], 1),
