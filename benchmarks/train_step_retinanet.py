@@ -199,4 +199,5 @@ def make_torch():
         return cls_loss + box_loss
 
     return harness.training_step(
-        loss, optimizer, lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), CONFIG.clip_grad))
+        loss, optimizer,
+        lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), CONFIG.clip_grad))

@@ -557,7 +557,8 @@ class RCNN:
         flat_boxes = boxes.reshape(-1, 4)[keep].astype(np.float32)
         flat_scores = scores.ravel()[keep].astype(np.float32)
         flat_labels = labels.ravel()[keep].astype(np.int64)
-        kept = batched_nms(flat_boxes, flat_scores, flat_labels, c.nms_threshold)[:c.detections_per_image]
+        kept = batched_nms(flat_boxes, flat_scores, flat_labels,
+                           c.nms_threshold)[:c.detections_per_image]
         self.timings["heads"] = time.perf_counter() - start
         return {"boxes": flat_boxes[kept], "scores": flat_scores[kept],
                 "labels": flat_labels[kept]}
