@@ -63,7 +63,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from nn.io import CheckpointError, atomic_write_text, load, save
+from nn.io import CheckpointError, load, save, write_json
 from nn.optim.clip_grad import clip_grad_norm_
 from nn.random import default_generator
 from nn._threads import set_num_threads
@@ -610,12 +610,10 @@ class Engine:
             dict: what ``metrics.json`` holds.
         """
         metrics = {**self.summary(), **(results or {})}
-        atomic_write_text(os.path.join(self.out, "metrics.json"),
-                          json.dumps(_json_safe(metrics), indent=2) + "\n")
+        write_json(os.path.join(self.out, "metrics.json"), metrics, indent=2)
         history = {"step": list(range(1, self.state["step"] + 1)), "lr": self.history["lr"],
                    "losses": self.history["losses"], "evaluations": self.history["evaluations"]}
-        atomic_write_text(os.path.join(self.out, "history.json"),
-                          json.dumps(_json_safe(history)) + "\n")
+        write_json(os.path.join(self.out, "history.json"), history, indent=None)
         return metrics
 
     def _interrupted(self):
@@ -860,18 +858,6 @@ def _plain(value):
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
-    return value
-
-
-def _json_safe(value):
-    """``_plain`` with NaN and infinities as None (JSON has neither)."""
-    value = _plain(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
     return value
 
 

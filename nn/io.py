@@ -41,7 +41,8 @@ import numpy as np
 
 from nn.tensor import Tensor
 
-__all__ = ["save", "load", "CheckpointError", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["save", "load", "CheckpointError", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+           "json_safe", "write_json", "read_json"]
 
 SEPARATOR = "/"
 MANIFEST_KEY = "__structure__"
@@ -152,6 +153,41 @@ def atomic_write_text(path, text, encoding="utf-8"):
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def json_safe(value):
+    """``value`` as plain JSON data, recursively: dict keys as strings, tuples and arrays
+    as lists, NumPy scalars as Python numbers, NaN and infinities as None (JSON has
+    neither)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def write_json(path, value, indent=1):
+    """Write ``json_safe(value)`` to ``path`` atomically, with a final newline.
+
+    Args:
+        indent (int or None): JSON indentation (None: one line).
+    """
+    atomic_write_text(path, json.dumps(json_safe(value), indent=indent) + "\n")
+
+
+def read_json(path):
+    """The JSON document at ``path``, or None when there is no such file."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 # ------------------------------------------------------------------ flatten

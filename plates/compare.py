@@ -86,7 +86,7 @@ import nn
 from detection import train_retinanet
 from detection.datasets.collate import collate_detection
 from detection.datasets.voc import VOCDataset
-from nn.io import atomic_write_text
+from nn.io import read_json, write_json
 from nn.optim.clip_grad import clip_grad_norm_
 from plates.lab import LAB_FILE, QUICK, LabConfig, machine_info
 from plates.reader import DETECTOR_DIR, SEGMENTER_DIR
@@ -270,25 +270,6 @@ def _reusable(task, desired, metrics):
 
 
 # =================================================================================== helpers
-def _read_json(path):
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
-
-
 def _count(model):
     return int(sum(p.data.size for p in model.parameters()))
 
@@ -371,11 +352,9 @@ class _Comparison:
             print(text, flush=True)
 
     def save(self):
-        atomic_write_text(os.path.join(self.dir, STATE_FILE),
-                          json.dumps(_json_safe(self.state), indent=1) + "\n")
+        write_json(os.path.join(self.dir, STATE_FILE), self.state)
         document = self.document()
-        atomic_write_text(os.path.join(self.config.run, COMPARISON_FILE),
-                          json.dumps(_json_safe(document), indent=1) + "\n")
+        write_json(os.path.join(self.config.run, COMPARISON_FILE), document)
         return document
 
     def _minutes(self, task):
@@ -406,7 +385,7 @@ class _Comparison:
                         if name.startswith(task + "_")]
         for folder in folders:
             path = os.path.join(self.config.run, folder)
-            metrics = _read_json(os.path.join(path, "metrics.json"))
+            metrics = read_json(os.path.join(path, "metrics.json"))
             if metrics is not None and os.path.isfile(os.path.join(path, "best.npz")):
                 yield folder, metrics
 
@@ -445,7 +424,7 @@ class _Comparison:
             self._say(f"[{number}/{total}] {task}: {label}, {what}: the run in "
                       f"{source} has this configuration, reused")
         path = os.path.join(self.config.run, source)
-        metrics = _read_json(os.path.join(path, "metrics.json"))
+        metrics = read_json(os.path.join(path, "metrics.json"))
         row = {"task": task, "model": model, "label": label, "budget": budget,
                "minutes": config.minutes if budget == "time" else None,
                "budget_steps": config.steps if budget == "steps" else None,
@@ -674,7 +653,7 @@ def _lab_of(run_dir, progress):
     if not os.path.isfile(lab_path):
         raise _NoRun(f"{run_dir} holds no lab run ({lab_path} is missing): run "
                      f"python -m plates run --out {run_dir} first")
-    saved = _read_json(lab_path)["config"]
+    saved = read_json(lab_path)["config"]
     lab = LabConfig(**dict(saved, out=run_dir, progress=progress))
     for root in (lab.scenes, lab.small_scenes):
         if not _has_splits(root):
@@ -706,7 +685,7 @@ def compare(config, resume=False, add_tasks=()):
     if resume:
         if not os.path.isfile(state_path):
             raise _NoRun(f"--resume: {config.run} holds no comparison ({state_path} is missing)")
-        state = _read_json(state_path)
+        state = read_json(state_path)
         tasks = tuple(state["config"]["tasks"]) + tuple(add_tasks)
         config = CompareConfig(**dict(state["config"], run=config.run, progress=config.progress,
                                       tasks=tuple(dict.fromkeys(tasks))))
@@ -925,7 +904,7 @@ def build_parser(parser=None):
 def main(args):
     """``python -m plates compare`` with parsed ``args``; returns the exit status."""
     if args.markdown:
-        comparison = _read_json(os.path.join(args.run, COMPARISON_FILE))
+        comparison = read_json(os.path.join(args.run, COMPARISON_FILE))
         if comparison is None or comparison.get("kind") != KIND:
             print(f"plates compare: {os.path.join(args.run, COMPARISON_FILE)} is missing or "
                   "not a comparison", file=sys.stderr)

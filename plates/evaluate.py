@@ -43,7 +43,7 @@ from tqdm import tqdm
 from detection.boxes import box_iou
 from detection.datasets.voc import VOCDataset, read_label_map, read_rgb
 from detection.metrics import mean_average_precision, precision_recall_curve
-from nn.io import atomic_write_text
+from nn.io import write_json
 from plates.classes import IGNORE_INDEX, SEGMENTER_CLASSES, segmenter_label
 from plates.crops import crop_plates, plate_texts
 from plates.reader import load_image
@@ -500,19 +500,6 @@ def _summarize(records, counts, predictions, targets, detected_matrix, truth_mat
 
 
 # ================================================================================== writing
-def _json_safe(value):
-    """NaN and infinity -> None, NumPy scalars -> Python numbers, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
-
-
 def write_evaluation(results, out_dir):
     """Write ``evaluation.json`` (everything but the pictures), ``failures.png`` (the
     gallery) and ``end_to_end.png`` (errors by cause, reading by plate width).
@@ -525,7 +512,7 @@ def write_evaluation(results, out_dir):
              "failures": os.path.join(out_dir, "failures.png"),
              "end_to_end": os.path.join(out_dir, "end_to_end.png")}
     data = {k: v for k, v in results.items() if k != "failures"}
-    atomic_write_text(paths["json"], json.dumps(_json_safe(data), indent=1) + "\n")
+    write_json(paths["json"], data)
     plot_failures(results["failures"], paths["failures"])
     plot_end_to_end(results, paths["end_to_end"])
     return paths

@@ -44,7 +44,6 @@ checks the machinery, not accuracy.
 """
 import argparse
 import dataclasses
-import json
 import math
 import multiprocessing
 import os
@@ -59,7 +58,7 @@ from detection.datasets.voc import (read_class_names, read_image_set, read_rgb,
                                     read_voc_annotation, write_class_names, write_image_sets,
                                     write_voc_example)
 from detection.train_retinanet import train_retinanet
-from nn.io import atomic_write_text
+from nn.io import read_json, write_json
 from plates.evaluate import EVALUATION_FILE, choose_plate_threshold, evaluate_reader, \
     write_evaluation
 from plates.reader import (DETECTOR_DIR, READER_FILE, SEGMENTER_DIR, PlateReader, load_image,
@@ -245,8 +244,7 @@ class _Lab:
 
     # ---------------------------------------------------------------------- bookkeeping
     def _save_state(self):
-        atomic_write_text(os.path.join(self.config.out, LAB_FILE),
-                          json.dumps(_json_safe(self.state), indent=1) + "\n")
+        write_json(os.path.join(self.config.out, LAB_FILE), self.state)
 
     def _say(self, text):
         if self.config.progress:
@@ -325,8 +323,8 @@ class _Lab:
         reader = PlateReader.from_run(config.out)
         chosen = choose_plate_threshold(reader, config.scenes, "val", progress=config.progress)
         reader.settings["plate_threshold"] = chosen["plate_threshold"]
-        atomic_write_text(os.path.join(config.out, READER_FILE), json.dumps(_json_safe(
-            {**reader.settings, "chosen_on": "val", "val": chosen}), indent=1) + "\n")
+        write_json(os.path.join(config.out, READER_FILE),
+                   {**reader.settings, "chosen_on": "val", "val": chosen})
         results = evaluate_reader(reader, config.scenes, "test", progress=config.progress)
         out = os.path.join(config.out, EVALUATION_DIR)
         write_evaluation(results, out)
@@ -356,25 +354,6 @@ class _Lab:
         return {"pdf": result["pdf"], "compiled": result["compiled"]}
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
-
-
-def _read_json(path):
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def write_metrics(run_dir):
     """``RUN_DIR/metrics.json``: the run's figures gathered from its stages' files.
 
@@ -382,10 +361,10 @@ def write_metrics(run_dir):
         dict: what was written (``config``, ``stages``, ``detector``, ``segmenter``,
         ``reader``, ``evaluation`` without the per-plate records, ``machine``).
     """
-    lab = _read_json(os.path.join(run_dir, LAB_FILE)) or {}
-    detector = _read_json(os.path.join(run_dir, DETECTOR_DIR, "metrics.json")) or {}
-    segmenter = _read_json(os.path.join(run_dir, SEGMENTER_DIR, "metrics.json")) or {}
-    evaluation = _read_json(os.path.join(run_dir, EVALUATION_DIR, EVALUATION_FILE)) or {}
+    lab = read_json(os.path.join(run_dir, LAB_FILE)) or {}
+    detector = read_json(os.path.join(run_dir, DETECTOR_DIR, "metrics.json")) or {}
+    segmenter = read_json(os.path.join(run_dir, SEGMENTER_DIR, "metrics.json")) or {}
+    evaluation = read_json(os.path.join(run_dir, EVALUATION_DIR, EVALUATION_FILE)) or {}
     metrics = {
         "config": lab.get("config"),
         "stages": lab.get("stages"),
@@ -395,12 +374,11 @@ def write_metrics(run_dir):
         "segmenter": {key: segmenter.get(key) for key in (
             "steps", "best_step", "train_seconds", "load_seconds", "train_plates", "val",
             "test", "test_single")},
-        "reader": _read_json(os.path.join(run_dir, READER_FILE)),
+        "reader": read_json(os.path.join(run_dir, READER_FILE)),
         "evaluation": {key: value for key, value in evaluation.items() if key != "plates"},
         "machine": machine_info(),
     }
-    atomic_write_text(os.path.join(run_dir, METRICS_FILE),
-                      json.dumps(_json_safe(metrics), indent=1) + "\n")
+    write_json(os.path.join(run_dir, METRICS_FILE), metrics)
     return metrics
 
 
@@ -428,7 +406,7 @@ def run(config, resume=False):
     if resume:
         if not os.path.isfile(lab_path):
             raise _NoRun(f"--resume: {config.out} holds no lab run ({lab_path} is missing)")
-        state = _read_json(lab_path)
+        state = read_json(lab_path)
         saved = dict(state["config"], progress=config.progress, out=config.out)
         config = LabConfig(**saved)
     else:
@@ -518,7 +496,7 @@ def main(args):
         print(f"\nplates run: interrupted; continue with: {resume_command}", file=sys.stderr)
         return 130
     report = state["stages"]["report"]
-    evaluation = _read_json(os.path.join(args.out, EVALUATION_DIR, EVALUATION_FILE))
+    evaluation = read_json(os.path.join(args.out, EVALUATION_DIR, EVALUATION_FILE))
     end = evaluation["end_to_end"]
     print(f"done in {(time.perf_counter() - start) / 60:.1f} min: {end['read']} of "
           f"{end['plates']} test plates read exactly ({end['read_exact']:.1%}); "

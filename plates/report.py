@@ -15,7 +15,6 @@ The PDF is built with ``pdflatex`` (twice, for the references, in the run direct
 ``.tex`` is written and the command prints how to build it.
 """
 import argparse
-import json
 import math
 import os
 import shutil
@@ -24,6 +23,8 @@ import sys
 import time
 
 import numpy as np
+
+from nn.io import read_json
 
 __all__ = ["REPORT_NAME", "COMPARISON_FILE", "LatexError", "escape", "build_report",
            "write_report", "compile_report", "main"]
@@ -62,13 +63,6 @@ def escape(text):
 
 
 # =============================================================================== helpers
-def _read_json(path):
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def _finite(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -259,13 +253,13 @@ class _Run:
 
     def __init__(self, run_dir):
         self.dir = os.fspath(run_dir)
-        self.lab = _read_json(os.path.join(self.dir, "lab.json")) or {}
-        self.metrics = _read_json(os.path.join(self.dir, "metrics.json")) or {}
-        self.detector = _read_json(os.path.join(self.dir, "detector", "metrics.json"))
-        self.segmenter = _read_json(os.path.join(self.dir, "segmenter", "metrics.json"))
-        self.reader = _read_json(os.path.join(self.dir, "reader.json"))
-        self.evaluation = _read_json(os.path.join(self.dir, "evaluation", "evaluation.json"))
-        self.comparison = _read_json(os.path.join(self.dir, COMPARISON_FILE))
+        self.lab = read_json(os.path.join(self.dir, "lab.json")) or {}
+        self.metrics = read_json(os.path.join(self.dir, "metrics.json")) or {}
+        self.detector = read_json(os.path.join(self.dir, "detector", "metrics.json"))
+        self.segmenter = read_json(os.path.join(self.dir, "segmenter", "metrics.json"))
+        self.reader = read_json(os.path.join(self.dir, "reader.json"))
+        self.evaluation = read_json(os.path.join(self.dir, "evaluation", "evaluation.json"))
+        self.comparison = read_json(os.path.join(self.dir, COMPARISON_FILE))
         self.config = self.lab.get("config") or {}
 
     def checkpoint(self, stage):

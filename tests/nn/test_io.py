@@ -353,3 +353,22 @@ def test_load_refuses_a_member_that_is_not_an_npy_array(tmp_path):
         archive.writestr("readme.txt", b"hello")
     with pytest.raises(CheckpointError, match=r"mixed\.npz.*readme\.txt"):
         nn.load(path)
+
+
+def test_write_json_makes_numpy_values_plain_and_non_finite_null(tmp_path):
+    from nn.io import json_safe, read_json, write_json
+
+    value = {1: (np.float32(0.5), np.int64(3), np.bool_(True)), "a": np.array([1.0, np.nan]),
+             "b": [float("inf"), -np.inf, None, "x", True]}
+    expected = {"1": [0.5, 3, True], "a": [1.0, None], "b": [None, None, None, "x", True]}
+    assert json_safe(value) == expected
+    assert type(json_safe(np.int64(3))) is int and type(json_safe(np.bool_(False))) is bool
+    path = str(tmp_path / "doc.json")
+    write_json(path, value)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    assert text.endswith("}\n") and "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == expected == read_json(path)
+    write_json(path, [1, 2], indent=None)
+    assert open(path, encoding="utf-8").read() == "[1, 2]\n"
+    assert read_json(str(tmp_path / "missing.json")) is None
