@@ -471,9 +471,21 @@ def train_localization(config, resume=False):
         "stages": run["stages"], "config": asdict(config),
         "seconds": round(time.perf_counter() - start, 1),
     }
+    metrics = _defined(metrics)
     atomic_write_text(os.path.join(config.out, "metrics.json"),
                       json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _defined(value):
+    """``value`` with every NaN (a mean of nothing, e.g. no empty slot) as None, as JSON has it."""
+    if isinstance(value, dict):
+        return {k: _defined(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_defined(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 # -------------------------------------------------------------------------------- CLI
@@ -551,17 +563,21 @@ def main(argv=None):
 
 
 def _table_text(metrics):
-    """The comparison as plain text."""
+    """The comparison as plain text (``-`` for an undefined number)."""
+    def number(value, width):
+        return f"{value:{width}.3f}" if value is not None else f"{'-':>{width}s}"
+
     lines = [f"held-out {metrics['eval_split']} windows: {metrics['table']['prior']['count']}",
              f"{'':10s} {'accuracy':>9s} {'mean IoU':>9s} {'IoU>=0.5':>9s} {'both':>6s}"]
     for name, row in metrics["table"].items():
-        lines.append(f"{name:10s} {row['accuracy']:9.3f} {row['mean_iou']:9.3f} "
-                     f"{row['iou_50']:9.3f} {row['both']:6.3f}")
+        lines.append(f"{name:10s} {number(row['accuracy'], 9)} {number(row['mean_iou'], 9)} "
+                     f"{number(row['iou_50'], 9)} {number(row['both'], 6)}")
     slots = metrics["slots"]
     lines.append(f"{slots['slots']} slots: objects  recall  precision  empty slots  duplicates")
     for count, row in slots["by_objects"].items():
-        lines.append(f"{'':9s}{count:>7s} {row['recall']:7.3f} {row['precision']:10.3f} "
-                     f"{row['empty_slots']:12.3f} {row['duplicate_slots']:11.3f}")
+        lines.append(f"{'':9s}{count:>7s} {number(row['recall'], 7)} "
+                     f"{number(row['precision'], 10)} {number(row['empty_slots'], 12)} "
+                     f"{number(row['duplicate_slots'], 11)}")
     return "\n".join(lines)
 
 
