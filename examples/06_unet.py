@@ -17,6 +17,9 @@ encoder-decoder:
 4. training from scratch (``plates.train_segmenter``, no pretrained weights),
 5. the result: masks, metrics, and plates read as text.
 
+A full run's masks and reads: ``docs/figures/06_masks_and_reads.png`` (test plates of
+the 1024-px scenes, mean IoU 0.886, 88.2% read; ``docs/results.md``).
+
 Run it with ``python examples/06_unet.py`` (about five minutes of training;
 ``--quick`` trains a tiny network for seconds, to check the machinery; ``--out DIR``
 chooses where data, checkpoints and figures go, ``out/`` by default).

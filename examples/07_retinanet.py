@@ -16,8 +16,11 @@ car and plate):
 1. anchors per pyramid level (drawn),
 2. matching: which anchors of one image are foreground, ignored or background,
 3. focal loss against cross entropy (the paper's Figure 1),
-4. training (a short run; ``python -m detection.train_retinanet`` does the full one),
+4. training (a short run; ``python -m plates.train_detector`` does the full one),
 5. detections drawn and evaluated with COCO mAP.
+
+A full run's detections and losses (1458 steps, val mAP 0.708, plate AP50 0.993):
+``docs/figures/07_detections.png`` and ``docs/figures/07_loss_curves.png``.
 
 Run it with ``python examples/07_retinanet.py`` (``--quick`` for a seconds-long run;
 ``--out DIR`` chooses where the dataset and figures go, ``out/`` by default;
