@@ -54,7 +54,7 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -64,14 +64,16 @@ import nn
 from nn._checks import (check_choice, check_finite, check_int, check_non_negative,
                        check_positive)
 from nn.io import CheckpointError
-from nn.engine import (Engine, ResumeError, add_training_arguments, command_errors,
-                       load_checkpoint, parse_training_arguments, positive_float, positive_int)
+from nn.engine import (Engine, add_training_arguments, command_errors, parse_training_arguments,
+                       positive_int, start_run)
 from detection.datasets.transforms import Resize
-from detection.datasets.voc import VOCDataset, read_class_names
+from detection.datasets.voc import VOCDataset
 from detection.metrics import mean_average_precision, precision_recall_curve
 from detection.rcnn import RCNN, RCNNConfig, image_means, warp_regions_batch
 from detection.selective_search import selective_search
-from detection.visualize import draw_boxes, plot_pr_curves, save_figure, show_image
+from detection.training import (add_detection_arguments, check_selection, class_names,
+                                load_average, save_pr_curves, split_summary)
+from detection.visualize import draw_boxes, save_figure, show_image
 
 __all__ = ["KIND", "TrainConfig", "ProposalsInterrupted", "compute_proposals", "RegionBatches",
            "training_regions", "class_names", "load_split", "build_model", "evaluate",
@@ -158,11 +160,6 @@ class TrainConfig:
             check_int(getattr(self, name), name, 1)
         for name in ("seed", "warmup_steps"):
             check_int(getattr(self, name), name, 0)
-        if self.classes is not None and (
-                isinstance(self.classes, str) or not self.classes
-                or not all(isinstance(c, str) for c in self.classes)
-                or len(set(self.classes)) != len(self.classes)):
-            raise ValueError(f"classes must be distinct class names or None, got {self.classes!r}")
         check_choice(self.proposals, "proposals", ("fast", "quality"))
         if not 0 < check_finite(self.positive_fraction, "positive_fraction") < 1:
             raise ValueError(f"positive_fraction must lie in (0, 1), got "
@@ -173,15 +170,7 @@ class TrainConfig:
             raise ValueError(f"final_lr_factor must be in (0, 1], got {self.final_lr_factor!r}")
         check_non_negative(self.clip_grad, "clip_grad")
         check_positive(self.checkpoint_minutes, "checkpoint_minutes")
-        if not self.eval_at or any(not 0 < f <= 1 for f in self.eval_at) \
-                or list(self.eval_at) != sorted(self.eval_at):
-            raise ValueError(f"eval_at must be increasing fractions in (0, 1], got {self.eval_at}")
-        if not isinstance(self.model, dict):
-            raise TypeError(f"model must be a dict of RCNNConfig overrides, got "
-                            f"{type(self.model).__name__}")
-        unknown = set(self.model) - ({f.name for f in fields(RCNNConfig)} - {"num_classes"})
-        if unknown:
-            raise ValueError(f"model has unknown RCNNConfig fields {sorted(unknown)}")
+        check_selection(self, RCNNConfig, fixed=("num_classes",))
         return self
 
 
@@ -196,13 +185,6 @@ def _quick(config):
 
 
 # ------------------------------------------------------------------------- data
-def class_names(config):
-    """The detected classes of a run: ``config.classes`` or the dataset's foreground names."""
-    if config.classes is not None:
-        return tuple(config.classes)
-    return tuple(read_class_names(config.data)[1:])
-
-
 def load_split(config, split, limit):
     """The first ``limit`` images of a split, resized, as arrays.
 
@@ -526,39 +508,7 @@ def draw_detections(images, predictions, names, path, count=8, score_threshold=0
     save_figure(figure, path)
 
 
-def _pr_figure(curves, names, path):
-    defined = curves["ap"] >= 0
-    figure = Figure(figsize=(5, 4))
-    plot_pr_curves(np.broadcast_to(curves["recall"], curves["precision"].shape)[defined],
-                   curves["precision"][defined],
-                   names=[names[k - 1] for k in curves["labels"][defined]], ax=figure.subplots(),
-                   title="val precision-recall (SVMs), IoU 0.5")
-    save_figure(figure, path)
-
-
 # --------------------------------------------------------------------- training
-def _config_from(saved):
-    """The ``TrainConfig`` saved in a checkpoint (a ResumeError if it is not one)."""
-    try:
-        values = dict(saved)
-        values["eval_at"] = tuple(values["eval_at"])
-        if values.get("classes") is not None:
-            values["classes"] = tuple(values["classes"])
-        values["model"] = {k: tuple(v) if isinstance(v, list) else v
-                           for k, v in values["model"].items()}
-        return TrainConfig(**values).validate()
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise ResumeError(f"the checkpoint's configuration is not an R-CNN run's: "
-                          f"{error}") from None
-
-
-def _load_average():
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
 def train_rcnn_svm(config, resume=False):
     """Run the four stages (module docstring): proposals, fine-tuning, heads, evaluation.
 
@@ -573,14 +523,8 @@ def train_rcnn_svm(config, resume=False):
         ProposalsInterrupted: Ctrl-C while the proposals were computed (kept).
         nn.engine.ResumeError: ``resume`` without a ``last.npz`` of an R-CNN run.
     """
-    config.validate()
-    checkpoint = None
-    if resume:
-        checkpoint = load_checkpoint(os.path.join(config.out, "last.npz"), KIND)
-        config = replace(_config_from(checkpoint["config"]), progress=config.progress,
-                         workers=config.workers)
-    elif config.quick:
-        config = _quick(config)
+    config, checkpoint = start_run(config, resume, KIND, "an R-CNN run's", _quick,
+                                   keep=("progress", "workers"))
     os.makedirs(config.out, exist_ok=True)
     names = class_names(config)
 
@@ -627,7 +571,7 @@ def train_rcnn_svm(config, resume=False):
         metrics = evaluate(model, val_images[:count], val_targets[:count],
                            proposals["val"][:count], names, scoring="softmax")["metrics"]
         return {"map": metrics["map"], "map_50": metrics["map_50"],
-                "ap50_per_class": metrics["ap50_per_class"], "load_average": _load_average()}
+                "ap50_per_class": metrics["ap50_per_class"], "load_average": load_average()}
 
     engine = Engine(
         config.out, KIND, net, optimizer, loss=loss, batches=batches, evaluate=validation,
@@ -659,8 +603,8 @@ def train_rcnn_svm(config, resume=False):
         "heads": heads,
     }
     val = evaluate(model, val_images, val_targets, proposals["val"], names, scoring="svm")
-    results["val"] = _summary(val)
-    results["val_softmax"] = _summary(evaluate(model, val_images, val_targets, proposals["val"],
+    results["val"] = split_summary(val)
+    results["val_softmax"] = split_summary(evaluate(model, val_images, val_targets, proposals["val"],
                                                names, scoring="softmax"))
     test_path = os.path.join(config.data, "ImageSets", "Main", "test.txt")
     if not config.quick and os.path.isfile(test_path):
@@ -669,22 +613,16 @@ def train_rcnn_svm(config, resume=False):
             test_proposals, proposal_seconds["test"] = compute_proposals(
                 test_images, os.path.join(config.out, "proposals_test.npz"), config.proposals,
                 config.workers, config.progress)
-            results["test"] = _summary(evaluate(model, test_images, test_targets,
+            results["test"] = split_summary(evaluate(model, test_images, test_targets,
                                                 test_proposals, names, scoring="svm"))
     timed = val_images[:min(config.inference_images, len(val_images))]
     results["inference_seconds_per_image"] = measure_inference(model, timed, config.proposals)
     draw_detections(val_images, val["predictions"], names,
                     os.path.join(config.out, "detections.png"))
-    _pr_figure(val["curves"], names, os.path.join(config.out, "pr_curves.png"))
+    save_pr_curves(val["curves"], names, os.path.join(config.out, "pr_curves.png"),
+                   title="val precision-recall (SVMs), IoU 0.5")
     plot_history(engine.history, os.path.join(config.out, "loss_curves.png"))
     return engine.write_results(results)
-
-
-def _summary(evaluation):
-    metrics = dict(evaluation["metrics"])
-    metrics["images"] = len(evaluation["predictions"])
-    metrics["seconds"] = evaluation["seconds"]
-    return metrics
 
 
 # --------------------------------------------------------------------------- CLI
@@ -695,8 +633,7 @@ def build_parser():
         description="Train R-CNN (selective search, a CNN on warped regions, SVMs, box "
                     "regression) from scratch on a Pascal VOC dataset.")
     add_training_arguments(parser, minutes=TrainConfig.minutes, threads=1)
-    parser.add_argument("--classes", nargs="+", default=None,
-                        help="classes to detect (default: all but the background)")
+    add_detection_arguments(parser, TrainConfig, batch_size=False)
     parser.add_argument("--max-train-images", type=positive_int,
                         default=TrainConfig.max_train_images,
                         help="first train images used (their proposals are computed first)")
@@ -706,7 +643,6 @@ def build_parser():
                         help="selective-search mode")
     parser.add_argument("--workers", type=positive_int, default=1,
                         help="processes computing the proposals (default 1)")
-    parser.add_argument("--lr", type=positive_float, default=TrainConfig.lr)
     return parser
 
 

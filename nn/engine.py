@@ -59,11 +59,12 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 from tqdm import tqdm
 
-from nn.io import CheckpointError, load, save, write_json
+from nn.io import CheckpointError, json_safe, load, save, write_json
 from nn.optim.clip_grad import clip_grad_norm_
 from nn.random import default_generator
 from nn._threads import set_num_threads
@@ -71,7 +72,7 @@ from nn._threads import set_num_threads
 __all__ = ["Engine", "load_checkpoint", "ResumeError", "TrainingInterrupted", "fit_total_steps",
            "refit_total_steps", "add_training_arguments", "parse_training_arguments",
            "command_errors", "resume_command", "set_threads", "positive_int", "non_negative_int",
-           "positive_float", "LAST", "BEST"]
+           "positive_float", "saved_config", "start_run", "LAST", "BEST"]
 
 LAST, BEST = "last.npz", "best.npz"  # the checkpoints in a run directory
 CALIBRATION_SKIP = 3  # first steps not timed when fitting the total to the budget
@@ -495,7 +496,8 @@ class Engine:
         value = float(metrics[self.metric])
         state = self.state
         with self._guard.step():
-            record = {"step": state["step"], "elapsed": self._elapsed(), **_plain(metrics)}
+            record = {"step": state["step"], "elapsed": self._elapsed(),
+                      **json_safe(metrics, keep_non_finite=True)}
             self.history["evaluations"].append(record)
             state["evaluated_at"] = state["step"]
             total = state["total_steps"]
@@ -647,6 +649,53 @@ def load_checkpoint(path, kind):
     return checkpoint
 
 
+def saved_config(config_class, saved, what):
+    """The ``config_class`` dataclass saved as the dict ``saved`` in a checkpoint, validated.
+
+    Lists come back as tuples in ``eval_at``, ``classes`` and the values of ``model``
+    (where the class has those fields).
+
+    Args:
+        what (str): the run, for the message (``"a RetinaNet run's"``).
+    Raises:
+        ResumeError: ``saved`` is not such a configuration.
+    """
+    try:
+        values = dict(saved)
+        for name in ("eval_at", "classes"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
+        if isinstance(values.get("model"), dict):
+            values["model"] = {k: tuple(v) if isinstance(v, list) else v
+                               for k, v in values["model"].items()}
+        return config_class(**values).validate()
+    except (KeyError, TypeError, ValueError) as error:
+        raise ResumeError(f"the checkpoint's configuration is not {what}: {error}") from None
+
+
+def start_run(config, resume, kind, what, quick, keep=("progress",)):
+    """The configuration and checkpoint a run starts from.
+
+    Args:
+        config: the run's configuration dataclass (``validate()``, ``out``, ``quick``).
+        resume (bool): continue ``config.out/last.npz`` with its saved configuration; only
+            the fields ``keep`` come from ``config``.
+        kind (str): the trainer's name in its checkpoints.
+        what (str): the run, for messages (``saved_config``).
+        quick (callable): config -> the configuration of a ``--quick`` run.
+    Returns:
+        tuple: the configuration, and the checkpoint dict (None for a new run).
+    Raises:
+        ResumeError: ``resume`` without a ``last.npz`` of a ``kind`` run.
+    """
+    config.validate()
+    if resume:
+        checkpoint = load_checkpoint(os.path.join(config.out, LAST), kind)
+        saved = saved_config(type(config), checkpoint["config"], what)
+        return replace(saved, **{name: getattr(config, name) for name in keep}), checkpoint
+    return (quick(config) if config.quick else config), None
+
+
 def _check_engine_state(checkpoint, kind, path):
     """The engine entry of ``checkpoint``, checked (ResumeError naming what is wrong)."""
     state = checkpoint.get("engine") if isinstance(checkpoint, dict) else None
@@ -693,26 +742,24 @@ def _check_engine_state(checkpoint, kind, path):
 
 
 # ========================================================================= command line
-def positive_int(text):
-    """argparse type: an int >= 1 (``--steps``, ``--threads``, ``--batch-size``)."""
+def _int_at_least(text, low):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"must be an int >= {low}, got {text!r}")
     return value
+
+
+def positive_int(text):
+    """argparse type: an int >= 1 (``--steps``, ``--threads``, ``--batch-size``)."""
+    return _int_at_least(text, 1)
 
 
 def non_negative_int(text):
     """argparse type: an int >= 0 (``--seed``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}")
-    return value
+    return _int_at_least(text, 0)
 
 
 def positive_float(text):
@@ -844,21 +891,6 @@ def _check_positive(name, value):
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
                               or not math.isfinite(value) or value <= 0):
         raise ValueError(f"{name} must be None or a finite number > 0, got {value!r}")
-
-
-def _plain(value):
-    """NumPy scalars and arrays -> Python numbers and lists, recursively (NaN kept)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return value
 
 
 def _load_average():

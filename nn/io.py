@@ -155,21 +155,21 @@ def atomic_write_text(path, text, encoding="utf-8"):
     atomic_write_bytes(path, text.encode(encoding))
 
 
-def json_safe(value):
+def json_safe(value, keep_non_finite=False):
     """``value`` as plain JSON data, recursively: dict keys as strings, tuples and arrays
     as lists, NumPy scalars as Python numbers, NaN and infinities as None (JSON has
-    neither)."""
+    neither) unless ``keep_non_finite``."""
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v, keep_non_finite) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, keep_non_finite) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
         value = float(value)
-        return value if math.isfinite(value) else None
+        return value if keep_non_finite or math.isfinite(value) else None
     return value
 
 
