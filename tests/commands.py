@@ -3,7 +3,9 @@
 A trainer's test starts ``python -m <trainer> ...``, sends SIGINT once the progress
 bar shows a given step (``interrupt_command``), checks the exit status 130 and the
 resume command printed last (``resume_arguments``), runs it (``run_command``) and
-compares the weights with those of an uninterrupted run (``assert_same_weights``).
+compares the weights with those of an uninterrupted run (``assert_same_weights``,
+``assert_same_run``).
+In this process, ``ctrl_c_at`` presses Ctrl-C during a given training step.
 """
 import os
 import re
@@ -76,3 +78,40 @@ def assert_same_weights(path_a, path_b):
     assert set(a) == set(b)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=f"{path_a} vs {path_b}: {key}")
+
+
+def ctrl_c_at(monkeypatch, owner, step, name="loss", when=None):
+    """Press Ctrl-C (SIGINT to this process) during the ``step``-th call of
+    ``owner.name``, a method of a class or a function of a module (a training step when
+    it is the loss); ``monkeypatch.undo()`` restores it.
+
+    Args:
+        when (callable, optional): first argument (the instance of a method) -> bool;
+            only the calls it accepts are counted (e.g. one of two models trained in turn).
+    """
+    original, calls = getattr(owner, name), []
+
+    def interrupted(*args, **kwargs):
+        if when is None or when(args[0]):
+            calls.append(1)
+            if len(calls) == step:
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, interrupted)
+
+
+def assert_same_run(path_a, path_b):
+    """Two saved runs (``nn.save`` checkpoints of the engine) are at the same point: the
+    same weights, optimizer state, loss history, data position and random states."""
+    assert_same_weights(path_a, path_b)
+    a, b = nn.load(path_a), nn.load(path_b)
+    for index, values in a["optimizer"]["state"].items():
+        for key, value in values.items():
+            np.testing.assert_array_equal(value, b["optimizer"]["state"][index][key],
+                                          err_msg=f"optimizer {index} {key}")
+    assert set(a["history"]["losses"]) == set(b["history"]["losses"])
+    for name, values in a["history"]["losses"].items():
+        np.testing.assert_array_equal(values, b["history"]["losses"][name], err_msg=name)
+    np.testing.assert_equal(a["batches"], b["batches"])
+    np.testing.assert_equal(a["generators"], b["generators"])

@@ -50,3 +50,14 @@ def sigint_raises():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(scope="session")
+def plate_scenes(tmp_path_factory):
+    """A tiny generated Pascal VOC dataset of plate scenes (20 images: 12 train, 8 val),
+    shared by the trainers' tests."""
+    from plates.synthetic import generate_plate_dataset
+
+    root = tmp_path_factory.mktemp("plate_scenes")
+    generate_plate_dataset(root, 20, seed=3, splits=(0.6, 0.4, 0.0), progress=False)
+    return str(root)

@@ -1,26 +1,16 @@
 """Tests of detection.train_rcnn: configuration, quick runs of the three detectors, resume."""
 import json
 import os
-import signal
 
-import numpy as np
 import pytest
 
 import nn
 from detection.faster_rcnn import FasterRCNN
 from detection.train_rcnn import TrainConfig, load_run, main, train_rcnn
 from nn.engine import TrainingInterrupted
-from plates.synthetic import generate_plate_dataset
+from tests.commands import assert_same_weights, ctrl_c_at
 
 CLASSES = ("car", "plate")
-
-
-@pytest.fixture(scope="module")
-def plates(tmp_path_factory):
-    """A tiny generated dataset shared by the runs of this module."""
-    root = tmp_path_factory.mktemp("plates")
-    generate_plate_dataset(root, 16, seed=3, splits=(0.6, 0.4, 0.0), progress=False)
-    return str(root)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -39,10 +29,10 @@ def test_bad_train_config(overrides, message):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("detector", ["faster_rcnn", "mask_rcnn"])
-def test_quick_command_end_to_end(plates, tmp_path, capsys, detector):
+def test_quick_command_end_to_end(plate_scenes, tmp_path, capsys, detector):
     out = tmp_path / "run"
-    assert main(["--model", detector, "--data", plates, "--out", str(out), "--quick", "--quiet",
-                 "--classes", *CLASSES]) == 0
+    assert main(["--model", detector, "--data", plate_scenes, "--out", str(out), "--quick",
+                 "--quiet", "--classes", *CLASSES]) == 0
     printed = capsys.readouterr().out
     assert "val: COCO box mAP" in printed
     assert ("mask mAP" in printed) == (detector == "mask_rcnn")
@@ -58,45 +48,27 @@ def test_quick_command_end_to_end(plates, tmp_path, capsys, detector):
     assert checkpoint["config"]["detector"] == detector
 
 
-@pytest.fixture
-def sigint_raises():
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 @pytest.mark.slow
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(plates, tmp_path, monkeypatch,
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(plate_scenes, tmp_path, monkeypatch,
                                                                   sigint_raises):
     def config(out):
-        return TrainConfig(data=plates, out=str(out), quick=True, progress=False,
+        return TrainConfig(data=plate_scenes, out=str(out), quick=True, progress=False,
                            classes=CLASSES, steps=5, minutes=None)
 
     straight = train_rcnn(config(tmp_path / "a"))
-    loss, calls = FasterRCNN.loss, []
-
-    def interrupted(self, images, targets):
-        calls.append(1)
-        if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during step 3
-        return loss(self, images, targets)
-
-    monkeypatch.setattr(FasterRCNN, "loss", interrupted)
+    ctrl_c_at(monkeypatch, FasterRCNN, 3)  # Ctrl-C during step 3
     with pytest.raises(TrainingInterrupted):
         train_rcnn(config(tmp_path / "b"))
-    monkeypatch.setattr(FasterRCNN, "loss", loss)
+    monkeypatch.undo()
     resumed = train_rcnn(config(tmp_path / "b"), resume=True)
     assert resumed["steps"] == straight["steps"] == 5
-    a = nn.load(str(tmp_path / "a" / "last.npz"))["model"]
-    b = nn.load(str(tmp_path / "b" / "last.npz"))["model"]
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_weights(tmp_path / "a" / "last.npz", tmp_path / "b" / "last.npz")
 
 
 @pytest.mark.slow
-def test_fast_rcnn_quick_run_caches_its_proposals(plates, tmp_path):
+def test_fast_rcnn_quick_run_caches_its_proposals(plate_scenes, tmp_path):
     out = tmp_path / "run"
-    config = TrainConfig(detector="fast_rcnn", data=plates, out=str(out), quick=True,
+    config = TrainConfig(detector="fast_rcnn", data=plate_scenes, out=str(out), quick=True,
                          progress=False, classes=CLASSES)
     result = train_rcnn(config)
     assert result["proposal_seconds"]["train"] > 0

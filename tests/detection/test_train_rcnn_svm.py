@@ -2,7 +2,6 @@
 import json
 import os
 import shutil
-import signal
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -16,25 +15,17 @@ from detection.train_rcnn_svm import (ProposalsInterrupted, RegionBatches, Train
                                       compute_proposals, evaluate, load_model, load_split,
                                       main, train_rcnn_svm)
 from nn.engine import TrainingInterrupted
-from plates.synthetic import generate_plate_dataset
-from tests.commands import assert_same_weights, interrupt_command, resume_arguments, run_command
+from tests.commands import (assert_same_weights, ctrl_c_at, interrupt_command, resume_arguments,
+                            run_command)
 
 CLASSES = ("car", "plate")
 
 
 @pytest.fixture(scope="module")
-def plates(tmp_path_factory):
-    """A tiny generated dataset shared by the runs of this module."""
-    root = tmp_path_factory.mktemp("plates")
-    generate_plate_dataset(root, 12, seed=3, splits=(0.6, 0.4, 0.0), progress=False)
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def cached_proposals(plates, tmp_path_factory):
-    """The proposal caches of a --quick run on ``plates``, computed once for every run."""
+def cached_proposals(plate_scenes, tmp_path_factory):
+    """The proposal caches of a --quick run on ``plate_scenes``, computed once for every run."""
     folder = tmp_path_factory.mktemp("proposals")
-    config = trainer._quick(TrainConfig(data=plates, out=str(folder), classes=CLASSES))
+    config = trainer._quick(TrainConfig(data=plate_scenes, out=str(folder), classes=CLASSES))
     for split, limit in (("train", config.max_train_images), ("val", config.max_val_images)):
         images, _, _ = load_split(config, split, limit)
         compute_proposals(images, str(folder / f"proposals_{split}.npz"), progress=False)
@@ -207,9 +198,10 @@ def test_region_batches_quarter_objects_and_resume_exactly():
 
 # --------------------------------------------------------------------------- runs
 @pytest.mark.slow
-def test_quick_command_end_to_end(plates, cached_proposals, tmp_path, capsys):
+def test_quick_command_end_to_end(plate_scenes, cached_proposals, tmp_path, capsys):
     out = run_dir(tmp_path / "run", cached_proposals)
-    assert main(["--data", plates, "--out", out, "--quick", "--quiet", "--classes", *CLASSES]) == 0
+    assert main(["--data", plate_scenes, "--out", out, "--quick", "--quiet",
+                 "--classes", *CLASSES]) == 0
     printed = capsys.readouterr().out
     assert "val: COCO mAP" in printed and "proposals" in printed
     for name in ("last.npz", "best.npz", "model.npz", "metrics.json", "history.json",
@@ -225,7 +217,7 @@ def test_quick_command_end_to_end(plates, cached_proposals, tmp_path, capsys):
     # The saved detector gives the evaluation that metrics.json reports.
     model, names = load_model(os.path.join(out, "model.npz"))
     assert names == CLASSES and model.svm_weight.any() and model.regressors.any()
-    config = trainer._quick(TrainConfig(data=plates, out=out, classes=CLASSES))
+    config = trainer._quick(TrainConfig(data=plate_scenes, out=out, classes=CLASSES))
     images, targets, _ = load_split(config, "val", config.max_val_images)
     proposals, _ = compute_proposals(images, os.path.join(out, "proposals_val.npz"),
                                      progress=False)
@@ -235,27 +227,19 @@ def test_quick_command_end_to_end(plates, cached_proposals, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(plates, cached_proposals,
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(plate_scenes, cached_proposals,
                                                                   tmp_path, monkeypatch,
                                                                   sigint_raises):
     def config(name):
-        return replace(TrainConfig(data=plates, classes=CLASSES, quick=True, progress=False),
+        return replace(TrainConfig(data=plate_scenes, classes=CLASSES, quick=True, progress=False),
                        out=run_dir(tmp_path / name, cached_proposals), steps=8, minutes=None)
 
     straight = train_rcnn_svm(config("a"))
-    draw, calls = RegionBatches.__next__, []
-
-    def interrupted(self):
-        calls.append(1)
-        if len(calls) == 4:
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during step 4
-        return draw(self)
-
-    monkeypatch.setattr(RegionBatches, "__next__", interrupted)
+    ctrl_c_at(monkeypatch, RegionBatches, 4, "__next__")  # Ctrl-C during step 4
     with pytest.raises(TrainingInterrupted) as stop:
         train_rcnn_svm(config("b"))
     assert stop.value.step == 4
-    monkeypatch.setattr(RegionBatches, "__next__", draw)
+    monkeypatch.undo()
     resumed = train_rcnn_svm(config("b"), resume=True)
     assert resumed["steps"] == straight["steps"] == 8
     assert resumed["val"]["map"] == straight["val"]["map"]
@@ -264,10 +248,10 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(plates, cached_
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_the_command_then_resume(plates, cached_proposals, tmp_path):
+def test_ctrl_c_in_the_command_then_resume(plate_scenes, cached_proposals, tmp_path):
     """A real SIGINT to ``python -m detection.train_rcnn_svm``: exit 130, last.npz, the
     printed command continues the run to the weights of an uninterrupted one."""
-    args = ["-m", "detection.train_rcnn_svm", "--data", plates, "--quick", "--steps", "30",
+    args = ["-m", "detection.train_rcnn_svm", "--data", plate_scenes, "--quick", "--steps", "30",
             "--classes", *CLASSES]
     cut = run_dir(tmp_path / "cut", cached_proposals)
     status, stderr = interrupt_command([*args, "--out", cut], rb"rcnn:.* ([4-9]|1\d)/30")

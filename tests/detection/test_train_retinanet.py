@@ -1,11 +1,6 @@
 import json
 import math
 import os
-import re
-import shlex
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,44 +9,15 @@ import nn
 from detection.retinanet import RetinaNet
 from detection.train_retinanet import TrainConfig, main, train_retinanet
 from nn.engine import ResumeError, TrainingInterrupted
-from plates.synthetic import generate_plate_dataset
+from tests.commands import (assert_same_run, ctrl_c_at, interrupt_command, resume_arguments,
+                            run_command)
 
 CLASSES = ("car", "plate")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def plates(tmp_path_factory):
-    """A tiny generated dataset shared by the runs of this module."""
-    root = tmp_path_factory.mktemp("plates")
-    generate_plate_dataset(root, 20, seed=3, splits=(0.6, 0.4, 0.0), progress=False)
-    return str(root)
 
 
 def quick_config(data, out, **overrides):
     return TrainConfig(data=data, out=str(out), quick=True, progress=False, classes=CLASSES,
                        **overrides)
-
-
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
-def ctrl_c_at(monkeypatch, step):
-    """Press Ctrl-C (SIGINT to this process) during training step ``step``."""
-    loss, calls = RetinaNet.loss, []
-
-    def interrupted_loss(self, images, targets):
-        calls.append(1)
-        if len(calls) == step:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss(self, images, targets)
-
-    monkeypatch.setattr(RetinaNet, "loss", interrupted_loss)
 
 
 # ------------------------------------------------------------------ configuration
@@ -71,9 +37,9 @@ def test_bad_train_config(overrides, message):
 
 
 # -------------------------------------------------------------------------- runs
-def test_quick_command_end_to_end(plates, tmp_path, capsys):
+def test_quick_command_end_to_end(plate_scenes, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["--data", plates, "--out", str(out), "--quick", "--quiet",
+    assert main(["--data", plate_scenes, "--out", str(out), "--quick", "--quiet",
                  "--classes", *CLASSES]) == 0
     printed = capsys.readouterr().out
     assert "val: COCO mAP" in printed and "inference" in printed
@@ -100,39 +66,30 @@ def test_quick_command_end_to_end(plates, tmp_path, capsys):
     assert checkpoint["engine"]["kind"] == "retinanet"
 
 
-def _assert_same_weights(path_a, path_b):
-    a, b = nn.load(path_a), nn.load(path_b)
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        np.testing.assert_array_equal(a["model"][key], b["model"][key], err_msg=key)
-    for name in a["history"]["losses"]:
-        np.testing.assert_array_equal(a["history"]["losses"][name], b["history"]["losses"][name])
-    assert a["batches"] == b["batches"] and a["generators"] == b["generators"]
-
-
-def test_resume_after_ctrl_c_equals_an_uninterrupted_run(plates, tmp_path, monkeypatch,
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(plate_scenes, tmp_path, monkeypatch,
                                                          sigint_raises):
-    whole = train_retinanet(quick_config(plates, tmp_path / "whole", seed=1))
+    whole = train_retinanet(quick_config(plate_scenes, tmp_path / "whole", seed=1))
     assert whole["steps"] == 6
-    ctrl_c_at(monkeypatch, 4)
+    ctrl_c_at(monkeypatch, RetinaNet, 4)
     with pytest.raises(TrainingInterrupted) as stop:
-        train_retinanet(quick_config(plates, tmp_path / "parts", seed=1))
+        train_retinanet(quick_config(plate_scenes, tmp_path / "parts", seed=1))
     assert stop.value.step == 4 and stop.value.saved
     assert not (tmp_path / "parts" / "metrics.json").exists()
     monkeypatch.undo()
     # The saved config decides the run: a different seed passed on resume is ignored.
-    resumed = train_retinanet(quick_config(plates, tmp_path / "parts", seed=99), resume=True)
+    resumed = train_retinanet(quick_config(plate_scenes, tmp_path / "parts", seed=99), resume=True)
     assert resumed["steps"] == 6 and resumed["config"]["seed"] == 1
-    _assert_same_weights(tmp_path / "whole" / "last.npz", tmp_path / "parts" / "last.npz")
-    _assert_same_weights(tmp_path / "whole" / "best.npz", tmp_path / "parts" / "best.npz")
+    assert_same_run(tmp_path / "whole" / "last.npz", tmp_path / "parts" / "last.npz")
+    assert_same_run(tmp_path / "whole" / "best.npz", tmp_path / "parts" / "best.npz")
 
 
-def test_seeded_runs_differ_by_seed_only(plates, tmp_path, monkeypatch, sigint_raises):
+def test_seeded_runs_differ_by_seed_only(plate_scenes, tmp_path, monkeypatch, sigint_raises):
     losses = []
     for name, seed in (("a", 2), ("b", 2), ("c", 3)):
-        ctrl_c_at(monkeypatch, 2)  # two steps of four, then Ctrl-C: last.npz, no evaluation
+        # Two steps of four, then Ctrl-C: last.npz, no evaluation.
+        ctrl_c_at(monkeypatch, RetinaNet, 2)
         with pytest.raises(TrainingInterrupted):
-            train_retinanet(quick_config(plates, tmp_path / name, seed=seed, steps=4))
+            train_retinanet(quick_config(plate_scenes, tmp_path / name, seed=seed, steps=4))
         monkeypatch.undo()
         losses.append(nn.load(tmp_path / name / "last.npz")["history"]["losses"]["loss"])
     assert len(losses[0]) == 2
@@ -140,13 +97,13 @@ def test_seeded_runs_differ_by_seed_only(plates, tmp_path, monkeypatch, sigint_r
     assert not np.array_equal(losses[0], losses[2])
 
 
-def test_resume_needs_a_checkpoint_of_a_retinanet_run(plates, tmp_path, capsys):
+def test_resume_needs_a_checkpoint_of_a_retinanet_run(plate_scenes, tmp_path, capsys):
     with pytest.raises(ResumeError, match="last.npz"):
-        train_retinanet(quick_config(plates, tmp_path / "nothing"), resume=True)
+        train_retinanet(quick_config(plate_scenes, tmp_path / "nothing"), resume=True)
     os.makedirs(tmp_path / "other")
     nn.save({"engine": {"kind": "tiny"}}, tmp_path / "other" / "last.npz")
     with pytest.raises(SystemExit) as exit_:
-        main(["--data", plates, "--out", str(tmp_path / "other"), "--resume"])
+        main(["--data", plate_scenes, "--out", str(tmp_path / "other"), "--resume"])
     assert exit_.value.code == 2
     assert "a checkpoint of a 'tiny' run, not of 'retinanet'" in capsys.readouterr().err
 
@@ -158,45 +115,23 @@ def test_resume_needs_a_checkpoint_of_a_retinanet_run(plates, tmp_path, capsys):
     (["--seed", "-2"], "--seed: must be an int >= 0"),
     (["--batch-size", "0"], "--batch-size: must be an int >= 1"),
 ])
-def test_bad_flags(plates, tmp_path, capsys, flags, message):
+def test_bad_flags(plate_scenes, tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_:
-        main(["--data", plates, "--out", str(tmp_path / "run"), *flags])
+        main(["--data", plate_scenes, "--out", str(tmp_path / "run"), *flags])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_the_command_then_resume(plates, tmp_path):
+def test_ctrl_c_in_the_command_then_resume(plate_scenes, tmp_path):
     """A real SIGINT to ``python -m detection.train_retinanet``: exit 130, last.npz, the
     printed command continues the run to the weights of an uninterrupted one."""
-    args = ["-m", "detection.train_retinanet", "--data", plates, "--classes", *CLASSES,
+    args = ["-m", "detection.train_retinanet", "--data", plate_scenes, "--classes", *CLASSES,
             "--quick", "--steps", "24", "--seed", "5"]
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    process = subprocess.Popen(
-        [sys.executable, *args, "--out", str(tmp_path / "cut")], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        seen = b""
-        while not re.search(rb"retinanet:.* ([4-9]|1\d)/24", seen):  # the bar at step 4+
-            chunk = process.stderr.read1(256)
-            assert chunk, seen.decode(errors="replace")
-            seen += chunk
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    stderr = (seen + stderr).decode(errors="replace")
-    assert process.returncode == 130, stderr
+    status, stderr = interrupt_command([*args, "--out", str(tmp_path / "cut")],
+                                       rb"retinanet:.* ([4-9]|1\d)/24")  # the bar at step 4+
+    assert status == 130, stderr
     stopped = nn.load(tmp_path / "cut" / "last.npz")["engine"]["step"]
     assert 4 <= stopped < 24
-    command = shlex.split(stderr.strip().splitlines()[-1])
-    assert command[:3] == ["python", "-m", "detection.train_retinanet"]
-    assert command[-1] == "--resume"
-    resumed = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "24 steps" in resumed.stdout
-    whole = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "whole"), "--quiet"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr
-    _assert_same_weights(tmp_path / "whole" / "last.npz", tmp_path / "cut" / "last.npz")
+    assert "24 steps" in run_command(resume_arguments(stderr, "detection.train_retinanet"))
+    run_command([*args, "--out", str(tmp_path / "whole"), "--quiet"])
+    assert_same_run(tmp_path / "whole" / "last.npz", tmp_path / "cut" / "last.npz")

@@ -3,7 +3,6 @@ after Ctrl-C equal to an uninterrupted run, the saved model, flags."""
 import json
 import math
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -12,43 +11,14 @@ import nn
 from detection.train_yolo import TrainConfig, load_run, main, train_yolo
 from detection.yolo import YOLO
 from nn.engine import ResumeError, TrainingInterrupted
-from plates.synthetic import generate_plate_dataset
+from tests.commands import assert_same_run, ctrl_c_at
 
 CLASSES = ("car", "plate")
-
-
-@pytest.fixture(scope="module")
-def plates(tmp_path_factory):
-    """A tiny generated dataset shared by the runs of this module."""
-    root = tmp_path_factory.mktemp("plates")
-    generate_plate_dataset(root, 20, seed=3, splits=(0.6, 0.4, 0.0), progress=False)
-    return str(root)
 
 
 def quick_config(data, out, **overrides):
     return TrainConfig(data=data, out=str(out), quick=True, progress=False, classes=CLASSES,
                        **overrides)
-
-
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
-def ctrl_c_at(monkeypatch, step):
-    """Press Ctrl-C (SIGINT to this process) during training step ``step``."""
-    loss, calls = YOLO.loss, []
-
-    def interrupted_loss(self, images, targets):
-        calls.append(1)
-        if len(calls) == step:
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss(self, images, targets)
-
-    monkeypatch.setattr(YOLO, "loss", interrupted_loss)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -66,9 +36,9 @@ def test_bad_train_config(overrides, message):
         TrainConfig(**overrides).validate()
 
 
-def test_quick_command_end_to_end(plates, tmp_path, capsys):
+def test_quick_command_end_to_end(plate_scenes, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["--data", plates, "--out", str(out), "--quick", "--quiet",
+    assert main(["--data", plate_scenes, "--out", str(out), "--quick", "--quiet",
                  "--classes", *CLASSES]) == 0
     printed = capsys.readouterr().out
     assert "val: COCO mAP" in printed and "inference" in printed
@@ -99,37 +69,28 @@ def test_quick_command_end_to_end(plates, tmp_path, capsys):
     assert evaluate(model, val_set)["metrics"]["map"] == pytest.approx(metrics["val"]["map"])
 
 
-def _assert_same_weights(path_a, path_b):
-    a, b = nn.load(path_a), nn.load(path_b)
-    assert a["model"].keys() == b["model"].keys()
-    for key in a["model"]:
-        np.testing.assert_array_equal(a["model"][key], b["model"][key], err_msg=key)
-    for name in a["history"]["losses"]:
-        np.testing.assert_array_equal(a["history"]["losses"][name], b["history"]["losses"][name])
-
-
 @pytest.mark.slow
-def test_resume_after_ctrl_c_equals_an_uninterrupted_run(plates, tmp_path, monkeypatch,
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(plate_scenes, tmp_path, monkeypatch,
                                                          sigint_raises):
-    whole = train_yolo(quick_config(plates, tmp_path / "whole", seed=1))
+    whole = train_yolo(quick_config(plate_scenes, tmp_path / "whole", seed=1))
     assert whole["steps"] == 6
-    ctrl_c_at(monkeypatch, 4)
+    ctrl_c_at(monkeypatch, YOLO, 4)
     with pytest.raises(TrainingInterrupted) as stop:
-        train_yolo(quick_config(plates, tmp_path / "parts", seed=1))
+        train_yolo(quick_config(plate_scenes, tmp_path / "parts", seed=1))
     assert stop.value.step == 4 and stop.value.saved
     monkeypatch.undo()
-    resumed = train_yolo(quick_config(plates, tmp_path / "parts", seed=99), resume=True)
+    resumed = train_yolo(quick_config(plate_scenes, tmp_path / "parts", seed=99), resume=True)
     assert resumed["steps"] == 6 and resumed["config"]["seed"] == 1
-    _assert_same_weights(tmp_path / "whole" / "last.npz", tmp_path / "parts" / "last.npz")
+    assert_same_run(tmp_path / "whole" / "last.npz", tmp_path / "parts" / "last.npz")
 
 
-def test_resume_needs_a_checkpoint_of_a_yolo_run(plates, tmp_path, capsys):
+def test_resume_needs_a_checkpoint_of_a_yolo_run(plate_scenes, tmp_path, capsys):
     with pytest.raises(ResumeError, match="last.npz"):
-        train_yolo(quick_config(plates, tmp_path / "nothing"), resume=True)
+        train_yolo(quick_config(plate_scenes, tmp_path / "nothing"), resume=True)
     os.makedirs(tmp_path / "other")
     nn.save({"engine": {"kind": "retinanet"}}, tmp_path / "other" / "last.npz")
     with pytest.raises(SystemExit) as exit_:
-        main(["--data", plates, "--out", str(tmp_path / "other"), "--resume"])
+        main(["--data", plate_scenes, "--out", str(tmp_path / "other"), "--resume"])
     assert exit_.value.code == 2
     assert "a checkpoint of a 'retinanet' run, not of 'yolo'" in capsys.readouterr().err
 
@@ -140,7 +101,7 @@ def test_resume_needs_a_checkpoint_of_a_yolo_run(plates, tmp_path, capsys):
     (["--stride", "8"], "--stride: invalid choice"),
     (["--batch-size", "0"], "--batch-size: must be an int >= 1"),
 ])
-def test_bad_flags(plates, tmp_path, capsys, flags, message):
+def test_bad_flags(plate_scenes, tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_:
-        main(["--data", plates, "--out", str(tmp_path / "run"), *flags])
+        main(["--data", plate_scenes, "--out", str(tmp_path / "run"), *flags])
     assert exit_.value.code == 2 and message in capsys.readouterr().err

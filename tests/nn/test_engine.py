@@ -28,14 +28,6 @@ def _config(tmp_path, name="run", **overrides):
     return config
 
 
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def _ctrl_c_at(engine, step, times=1):
     """Make the engine's loss send this process SIGINT (``times`` times) at ``step``."""
     loss = engine.loss

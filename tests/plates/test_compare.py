@@ -5,7 +5,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from plates.train_detector import plate_detector_config
 from plates.train_segmenter import TrainConfig, load_segmenter, quick_config
 from segmentation.resnet_unet import ResNetUNet
 from segmentation.unet import UNet
+from tests.commands import ctrl_c_at
 from tests.plates.lab_run import copy_of_quick_run
 
 
@@ -343,28 +343,12 @@ def test_a_steps_budget_of_its_own_trains_both_networks(tmp_path_factory, tmp_pa
     assert rows["segmenter", "unet", "time"]["reused"]  # the lab's, as before
 
 
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 @pytest.mark.slow
 def test_ctrl_c_in_a_training_then_resume(tmp_path_factory, tmp_path, monkeypatch, capsys,
                                           sigint_raises):
     run_dir = copy_of_quick_run(tmp_path_factory, tmp_path / "run")
-    loss, calls = RetinaNet.loss, []
-
-    def interrupted_loss(self, *args, **kwargs):
-        if self.config.backbone == "resnet18":
-            calls.append(1)
-            if len(calls) == 3:  # Ctrl-C during the ResNet-18 detector's third step
-                os.kill(os.getpid(), signal.SIGINT)
-        return loss(self, *args, **kwargs)
-
-    monkeypatch.setattr(RetinaNet, "loss", interrupted_loss)
+    ctrl_c_at(monkeypatch, RetinaNet, 3,  # Ctrl-C during the ResNet-18 detector's third step
+              when=lambda model: model.config.backbone == "resnet18")
     command = ["compare", "--run", str(run_dir), "--quick", "--quiet", "--tasks", "detector"]
     assert main(command) == 130
     assert "--resume" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 import json
 import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
@@ -15,16 +14,9 @@ from plates import reader as reader_module
 from plates.__main__ import main
 from plates.classes import PLATE_CLASSES
 from plates.lab import QUICK, STAGES, LabConfig, run, write_detector_copy
+from tests.commands import ctrl_c_at
 from tests.plates.lab_run import quick_run
 from tests.plates.test_reader import check_plates_json, two_row_class_map
-
-
-@pytest.fixture
-def sigint_raises():
-    """SIGINT raises KeyboardInterrupt in this process (it may be ignored in a background job)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 def _json(path):
@@ -138,15 +130,7 @@ def test_ctrl_c_in_the_detector_then_resume_skips_finished_stages(
     data = tmp_path / "data"
     shutil.copytree(quick_run(tmp_path_factory) / "data", data)  # rendered scenes, reused
     out = tmp_path / "run"
-    loss, calls = RetinaNet.loss, []
-
-    def interrupted_loss(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:  # Ctrl-C during the detector's third step
-            os.kill(os.getpid(), signal.SIGINT)
-        return loss(self, *args, **kwargs)
-
-    monkeypatch.setattr(RetinaNet, "loss", interrupted_loss)
+    ctrl_c_at(monkeypatch, RetinaNet, 3)  # Ctrl-C during the detector's third step
     command = ["run", "--out", str(out), "--data", str(data), "--quick", "--quiet"]
     assert main(command) == 130
     assert "--resume" in capsys.readouterr().err

@@ -2,7 +2,6 @@
 read-exactly evaluation and the command end to end."""
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -20,8 +19,8 @@ from plates.train_segmenter import (
 )
 from segmentation.losses import segmentation_loss
 from segmentation.unet import UNet
-from tests.commands import (ROOT, assert_same_weights, interrupt_command, resume_arguments,
-                            run_command)
+from tests.commands import (ROOT, assert_same_run, assert_same_weights, ctrl_c_at,
+                            interrupt_command, resume_arguments, run_command)
 
 
 @pytest.fixture(scope="module")
@@ -132,15 +131,7 @@ def test_resume_after_ctrl_c_equals_the_uninterrupted_run(plates, tmp_path, monk
     full = train_digit_segmenter(_tiny_config(plates, tmp_path / "full"))
     assert full["stopped_by"] == "steps" and full["steps"] == 6
     # Ctrl-C during step 5: the step ends, last.npz is saved at step 5.
-    calls = []
-
-    def interrupted_loss(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-        return segmentation_loss(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "segmentation_loss", interrupted_loss)
+    ctrl_c_at(monkeypatch, train_module, 5, "segmentation_loss")
     with pytest.raises(TrainingInterrupted) as stop:
         train_digit_segmenter(_tiny_config(plates, tmp_path / "cut"))
     assert stop.value.step == 5 and stop.value.saved
@@ -150,17 +141,7 @@ def test_resume_after_ctrl_c_equals_the_uninterrupted_run(plates, tmp_path, monk
     resumed = train_digit_segmenter(_tiny_config(plates, tmp_path / "cut"), resume=True)
     assert resumed["steps"] == 6
 
-    model_a, adam_a, ckpt_a = _weights(tmp_path / "full" / "last.npz")
-    model_b, adam_b, ckpt_b = _weights(tmp_path / "cut" / "last.npz")
-    assert model_a.keys() == model_b.keys()
-    for key in model_a:
-        assert np.array_equal(model_a[key], model_b[key]), key
-    for index in adam_a:
-        for name in adam_a[index]:
-            assert np.array_equal(np.asarray(adam_a[index][name]),
-                                  np.asarray(adam_b[index][name])), (index, name)
-    assert np.array_equal(ckpt_a["history"]["losses"]["loss"], ckpt_b["history"]["losses"]["loss"])
-    assert np.array_equal(ckpt_a["batches"]["order"], ckpt_b["batches"]["order"])
+    assert_same_run(tmp_path / "full" / "last.npz", tmp_path / "cut" / "last.npz")
     np.testing.assert_equal(full["test"], resumed["test"])  # NaN (absent class) equals NaN
     assert full["best_step"] == resumed["best_step"]
 
