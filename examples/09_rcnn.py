@@ -16,7 +16,6 @@ runs a CNN on every one. This tutorial follows one street scene through it:
 Run it with ``python examples/09_rcnn.py`` (``--quick`` for a short run; ``--out DIR``
 chooses where the figures go, ``out/`` by default).
 """
-import argparse
 import os
 import sys
 import time
@@ -35,31 +34,22 @@ from detection.selective_search import (convert_color, felzenszwalb,  # noqa: E4
                                         hierarchical_grouping, selective_search)
 from detection.train_rcnn_svm import (RegionBatches, evaluate, fit_heads,  # noqa: E402
                                       training_regions)
-from detection.visualize import draw_boxes, save_figure, show_image  # noqa: E402
+from detection.visualize import draw_boxes, show_image  # noqa: E402
 from plates.synthetic import render_scene  # noqa: E402
+from tutorial import command_line, figure_writer, output_folder  # noqa: E402
 
 # %% Configuration
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--quick", action="store_true", help="few scenes, short training")
-parser.add_argument("--out", default="out", help="directory for the figures")
-args = parser.parse_args()
+args = command_line(__doc__, "few scenes, short training", out_help="directory for the figures")
 
 SEED = 0
 IMAGE_SIZE = 256
 TRAIN_SCENES = 2 if args.quick else 12
 RECALL_SCENES = 2 if args.quick else 10
 FINE_TUNE_STEPS = 20 if args.quick else 400
-OUT_DIR = os.path.join(args.out, "09_rcnn")
-os.makedirs(OUT_DIR, exist_ok=True)
+OUT_DIR = output_folder(args, "09_rcnn")
 nn.manual_seed(SEED)
 NAMES = {1: "car", 2: "plate"}
-
-
-def save(figure, name):
-    path = os.path.join(OUT_DIR, name)
-    figure.tight_layout()
-    save_figure(figure, path)
-    print(f"wrote {path}")
+save = figure_writer(OUT_DIR)
 
 
 def scene(index):

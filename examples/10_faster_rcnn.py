@@ -25,10 +25,8 @@ Run it with ``python examples/10_faster_rcnn.py`` (``--quick`` for a seconds-lon
 ``--out DIR`` chooses where the dataset and figures go, ``out/`` by default;
 ``--minutes`` the training budget of the full run).
 """
-import argparse
 import os
 import sys
-import time
 
 import matplotlib
 
@@ -38,7 +36,6 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nn  # noqa: E402
-from plates.synthetic import generate_plate_dataset  # noqa: E402
 from detection.boxes import box_iou  # noqa: E402
 from detection.datasets.transforms import Compose, Normalize  # noqa: E402
 from detection.datasets.voc import VOCDataset  # noqa: E402
@@ -46,41 +43,27 @@ from detection.faster_rcnn import FasterRCNN  # noqa: E402
 from detection.nms import nms  # noqa: E402
 from detection.train_rcnn import (MEAN, STD, TrainConfig, evaluate, load_run,  # noqa: E402
                                   model_config, train_rcnn)
-from detection.visualize import draw_anchors, draw_boxes, save_figure, show_image  # noqa: E402
+from detection.visualize import draw_anchors, draw_boxes, show_image  # noqa: E402
+from tutorial import command_line, figure_writer, output_folder, plate_scenes  # noqa: E402
 
 # %% Configuration
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--quick", action="store_true", help="tiny data, model and run (seconds)")
-parser.add_argument("--out", default="out", help="directory for the dataset and figures")
-parser.add_argument("--minutes", type=float, default=4.0, help="training budget (full mode)")
-args = parser.parse_args()
+args = command_line(__doc__, "tiny data, model and run (seconds)", minutes=4.0)
 
 SEED = 0
 NUM_IMAGES = 24 if args.quick else 600
 CLASSES = ("car", "plate")
-OUT_DIR = os.path.join(args.out, "10_faster_rcnn")
+OUT_DIR = output_folder(args, "10_faster_rcnn")
 DATA_DIR = os.path.join(OUT_DIR, "plates")
-os.makedirs(OUT_DIR, exist_ok=True)
 nn.manual_seed(SEED)
 NAMES = {1: "car", 2: "plate"}
-
-
-def save(figure, name):
-    path = os.path.join(OUT_DIR, name)
-    figure.tight_layout()
-    save_figure(figure, path)
-    print(f"wrote {path}")
+save = figure_writer(OUT_DIR)
 
 
 # %% Data
 # The synthetic street scenes of tutorial 04, 256x256, kept to the classes car (1) and
 # plate (2); label 0 is the background, which the second stage predicts as a class of
 # its own. Images are normalized per channel; the model sees (N, H, W, 3).
-if not os.path.isfile(os.path.join(DATA_DIR, "ImageSets", "Main", "train.txt")):
-    start = time.perf_counter()
-    generate_plate_dataset(DATA_DIR, NUM_IMAGES, seed=SEED, workers=os.cpu_count() or 1,
-                           progress=False)
-    print(f"rendered {NUM_IMAGES} scenes in {time.perf_counter() - start:.1f} s")
+plate_scenes(DATA_DIR, NUM_IMAGES, SEED)
 val = VOCDataset(DATA_DIR, "val", classes=CLASSES, transforms=Compose([Normalize(MEAN, STD)]))
 raw = VOCDataset(DATA_DIR, "val", classes=CLASSES)
 counts = [len(raw.load_target(i)["boxes"]) for i in range(len(raw))]

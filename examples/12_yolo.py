@@ -20,10 +20,8 @@ Run it with ``python examples/12_yolo.py`` (``--quick`` for a seconds-long run;
 ``--out DIR`` chooses where the dataset and figures go, ``out/`` by default;
 ``--minutes`` the training budget of the full run).
 """
-import argparse
 import os
 import sys
-import time
 
 import matplotlib
 
@@ -35,38 +33,26 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import nn  # noqa: E402
-from plates.synthetic import generate_plate_dataset  # noqa: E402
 from detection.datasets.transforms import Compose, Normalize  # noqa: E402
 from detection.datasets.voc import VOCDataset  # noqa: E402
 from detection.train_retinanet import MEAN, STD, evaluate  # noqa: E402
 from detection.train_yolo import LOSS_TERMS, TrainConfig, load_run, train_yolo  # noqa: E402
-from detection.visualize import draw_boxes, save_figure, show_image  # noqa: E402
+from detection.visualize import draw_boxes, show_image  # noqa: E402
 from detection.yolo import (YOLO, YOLOConfig, assign_predictors, decode_output,  # noqa: E402
                             encode_targets, yolo_loss)
+from tutorial import command_line, figure_writer, output_folder, plate_scenes  # noqa: E402
 
 # %% Configuration
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--quick", action="store_true", help="tiny data, model and run (seconds)")
-parser.add_argument("--out", default="out", help="directory for the dataset and figures")
-parser.add_argument("--minutes", type=float, default=2.5, help="training budget (full mode)")
-args = parser.parse_args()
+args = command_line(__doc__, "tiny data, model and run (seconds)", minutes=2.5)
 
 SEED = 0
 NUM_IMAGES = 24 if args.quick else 500
 CLASSES = ("car", "plate")
 NAMES = {1: "car", 2: "plate"}
-OUT_DIR = os.path.join(args.out, "12_yolo")
+OUT_DIR = output_folder(args, "12_yolo")
 DATA_DIR = os.path.join(OUT_DIR, "plates")
-os.makedirs(OUT_DIR, exist_ok=True)
 nn.manual_seed(SEED)
-
-
-def save(figure, name):
-    path = os.path.join(OUT_DIR, name)
-    if figure.get_layout_engine() is None:
-        figure.tight_layout()
-    save_figure(figure, path)
-    print(f"wrote {path}")
+save = figure_writer(OUT_DIR)
 
 
 def draw_grid(ax, size, cells, color="white"):
@@ -97,11 +83,7 @@ def draw_responsible_cells(ax, boxes, labels, size, cells):
 
 # %% Data
 # The synthetic street scenes of tutorial 04 at 256 x 256, classes car (1) and plate (2).
-if not os.path.isfile(os.path.join(DATA_DIR, "ImageSets", "Main", "train.txt")):
-    start = time.perf_counter()
-    generate_plate_dataset(DATA_DIR, NUM_IMAGES, seed=SEED, workers=os.cpu_count() or 1,
-                           progress=False)
-    print(f"rendered {NUM_IMAGES} scenes in {time.perf_counter() - start:.1f} s")
+plate_scenes(DATA_DIR, NUM_IMAGES, SEED)
 val = VOCDataset(DATA_DIR, "val", classes=CLASSES, transforms=Compose([Normalize(MEAN, STD)]))
 raw = VOCDataset(DATA_DIR, "val", classes=CLASSES)
 counts = [len(raw.load_target(i)["boxes"]) for i in range(len(raw))]
