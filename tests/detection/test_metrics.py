@@ -1,9 +1,6 @@
 """Tests of detection.metrics: COCO mAP against pycocotools, the vectorized matching
 against its loop reference, VOC AP by hand and against a loop reference, explain
 mode, PR curves, and the input checks."""
-import contextlib
-import io
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,15 +11,10 @@ from detection.metrics import (
     mean_average_precision, plot_precision_recall, precision_recall_curve, voc_ap, voc_evaluate,
 )
 from detection.metrics.inputs import flatten_detections
-from detection.metrics.matching import (
-    group_detections, match_detections, match_detections_reference, match_group_reference,
-)
-from tests.oracles import require
+from detection.metrics.matching import match_group_reference
+from tests.detection.coco_oracle import (STAT_KEYS, assert_matching_equals_reference,
+                                         assert_same_as_oracle, run_cocoeval)
 
-STAT_KEYS = [
-    "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
-    "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
-]
 
 
 # ----------------------------------------------------------------------------- data
@@ -94,8 +86,6 @@ def coco_oracle(predictions, targets, iou_thresholds=None, max_dets=(1, 10, 100)
     Boxes go to COCO's xywh; ground-truth "area" is the box area (or the given area),
     which is what our default means; image i gets id i + 1, a label its own category id.
     """
-    coco_module = require("pycocotools.coco")
-    cocoeval_module = require("pycocotools.cocoeval")
     labels = sorted(
         {int(v) for t in targets for v in np.asarray(t["labels"]).reshape(-1)}
         | {int(v) for p in predictions for v in np.asarray(p["labels"]).reshape(-1)}
@@ -122,37 +112,15 @@ def coco_oracle(predictions, targets, iou_thresholds=None, max_dets=(1, 10, 100)
                 "image_id": i + 1, "category_id": int(p["labels"][j]),
                 "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(p["scores"][j]),
             })
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = coco_module.COCO()
-        gt.dataset = {"images": images, "categories": categories, "annotations": annotations}
-        gt.createIndex()
-        if results:
-            dt = gt.loadRes(results)
-        else:  # loadRes cannot take an empty list
-            dt = coco_module.COCO()
-            dt.dataset = {"images": images, "categories": categories, "annotations": []}
-            dt.createIndex()
-        evaluator = cocoeval_module.COCOeval(gt, dt, "bbox")
-        if iou_thresholds is not None:
-            evaluator.params.iouThrs = np.atleast_1d(np.asarray(iou_thresholds, np.float64))
-        evaluator.params.maxDets = list(max_dets)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
+    return run_cocoeval(images, categories, annotations, results, "bbox", iou_thresholds,
+                        max_dets)
 
 
 def assert_equal_to_coco(predictions, targets, iou_thresholds=None, max_detections=100):
     oracle = coco_oracle(predictions, targets, iou_thresholds, (1, 10, max_detections))
     ours = mean_average_precision(predictions, targets, iou_thresholds, max_detections)
     evaluation = coco_evaluate(predictions, targets, iou_thresholds, max_detections)
-    stats = np.array([ours[k] for k in STAT_KEYS])
-    # pycocotools' summarize hard-codes maxDets=100 for stats[0]: -1 for other values.
-    compared = slice(None) if max_detections == 100 else slice(1, None)
-    np.testing.assert_allclose(stats[compared], oracle.stats[compared], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(evaluation.precision, oracle.eval["precision"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(evaluation.recall, oracle.eval["recall"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(evaluation.scores, oracle.eval["scores"], rtol=0, atol=1e-6)
+    assert_same_as_oracle(ours, evaluation, oracle, max_detections, atol=1e-6)
     return ours, oracle
 
 
@@ -293,12 +261,7 @@ def test_matching_equals_loop_reference(sets, max_detections):
     data = flatten_detections(*sets)
     thresholds = np.array([0.0, 0.1, 0.5, 0.75, 0.95, 1.0])
     ignore = _gt_ignore(data)
-    groups = group_detections(data, max_detections)
-    match = match_detections(groups, thresholds, ignore, data.gt_crowd)
-    reference = match_detections_reference(data, thresholds, ignore, max_detections)
-    assert sorted(reference) == sorted(groups.det_index.tolist())
-    for j, d in enumerate(groups.det_index.tolist()):
-        assert np.array_equal(match[:, :, j], reference[d])
+    assert_matching_equals_reference(data, thresholds, ignore, max_detections)
 
 
 def test_match_group_reference_rules():

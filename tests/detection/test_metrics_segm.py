@@ -1,9 +1,6 @@
 """Tests of COCO mask mAP (``iou_type="segm"``) and of detection.metrics.masks: mask IoU
 against a pixel loop and pycocotools' RLE IoU, the full evaluation against
 ``COCOeval(iouType="segm")``, the matching against its loop reference, and the input checks."""
-import contextlib
-import io
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,15 +10,10 @@ import detection.metrics.masks as masks_module
 from detection.metrics import AREA_RANGES, coco_evaluate, mean_average_precision, mask_iou
 from detection.metrics.inputs import flatten_detections
 from detection.metrics.masks import mask_area, mask_intersections, masks_to_boxes
-from detection.metrics.matching import (
-    group_detections, match_detections, match_detections_reference,
-)
+from tests.detection.coco_oracle import (STAT_KEYS, assert_matching_equals_reference,
+                                         assert_same_as_oracle, run_cocoeval)
 from tests.oracles import require
 
-STAT_KEYS = [
-    "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
-    "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
-]
 
 
 # ----------------------------------------------------------------------------- data
@@ -112,8 +104,6 @@ def encode(mask):
 def coco_segm_oracle(predictions, targets, iou_thresholds=None, max_dets=(1, 10, 100)):
     """pycocotools' COCOeval(iouType="segm") on the same masks (RLE), after evaluate +
     accumulate + summarize. Ground-truth "area" is the mask area (or the given area)."""
-    coco_module = require("pycocotools.coco")
-    cocoeval_module = require("pycocotools.cocoeval")
     mask_api = require("pycocotools.mask")
     labels = sorted(
         {int(v) for t in targets for v in np.asarray(t["labels"]).reshape(-1)}
@@ -143,24 +133,8 @@ def coco_segm_oracle(predictions, targets, iou_thresholds=None, max_dets=(1, 10,
                 "segmentation": encode(mask), "score": float(p["scores"][j]),
             })
     categories = [{"id": c} for c in labels]
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = coco_module.COCO()
-        gt.dataset = {"images": images, "categories": categories, "annotations": annotations}
-        gt.createIndex()
-        if results:
-            dt = gt.loadRes(results)
-        else:  # loadRes cannot take an empty list
-            dt = coco_module.COCO()
-            dt.dataset = {"images": images, "categories": categories, "annotations": []}
-            dt.createIndex()
-        evaluator = cocoeval_module.COCOeval(gt, dt, "segm")
-        if iou_thresholds is not None:
-            evaluator.params.iouThrs = np.atleast_1d(np.asarray(iou_thresholds, np.float64))
-        evaluator.params.maxDets = list(max_dets)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
+    return run_cocoeval(images, categories, annotations, results, "segm", iou_thresholds,
+                        max_dets)
 
 
 def assert_equal_to_coco_segm(predictions, targets, iou_thresholds=None, max_detections=100):
@@ -169,13 +143,7 @@ def assert_equal_to_coco_segm(predictions, targets, iou_thresholds=None, max_det
                                   iou_type="segm")
     evaluation = coco_evaluate(predictions, targets, iou_thresholds, max_detections,
                                iou_type="segm")
-    stats = np.array([ours[k] for k in STAT_KEYS])
-    # pycocotools' summarize hard-codes maxDets=100 for stats[0]: -1 for other values.
-    compared = slice(None) if max_detections == 100 else slice(1, None)
-    np.testing.assert_allclose(stats[compared], oracle.stats[compared], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(evaluation.precision, oracle.eval["precision"], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(evaluation.recall, oracle.eval["recall"], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(evaluation.scores, oracle.eval["scores"], rtol=0, atol=1e-12)
+    assert_same_as_oracle(ours, evaluation, oracle, max_detections, atol=1e-12)
     return ours, oracle
 
 
@@ -352,12 +320,7 @@ def test_segm_matching_equals_loop_reference(seed, num_images, max_detections):
     ranges = np.array([AREA_RANGES[a] for a in AREA_RANGES])
     ignore = data.gt_crowd[None] | (data.gt_area[None] < ranges[:, :1]) | (
         data.gt_area[None] > ranges[:, 1:])
-    groups = group_detections(data, max_detections)
-    match = match_detections(groups, thresholds, ignore, data.gt_crowd)
-    reference = match_detections_reference(data, thresholds, ignore, max_detections)
-    assert sorted(reference) == sorted(groups.det_index.tolist())
-    for j, d in enumerate(groups.det_index.tolist()):
-        assert np.array_equal(match[:, :, j], reference[d])
+    assert_matching_equals_reference(data, thresholds, ignore, max_detections)
 
 
 def test_segm_on_filled_boxes_equals_bbox():
