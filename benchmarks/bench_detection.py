@@ -135,31 +135,12 @@ def naive_nms(boxes, scores, iou_threshold):
     return np.array(keep, dtype=np.int64)
 
 
-def onnxruntime_nms_session():
-    import onnx
-    import onnxruntime
-    helper, TensorProto = onnx.helper, onnx.TensorProto
-    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "max_output", "iou_threshold"],
-                            ["selected"], center_point_box=0)
-    graph = helper.make_graph(
-        [node], "nms",
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, None, 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, None]),
-         helper.make_tensor_value_info("max_output", TensorProto.INT64, [1]),
-         helper.make_tensor_value_info("iou_threshold", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
-    model.ir_version = 8
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    return onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                        providers=["CPUExecutionProvider"])
-
-
 def nms_runners(impl, quick):
     runners = {}
     if impl == "onnxruntime":
-        session = onnxruntime_nms_session()
+        from tests.oracles import onnx_nms_session
+
+        session = onnx_nms_session(THREADS)
     for case in NMS_CASES:
         boxes, scores = nms_data(case)
         if impl == "ours":

@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 from detection.boxes import box_iou
 from detection.nms import nms, batched_nms, soft_nms
-from tests.oracles import require
+from tests.oracles import onnx_nms_session, require
 from tests.strategies import scored_boxes
 
 
@@ -235,24 +235,9 @@ def test_batched_nms_is_correct_where_torchvisions_offset_trick_fails():
 @pytest.fixture(scope="module")
 def onnx_nms():
     """onnxruntime's NonMaxSuppression (opset 11, center_point_box=0) as a function."""
-    ort = require("onnxruntime")
-    onnx = require("onnx")
-    helper, TensorProto = onnx.helper, onnx.TensorProto
-    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "max_output", "iou_threshold"],
-                            ["selected"], center_point_box=0)
-    graph = helper.make_graph(
-        [node], "nms",
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, None, 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, None]),
-         helper.make_tensor_value_info("max_output", TensorProto.INT64, [1]),
-         helper.make_tensor_value_info("iou_threshold", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
-    model.ir_version = 8
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    require("onnxruntime")
+    require("onnx")
+    session = onnx_nms_session()
 
     def run(boxes, scores, iou_threshold, max_output=None):
         # ONNX boxes are [y1, x1, y2, x2]
