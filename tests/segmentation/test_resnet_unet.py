@@ -5,6 +5,7 @@ import nn
 from detection.backbones import resnet18
 from segmentation.resnet_unet import ResNetUNet, resnet18_widths
 from segmentation.unet import UNet
+from tests.segmentation.checks import assert_input_gradient, assert_learns_a_threshold
 
 
 def _count(module):
@@ -142,25 +143,12 @@ def test_every_parameter_gets_a_nonzero_gradient():
 
 def test_input_gradient_in_float64():
     model = ResNetUNet(1, 2, width_multiplier=0.125).astype(np.float64).eval()
-    x = nn.Tensor(np.random.default_rng(1).standard_normal((1, 8, 8, 1)), requires_grad=True)
-    assert nn.gradcheck(lambda t: model(t), [x], atol=1e-6)
+    assert_input_gradient(model, (1, 8, 8, 1))
 
 
 def test_tiny_training_run_loss_falls():
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((4, 8, 16, 1)).astype(np.float32)
-    targets = (images[..., 0] > 0.3).astype(np.int64)  # learnable: threshold the pixel
     nn.manual_seed(0)
-    model = ResNetUNet(1, 2, width_multiplier=0.125)
-    opt = nn.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(25):
-        loss = nn.functional.cross_entropy(model(nn.Tensor(images)), targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
+    assert_learns_a_threshold(ResNetUNet(1, 2, width_multiplier=0.125), (4, 8, 16, 1), 25)
 
 
 def test_same_decoder_as_the_unet():

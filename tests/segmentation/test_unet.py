@@ -5,6 +5,7 @@ import nn
 from segmentation.losses import segmentation_loss
 from segmentation.unet import UNet
 from tests.oracles import require
+from tests.segmentation.checks import assert_input_gradient, assert_learns_a_threshold
 
 
 @pytest.mark.parametrize("depth, norm", [(2, "batch"), (3, "group"), (3, None)])
@@ -32,24 +33,11 @@ def test_valid_padding_copy_and_crop_matches_output_size():
 
 def test_gradient_of_a_small_unet_in_float64():
     model = UNet(1, 2, base_channels=2, depth=2, norm=None).astype(np.float64)
-    x = nn.Tensor(np.random.default_rng(1).standard_normal((1, 4, 4, 1)), requires_grad=True)
-    assert nn.gradcheck(lambda t: model(t), [x], atol=1e-6)
+    assert_input_gradient(model, (1, 4, 4, 1))
 
 
 def test_tiny_training_run_loss_falls():
-    rng = np.random.default_rng(0)
-    images = rng.standard_normal((4, 8, 8, 1)).astype(np.float32)
-    targets = (images[..., 0] > 0.3).astype(np.int64)  # learnable: threshold the pixel
-    model = UNet(1, 2, base_channels=4, depth=2)
-    opt = nn.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(30):
-        loss = nn.functional.cross_entropy(model(nn.Tensor(images)), targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
+    assert_learns_a_threshold(UNet(1, 2, base_channels=4, depth=2), (4, 8, 8, 1), 30)
 
 
 @pytest.mark.parametrize(
