@@ -13,13 +13,12 @@ from tests.commands import assert_same_weights, ctrl_c_at
 CLASSES = ("car", "plate")
 
 
+# The checks every detection trainer shares: tests/detection/test_training.py.
 @pytest.mark.parametrize("overrides, message", [
     (dict(detector="yolo"), "detector"),
     (dict(backbone="vgg"), "backbone"),
-    (dict(steps=None, minutes=None), "minutes, steps"),
-    (dict(batch_size=0), "batch_size"),
+    (dict(workers=0), "workers"),
     (dict(proposals="slow"), "proposals"),
-    (dict(eval_at=(0.75, 0.5)), "eval_at"),
     (dict(model={"mask_channels": 8}), "unknown FasterRCNNConfig fields"),
 ])
 def test_bad_train_config(overrides, message):

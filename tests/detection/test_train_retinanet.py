@@ -8,7 +8,7 @@ import pytest
 import nn
 from detection.retinanet import RetinaNet
 from detection.train_retinanet import TrainConfig, main, train_retinanet
-from nn.engine import ResumeError, TrainingInterrupted
+from nn.engine import TrainingInterrupted
 from tests.commands import (assert_same_run, ctrl_c_at, interrupt_command, resume_arguments,
                             run_command)
 
@@ -21,15 +21,10 @@ def quick_config(data, out, **overrides):
 
 
 # ------------------------------------------------------------------ configuration
+# The checks every detection trainer shares: tests/detection/test_training.py.
 @pytest.mark.parametrize("overrides, message", [
     (dict(backbone="vgg"), "backbone"),
-    (dict(minutes=0), "minutes"),
-    (dict(steps=0), "steps"),
-    (dict(steps=None, minutes=None), "minutes, steps"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(min_scale=1.5, max_scale=1.0), "min_scale"),
-    (dict(eval_at=(0.75, 0.5)), "eval_at"),
-    (dict(model={"num_anchors": 3}), "model"),
+    (dict(model={"num_anchors": 3}), "unknown RetinaNetConfig fields"),
 ])
 def test_bad_train_config(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -95,30 +90,6 @@ def test_seeded_runs_differ_by_seed_only(plate_scenes, tmp_path, monkeypatch, si
     assert len(losses[0]) == 2
     np.testing.assert_array_equal(losses[0], losses[1])
     assert not np.array_equal(losses[0], losses[2])
-
-
-def test_resume_needs_a_checkpoint_of_a_retinanet_run(plate_scenes, tmp_path, capsys):
-    with pytest.raises(ResumeError, match="last.npz"):
-        train_retinanet(quick_config(plate_scenes, tmp_path / "nothing"), resume=True)
-    os.makedirs(tmp_path / "other")
-    nn.save({"engine": {"kind": "tiny"}}, tmp_path / "other" / "last.npz")
-    with pytest.raises(SystemExit) as exit_:
-        main(["--data", plate_scenes, "--out", str(tmp_path / "other"), "--resume"])
-    assert exit_.value.code == 2
-    assert "a checkpoint of a 'tiny' run, not of 'retinanet'" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--minutes", "0"], "--minutes: must be a finite number > 0"),
-    (["--lr", "nan"], "--lr: must be a finite number > 0"),
-    (["--steps", "0"], "--steps: must be an int >= 1"),
-    (["--seed", "-2"], "--seed: must be an int >= 0"),
-    (["--batch-size", "0"], "--batch-size: must be an int >= 1"),
-])
-def test_bad_flags(plate_scenes, tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_:
-        main(["--data", plate_scenes, "--out", str(tmp_path / "run"), *flags])
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.slow

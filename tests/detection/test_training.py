@@ -1,0 +1,92 @@
+"""Tests of detection.training through the detection trainers that share it: the
+configuration checks, the flags, ``--resume`` of another trainer's checkpoint, the
+``--quick`` settings, a resumed configuration read back."""
+import os
+
+import pytest
+
+import nn
+import detection.train_rcnn as train_rcnn
+import detection.train_retinanet as train_retinanet
+import detection.train_yolo as train_yolo
+from detection.training import quick_config
+from nn.engine import ResumeError, saved_config
+
+TRAINERS = {"retinanet": train_retinanet, "yolo": train_yolo, "faster_rcnn": train_rcnn}
+
+
+@pytest.mark.parametrize("kind", TRAINERS)
+@pytest.mark.parametrize("overrides, message", [
+    (dict(minutes=0), "minutes must be > 0"),
+    (dict(steps=0), "steps must be a positive int"),
+    (dict(steps=None, minutes=None), "give minutes, steps or both"),
+    (dict(max_val_images=0), "max_val_images must be a positive int"),
+    (dict(batch_size=0), "batch_size must be a positive int"),
+    (dict(lr=0.0), "need lr > 0"),
+    (dict(min_scale=1.5, max_scale=1.0), "need 0 < min_scale <= max_scale"),
+    (dict(eval_at=(0.75, 0.5)), "eval_at must be increasing fractions"),
+    (dict(classes=("car", "car")), "classes must be distinct class names"),
+    (dict(classes="plate"), "classes must be distinct class names"),
+    (dict(model={"no_such_field": 3}), "model has unknown"),
+])
+def test_shared_config_checks(kind, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TRAINERS[kind].TrainConfig(**overrides).validate()
+
+
+@pytest.mark.parametrize("kind", TRAINERS)
+def test_model_overrides_must_be_a_dict(kind):
+    with pytest.raises(TypeError, match="model must be a dict of"):
+        TRAINERS[kind].TrainConfig(model=[("width_multiplier", 0.5)]).validate()
+
+
+@pytest.mark.parametrize("kind", TRAINERS)
+@pytest.mark.parametrize("flags, message", [
+    (["--minutes", "0"], "--minutes: must be a finite number > 0"),
+    (["--lr", "nan"], "--lr: must be a finite number > 0"),
+    (["--steps", "0"], "--steps: must be an int >= 1"),
+    (["--seed", "-2"], "--seed: must be an int >= 0"),
+    (["--batch-size", "0"], "--batch-size: must be an int >= 1"),
+])
+def test_bad_flags(kind, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        TRAINERS[kind].main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                             *flags])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")  # refused before any work
+
+
+@pytest.mark.parametrize("kind, other", [("retinanet", "yolo"), ("yolo", "retinanet"),
+                                         ("faster_rcnn", "retinanet")])
+def test_resume_needs_a_checkpoint_of_the_same_trainer(kind, other, tmp_path, capsys):
+    module = TRAINERS[kind]
+    config = module.TrainConfig(data=str(tmp_path), out=str(tmp_path / "nothing"))
+    train = getattr(module, "train_rcnn" if kind == "faster_rcnn" else f"train_{kind}")
+    with pytest.raises(ResumeError, match="last.npz"):
+        train(config, resume=True)
+    os.makedirs(tmp_path / "other")
+    nn.save({"engine": {"kind": other}}, tmp_path / "other" / "last.npz")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--data", str(tmp_path), "--out", str(tmp_path / "other"), "--resume"])
+    assert exit_.value.code == 2
+    assert f"a checkpoint of a '{other}' run, not of '{kind}'" in capsys.readouterr().err
+
+
+def test_quick_settings_shrink_the_run_and_keep_smaller_limits():
+    config = train_yolo.TrainConfig(batch_size=8, max_train_images=5, steps=None)
+    quick = quick_config(config, batch_size=4, train_images=16, val_images=8)
+    assert (quick.steps, quick.warmup_steps, quick.eval_at, quick.batch_size) == (6, 2, (1.0,), 4)
+    assert (quick.max_train_images, quick.max_val_images) == (5, 8)
+    assert quick_config(train_yolo.TrainConfig(steps=3), 4, 16, 8).steps == 3
+
+
+def test_a_saved_configuration_comes_back_with_its_tuples():
+    config = train_retinanet.TrainConfig(classes=("car", "plate"), eval_at=(0.5, 1.0),
+                                         model={"anchor_sizes": (16, 32, 64, 128)})
+    saved = {"classes": ["car", "plate"], "eval_at": [0.5, 1.0],
+             "model": {"anchor_sizes": [16, 32, 64, 128]}}
+    values = {k: v for k, v in vars(config).items() if k not in saved}
+    assert saved_config(train_retinanet.TrainConfig, {**values, **saved}, "x") == config
+    with pytest.raises(ResumeError, match="not a RetinaNet run's: .*backbone"):
+        saved_config(train_retinanet.TrainConfig, {**values, **saved, "backbone": "vgg"},
+                     "a RetinaNet run's")
