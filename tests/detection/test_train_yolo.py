@@ -1,5 +1,5 @@
-"""Tests of detection.train_yolo: configuration checks, a quick run end to end, resume
-after Ctrl-C equal to an uninterrupted run, the saved model, flags."""
+"""Tests of detection.train_yolo: configuration checks, a quick run end to end, the saved
+model, flags (resume after Ctrl-C and the shared checks: test_training.py)."""
 import json
 import math
 import os
@@ -7,17 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from detection.train_yolo import TrainConfig, load_run, main, train_yolo
+from detection.train_yolo import TrainConfig, load_run, main
 from detection.yolo import YOLO
-from nn.engine import TrainingInterrupted
-from tests.commands import assert_same_run, ctrl_c_at
 
 CLASSES = ("car", "plate")
-
-
-def quick_config(data, out, **overrides):
-    return TrainConfig(data=data, out=str(out), quick=True, progress=False, classes=CLASSES,
-                       **overrides)
 
 
 # The checks every detection trainer shares: tests/detection/test_training.py.
@@ -62,21 +55,6 @@ def test_quick_command_end_to_end(plate_scenes, tmp_path, capsys):
                             "classes": tuple(checkpoint["config"]["classes"])})
     _, val_set = build_datasets(config, np.random.default_rng(0))
     assert evaluate(model, val_set)["metrics"]["map"] == pytest.approx(metrics["val"]["map"])
-
-
-@pytest.mark.slow
-def test_resume_after_ctrl_c_equals_an_uninterrupted_run(plate_scenes, tmp_path, monkeypatch,
-                                                         sigint_raises):
-    whole = train_yolo(quick_config(plate_scenes, tmp_path / "whole", seed=1))
-    assert whole["steps"] == 6
-    ctrl_c_at(monkeypatch, YOLO, 4)
-    with pytest.raises(TrainingInterrupted) as stop:
-        train_yolo(quick_config(plate_scenes, tmp_path / "parts", seed=1))
-    assert stop.value.step == 4 and stop.value.saved
-    monkeypatch.undo()
-    resumed = train_yolo(quick_config(plate_scenes, tmp_path / "parts", seed=99), resume=True)
-    assert resumed["steps"] == 6 and resumed["config"]["seed"] == 1
-    assert_same_run(tmp_path / "whole" / "last.npz", tmp_path / "parts" / "last.npz")
 
 
 def test_bad_stride_flag(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Tests of detection.training through the detection trainers that share it: the
 configuration checks, the flags, ``--resume`` of another trainer's checkpoint, the
-``--quick`` settings, a resumed configuration read back."""
+``--quick`` settings, a resumed configuration read back, a run interrupted by Ctrl-C and
+resumed equal to an uninterrupted one."""
 import os
 
 import pytest
@@ -9,8 +10,11 @@ import nn
 import detection.train_rcnn as train_rcnn
 import detection.train_retinanet as train_retinanet
 import detection.train_yolo as train_yolo
+from detection.retinanet import RetinaNet
 from detection.training import quick_config
-from nn.engine import ResumeError, saved_config
+from detection.yolo import YOLO
+from nn.engine import ResumeError, TrainingInterrupted, saved_config
+from tests.commands import assert_same_run, ctrl_c_at
 
 TRAINERS = {"retinanet": train_retinanet, "yolo": train_yolo, "faster_rcnn": train_rcnn}
 
@@ -90,3 +94,29 @@ def test_a_saved_configuration_comes_back_with_its_tuples():
     with pytest.raises(ResumeError, match="not a RetinaNet run's: .*backbone"):
         saved_config(train_retinanet.TrainConfig, {**values, **saved, "backbone": "vgg"},
                      "a RetinaNet run's")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, model_class", [("retinanet", RetinaNet), ("yolo", YOLO)])
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(kind, model_class, plate_scenes,
+                                                         tmp_path, monkeypatch, sigint_raises):
+    module = TRAINERS[kind]
+    train = getattr(module, f"train_{kind}")
+
+    def config(out, seed):
+        return module.TrainConfig(data=plate_scenes, out=str(out), quick=True, progress=False,
+                                  classes=("car", "plate"), seed=seed)
+
+    whole = train(config(tmp_path / "whole", 1))
+    assert whole["steps"] == 6
+    ctrl_c_at(monkeypatch, model_class, 4)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(config(tmp_path / "parts", 1))
+    assert stop.value.step == 4 and stop.value.saved
+    assert not (tmp_path / "parts" / "metrics.json").exists()
+    monkeypatch.undo()
+    # The saved config decides the run: a different seed passed on resume is ignored.
+    resumed = train(config(tmp_path / "parts", 99), resume=True)
+    assert resumed["steps"] == 6 and resumed["config"]["seed"] == 1
+    assert_same_run(tmp_path / "whole" / "last.npz", tmp_path / "parts" / "last.npz")
+    assert_same_run(tmp_path / "whole" / "best.npz", tmp_path / "parts" / "best.npz")
