@@ -5,8 +5,10 @@ bar shows a given step (``interrupt_command``), checks the exit status 130 and t
 resume command printed last (``resume_arguments``), runs it (``run_command``) and
 compares the weights with those of an uninterrupted run (``assert_same_weights``,
 ``assert_same_run``).
-In this process, ``ctrl_c_at`` presses Ctrl-C during a given training step.
+In this process, ``ctrl_c_at`` presses Ctrl-C during a given training step and
+``run_quick_detector`` runs a detection trainer's ``--quick`` command.
 """
+import json
 import os
 import re
 import shlex
@@ -115,3 +117,28 @@ def assert_same_run(path_a, path_b):
         np.testing.assert_array_equal(values, b["history"]["losses"][name], err_msg=name)
     np.testing.assert_equal(a["batches"], b["batches"])
     np.testing.assert_equal(a["generators"], b["generators"])
+
+
+RUN_FILES = ["best.npz", "detections.png", "history.json", "last.npz", "loss_curves.png",
+             "metrics.json", "pr_curves.png"]
+
+
+def run_quick_detector(main, data, out, capsys, classes=("car", "plate")):
+    """``main([... --quick --quiet])`` of a detection trainer in this process: exit status 0,
+    the summary line printed, exactly the files of a run in ``out`` (no temporary file).
+
+    Returns:
+        tuple: ``metrics.json`` and ``history.json``, read.
+    """
+    assert main(["--data", str(data), "--out", str(out), "--quick", "--quiet",
+                 "--classes", *classes]) == 0
+    printed = capsys.readouterr().out
+    assert "val: COCO mAP" in printed and "inference" in printed
+    assert sorted(os.listdir(out)) == RUN_FILES
+    with open(os.path.join(out, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    with open(os.path.join(out, "history.json"), encoding="utf-8") as handle:
+        history = json.load(handle)
+    assert metrics["steps"] == 6 and metrics["stopped_by"] == "steps"
+    assert set(metrics["val"]["ap50_per_class"]) <= set(classes)
+    return metrics, history

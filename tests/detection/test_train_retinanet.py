@@ -1,6 +1,4 @@
-import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -10,7 +8,7 @@ from detection.retinanet import RetinaNet
 from detection.train_retinanet import TrainConfig, main, train_retinanet
 from nn.engine import TrainingInterrupted
 from tests.commands import (assert_same_run, ctrl_c_at, interrupt_command, resume_arguments,
-                            run_command)
+                            run_command, run_quick_detector)
 
 CLASSES = ("car", "plate")
 
@@ -34,21 +32,11 @@ def test_bad_train_config(overrides, message):
 # -------------------------------------------------------------------------- runs
 def test_quick_command_end_to_end(plate_scenes, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["--data", plate_scenes, "--out", str(out), "--quick", "--quiet",
-                 "--classes", *CLASSES]) == 0
-    printed = capsys.readouterr().out
-    assert "val: COCO mAP" in printed and "inference" in printed
-    names = sorted(os.listdir(out))
-    assert names == ["best.npz", "detections.png", "history.json", "last.npz",
-                     "loss_curves.png", "metrics.json", "pr_curves.png"]  # no temp files
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 6 and metrics["stopped_by"] == "steps"
-    assert set(metrics["val"]["ap50_per_class"]) <= set(CLASSES)
+    metrics, history = run_quick_detector(main, plate_scenes, out, capsys, CLASSES)
     for key in ("map", "map_50", "map_75", "mar_100"):
         assert -1.0 <= metrics["val"][key] <= 1.0
     assert metrics["inference_ms_per_image"] > 0
     assert metrics["train_seconds"] > 0 and metrics["best_step"] == 6
-    history = json.loads((out / "history.json").read_text())
     losses = history["losses"]
     assert set(losses) == {"loss", "classification", "box_regression", "num_foreground"}
     assert len(losses["loss"]) == 6 and all(math.isfinite(v) for v in losses["loss"])
