@@ -30,6 +30,7 @@ anchor: its best anchors are its positives (the matcher's low-quality matches).
 ``num_classes`` counts the background (torchvision's convention): 3 for car and
 plate, labels 1..2.
 """
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,6 +154,23 @@ def _as_images(images):
     return images
 
 
+@contextlib.contextmanager
+def _predicting(model, score_threshold=None):
+    """Eval mode, no gradients and (if given) another score threshold of the RoI head
+    inside the block; the model's mode and threshold are restored after it."""
+    was_training = model.training
+    model.eval()
+    saved = model.roi_heads.score_threshold
+    if score_threshold is not None:
+        model.roi_heads.score_threshold = float(score_threshold)
+    try:
+        with nn.no_grad():
+            yield
+    finally:
+        model.roi_heads.score_threshold = saved
+        model.train(was_training)
+
+
 class _SharedFeatures(Module):
     """Backbone + ``TopDownFeature``: the image's one feature map."""
 
@@ -273,18 +291,9 @@ class FasterRCNN(Module):
             ``scores`` ndarray[D] float32 (decreasing), ``labels`` ndarray[D] int64 in 1..K-1.
         """
         images = _as_images(images)
-        was_training = self.training
-        self.eval()
-        saved = self.roi_heads.score_threshold
-        if score_threshold is not None:
-            self.roi_heads.score_threshold = float(score_threshold)
-        try:
-            with nn.no_grad():
-                features, proposals, _ = self.proposals(images)
-                return self.roi_heads.predict(features, proposals, images.shape[1:3])
-        finally:
-            self.roi_heads.score_threshold = saved
-            self.train(was_training)
+        with _predicting(self, score_threshold):
+            features, proposals, _ = self.proposals(images)
+            return self.roi_heads.predict(features, proposals, images.shape[1:3])
 
 
 class FastRCNN(Module):
@@ -343,15 +352,6 @@ class FastRCNN(Module):
         """Detections per image (see ``FasterRCNN.predict``) from the given proposals."""
         images = _as_images(images)
         proposals = check_box_list(proposals, images.shape[0], "proposals")
-        was_training = self.training
-        self.eval()
-        saved = self.roi_heads.score_threshold
-        if score_threshold is not None:
-            self.roi_heads.score_threshold = float(score_threshold)
-        try:
-            with nn.no_grad():
-                features = self.features(images)
-                return self.roi_heads.predict(features, proposals, images.shape[1:3])
-        finally:
-            self.roi_heads.score_threshold = saved
-            self.train(was_training)
+        with _predicting(self, score_threshold):
+            features = self.features(images)
+            return self.roi_heads.predict(features, proposals, images.shape[1:3])

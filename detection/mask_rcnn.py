@@ -33,7 +33,7 @@ import numpy as np
 import nn
 from nn import Module
 from nn.functional.activation import sigmoid_forward
-from detection.faster_rcnn import FasterRCNN, FasterRCNNConfig, _as_images
+from detection.faster_rcnn import FasterRCNN, FasterRCNNConfig, _as_images, _predicting
 from detection.roi_heads import check_targets
 
 __all__ = ["MaskRCNNConfig", "MaskHead", "MaskRCNN", "project_masks_on_boxes",
@@ -311,29 +311,20 @@ class MaskRCNN(FasterRCNN):
         """
         images = _as_images(images)
         image_size = images.shape[1:3]
-        was_training = self.training
-        self.eval()
-        saved = self.roi_heads.score_threshold
-        if score_threshold is not None:
-            self.roi_heads.score_threshold = float(score_threshold)
-        try:
-            with nn.no_grad():
-                features, proposals, _ = self.proposals(images)
-                detections = self.roi_heads.predict(features, proposals, image_size)
-                boxes = [d["boxes"] for d in detections]
-                total = sum(len(b) for b in boxes)
-                if total:
-                    logits = self.mask_logits(features, boxes).data          # (D, r, r, K)
-                    labels = np.concatenate([d["labels"] for d in detections])
-                    probs = sigmoid_forward(logits[np.arange(total), :, :, labels])
-                    pasted = paste_masks_in_image(probs, np.concatenate(boxes), image_size)
-                    splits = np.cumsum([len(b) for b in boxes])[:-1]
-                    for d, m in zip(detections, np.split(pasted, splits)):
-                        d["masks"] = m >= self.config.mask_threshold
-                else:
-                    for d in detections:
-                        d["masks"] = np.zeros((0, *image_size), bool)
-                return detections
-        finally:
-            self.roi_heads.score_threshold = saved
-            self.train(was_training)
+        with _predicting(self, score_threshold):
+            features, proposals, _ = self.proposals(images)
+            detections = self.roi_heads.predict(features, proposals, image_size)
+            boxes = [d["boxes"] for d in detections]
+            total = sum(len(b) for b in boxes)
+            if total:
+                logits = self.mask_logits(features, boxes).data          # (D, r, r, K)
+                labels = np.concatenate([d["labels"] for d in detections])
+                probs = sigmoid_forward(logits[np.arange(total), :, :, labels])
+                pasted = paste_masks_in_image(probs, np.concatenate(boxes), image_size)
+                splits = np.cumsum([len(b) for b in boxes])[:-1]
+                for d, m in zip(detections, np.split(pasted, splits)):
+                    d["masks"] = m >= self.config.mask_threshold
+            else:
+                for d in detections:
+                    d["masks"] = np.zeros((0, *image_size), bool)
+            return detections
