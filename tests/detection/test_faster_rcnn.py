@@ -5,9 +5,7 @@ import pytest
 import nn
 from detection.boxes import box_iou
 from detection.faster_rcnn import FastRCNN, FasterRCNN, FasterRCNNConfig, TopDownFeature
-
-MEAN = np.float32([0.485, 0.456, 0.406])
-STD = np.float32([0.229, 0.224, 0.225])
+from tests.detection.scenes import rendered_pair
 
 
 def tiny_config(**overrides):
@@ -158,21 +156,6 @@ def test_fast_rcnn_on_external_proposals():
     assert len(predictions[0]["boxes"]) <= 3 * 2
     with pytest.raises(ValueError, match="proposals"):
         model.loss(images, proposals[:1], targets)
-
-
-def rendered_pair(seed, size=128):
-    from plates.synthetic import render_scene
-
-    rng = np.random.default_rng(seed)
-    images, targets = [], []
-    for _ in range(2):
-        image, objects, _, _ = render_scene(rng, size)
-        kept = [o for o in objects if o["name"] in ("car", "plate")]
-        boxes = np.array([o["bbox"] for o in kept], np.float32).reshape(-1, 4)
-        labels = np.array([1 if o["name"] == "car" else 2 for o in kept], np.int64)
-        images.append((image / np.float32(255) - MEAN) / STD)
-        targets.append({"boxes": boxes, "labels": labels})
-    return np.stack(images).astype(np.float32), targets
 
 
 def assert_found(predictions, targets, min_iou=0.5, min_score=0.5):

@@ -5,9 +5,7 @@ import pytest
 import nn
 from detection.mask_rcnn import (MaskHead, MaskRCNN, MaskRCNNConfig, check_masks,
                                  paste_masks_in_image, project_masks_on_boxes)
-
-MEAN = np.float32([0.485, 0.456, 0.406])
-STD = np.float32([0.229, 0.224, 0.225])
+from tests.detection.scenes import rendered_pair
 
 
 def tiny_config(**overrides):
@@ -207,19 +205,7 @@ def test_bad_masks_raise():
 
 @pytest.mark.slow
 def test_mask_rcnn_overfits_two_images():
-    from plates.synthetic import render_scene
-
-    rng = np.random.default_rng(0)
-    images, targets = [], []
-    for _ in range(2):
-        image, objects, _, instance = render_scene(rng, 128)
-        keep = [i for i, o in enumerate(objects) if o["name"] in ("car", "plate")]
-        boxes = np.array([objects[i]["bbox"] for i in keep], np.float32).reshape(-1, 4)
-        labels = np.array([1 if objects[i]["name"] == "car" else 2 for i in keep], np.int64)
-        masks = np.stack([instance == i + 1 for i in keep]) if keep else np.zeros((0, 128, 128))
-        images.append((image / np.float32(255) - MEAN) / STD)
-        targets.append({"boxes": boxes, "labels": labels, "masks": masks.astype(bool)})
-    images = np.stack(images).astype(np.float32)
+    images, targets = rendered_pair(0, masks=True)
     nn.manual_seed(0)
     model = MaskRCNN(MaskRCNNConfig(width_multiplier=0.5, feature_channels=32,
                                     representation_size=128, mask_channels=32))

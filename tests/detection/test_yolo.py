@@ -12,9 +12,7 @@ from detection.boxes import box_iou
 from detection.yolo import (
     YOLO, YOLOConfig, assign_predictors, decode_output, encode_targets, postprocess, yolo_loss,
 )
-
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
+from tests.detection.scenes import rendered_pair
 
 
 # ------------------------------------------------------------------ loop reference
@@ -372,20 +370,6 @@ def test_bad_input_raises_clear_errors():
 
 
 # ---------------------------------------------------------------------- overfitting
-
-def rendered_pair(seed, size=128):
-    from plates.synthetic import render_scene
-
-    rng = np.random.default_rng(seed)
-    images, targets = [], []
-    for _ in range(2):
-        image, objects, _, _ = render_scene(rng, size)
-        kept = [o for o in objects if o["name"] in ("car", "plate")]
-        boxes = np.array([o["bbox"] for o in kept], np.float32).reshape(-1, 4)
-        labels = np.array([1 if o["name"] == "car" else 2 for o in kept], np.int64)
-        images.append((image / np.float32(255) - MEAN) / STD)
-        targets.append({"boxes": boxes, "labels": labels})
-    return np.stack(images).astype(np.float32), targets
 
 
 @pytest.mark.slow
