@@ -13,19 +13,7 @@ from tests.commands import assert_same_weights, ctrl_c_at
 CLASSES = ("car", "plate")
 
 
-# The checks every detection trainer shares: tests/detection/test_training.py.
-@pytest.mark.parametrize("overrides, message", [
-    (dict(detector="yolo"), "detector"),
-    (dict(backbone="vgg"), "backbone"),
-    (dict(workers=0), "workers"),
-    (dict(proposals="slow"), "proposals"),
-    (dict(model={"mask_channels": 8}), "unknown FasterRCNNConfig fields"),
-])
-def test_bad_train_config(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig(**overrides).validate()
-
-
+# The configuration checks and flags: tests/detection/test_training.py.
 @pytest.mark.slow
 @pytest.mark.parametrize("detector", ["faster_rcnn", "mask_rcnn"])
 def test_quick_command_end_to_end(plate_scenes, tmp_path, capsys, detector):

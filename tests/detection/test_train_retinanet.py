@@ -18,18 +18,8 @@ def quick_config(data, out, **overrides):
                        **overrides)
 
 
-# ------------------------------------------------------------------ configuration
-# The checks every detection trainer shares: tests/detection/test_training.py.
-@pytest.mark.parametrize("overrides, message", [
-    (dict(backbone="vgg"), "backbone"),
-    (dict(model={"num_anchors": 3}), "unknown RetinaNetConfig fields"),
-])
-def test_bad_train_config(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig(**overrides).validate()
-
-
 # -------------------------------------------------------------------------- runs
+# The configuration checks, the flags and resume after Ctrl-C: tests/detection/test_training.py.
 def test_quick_command_end_to_end(plate_scenes, tmp_path, capsys):
     out = tmp_path / "run"
     metrics, history = run_quick_detector(main, plate_scenes, out, capsys, CLASSES)

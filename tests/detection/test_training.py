@@ -38,6 +38,23 @@ def test_shared_config_checks(kind, overrides, message):
         TRAINERS[kind].TrainConfig(**overrides).validate()
 
 
+@pytest.mark.parametrize("kind, overrides, message", [
+    ("retinanet", dict(backbone="vgg"), "backbone"),
+    ("retinanet", dict(model={"num_anchors": 3}), "unknown RetinaNetConfig fields"),
+    ("yolo", dict(image_size=200), "multiple of the stride 16"),
+    ("yolo", dict(image_size=240, model={"stride": 32}), "multiple of the stride 32"),
+    ("yolo", dict(model={"num_anchors": 3}), "unknown YOLOConfig fields"),
+    ("faster_rcnn", dict(detector="yolo"), "detector"),
+    ("faster_rcnn", dict(backbone="vgg"), "backbone"),
+    ("faster_rcnn", dict(workers=0), "workers"),
+    ("faster_rcnn", dict(proposals="slow"), "proposals"),
+    ("faster_rcnn", dict(model={"mask_channels": 8}), "unknown FasterRCNNConfig fields"),
+])
+def test_each_trainers_own_config_checks(kind, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TRAINERS[kind].TrainConfig(**overrides).validate()
+
+
 @pytest.mark.parametrize("kind", TRAINERS)
 def test_model_overrides_must_be_a_dict(kind):
     with pytest.raises(TypeError, match="model must be a dict of"):
@@ -58,6 +75,12 @@ def test_bad_flags(kind, tmp_path, capsys, flags, message):
                              *flags])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "run")  # refused before any work
+
+
+def test_yolo_stride_flag(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_yolo.main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--stride", "8"])
+    assert exit_.value.code == 2 and "--stride: invalid choice" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind, other", [("retinanet", "yolo"), ("yolo", "retinanet"),
