@@ -49,13 +49,13 @@ from dataclasses import dataclass
 import numpy as np
 
 import nn
-from nn.engine import add_training_arguments, parse_training_arguments, positive_int, start_run
+from nn.engine import add_training_arguments, parse_training_arguments, start_run
 from detection.datasets.transforms import (ColorJitter, Compose, Normalize, RandomCrop,
                                            RandomScale, Resize)
 from detection.datasets.voc import VOCDataset
 from detection.faster_rcnn import FasterRCNN, FasterRCNNConfig, FastRCNN
 from detection.mask_rcnn import MaskRCNN, MaskRCNNConfig
-from detection.train_rcnn_svm import compute_proposals
+from detection.train_rcnn_svm import add_proposal_arguments, compute_proposals
 # MEAN, STD, class_names and evaluate are also imported from here.
 from detection.training import (MEAN, STD, DetectionTrainConfig,  # noqa: F401
                                 add_detection_arguments, augment_generator, check_detection_config,
@@ -310,15 +310,7 @@ def build_parser():
     parser.add_argument("--backbone", choices=("small", "resnet18"), default="small")
     parser.add_argument("--pooler", choices=("pool", "align"), default=None,
                         help="RoIPool or RoIAlign (default: pool, align for mask_rcnn)")
-    parser.add_argument("--proposals", choices=("fast", "quality"), default="fast",
-                        help="selective-search mode of fast_rcnn (default fast)")
-    parser.add_argument("--workers", type=positive_int, default=1,
-                        help="processes computing the proposals of fast_rcnn (default 1)")
-    parser.add_argument("--max-train-images", type=positive_int, default=None,
-                        help="use only the first N training images (selective search takes "
-                             "about a second per 256-px image)")
-    parser.add_argument("--max-val-images", type=positive_int, default=None,
-                        help="use only the first N validation images")
+    add_proposal_arguments(parser, TrainConfig)  # --proposals and --workers: fast_rcnn's
     return parser
 
 

@@ -78,7 +78,8 @@ from detection.visualize import draw_boxes, save_figure, show_image
 __all__ = ["KIND", "TrainConfig", "ProposalsInterrupted", "compute_proposals", "RegionBatches",
            "training_regions", "class_names", "load_split", "build_model", "evaluate",
            "measure_inference",
-           "fit_heads", "load_model", "train_rcnn_svm", "build_parser", "config_from_args",
+           "fit_heads", "load_model", "train_rcnn_svm", "build_parser", "add_proposal_arguments",
+           "config_from_args",
            "main"]
 
 KIND = "rcnn"  # the trainer's name in its checkpoints
@@ -634,16 +635,24 @@ def build_parser():
                     "regression) from scratch on a Pascal VOC dataset.")
     add_training_arguments(parser, minutes=TrainConfig.minutes, threads=1)
     add_detection_arguments(parser, TrainConfig, batch_size=False)
-    parser.add_argument("--max-train-images", type=positive_int,
-                        default=TrainConfig.max_train_images,
-                        help="first train images used (their proposals are computed first)")
-    parser.add_argument("--max-val-images", type=positive_int, default=TrainConfig.max_val_images,
-                        help="first val (and test) images evaluated")
-    parser.add_argument("--proposals", choices=("fast", "quality"), default="fast",
-                        help="selective-search mode")
-    parser.add_argument("--workers", type=positive_int, default=1,
-                        help="processes computing the proposals (default 1)")
+    add_proposal_arguments(parser, TrainConfig)
     return parser
+
+
+def add_proposal_arguments(parser, defaults):
+    """Add the flags of a trainer on selective-search proposals to ``parser``:
+    ``--max-train-images``, ``--max-val-images``, ``--proposals`` and ``--workers``, their
+    defaults those of the ``TrainConfig`` class ``defaults``."""
+    parser.add_argument("--max-train-images", type=positive_int,
+                        default=defaults.max_train_images,
+                        help="use only the first N training images (selective search takes "
+                             "about a second per 256-px image)")
+    parser.add_argument("--max-val-images", type=positive_int, default=defaults.max_val_images,
+                        help="use only the first N validation (and test) images")
+    parser.add_argument("--proposals", choices=("fast", "quality"), default=defaults.proposals,
+                        help="selective-search mode (default fast)")
+    parser.add_argument("--workers", type=positive_int, default=defaults.workers,
+                        help="processes computing the proposals (default 1)")
 
 
 def config_from_args(args):
