@@ -31,7 +31,8 @@ from segmentation.fcn import FCN8s, SmallClassifier, convolutionize  # noqa: E40
 from segmentation.losses import segmentation_loss  # noqa: E402
 from segmentation.metrics import iou_per_class  # noqa: E402
 from plates.segmenter_data import load_crops, preprocess  # noqa: E402
-from plates.train_segmenter import TrainConfig, prepare_data  # noqa: E402
+from plates.segmenter_data import prepare_data  # noqa: E402
+from plates.train_segmenter import TrainConfig  # noqa: E402
 
 # %% Configuration
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -43,9 +43,9 @@ from plates.reading import read_plate, text_to_class_text  # noqa: E402
 from plates.segmenter import (  # noqa: E402
     CHARACTER_CLASSES, NUM_CLASSES, build_model, class_colors, predict,
 )
-from plates.segmenter_data import TrainPatches, load_crops, preprocess  # noqa: E402
+from plates.segmenter_data import TrainPatches, load_crops, prepare_data, preprocess  # noqa: E402
 from plates.train_segmenter import (  # noqa: E402
-    TrainConfig, load_segmenter, prepare_data, quick_config, train_digit_segmenter,
+    TrainConfig, load_segmenter, quick_config, train_digit_segmenter,
 )
 from segmentation.losses import pixel_cross_entropy, segmentation_loss, soft_dice_loss  # noqa: E402
 from segmentation.metrics import confusion_matrix  # noqa: E402

@@ -12,6 +12,8 @@ its ink, area-voted into the crop, a one-pixel gap kept to its neighbours).
 - ``augment_colors``, ``preprocess``: color jitter and per-crop standardization.
 """
 import multiprocessing
+import os
+import time
 
 import numpy as np
 from tqdm import tqdm
@@ -19,13 +21,34 @@ from tqdm import tqdm
 from detection.datasets.voc import VOCDataset, read_label_map, read_rgb
 from plates.classes import segmenter_label
 from plates.crops import CROP_PADDING, CROP_SIZE, crop_plates, crop_windows, plate_texts
+from plates.synthetic import generate_plate_dataset
 from plates.targets import character_regions, crop_region_labels
 
-__all__ = ["TARGETS", "LABEL_SAMPLES", "LABEL_COVERAGE", "load_crops", "TrainPatches",
-           "augment_colors", "preprocess"]
+__all__ = ["prepare_data", "TARGETS", "LABEL_SAMPLES", "LABEL_COVERAGE", "load_crops",
+           "TrainPatches", "augment_colors", "preprocess"]
 
 TARGETS = ("regions", "ink")  # what a character's label covers (plates.targets)
 LABEL_SAMPLES, LABEL_COVERAGE = 4, 0.5  # area vote of the labels: 4x4 sub-pixels, half covered
+
+
+def prepare_data(config):
+    """Render the synthetic scenes into ``config.data`` unless a dataset is already there.
+
+    Args:
+        config: any object with ``data``, ``num_images``, ``data_seed``, ``image_size``,
+            ``data_workers`` and ``progress`` (``plates.train_segmenter.TrainConfig``).
+
+    Returns:
+        dict: ``generated`` (bool) and ``seconds`` spent rendering (0 when reused).
+    """
+    marker = os.path.join(config.data, "ImageSets", "Main", "test.txt")
+    if os.path.isfile(marker):
+        return {"generated": False, "seconds": 0.0}
+    start = time.perf_counter()
+    generate_plate_dataset(config.data, config.num_images, config.data_seed,
+                           image_size=config.image_size, workers=config.data_workers,
+                           progress=config.progress)
+    return {"generated": True, "seconds": time.perf_counter() - start}
 
 
 def _check_workers(workers):

@@ -95,13 +95,13 @@ from plates.classes import IGNORE_INDEX
 from plates.crops import CROP_PADDING, CROP_SIZE
 from plates.reading import text_to_class_text
 from plates.segmenter import build_model, class_colors, class_weights, evaluate
-from plates.segmenter_data import (TARGETS, TrainPatches, augment_colors, load_crops,
+from plates.segmenter_data import (TARGETS, TrainPatches, augment_colors, load_crops, prepare_data,
                                    preprocess)
 from segmentation.losses import segmentation_loss
 from segmentation.resnet_unet import ResNetUNet
 from segmentation.weights import separation_weights, size_weights
 
-__all__ = ["KIND", "TrainConfig", "quick_config", "prepare_data", "BatchStream",
+__all__ = ["KIND", "TrainConfig", "quick_config", "BatchStream",
            "train_digit_segmenter", "load_segmenter", "main"]
 
 KIND = "digit-segmenter"  # the trainer's name in its checkpoints
@@ -236,24 +236,6 @@ def quick_config(**overrides):
 
 
 # ===================================================================================== data
-def prepare_data(config):
-    """Render the synthetic scenes into ``config.data`` unless a dataset is already there.
-
-    Returns:
-        dict: ``generated`` (bool) and ``seconds`` spent rendering (0 when reused).
-    """
-    from plates.synthetic import generate_plate_dataset
-
-    marker = os.path.join(config.data, "ImageSets", "Main", "test.txt")
-    if os.path.isfile(marker):
-        return {"generated": False, "seconds": 0.0}
-    start = time.perf_counter()
-    generate_plate_dataset(config.data, config.num_images, config.data_seed,
-                           image_size=config.image_size, workers=config.data_workers,
-                           progress=config.progress)
-    return {"generated": True, "seconds": time.perf_counter() - start}
-
-
 class BatchStream:
     """The training batches, each drawn on a background thread while the step before runs.
 
