@@ -41,7 +41,6 @@ Batches of 4 images (the paper used 2) of 64 sampled RoIs each.
 For the plate scenes (``python -m plates.synthetic plates --out DIR --num-images 2000``)
 pass ``--classes car plate``: their ``labels.txt`` also names the characters.
 """
-import argparse
 import os
 import sys
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import nn
-from nn.engine import add_training_arguments, parse_training_arguments, start_run
+from nn.engine import parse_training_arguments, start_run
 from detection.datasets.transforms import (ColorJitter, Compose, Normalize, RandomCrop,
                                            RandomScale, Resize)
 from detection.datasets.voc import VOCDataset
@@ -57,11 +56,10 @@ from detection.faster_rcnn import FasterRCNN, FasterRCNNConfig, FastRCNN
 from detection.mask_rcnn import MaskRCNN, MaskRCNNConfig
 from detection.train_rcnn_svm import add_proposal_arguments, compute_proposals
 # MEAN, STD, class_names and evaluate are also imported from here.
-from detection.training import (MEAN, STD, DetectionTrainConfig,  # noqa: F401
-                                add_detection_arguments, augment_generator, check_detection_config,
-                                class_names, collate, detection_engine, evaluate, first,
-                                plot_losses, quick_config, restore, run_command, run_results,
-                                validation)
+from detection.training import (MEAN, STD, DetectionTrainConfig, augment_generator,  # noqa: F401
+                                check_detection_config, class_names, collate, detection_engine,
+                                detection_parser, evaluate, first, plot_losses, quick_config,
+                                restore, run_command, run_results, validation)
 
 __all__ = ["DETECTORS", "TrainConfig", "MasksAsTargets", "model_config", "class_names",
            "build_model", "evaluate", "load_run", "train_rcnn", "build_parser", "main"]
@@ -299,14 +297,12 @@ def _test_set(config):
 # --------------------------------------------------------------------------- CLI
 def build_parser():
     """The command's flags: the engine's shared ones and the detectors' own."""
-    parser = argparse.ArgumentParser(
-        prog="python -m detection.train_rcnn",
-        description="Train Faster R-CNN, Fast R-CNN or Mask R-CNN from scratch on a Pascal "
-                    "VOC dataset.")
-    add_training_arguments(parser, minutes=TrainConfig.minutes, threads=1)
+    parser = detection_parser(
+        "python -m detection.train_rcnn",
+        "Train Faster R-CNN, Fast R-CNN or Mask R-CNN from scratch on a Pascal VOC dataset.",
+        TrainConfig)
     parser.add_argument("--model", choices=DETECTORS, default="faster_rcnn",
                         help="the detector (default faster_rcnn)")
-    add_detection_arguments(parser, TrainConfig)
     parser.add_argument("--backbone", choices=("small", "resnet18"), default="small")
     parser.add_argument("--pooler", choices=("pool", "align"), default=None,
                         help="RoIPool or RoIAlign (default: pool, align for mask_rcnn)")

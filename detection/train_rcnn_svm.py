@@ -47,7 +47,6 @@ class of the dataset but the background). The run has four stages:
 ``proposals_*.npz``, ``history.json``, ``metrics.json``, ``loss_curves.png``,
 ``detections.png``, ``pr_curves.png``.
 """
-import argparse
 import math
 import multiprocessing
 import os
@@ -64,15 +63,14 @@ import nn
 from nn._checks import (check_choice, check_finite, check_int, check_non_negative,
                        check_positive)
 from nn.io import CheckpointError
-from nn.engine import (Engine, add_training_arguments, command_errors, parse_training_arguments,
-                       positive_int, start_run)
+from nn.engine import Engine, command_errors, parse_training_arguments, positive_int, start_run
 from detection.datasets.transforms import Resize
 from detection.datasets.voc import VOCDataset
 from detection.metrics import mean_average_precision, precision_recall_curve
 from detection.rcnn import RCNN, RCNNConfig, image_means, warp_regions_batch
 from detection.selective_search import selective_search
-from detection.training import (add_detection_arguments, check_selection, class_names,
-                                load_average, save_pr_curves, split_summary)
+from detection.training import (check_selection, class_names, detection_parser, load_average,
+                                save_pr_curves, split_summary)
 from detection.visualize import draw_boxes, save_figure, show_image
 
 __all__ = ["KIND", "TrainConfig", "ProposalsInterrupted", "compute_proposals", "RegionBatches",
@@ -605,8 +603,8 @@ def train_rcnn_svm(config, resume=False):
     }
     val = evaluate(model, val_images, val_targets, proposals["val"], names, scoring="svm")
     results["val"] = split_summary(val)
-    results["val_softmax"] = split_summary(evaluate(model, val_images, val_targets, proposals["val"],
-                                               names, scoring="softmax"))
+    results["val_softmax"] = split_summary(evaluate(model, val_images, val_targets,
+                                                    proposals["val"], names, scoring="softmax"))
     test_path = os.path.join(config.data, "ImageSets", "Main", "test.txt")
     if not config.quick and os.path.isfile(test_path):
         test_images, test_targets, _ = load_split(config, "test", config.max_val_images)
@@ -629,12 +627,10 @@ def train_rcnn_svm(config, resume=False):
 # --------------------------------------------------------------------------- CLI
 def build_parser():
     """The command's flags: the engine's shared ones and R-CNN's own."""
-    parser = argparse.ArgumentParser(
-        prog="python -m detection.train_rcnn_svm",
-        description="Train R-CNN (selective search, a CNN on warped regions, SVMs, box "
-                    "regression) from scratch on a Pascal VOC dataset.")
-    add_training_arguments(parser, minutes=TrainConfig.minutes, threads=1)
-    add_detection_arguments(parser, TrainConfig, batch_size=False)
+    parser = detection_parser(
+        "python -m detection.train_rcnn_svm",
+        "Train R-CNN (selective search, a CNN on warped regions, SVMs, box regression) from "
+        "scratch on a Pascal VOC dataset.", TrainConfig, batch_size=False)
     add_proposal_arguments(parser, TrainConfig)
     return parser
 

@@ -35,19 +35,18 @@ it from the speed of the warm-up steps and refitted at each evaluation, so the d
 ends when the budget does whatever the load of the machine. The val split is evaluated
 at ``eval_at`` fractions of the run (evaluations count as training time).
 """
-import argparse
 import sys
 from dataclasses import dataclass
 
 import nn
-from nn.engine import add_training_arguments, parse_training_arguments, positive_float
+from nn.engine import parse_training_arguments, positive_float
 from detection.retinanet import RetinaNet, RetinaNetConfig
 # MEAN, STD, build_datasets, class_names, evaluate and measure_inference are also imported
 # from here.
-from detection.training import (MEAN, STD, DetectionTrainConfig,  # noqa: F401
-                                add_detection_arguments, build_datasets, check_detection_config,
-                                class_names, evaluate, fit_detector, measure_inference,
-                                quick_config, restore, run_command)
+from detection.training import (MEAN, STD, DetectionTrainConfig, build_datasets,  # noqa: F401
+                                check_detection_config, class_names, detection_parser, evaluate,
+                                fit_detector, measure_inference, quick_config, restore,
+                                run_command)
 
 __all__ = ["KIND", "TrainConfig", "retinanet_config", "class_names", "build_model", "evaluate",
            "measure_inference", "load_run", "train_retinanet", "build_parser",
@@ -137,13 +136,8 @@ def train_retinanet(config, resume=False):
 # --------------------------------------------------------------------------- CLI
 def build_parser():
     """The command's flags: the engine's shared ones and the detector's own."""
-    parser = argparse.ArgumentParser(
-        prog="python -m detection.train_retinanet",
-        description="Train RetinaNet from scratch on a Pascal VOC dataset.")
-    # On a machine shared with other jobs one thread was 2-5x faster than two: the
-    # threads of every GEMM wait for each other.
-    add_training_arguments(parser, minutes=TrainConfig.minutes, threads=1)
-    add_detection_arguments(parser, TrainConfig)
+    parser = detection_parser("python -m detection.train_retinanet",
+                              "Train RetinaNet from scratch on a Pascal VOC dataset.", TrainConfig)
     parser.add_argument("--backbone", choices=("small", "resnet18"), default="small")
     parser.add_argument("--width", type=positive_float, default=None,
                         help="backbone width multiplier (default: 1 for small, 0.5 for resnet18)")

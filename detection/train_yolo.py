@@ -26,15 +26,13 @@ Schedule: AdamW, linear warm-up, cosine decay to ``final_lr_factor · lr``
 (``nn.optim.WarmupCosine``), the total fitted to the time budget by the engine unless
 ``--steps`` fixes it.
 """
-import argparse
 import sys
 from dataclasses import dataclass
 
 import nn
-from nn.engine import add_training_arguments, parse_training_arguments, positive_float
-from detection.training import (DetectionTrainConfig, add_detection_arguments,
-                                check_detection_config, class_names, fit_detector, quick_config,
-                                restore, run_command)
+from nn.engine import parse_training_arguments, positive_float
+from detection.training import (DetectionTrainConfig, check_detection_config, class_names,
+                                detection_parser, fit_detector, quick_config, restore, run_command)
 from detection.yolo import YOLO, YOLOConfig
 
 __all__ = ["KIND", "TrainConfig", "yolo_config", "build_model", "load_run", "train_yolo",
@@ -104,11 +102,8 @@ def load_run(path):
 # --------------------------------------------------------------------------- CLI
 def build_parser():
     """The command's flags: the engine's shared ones and the detector's own."""
-    parser = argparse.ArgumentParser(
-        prog="python -m detection.train_yolo",
-        description="Train YOLO (v1) from scratch on a Pascal VOC dataset.")
-    add_training_arguments(parser, minutes=TrainConfig.minutes, threads=1)
-    add_detection_arguments(parser, TrainConfig)
+    parser = detection_parser("python -m detection.train_yolo",
+                              "Train YOLO (v1) from scratch on a Pascal VOC dataset.", TrainConfig)
     parser.add_argument("--stride", type=int, choices=(16, 32), default=None,
                         help="pixels per grid cell (default 16: S = 16 at 256 px)")
     parser.add_argument("--width", type=positive_float, default=None,

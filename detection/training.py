@@ -15,10 +15,13 @@ module the rest of a run:
 - COCO evaluation and timing (``evaluate``, ``measure_inference``), for samples
   ``(image, target)`` or ``(image, proposals, target)`` (``collate``);
 - the figures (``plot_losses``, ``draw_detections``, ``save_pr_curves``) and the
-  results of the best checkpoint (``run_results``, ``split_summary``);
-- the command's shared flags (``add_detection_arguments``) and its end (``run_command``:
-  usage errors, Ctrl-C, the summary line).
+  results of the best checkpoint (``run_results``, ``test_set``, ``split_summary``);
+- a whole run of a detector trained on ``build_datasets`` (``fit_detector``);
+- the command's parser and shared flags (``detection_parser``,
+  ``add_detection_arguments``) and its end (``run_command``: usage errors, Ctrl-C, the
+  summary line).
 """
+import argparse
 import math
 import os
 import time
@@ -28,7 +31,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import nn
-from nn.engine import Engine, command_errors, positive_float, positive_int, start_run
+from nn.engine import (Engine, add_training_arguments, command_errors, positive_float,
+                       positive_int, start_run)
 from detection.datasets.collate import collate_detection
 from detection.datasets.transforms import (ColorJitter, Compose, Normalize, RandomCrop,
                                            RandomScale, Resize)
@@ -41,7 +45,8 @@ __all__ = ["MEAN", "STD", "DetectionTrainConfig", "check_detection_config", "che
            "evaluate", "measure_inference", "augment_generator", "validation",
            "optimizer_and_schedule", "train_loader", "detection_engine", "load_average",
            "plot_losses", "draw_detections", "save_pr_curves", "split_summary", "test_set",
-           "run_results", "fit_detector", "add_detection_arguments", "run_command"]
+           "run_results", "fit_detector", "detection_parser", "add_detection_arguments",
+           "run_command"]
 
 # ImageNet statistics: the generated scenes are natural-looking RGB, any fixed
 # normalization to roughly zero mean and unit variance serves.
@@ -518,6 +523,22 @@ def fit_detector(config, resume, kind, what, quick, build_model, load_run, loss_
 
 
 # --------------------------------------------------------------------------- CLI
+def detection_parser(prog, description, defaults, batch_size=True):
+    """The parser of a detection trainer's command: the engine's shared flags and
+    ``add_detection_arguments``'; the trainer adds its own.
+
+    Args:
+        prog (str): the command (``"python -m detection.train_retinanet"``).
+        defaults: the trainer's ``TrainConfig`` class (the budget, batch size and lr).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    # On a machine shared with other jobs one thread was 2-5x faster than two: the
+    # threads of every GEMM wait for each other.
+    add_training_arguments(parser, minutes=defaults.minutes, threads=1)
+    add_detection_arguments(parser, defaults, batch_size)
+    return parser
+
+
 def add_detection_arguments(parser, defaults, batch_size=True):
     """Add ``--classes``, ``--batch-size`` (unless ``batch_size`` is False) and ``--lr``
     to ``parser``, their defaults those of the ``TrainConfig`` class ``defaults``."""
