@@ -143,6 +143,19 @@ def _pairwise_inter_union(boxes1, boxes2):
     return inter, union
 
 
+def _checked_iou(boxes1, boxes2):
+    """The checked boxes (overflow-safe), their combined dtype, and the pairwise union and
+    IoU ndarray[N, M] of ``box_iou`` and ``generalized_box_iou``."""
+    boxes1 = as_boxes(boxes1, "boxes1")
+    boxes2 = as_boxes(boxes2, "boxes2")
+    dtype = np.result_type(boxes1, boxes2)
+    boxes1, boxes2 = overflow_safe(boxes1, boxes2)
+    inter, union = _pairwise_inter_union(boxes1, boxes2)
+    # union > 0 unless both boxes are empty, where inter is 0 too: define 0/0 as 0.
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return boxes1, boxes2, dtype, union, iou
+
+
 def box_iou(boxes1, boxes2):
     """Pairwise intersection over union.
 
@@ -157,13 +170,7 @@ def box_iou(boxes1, boxes2):
     Raises:
         ValueError: a shape is not ``(K, 4)`` or a coordinate is not finite.
     """
-    boxes1 = as_boxes(boxes1, "boxes1")
-    boxes2 = as_boxes(boxes2, "boxes2")
-    dtype = np.result_type(boxes1, boxes2)
-    boxes1, boxes2 = overflow_safe(boxes1, boxes2)
-    inter, union = _pairwise_inter_union(boxes1, boxes2)
-    # union > 0 unless both boxes are empty, where inter is 0 too: define 0/0 as 0.
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    _, _, dtype, _, iou = _checked_iou(boxes1, boxes2)
     return iou.astype(dtype, copy=False)
 
 
@@ -180,12 +187,7 @@ def generalized_box_iou(boxes1, boxes2):
     Returns:
         ndarray[N, M]: GIoU in [-1, 1], dtype of ``boxes1`` and ``boxes2`` combined.
     """
-    boxes1 = as_boxes(boxes1, "boxes1")
-    boxes2 = as_boxes(boxes2, "boxes2")
-    dtype = np.result_type(boxes1, boxes2)
-    boxes1, boxes2 = overflow_safe(boxes1, boxes2)
-    inter, union = _pairwise_inter_union(boxes1, boxes2)
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    boxes1, boxes2, dtype, union, iou = _checked_iou(boxes1, boxes2)
     enclose_tl = np.minimum(boxes1[:, None, :2], boxes2[None, :, :2])     # (N, M, 2)
     enclose_br = np.maximum(boxes1[:, None, 2:], boxes2[None, :, 2:])     # (N, M, 2)
     enclose_wh = np.maximum(enclose_br - enclose_tl, 0)
