@@ -1,13 +1,16 @@
 """Command line: ``python -m plates.synthetic plates --out DIR --num-images N
---seed S [--image-size 256] [--workers K] [--quiet]``.
+--seed S [--image-size 256] [--workers K] [--plate-mix NAME=P ...] [--quiet]``, and
+``python -m plates.synthetic gallery --out FILE.png`` (a figure of the plate styles).
 
 Bad arguments exit with status 2 and a message naming the argument (argparse's
-convention), before anything is written.
+convention), before anything is written; so does an ``--out`` that cannot be written
+(a read-only or missing parent, a file where a folder must go), before any rendering.
 """
 import argparse
 import sys
 
-from plates.synthetic.generate import generate_plate_dataset
+from plates.synthetic.generate import MAX_IMAGES, OutputDirectoryError, generate_plate_dataset
+from plates.synthetic.plates import PLATE_FEATURES, parse_plate_mix
 
 
 def _non_negative_int(text):
@@ -27,6 +30,19 @@ def _positive_int(text):
     return value
 
 
+def _image_count(text):
+    # Checked on the digits first: int() of a 10**6-digit string is slow, and refused
+    # by Python's integer string conversion limit anyway.
+    digits = text.strip()
+    if digits.isdigit() and len(digits.lstrip("0")) > len(str(MAX_IMAGES)):
+        raise argparse.ArgumentTypeError(f"at most {MAX_IMAGES} images per run, got {text[:40]}"
+                                         + ("..." if len(text) > 40 else ""))
+    value = _non_negative_int(text)
+    if value > MAX_IMAGES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_IMAGES} images per run, got {value}")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m plates.synthetic",
@@ -39,8 +55,8 @@ def build_parser():
                     "Pascal VOC layout with train/val/test splits.",
     )
     plates.add_argument("--out", required=True, help="output directory (dataset root)")
-    plates.add_argument("--num-images", type=_non_negative_int, required=True,
-                        help="number of images")
+    plates.add_argument("--num-images", type=_image_count, required=True,
+                        help=f"number of images (at most {MAX_IMAGES})")
     plates.add_argument("--seed", type=_non_negative_int, default=0,
                         help="random seed (same seed, same bytes; default 0)")
     plates.add_argument("--image-size", type=_positive_int, default=256,
@@ -52,21 +68,47 @@ def build_parser():
     plates.add_argument("--format", choices=("jpg", "png"), default="jpg",
                         help="image file format (default jpg)")
     plates.add_argument("--jpeg-quality", type=_positive_int, default=90)
+    plates.add_argument("--plate-mix", nargs="+", default=(), metavar="NAME=P",
+                        help="probabilities of plate features, e.g. strip=0.5 dirt=0; names: "
+                             + ", ".join(PLATE_FEATURES) + ", builtin_font")
     plates.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    gallery = commands.add_parser(
+        "gallery", help="a figure of the plate styles (PNG)",
+        description="A gallery of plates, one row per feature of the plate mix.")
+    gallery.add_argument("--out", required=True, help="PNG file to write")
+    gallery.add_argument("--seed", type=_non_negative_int, default=0)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "gallery":
+        from plates.synthetic.gallery import save_plate_gallery
+        try:
+            size = save_plate_gallery(args.out, seed=args.seed)
+        except OSError as exc:
+            parser.error(f"--out: cannot write {args.out!r}: {exc.strerror or exc}")
+        print(f"wrote {args.out} ({size} bytes)")
+        return 0
+    try:
+        mix = parse_plate_mix(args.plate_mix)
+    except ValueError as exc:
+        parser.error(f"argument --plate-mix: {exc}")
     try:
         summary = generate_plate_dataset(
             args.out, args.num_images, args.seed, image_size=args.image_size,
             workers=args.workers, splits=tuple(args.splits), image_format=args.format,
-            jpeg_quality=args.jpeg_quality, progress=not args.quiet,
+            jpeg_quality=args.jpeg_quality, progress=not args.quiet, plate_mix=mix,
         )
-    except (TypeError, ValueError, NotADirectoryError) as exc:
+    except (OutputDirectoryError, NotADirectoryError) as exc:
+        parser.error(f"argument --out: {exc.strerror or exc}")
+    except (TypeError, ValueError) as exc:
         parser.error(str(exc))
+    except OSError as exc:
+        # Failing half-way (a full disk...): a message, no traceback, status 1.
+        print(f"{parser.prog}: error: writing the dataset failed: {exc}", file=sys.stderr)
+        return 1
     if not args.quiet:
         seconds = summary["seconds"]
         rate = summary["num_images"] / seconds if seconds > 0 else float("inf")

@@ -20,7 +20,8 @@ its centre is ``(col + 0.5, row + 0.5)`` (the same in the canonical frame).
 """
 import numpy as np
 
-__all__ = ["homography_from_points", "apply_homography", "quad_region", "inverse_map"]
+__all__ = ["homography_from_points", "apply_homography", "quad_region", "inverse_map_grid",
+           "inverse_map"]
 
 
 def homography_from_points(src, dst):
@@ -83,18 +84,22 @@ def quad_region(quad, height, width):
     return x0, y0, x1, y1
 
 
-def inverse_map(h_inv, region, supersample):
-    """Canonical-frame pixel indices of the sub-samples of every pixel of a region.
+def inverse_map_grid(h_inv, region, supersample):
+    """Canonical-frame pixel indices of the sub-sample grid of a region.
+
+    Sub-sample ``(i, j)`` of the grid lies at scene position
+    ``(x0 + (j + 0.5) / s, y0 + (i + 0.5) / s)``: pixel ``(r, c)`` of the region owns the
+    grid block ``[r s, (r + 1) s) x [c s, (c + 1) s)``.
 
     Args:
         h_inv (ndarray[3, 3]): homography from scene to canonical frame.
         region (tuple[int, int, int, int]): ``(x0, y0, x1, y1)`` scene pixel bounds.
-        supersample (int): ``s``, sub-samples per pixel along each axis (``s * s`` in all).
+        supersample (int): ``s``, sub-samples per pixel along each axis.
 
     Returns:
-        tuple[ndarray, ndarray]: ``(rows, cols)``, each ``ndarray[h, w, s * s]`` int64:
-        the canonical pixel hit by each sub-sample (``floor`` of its mapped position; may
-        lie outside the canonical image, which the caller treats as "not covered").
+        tuple[ndarray, ndarray]: ``(rows, cols)``, each ``ndarray[h * s, w * s]`` int64: the
+        canonical pixel hit by each sub-sample (``floor`` of its mapped position; may lie
+        outside the canonical image, which the caller treats as "not covered").
     """
     x0, y0, x1, y1 = region
     offsets = (np.arange(supersample) + 0.5) / supersample                 # (s,)
@@ -106,6 +111,23 @@ def inverse_map(h_inv, region, supersample):
     den = h_inv[2, 0] * xs[None, :] + h_inv[2, 1] * ys[:, None] + h_inv[2, 2]
     cols = np.floor(num_u / den).astype(np.int64)                           # (h·s, w·s)
     rows = np.floor(num_v / den).astype(np.int64)
+    return rows, cols
+
+
+def inverse_map(h_inv, region, supersample):
+    """Canonical-frame pixel indices of the sub-samples of every pixel of a region.
+
+    Args:
+        h_inv (ndarray[3, 3]): homography from scene to canonical frame.
+        region (tuple[int, int, int, int]): ``(x0, y0, x1, y1)`` scene pixel bounds.
+        supersample (int): ``s``, sub-samples per pixel along each axis (``s * s`` in all).
+
+    Returns:
+        tuple[ndarray, ndarray]: ``(rows, cols)``, each ``ndarray[h, w, s * s]`` int64:
+        ``inverse_map_grid``'s samples grouped by pixel.
+    """
+    x0, y0, x1, y1 = region
+    rows, cols = inverse_map_grid(h_inv, region, supersample)
     height, width, s = y1 - y0, x1 - x0, supersample
 
     def per_pixel(grid):

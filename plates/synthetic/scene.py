@@ -20,15 +20,24 @@ reading order (``0``..``9`` or ``char``). Plates are kept whole inside the image
 never hidden by a nearer vehicle, so all their characters are present unless a glyph
 is too thin to reach coverage 0.5 anywhere (tiny plates); such characters are absent.
 
+A plate's frame (when it has one) belongs to its vehicle: its pixels are the car's.
+Strips, stickers, screws and decorative separators on the plate are the plate's, and
+frame text the car's: none is a character (``decorations``).
+
 Geometry follows one pinhole camera (``backgrounds.Camera``): an object of width ``w``
 metres whose foot is at row ``y`` is ``w * (y - h) / Hc`` pixels wide, so nearer
 vehicles are lower and bigger. Plates then get a small rotation, shear and perspective.
+
+The scene is composed on an 8-bit RGB ``PIL.Image`` (the background is computed in
+float and converted once): each vehicle is painted only over the part of it inside the
+image, and every layer is blended in its own window by Pillow's ``paste`` (through the
+layer's coverage).
 """
 from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 from scipy import ndimage
 
 from plates.classes import CAR, PLATE, character_class
@@ -36,10 +45,13 @@ from plates.synthetic.backgrounds import Camera, render_background
 from plates.synthetic.distractors import draw_distractors
 from plates.synthetic.effects import apply_camera_effects
 from plates.synthetic.geometry import homography_from_points
-from plates.synthetic.plates import PLATE_LAYOUTS, PX_PER_MM, render_plate, warp_plate
+from plates.synthetic.decorations import DECORATIONS
+from plates.synthetic.plates import (PLATE_LAYOUTS, PX_PER_MM, PlateMix, canonical_resolution,
+                                     render_plate, warp_plate)
 from plates.synthetic.vehicles import VEHICLE_KINDS, plan_vehicle, typical_plate_ratio
 
-__all__ = ["MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "PLATE_WIDTH_RANGE", "render_scene"]
+__all__ = ["MIN_IMAGE_SIZE", "MAX_IMAGE_SIZE", "PLATE_WIDTH_RANGE", "DECORATIONS",
+           "check_image_size", "render_scene"]
 
 MIN_IMAGE_SIZE = 64
 MAX_IMAGE_SIZE = 2048
@@ -236,9 +248,9 @@ def _compatible(a, b):
     return _overlap(near.box, far.box) < 0.5 * far_area
 
 
-def _draw_shadows(rng, image, placed):
+def _draw_shadows(rng, canvas, placed):
     """Soft dark ellipses on the ground under the vehicles (before drawing them)."""
-    size = image.shape[0]
+    size = canvas.height
     for p in placed:
         left, right = (p.plan.to_pixels(p.unit, x, 0.0)[0] for x in p.plan.shadow_span)
         cx = p.x0 + (left + right) / 2
@@ -248,33 +260,54 @@ def _draw_shadows(rng, image, placed):
         y0, y1 = max(int(p.foot - 2 * ry) - 1, 0), min(int(p.foot + 2 * ry) + 2, size)
         if x1 <= x0 or y1 <= y0:
             continue
-        ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - p.foot)[:, None] / ry
-        xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :] / rx
+        ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - float(p.foot))[:, None] / float(ry)
+        xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - float(cx))[None, :] / float(rx)
         shade = np.clip(1.3 - (xs ** 2 + ys ** 2), 0, 1) * rng.uniform(0.45, 0.75)
-        image[y0:y1, x0:x1] *= (1 - shade)[:, :, None]
+        # Pasting black through the shade: canvas * (1 - shade).
+        canvas.paste((0, 0, 0), (x0, y0, x1, y1),
+                     Image.fromarray(np.rint(shade * 255).astype(np.uint8)))
 
 
-def _composite_layer(image, instance, rgb, alpha, x0, y0, object_id):
-    """Paint a premultiplied layer at ``(x0, y0)``; claim the pixels with coverage >= 0.5.
+def _blend(canvas, x0, y0, premultiplied, coverage):
+    """``canvas = canvas * (1 - coverage) + premultiplied`` over the window at ``(x0, y0)``.
+
+    Args:
+        canvas (PIL.Image.Image): RGB scene, modified in place.
+        x0, y0 (int): top-left of the window (inside the canvas).
+        premultiplied (ndarray[h, w, 3]): uint8 colour x coverage.
+        coverage (ndarray[h, w]): uint8 coverage, 255 = opaque.
+    """
+    height, width = coverage.shape
+    if height == 0 or width == 0:
+        return
+    box = (x0, y0, x0 + width, y0 + height)
+    canvas.paste((0, 0, 0), box, Image.fromarray(coverage))
+    canvas.paste(ImageChops.add(canvas.crop(box), Image.fromarray(premultiplied)), box)
+
+
+def _draw_vehicle(canvas, instance, placed, object_id):
+    """Paint the part of a vehicle inside the image; claim the pixels with coverage >= 0.5.
 
     Returns:
-        tuple[int, int]: pixels of the layer's mask in total and inside the image.
+        tuple: ``(layer, total, inside)``: the ``VehicleLayer`` and the pixels of the
+        vehicle's mask in total (off-image parts included) and inside the image.
     """
     size_h, size_w = instance.shape
-    height, width = alpha.shape
-    mask = alpha >= 0.5
-    total = int(np.count_nonzero(mask))
-    ix0, iy0 = max(x0, 0), max(y0, 0)
-    ix1, iy1 = min(x0 + width, size_w), min(y0 + height, size_h)
-    if ix1 <= ix0 or iy1 <= iy0:
-        return total, 0
-    lx0, ly0 = ix0 - x0, iy0 - y0
-    local = (slice(ly0, ly0 + iy1 - iy0), slice(lx0, lx0 + ix1 - ix0))
-    scene = (slice(iy0, iy1), slice(ix0, ix1))
-    a = alpha[local][:, :, None]
-    image[scene] = image[scene] * (1 - a) + rgb[local]
-    instance[scene][mask[local]] = object_id
-    return total, int(np.count_nonzero(mask[local]))
+    height, width = placed.plan.size(placed.unit)
+    window = (max(-placed.x0, 0), max(-placed.y0, 0),
+              min(width, size_w - placed.x0), min(height, size_h - placed.y0))
+    layer = placed.plan.render(placed.unit, window)
+    mask = layer.alpha >= 128
+    inside = int(np.count_nonzero(mask))
+    total = inside
+    if window != (0, 0, width, height):
+        total += placed.plan.off_window_pixels(placed.unit, window)
+    h, w = mask.shape
+    if h and w:
+        x0, y0 = placed.x0 + layer.offset[0], placed.y0 + layer.offset[1]
+        canvas.paste(Image.fromarray(layer.rgb), (x0, y0), Image.fromarray(layer.alpha))
+        instance[y0:y0 + h, x0:x0 + w][mask] = object_id
+    return layer, total, inside
 
 
 def _check_rng(rng):
@@ -296,15 +329,19 @@ def check_image_size(image_size):
     return int(image_size)
 
 
-def render_scene(rng, image_size=256):
+def render_scene(rng, image_size=256, *, plate_mix=None, decorations=False):
     """Render one street scene with 0..3 vehicles and exact annotations.
 
     Args:
         rng (np.random.Generator | int): randomness, or a seed for a new generator.
         image_size (int): side of the square image, ``MIN_IMAGE_SIZE..MAX_IMAGE_SIZE``.
+        plate_mix (PlateMix | None): probabilities of the plate features (strips,
+            stickers, screws, frames, dirt...); ``plates.PlateMix()`` when None.
+        decorations (bool): also return where the plates' decorations landed.
 
     Returns:
-        tuple: ``(image, objects, class_mask, instance_mask)``:
+        tuple: ``(image, objects, class_mask, instance_mask)``, plus ``decoration_mask``
+        when ``decorations`` is true:
 
         - image (ndarray[H, W, 3]): uint8 RGB, ``H = W = image_size``.
         - objects (list[dict]): in drawing order (module docstring), each
@@ -316,79 +353,107 @@ def render_scene(rng, image_size=256):
           1 car, 2 plate, 3..12 digits, 13 other characters); no 255.
         - instance_mask (ndarray[H, W]): uint8, 1-based index into ``objects`` of the
           object on top, 0 for background.
+        - decoration_mask (ndarray[H, W]): uint8 id (``decorations.DECORATION_IDS``) of
+          the decoration covering more than half of each pixel, 0 elsewhere; where a
+          nearer vehicle hides a plate, 0.
 
     Raises:
-        TypeError / ValueError: bad ``rng`` or ``image_size``.
+        TypeError / ValueError: bad ``rng``, ``image_size`` or ``plate_mix``.
     """
     rng = _check_rng(rng)
     size = check_image_size(image_size)
+    if plate_mix is None:
+        plate_mix = PlateMix()
+    elif not isinstance(plate_mix, PlateMix):
+        raise TypeError(f"plate_mix must be a PlateMix or None, got {type(plate_mix).__name__}")
     count = int(rng.choice(len(VEHICLE_COUNT_PROBS), p=VEHICLE_COUNT_PROBS))
     camera, placed = _place_vehicles(rng, size, count)
 
-    background, foot = render_background(rng, size, camera)
-    canvas = Image.fromarray(np.rint(background).astype(np.uint8))
+    canvas, foot = render_background(rng, size, camera)
     draw_distractors(rng, canvas, foot, int(rng.integers(0, 5)),
                      nearest=min((p.foot for p in placed), default=None))
-    image = np.asarray(canvas, dtype=np.float32).copy()
-    _draw_shadows(rng, image, placed)
+    _draw_shadows(rng, canvas, placed)
 
     instance = np.zeros((size, size), dtype=np.uint8)
+    decoration = np.zeros((size, size), dtype=np.uint8) if decorations else None
     # Provisional records; ids are positions + 1, compacted at the end.
     records = []
     for p in placed:
-        layer = p.plan.render(p.unit)
         first = len(records)
-        total, inside = _composite_layer(image, instance, layer.rgb, layer.alpha, p.x0, p.y0,
-                                         first + 1)
+        layer, total, inside = _draw_vehicle(canvas, instance, p, first + 1)
         records.append({"name": "car", "class": CAR, "pixels": total, "cut": inside < total})
+        if decoration is not None:
+            decoration[instance == first + 1] = 0     # hidden by this (nearer) vehicle
         if p.quad is not None:
-            _draw_plate(rng, image, instance, records, layer, p.quad)
+            _draw_plate(rng, canvas, instance, records, layer, p.quad, plate_mix, decoration)
         # Pixels each object of this vehicle owns before nearer vehicles are drawn: the
         # reference for "how much of it is hidden" (the car also owns its off-image part).
-        owned = np.bincount(instance.ravel(), minlength=len(records) + 1)
+        owned = _pixel_counts(instance)
         for index in range(first, len(records)):
             records[index]["pixels"] = int(owned[index + 1])
         records[first]["pixels"] += total - inside
 
-    photo = apply_camera_effects(rng, image)
-    return (photo,) + _finalize(records, instance)
+    photo = apply_camera_effects(rng, canvas)
+    objects, class_mask, instance = _finalize(records, instance)
+    if decorations:
+        return photo, objects, class_mask, instance, decoration
+    return photo, objects, class_mask, instance
 
 
-def _draw_plate(rng, image, instance, records, layer, quad):
-    """Render a plate, warp it onto ``quad``, paint it and its characters, add records."""
-    plate = render_plate(rng, layer.plate_layout)
-    canon_h, canon_w = plate.alpha.shape
-    source = np.array([[0, 0], [canon_w, 0], [canon_w, canon_h], [0, canon_h]], np.float64)
+def _draw_plate(rng, canvas, instance, records, layer, quad, mix, decoration):
+    """Render a plate, warp it onto ``quad``, paint it, its frame and its characters,
+    add their records (the frame's pixels go to the vehicle, the last record)."""
+    plate = render_plate(rng, layer.plate_layout, mix=mix,
+                         px_per_mm=canonical_resolution(layer.plate_layout, layer.plate_width))
+    px0, py0, px1, py1 = plate.plate_box
+    source = np.array([[px0, py0], [px1, py0], [px1, py1], [px0, py1]], np.float64)
     homography = homography_from_points(source, quad)
     # Enough sub-samples that they fall at most ~1.5 canonical pixels apart.
-    supersample = int(np.clip(np.ceil(canon_w / layer.plate_width / 1.5), 2, 10))
-    warped = warp_plate(plate, homography, *instance.shape, supersample)
+    supersample = int(np.clip(np.ceil((px1 - px0) / layer.plate_width / 1.5), 2, 10))
+    warped = warp_plate(plate, homography, *instance.shape, supersample,
+                        decorations=decoration is not None)
     x0, y0, x1, y1 = warped.region
-    scene = (slice(y0, y1), slice(x0, x1))
-    image[scene] = image[scene] * (1 - warped.coverage[:, :, None]) + warped.premultiplied
-    plate_mask = warped.coverage >= 0.5
-    instance[scene][plate_mask] = len(records) + 1
+    painted = np.rint(np.minimum(warped.coverage + warped.frame_coverage, 1) * 255)
+    _blend(canvas, x0, y0, warped.premultiplied, painted.astype(np.uint8))
+    scene = instance[y0:y1, x0:x1]
+    vehicle_id = len(records)                  # the vehicle is the last record
+    scene[warped.frame_coverage >= 0.5] = vehicle_id
+    scene[warped.coverage >= 0.5] = vehicle_id + 1
     records.append({"name": "plate", "class": PLATE, "cut": False, "text": plate.text})
-    glyph_height = plate.digit_height * layer.plate_width / canon_w
+    glyph_height = plate.digit_height * layer.plate_width / (px1 - px0)
     for char, coverage in zip(plate.chars, warped.char_coverage):
-        char_mask = coverage >= 0.5
-        instance[scene][char_mask] = len(records) + 1
+        scene[coverage >= 0.5] = len(records) + 1
         class_id = character_class(char)
         records.append({"name": str(class_id - 3) if class_id < 13 else "char",
                         "class": class_id, "cut": False, "text": char,
                         "small": glyph_height < 5.0})
+    if decoration is not None:
+        window = decoration[y0:y1, x0:x1]
+        for kind, coverage in enumerate(warped.decoration_coverage, start=1):
+            window[coverage > 0.5] = kind
+
+
+def _pixel_counts(instance):
+    """ndarray[256]: pixels of each id of a uint8 instance map (Pillow's C histogram)."""
+    return np.array(Image.fromarray(instance).histogram(), dtype=np.int64)
+
+
+def _lookup(table, instance):
+    """``table[instance]`` for a uint8 map and a 256-entry uint8 table (Pillow's C lookup)."""
+    return np.array(Image.fromarray(instance).point(table.tolist()))
 
 
 def _finalize(records, instance):
     """Drop objects left without visible pixels, renumber, derive boxes and classes."""
-    visible = np.bincount(instance.ravel(), minlength=len(records) + 1)[1:]
+    visible = _pixel_counts(instance)[1:len(records) + 1]
     keep = np.flatnonzero(visible > 0)
-    remap = np.zeros(len(records) + 1, dtype=np.uint8)
-    remap[keep + 1] = np.arange(1, keep.size + 1)
-    instance = remap[instance]
-    classes = np.zeros(keep.size + 1, dtype=np.uint8)
-    classes[1:] = [records[i]["class"] for i in keep]
-    class_mask = classes[instance]
+    if keep.size < len(records):
+        remap = np.zeros(256, dtype=np.uint8)
+        remap[keep + 1] = np.arange(1, keep.size + 1)
+        instance = _lookup(remap, instance)
+    classes = np.zeros(256, dtype=np.uint8)
+    classes[1:keep.size + 1] = [records[i]["class"] for i in keep]
+    class_mask = _lookup(classes, instance)
     # find_objects gives, for label i, the bounding slices of instance == i in one pass.
     slices = ndimage.find_objects(instance, max_label=keep.size)
     objects = []

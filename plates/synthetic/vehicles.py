@@ -4,8 +4,10 @@ with their rider seen from the back, each drawn as one layer with its own covera
 A vehicle is a stack of flat shapes (tyres, body, cabin, glass, lights, grille,
 bumper, plate recess) drawn with Pillow at ``SUPERSAMPLE`` times the final resolution
 and box-filtered down, which gives an anti-aliased silhouette whose coverage, thresholded
-at 0.5, is the vehicle's mask. Shapes are written in *vehicle units* (the body width of a
-car, the rider's shoulder width of a motorbike, the length of a side-view car) with
+at 0.5, is the vehicle's mask. Only the part of a vehicle inside the image is painted
+(``VehiclePlan.render(unit_px, window)``): a near car can be several times the image.
+Shapes are written in *vehicle units* (the body width of a car, the rider's shoulder
+width of a motorbike, the length of a side-view car) with
 ``y`` pointing up from the ground, and recorded (``plan_vehicle``) before being
 painted at a given scale (``VehiclePlan.render``): the scene can check where a vehicle
 and its plate would land at any size before paying for the drawing.
@@ -51,11 +53,14 @@ _CAR_STYLES = {
 
 @dataclass
 class VehicleLayer:
-    """One vehicle drawn at its final size.
+    """A vehicle drawn at its final size, or the part of it inside a window.
 
     Attributes:
-        rgb (ndarray[h, w, 3]): float32 colour premultiplied by coverage, 0..255 scale.
-        alpha (ndarray[h, w]): float32 coverage of the silhouette in [0, 1].
+        rgb (ndarray[h, w, 3]): uint8 colour (the mean over the covered part of each pixel,
+            shaded; 0 where nothing covers it).
+        alpha (ndarray[h, w]): uint8 coverage of the silhouette, 255 = fully covered; the
+            vehicle's mask is ``alpha >= 128`` (coverage >= 0.5).
+        offset (tuple[int, int]): ``(col, row)`` of the window's top-left in the layer.
         kind (str): a key of ``VEHICLE_KINDS``.
         plate_layout (str | None): layout of the plate it carries, None without plate.
         plate_center (tuple[float, float] | None): ``(x, y)`` of the plate centre, layer pixels.
@@ -65,6 +70,7 @@ class VehicleLayer:
     """
     rgb: np.ndarray
     alpha: np.ndarray
+    offset: tuple
     kind: str
     plate_layout: object
     plate_center: object
@@ -85,16 +91,16 @@ class _Recorder:
         self.ops = []
 
     def polygon(self, points, colour):
-        self.ops.append(("polygon", tuple(points), _rgba(colour)))
+        self.ops.append(("polygon", tuple(points), _rgb(colour)))
 
     def rect(self, x0, y0, x1, y1, colour, radius=0.0):
-        self.ops.append(("rect", (x0, y0, x1, y1), _rgba(colour), radius))
+        self.ops.append(("rect", (x0, y0, x1, y1), _rgb(colour), radius))
 
     def ellipse(self, cx, cy, rx, ry, colour):
-        self.ops.append(("ellipse", (cx - rx, cy - ry, cx + rx, cy + ry), _rgba(colour)))
+        self.ops.append(("ellipse", (cx - rx, cy - ry, cx + rx, cy + ry), _rgb(colour)))
 
     def line(self, points, colour, width):
-        self.ops.append(("line", tuple(points), _rgba(colour), width))
+        self.ops.append(("line", tuple(points), _rgb(colour), width))
 
 
 @dataclass
@@ -131,53 +137,105 @@ class VehiclePlan:
         """Layer pixel coordinates ``(col, row)`` of the point ``(x, y)`` in units."""
         return ((x - self.x_min) * unit_px, (self.y_top - y) * unit_px)
 
-    def render(self, unit_px):
-        """Paint at ``SUPERSAMPLE``x, box-filter down, shade; return the ``VehicleLayer``."""
-        height, width = self.size(unit_px)
-        scale = unit_px * SUPERSAMPLE
-        # Transparent black: after the box filter the colour is premultiplied by coverage.
-        image = Image.new("RGBA", (width * SUPERSAMPLE, height * SUPERSAMPLE))
+    def _paint(self, image, unit_px, left, top, coverage_only):
+        """Replay the recorded operations onto ``image`` (``SUPERSAMPLE``x the layer scale),
+        whose pixel (0, 0) is the layer's supersampled pixel ``(left, top)``."""
         draw = ImageDraw.Draw(image)
+        scale = unit_px * SUPERSAMPLE
 
         def point(x, y):
-            return ((x - self.x_min) * scale, (self.y_top - y) * scale)
+            return ((x - self.x_min) * scale - left, (self.y_top - y) * scale - top)
 
         for op in self.ops:
+            fill = 255 if coverage_only else op[2]
             if op[0] == "polygon":
-                draw.polygon([point(x, y) for x, y in op[1]], fill=op[2])
+                draw.polygon([point(x, y) for x, y in op[1]], fill=fill)
             elif op[0] == "rect" or op[0] == "ellipse":
                 x0, y0, x1, y1 = op[1]
                 box = point(x0, y1) + point(x1, y0)
                 if op[0] == "ellipse":
-                    draw.ellipse(box, fill=op[2])
+                    draw.ellipse(box, fill=fill)
                 elif op[3] > 0:
-                    draw.rounded_rectangle(box, radius=op[3] * scale, fill=op[2])
+                    draw.rounded_rectangle(box, radius=op[3] * scale, fill=fill)
                 else:
-                    draw.rectangle(box, fill=op[2])
+                    draw.rectangle(box, fill=fill)
             else:
-                draw.line([point(x, y) for x, y in op[1]], fill=op[2],
+                draw.line([point(x, y) for x, y in op[1]], fill=fill,
                           width=max(int(round(op[3] * scale)), 1))
-        small = np.asarray(image.reduce(SUPERSAMPLE), dtype=np.float32)    # (h, w, 4)
-        rgb, alpha = small[:, :, :3], small[:, :, 3] / 255.0
+
+    def render(self, unit_px, window=None):
+        """Paint at ``SUPERSAMPLE``x, box-filter down, shade; return the ``VehicleLayer``.
+
+        Colour and coverage are drawn into two images (RGB on black, and L): reducing the
+        RGB one averages each colour with the black around the shape, which is the colour
+        premultiplied by coverage, and the L one gives that coverage; their ratio is the
+        colour, which composites as ``image * (1 - a) + colour * a`` (Pillow's ``paste``
+        through the coverage).
+
+        Args:
+            unit_px (float): pixels per vehicle unit.
+            window (tuple[int, int, int, int] | None): ``(x0, y0, x1, y1)`` layer pixels to
+                paint (clipped to the layer); the whole layer when None. The scene paints
+                only the part of a vehicle inside the image.
+        """
+        height, width = self.size(unit_px)
+        x0, y0, x1, y1 = (0, 0, width, height) if window is None else window
+        x0, y0 = min(max(int(x0), 0), width), min(max(int(y0), 0), height)
+        x1, y1 = min(max(int(x1), x0), width), min(max(int(y1), y0), height)
+        h, w = y1 - y0, x1 - x0
+        s = SUPERSAMPLE
+        colour = Image.new("RGB", (max(w, 1) * s, max(h, 1) * s))
+        cover = Image.new("L", colour.size)
+        if h and w:
+            self._paint(colour, unit_px, x0 * s, y0 * s, coverage_only=False)
+            self._paint(cover, unit_px, x0 * s, y0 * s, coverage_only=True)
+        rgb = np.asarray(colour.reduce(s), dtype=np.float32)[:h, :w]           # (h, w, 3)
+        alpha = np.asarray(cover.reduce(s))[:h, :w]                            # (h, w)
         top, bottom, side = self.shading
-        rows = np.linspace(top, bottom, height, dtype=np.float32)[:, None]
-        cols = 1.0 + side * np.linspace(-1, 1, width, dtype=np.float32)[None, :]
-        # Premultiplied colour can never exceed 255 x coverage.
-        rgb = np.minimum(rgb * (rows * cols)[:, :, None], 255.0 * alpha[:, :, None])
+        rows = np.linspace(top, bottom, height, dtype=np.float32)[y0:y1]
+        cols = 1.0 + side * np.linspace(-1, 1, width, dtype=np.float32)[x0:x1]
+        # Light from above and one side, and the division by coverage that turns the
+        # premultiplied colour into the colour itself: one (h, w) factor, repeated per
+        # channel along the rows of the (h, 3w) view.
+        factor = rows[:, None] * cols[None, :] * (255.0 / np.maximum(alpha, 1))
+        flat = rgb.reshape(h, 3 * w)
+        flat *= np.repeat(factor, 3, axis=1)
+        np.minimum(flat, 255.0, out=flat)
+        flat += 0.5
         plate_center = None
         if self.plate_center is not None:
             plate_center = self.to_pixels(unit_px, *self.plate_center)
         return VehicleLayer(
-            rgb=rgb, alpha=alpha, kind=self.kind, plate_layout=self.plate_layout,
+            rgb=rgb.astype(np.uint8), alpha=np.ascontiguousarray(alpha), offset=(x0, y0),
+            kind=self.kind, plate_layout=self.plate_layout,
             plate_center=plate_center, plate_width=self.plate_width * unit_px,
             ground_y=self.to_pixels(unit_px, 0.0, 0.0)[1],
             shadow_span=(self.to_pixels(unit_px, self.shadow_span[0], 0.0)[0],
                          self.to_pixels(unit_px, self.shadow_span[1], 0.0)[0]),
         )
 
+    def off_window_pixels(self, unit_px, window):
+        """Pixels of the layer's mask (coverage >= 0.5) outside ``window``: the part of a
+        vehicle beyond the image border, for its truncation statistics.
 
-def _rgba(colour):
-    return tuple(min(max(int(c), 0), 255) for c in colour) + (255,)
+        Drawn in coverage only (one byte per sample), the whole layer at once. Pillow's
+        rasterizer is not exactly shift-invariant, so a window drawn alone may differ
+        from this drawing by a few edge pixels; only this count comes from it.
+
+        Args:
+            unit_px (float): pixels per vehicle unit.
+            window (tuple[int, int, int, int]): ``(x0, y0, x1, y1)`` layer pixels.
+        """
+        height, width = self.size(unit_px)
+        cover = Image.new("L", (width * SUPERSAMPLE, height * SUPERSAMPLE))
+        self._paint(cover, unit_px, 0, 0, coverage_only=True)
+        mask = np.asarray(cover.reduce(SUPERSAMPLE)) >= 128
+        x0, y0, x1, y1 = window
+        return int(np.count_nonzero(mask)) - int(np.count_nonzero(mask[y0:y1, x0:x1]))
+
+
+def _rgb(colour):
+    return tuple(min(max(int(c), 0), 255) for c in colour)
 
 
 def _scaled(colour, factor):

@@ -9,11 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from plates.classes import CLASS_TO_ID, IGNORE_INDEX, character_class
+from plates.classes import CAR, CHAR, CLASS_TO_ID, DIGIT_IDS, IGNORE_INDEX, PLATE, character_class
 from plates.synthetic import (
     MIN_IMAGE_SIZE, generate_plate_dataset, image_rng, render_scene, split_ids,
 )
 from plates.synthetic import fonts, generate, plates, scene
+from plates.synthetic.decorations import DECORATION_IDS
 from plates.synthetic.__main__ import main as cli_main
 from plates.synthetic.geometry import (
     apply_homography, homography_from_points, inverse_map,
@@ -218,12 +219,17 @@ def test_render_glyph_rejects_strings():
 
 
 def _warp_plate_loop(plate, homography, region, supersample):
-    """Slow reference: every pixel, every sub-sample, every character, one at a time."""
+    """Slow reference: every pixel, every sub-sample, every character, one at a time.
+
+    Returns plate coverage, frame coverage, premultiplied colour and character coverage.
+    """
     x0, y0, x1, y1 = region
     h_inv = np.linalg.inv(homography)
     height, width = plate.alpha.shape
     num = len(plate.chars)
     coverage = np.zeros((y1 - y0, x1 - x0))
+    frame = np.zeros((y1 - y0, x1 - x0))
+    colour = np.zeros((y1 - y0, x1 - x0, 3))
     chars = np.zeros((num, y1 - y0, x1 - x0))
     for row in range(y0, y1):
         for col in range(x0, x1):
@@ -238,26 +244,37 @@ def _warp_plate_loop(plate, homography, region, supersample):
                     cu, rv = int(np.floor(u)), int(np.floor(v))
                     if 0 <= cu < width and 0 <= rv < height:
                         coverage[row - y0, col - x0] += plate.alpha[rv, cu] / 255
+                        frame[row - y0, col - x0] += plate.frame_alpha[rv, cu] / 255
+                        weight = (int(plate.alpha[rv, cu]) + int(plate.frame_alpha[rv, cu])) / 255
+                        colour[row - y0, col - x0] += plate.rgb[rv, cu] * weight
                         k = plate.char_index[rv, cu]
                         if k:
                             chars[k - 1, row - y0, col - x0] += plate.char_alpha[rv, cu] / 255
-    return coverage / supersample ** 2, chars / supersample ** 2
+    n = supersample ** 2
+    return coverage / n, frame / n, colour / n, chars / n
 
 
-@pytest.mark.parametrize("supersample", [2, 3])
-def test_warp_plate_matches_loop_reference(supersample):
+@pytest.mark.parametrize("supersample, mix", [(2, plates.PlateMix.only()),
+                                              (3, plates.PlateMix.only("frame_text", "strip"))])
+def test_warp_plate_matches_loop_reference(supersample, mix):
     rng = np.random.default_rng(supersample)
-    plate = plates.render_plate(rng, "moto")
+    plate = plates.render_plate(rng, "moto", mix=mix, px_per_mm=0.4)
     height, width = plate.alpha.shape
     source = np.array([[0, 0], [width, 0], [width, height], [0, height]], float)
     quad = np.array([[10.3, 12.1], [37.9, 10.4], [39.2, 33.7], [9.1, 35.2]])
     homography = homography_from_points(source, quad)
     warped = plates.warp_plate(plate, homography, 48, 48, supersample)
     assert warped.region == (9, 10, 40, 36)
-    coverage, chars = _warp_plate_loop(plate, homography, warped.region, supersample)
-    np.testing.assert_allclose(warped.coverage, coverage, atol=1e-5)
+    coverage, frame, colour, chars = _warp_plate_loop(plate, homography, warped.region,
+                                                      supersample)
+    np.testing.assert_allclose(warped.coverage, coverage, atol=1e-6)
+    np.testing.assert_allclose(warped.frame_coverage, frame, atol=1e-6)
     np.testing.assert_allclose(warped.char_coverage, chars, atol=1e-5)
-    assert warped.premultiplied.shape == coverage.shape + (3,)
+    # The colour is averaged in 8 bits: within one level.
+    assert warped.premultiplied.dtype == np.uint8
+    np.testing.assert_allclose(warped.premultiplied, colour, atol=1.0)
+    if "frame" in plate.features:
+        assert (frame >= 0.5).any()
 
 
 def test_warp_plate_outside_image_is_empty():
@@ -312,11 +329,90 @@ def test_vehicle_plan_renders_at_any_scale(kind):
     for unit in (20.0, 75.5):
         layer = plan.render(unit)
         assert layer.alpha.shape == plan.size(unit) and layer.rgb.shape == plan.size(unit) + (3,)
-        assert 0 <= layer.alpha.min() and layer.alpha.max() <= 1 and (layer.alpha >= 0.5).any()
-        assert np.all(layer.rgb <= 255 * layer.alpha[:, :, None] + 1e-3)   # premultiplied
+        assert layer.alpha.dtype == np.uint8 and layer.rgb.dtype == np.uint8
+        assert layer.alpha.min() == 0 and layer.alpha.max() == 255
+        assert np.all(layer.rgb[layer.alpha == 0] == 0)
         if layouts:
             cx, cy = layer.plate_center
-            assert layer.alpha[int(cy), int(cx)] >= 0.5   # the plate sits on the vehicle
+            assert layer.alpha[int(cy), int(cx)] >= 128   # the plate sits on the vehicle
+        # A window paints that part of the layer: same size and place, same pixels up to
+        # a few edges (Pillow's rasterizer is not exactly shift-invariant).
+        height, width = plan.size(unit)
+        window = (width // 3, height // 4, width - 2, height - 1)
+        part = plan.render(unit, window)
+        assert part.offset == window[:2]
+        crop = layer.alpha[window[1]:window[3], window[0]:window[2]]
+        assert part.alpha.shape == crop.shape
+        assert np.mean(part.alpha != crop) < 0.01
+        # The pixels of the mask outside the window, counted on the whole layer.
+        inside = np.count_nonzero(crop >= 128)
+        assert plan.off_window_pixels(unit, window) == np.count_nonzero(layer.alpha >= 128) - inside
+        assert plan.off_window_pixels(unit, (0, 0, width, height)) == 0
+
+
+def test_vehicle_colour_composites_like_the_supersampled_drawing():
+    """Pasted through its coverage onto black, an unshaded layer gives the box-filtered
+    2x drawing: the colour is the mean over the covered samples, not darkened at edges."""
+    from plates.synthetic.vehicles import SUPERSAMPLE
+
+    plan = plan_vehicle(np.random.default_rng(4), "car_rear", "one_row")
+    plan.shading = (1.0, 1.0, 0.0)
+    unit = 61.3
+    layer = plan.render(unit)
+    height, width = plan.size(unit)
+    reference = Image.new("RGB", (width * SUPERSAMPLE, height * SUPERSAMPLE))
+    plan._paint(reference, unit, 0, 0, coverage_only=False)
+    reference = np.asarray(reference.reduce(SUPERSAMPLE)).astype(int)
+    canvas = Image.new("RGB", (width, height))
+    canvas.paste(Image.fromarray(layer.rgb), (0, 0), Image.fromarray(layer.alpha))
+    difference = np.abs(np.asarray(canvas).astype(int) - reference)
+    assert difference.max() <= 2
+    edge = (layer.alpha > 0) & (layer.alpha < 255)
+    assert edge.sum() > 50 and layer.rgb[edge].max() > 100    # edges keep their colour
+
+
+# --------------------------------------------------------------------------- camera effects
+def test_fixed_point_blur_matches_float_filter():
+    """The 16-bit fixed-point filter rounds the float filter with the same weights."""
+    from plates.synthetic.effects import _convolve, _fixed_point
+
+    image = np.random.default_rng(0).integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
+    for offsets, weights in ((np.arange(-3, 4), np.exp(-0.5 * (np.arange(-3, 4) / 1.2) ** 2)),
+                             (np.arange(4) - 2, np.ones(4))):
+        q = _fixed_point(weights)
+        assert q.sum() == 256 and q.dtype.kind == "i"
+        for axis in (0, 1):
+            ours = _convolve(image, offsets, q, axis).astype(float)
+            # out[i] = sum_k q_k / 256 * in[clip(i + offset_k)], one pixel at a time.
+            reference = np.zeros(image.shape)
+            length = image.shape[axis]
+            for i in range(length):
+                for offset, weight in zip(offsets, q):
+                    source = min(max(i + int(offset), 0), length - 1)
+                    taken = image[source] if axis == 0 else image[:, source]
+                    if axis == 0:
+                        reference[i] += weight / 256 * taken
+                    else:
+                        reference[:, i] += weight / 256 * taken
+            assert np.abs(ours - reference).max() <= 0.5 + 1e-9
+
+
+def test_sensor_noise_is_seeded_gaussian_and_scaled():
+    from plates.synthetic.effects import NOISE_STEPS, noise_pool, sensor_noise
+
+    a = np.asarray(sensor_noise(np.random.default_rng(5), 300, 200)).astype(float) - 128
+    b = np.asarray(sensor_noise(np.random.default_rng(5), 300, 200)).astype(float) - 128
+    np.testing.assert_array_equal(a, b)
+    sigma = np.random.default_rng(5).uniform(0.0, 9.0)       # the first draw
+    assert a.shape == (200, 300, 3)
+    assert abs(a.mean()) < 0.1 and abs(a.std() / (0.806 * sigma) - 1) < 0.05
+    pool = np.asarray(noise_pool()).astype(float) - 128
+    # Luma (shared by a pixel's channels) and chroma: channel correlation 0.49 / 0.65.
+    correlation = np.corrcoef(pool[:, :, 0].ravel(), pool[:, :, 1].ravel())[0, 1]
+    assert abs(correlation - 0.49 / 0.65) < 0.02
+    assert abs(pool.std() / NOISE_STEPS - 0.806) < 0.01
+    big = sensor_noise(np.random.default_rng(1), 2000, 1700)     # tiles the pool
+    assert big.size == (2000, 1700)
 
 
 # --------------------------------------------------------------------------- the dataset on disk
@@ -474,3 +570,297 @@ def test_cli_bad_arguments(tmp_path, capsys, args, message):
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "X").exists()
+
+
+# --------------------------------------------------------------------------- plate features
+FEATURE_DECORATIONS = {"strip": "strip", "sticker": "sticker", "screws": "screw",
+                       "separator": "separator", "frame": "frame", "frame_text": "frame_text"}
+NOT_CHARACTERS = ("strip", "sticker", "screw", "separator", "frame_text")
+
+
+def _luma(colour):
+    return 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+
+
+def test_plate_mix_checks_and_parses():
+    with pytest.raises(ValueError, match="PlateMix.strip"):
+        plates.PlateMix(strip=1.5)
+    with pytest.raises(ValueError, match="PlateMix.dirt"):
+        plates.PlateMix(dirt=True)
+    with pytest.raises(ValueError, match="features"):
+        plates.PlateMix.only("glitter")
+    assert plates.PlateMix.only("frame_text").frame == 1.0
+    assert plates.PlateMix.only().probabilities().sum() == 0
+    mix = plates.parse_plate_mix(["strip=0.5", "dirt=0"])
+    assert (mix.strip, mix.dirt, mix.frame) == (0.5, 0.0, plates.PlateMix().frame)
+    for bad in (["strip"], ["glitter=1"], ["dirt=lots"], ["dark=-0.1"]):
+        with pytest.raises(ValueError):
+            plates.parse_plate_mix(bad)
+    with pytest.raises(TypeError, match="mix"):
+        plates.render_plate(np.random.default_rng(0), "moto", mix={"strip": 1})
+    with pytest.raises(ValueError, match="px_per_mm"):
+        plates.render_plate(np.random.default_rng(0), "moto", px_per_mm=0)
+
+
+@pytest.mark.parametrize("feature", sorted(FEATURE_DECORATIONS))
+def test_forced_decoration_is_drawn_where_no_character_is(feature):
+    """Each decoration, forced, is drawn (on every layout that allows it) and never
+    where a character has ink."""
+    kind = DECORATION_IDS[FEATURE_DECORATIONS[feature]]
+    drawn = 0
+    for seed in range(12):
+        layout = sorted(plates.PLATE_LAYOUTS)[seed % 4]
+        if feature == "separator":
+            layout = "euro"                 # the only formats with gaps in the text
+        plate = plates.render_plate(np.random.default_rng(seed), layout,
+                                    mix=plates.PlateMix.only(feature), px_per_mm=0.4)
+        allowed = not (feature == "strip" and layout == "moto") and \
+            not (feature == "separator" and " " not in plate.text)
+        assert (feature in plate.features) == allowed or feature == "screws"
+        if feature in plate.features:
+            assert np.any(plate.decoration == kind), (feature, layout, seed)
+            drawn += 1
+        # Decorations (the frame aside, which lies outside the plate) never touch ink.
+        assert not np.any((plate.char_index > 0) & (plate.decoration > 0))
+        assert set(np.unique(plate.char_index)) - {0} == set(range(1, len(plate.chars) + 1))
+    assert drawn >= 8
+
+
+def test_frame_lies_outside_the_plate_and_carries_text():
+    for seed in range(4):
+        plate = plates.render_plate(np.random.default_rng(seed), "one_row",
+                                    mix=plates.PlateMix.only("frame_text"), px_per_mm=0.4)
+        x0, y0, x1, y1 = plate.plate_box
+        assert plate.alpha.shape[1] > x1 - x0 and plate.alpha.shape[0] > y1 - y0
+        assert not np.any((plate.alpha > 0) & (plate.frame_alpha > 0))
+        text = plate.decoration == DECORATION_IDS["frame_text"]
+        assert text.any() and not np.any(text & (plate.alpha > 0))
+        assert np.all(plate.frame_alpha[text] == 255)
+        assert not plate.alpha[:y0].any() and not plate.alpha[y1:].any()
+
+
+def test_dark_plates_have_light_characters():
+    for seed in range(6):
+        plate = plates.render_plate(np.random.default_rng(seed), "one_row",
+                                    mix=plates.PlateMix.only("dark"), px_per_mm=0.4)
+        ink = plate.rgb[plate.char_alpha == 255].astype(float).mean(axis=0)
+        face = plate.rgb[(plate.alpha == 255) & (plate.char_index == 0)].astype(float)
+        assert _luma(ink) > _luma(np.median(face, axis=0)) + 60
+
+
+@pytest.mark.parametrize("feature", ["gradient", "shadow", "dirt"])
+def test_light_and_dirt_change_colours_not_labels(feature):
+    """The same draws with and without the feature: same masks, other colours."""
+    for seed in range(3):
+        plain = plates.render_plate(np.random.default_rng(seed), "two_row",
+                                    mix=plates.PlateMix.only(), px_per_mm=0.4)
+        marked = plates.render_plate(np.random.default_rng(seed), "two_row",
+                                     mix=plates.PlateMix.only(feature), px_per_mm=0.4)
+        assert feature in marked.features and feature not in plain.features
+        for name in ("alpha", "frame_alpha", "char_index", "char_alpha", "decoration"):
+            np.testing.assert_array_equal(getattr(marked, name), getattr(plain, name))
+        assert marked.text == plain.text
+        changed = np.abs(marked.rgb.astype(int) - plain.rgb.astype(int)).max(axis=2) > 8
+        assert changed[plain.alpha > 0].mean() > 0.02
+
+
+def test_canonical_resolution_levels():
+    assert plates.canonical_resolution("one_row", 30.0) == 0.2
+    assert plates.canonical_resolution("one_row", 60.0) == 0.4
+    assert plates.canonical_resolution("one_row", 100.0) == 0.8
+    assert plates.canonical_resolution("one_row", 400.0) == plates.PX_PER_MM
+    for width in (10.0, 40.0, 120.0):
+        px = plates.canonical_resolution("moto", width)
+        assert px == plates.PX_PER_MM or 190 * px >= plates.OVERSAMPLING * width
+
+
+@pytest.fixture(scope="module")
+def decorated_scenes():
+    """Scenes whose plates carry every feature, with their decoration masks."""
+    mix = plates.PlateMix.only(*plates.PLATE_FEATURES)
+    return [render_scene(np.random.default_rng(seed), 192, plate_mix=mix, decorations=True)
+            for seed in range(10)]
+
+
+def test_decorated_scenes_labels_stay_exact(decorated_scenes):
+    kinds_seen = set()
+    for image, objects, class_mask, instance_mask, decoration in decorated_scenes:
+        assert decoration.shape == class_mask.shape and decoration.dtype == np.uint8
+        # Boxes are the tight boxes of the masks; classes those of the objects on top.
+        lut = np.array([0] + [CLASS_TO_ID[o["name"]] for o in objects], dtype=np.uint8)
+        np.testing.assert_array_equal(class_mask, lut[instance_mask])
+        for index, obj in enumerate(objects, start=1):
+            rows, cols = np.nonzero(instance_mask == index)
+            assert tuple(obj["bbox"]) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        is_char = np.isin(class_mask, list(DIGIT_IDS) + [CHAR])
+        for name in NOT_CHARACTERS:
+            where = decoration == DECORATION_IDS[name]
+            kinds_seen.add(name) if where.any() else None
+            # No character id (and no character object) where a decoration is drawn.
+            assert not np.any(is_char & where), name
+        # Frames and their text belong to the vehicle; strips, stickers, screws and
+        # separators to the plate.
+        for name, class_id in (("frame", CAR), ("frame_text", CAR), ("strip", PLATE),
+                               ("sticker", PLATE), ("screw", PLATE), ("separator", PLATE)):
+            where = decoration == DECORATION_IDS[name]
+            assert np.all(class_mask[where] == class_id), name
+        for plate, chars in _plate_groups(objects):
+            px1, py1, px2, py2 = plate["bbox"]
+            for char in chars:
+                x1, y1, x2, y2 = char["bbox"]
+                assert px1 <= x1 and py1 <= y1 and x2 <= px2 and y2 <= py2
+    assert {"strip", "sticker", "frame_text"} <= kinds_seen
+
+
+def test_render_scene_decorations_off_by_default():
+    scene_parts = render_scene(np.random.default_rng(3), 96)
+    assert len(scene_parts) == 4
+    with pytest.raises(TypeError, match="plate_mix"):
+        render_scene(np.random.default_rng(3), 96, plate_mix={"strip": 1.0})
+
+
+def test_plain_mix_draws_no_decoration():
+    for seed in range(4):
+        _, objects, _, _, decoration = render_scene(
+            np.random.default_rng(seed), 128, plate_mix=plates.PlateMix.only(), decorations=True)
+        assert not decoration.any()
+
+
+def test_fonts_exclude_symbol_fonts():
+    directory = fonts.matplotlib_font_dir()
+    if directory is None or not os.path.isdir(directory):
+        pytest.skip("matplotlib's fonts are not installed")
+    found = {os.path.basename(p) for p in fonts.discover_fonts([directory])}
+    assert {"DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "cmr10.ttf",
+            "cmtt10.ttf", "cmss10.ttf", "STIXGeneral.ttf"} <= found
+    # Computer Modern's symbol and extension fonts map ASCII codes to other signs.
+    assert not found & {"cmsy10.ttf", "cmex10.ttf"}
+    names = [os.path.basename(p).lower() for p in fonts.available_fonts()[1:]]
+    assert len(names) == len(set(names))          # one file per name
+
+
+def test_plate_gallery_is_small(tmp_path):
+    from plates.synthetic.gallery import GALLERY_ROWS, save_plate_gallery
+    path = tmp_path / "styles.png"
+    size = save_plate_gallery(path, seed=1)
+    assert path.stat().st_size == size < 300_000
+    image = Image.open(path)
+    assert image.format == "PNG" and image.height > 40 * len(GALLERY_ROWS)
+
+
+# --------------------------------------------------------------------------- CLI hardening
+def test_cli_refuses_huge_image_counts(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["plates", "--out", str(tmp_path / "X"), "--num-images",
+                  "99999999999999999999"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--num-images" in err and "at most 10000000" in err
+    assert not (tmp_path / "X").exists()
+    with pytest.raises(ValueError, match="num_images must be at most"):
+        generate_plate_dataset(tmp_path / "Y", generate.MAX_IMAGES + 1, seed=0, progress=False)
+    assert not (tmp_path / "Y").exists()
+
+
+def test_generation_takes_ids_lazily(tmp_path, monkeypatch):
+    """A run of MAX_IMAGES images starts rendering at once: no list of 10 million ids."""
+    import time
+    import tracemalloc
+
+    def stop(task):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "_generate_one", stop)
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        generate_plate_dataset(tmp_path, generate.MAX_IMAGES, seed=0, progress=False)
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20_000_000 and seconds < 5.0, (peak, seconds)
+
+
+def _blocked_outputs(tmp_path):
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / "JPEGImages").write_text("a file where a folder must go")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    return [("/proc/x", "/proc/x"), (str(blocker), "JPEGImages"),
+            (str(a_file / "sub"), "Not a directory"), ("/sys/x", "/sys/x")]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_cli_unwritable_out_exits_2_with_a_message(tmp_path, capsys, case):
+    if not os.path.isdir("/proc"):
+        pytest.skip("needs Linux's /proc")
+    out, expected = _blocked_outputs(tmp_path)[case]
+    if out == "/sys/x" and not os.path.isdir("/sys/kernel"):
+        pytest.skip("needs Linux's sysfs (where no one may create a folder)")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["plates", "--out", out, "--num-images", "2", "--image-size", "64", "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --out" in err and expected in err and "Traceback" not in err
+
+
+def test_cli_read_only_dir_exits_2(tmp_path, capsys):
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        probe = read_only / "probe"
+        try:
+            probe.write_text("x")
+            probe.unlink()
+            pytest.skip("this user can write into read-only directories (root)")
+        except PermissionError:
+            pass
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["plates", "--out", str(read_only / "data"), "--num-images", "2",
+                      "--quiet"])
+        assert exit_info.value.code == 2
+        assert "Permission denied" in capsys.readouterr().err
+    finally:
+        read_only.chmod(0o755)
+
+
+def test_cli_unwritable_out_in_a_subprocess(tmp_path):
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / "JPEGImages").write_text("x")
+    for out in ("/proc/x", str(blocker)):
+        result = _cli("plates", "--out", out, "--num-images", "2", "--quiet")
+        assert result.returncode == 2, (out, result.stderr)
+        assert "argument --out" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prepare_output_dir_errors_name_the_folder(tmp_path):
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / "Annotations").write_text("x")
+    with pytest.raises(generate.OutputDirectoryError, match="Annotations"):
+        generate.prepare_output_dir(blocker)
+    generate.prepare_output_dir(tmp_path / "fine")
+    assert sorted(os.listdir(tmp_path / "fine")) == ["Annotations", "JPEGImages",
+                                                     "SegmentationClass", "SegmentationObject"]
+    (tmp_path / "fine" / "ImageSets").write_text("x")
+    with pytest.raises(generate.OutputDirectoryError, match="ImageSets"):
+        generate.prepare_output_dir(tmp_path / "fine")
+
+
+def test_cli_plate_mix(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["plates", "--out", str(tmp_path / "X"), "--num-images", "2",
+                  "--plate-mix", "strip=2"])
+    assert exit_info.value.code == 2
+    assert "--plate-mix" in capsys.readouterr().err
+    assert not (tmp_path / "X").exists()
+    out = tmp_path / "mixed"
+    assert cli_main(["plates", "--out", str(out), "--num-images", "2", "--image-size", "64",
+                     "--plate-mix", "strip=1", "sticker=1", "--quiet"]) == 0
+    _, objects, _, _ = render_scene(image_rng(0, 1), 64,
+                                    plate_mix=plates.PlateMix(strip=1, sticker=1))
+    assert [o["name"] for o in read_voc_annotation(out / "Annotations" / "000001.xml")["objects"]] \
+        == [o["name"] for o in objects]
