@@ -805,25 +805,31 @@ def test_cli_unwritable_out_exits_2_with_a_message(tmp_path, capsys, case):
     assert "argument --out" in err and expected in err and "Traceback" not in err
 
 
-def test_cli_read_only_dir_exits_2(tmp_path, capsys):
+def test_cli_read_only_dir_exits_2(tmp_path, capsys, monkeypatch):
+    """A folder where no file may be created (permission denied) is a usage error, exit 2.
+
+    The denial is simulated at ``os.open`` so that the test means the same for every user
+    (root may write into a chmod-0555 folder)."""
+    import errno
+
+    from plates.synthetic import generate
+
     read_only = tmp_path / "ro"
     read_only.mkdir()
-    read_only.chmod(0o555)
-    try:
-        probe = read_only / "probe"
-        try:
-            probe.write_text("x")
-            probe.unlink()
-            pytest.skip("this user can write into read-only directories (root)")
-        except PermissionError:
-            pass
-        with pytest.raises(SystemExit) as exit_info:
-            cli_main(["plates", "--out", str(read_only / "data"), "--num-images", "2",
-                      "--quiet"])
-        assert exit_info.value.code == 2
-        assert "Permission denied" in capsys.readouterr().err
-    finally:
-        read_only.chmod(0o755)
+    real_open = generate.os.open
+
+    def denying_open(path, *args, **kwargs):
+        if os.fspath(path).startswith(os.fspath(read_only)):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(generate.os, "open", denying_open)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["plates", "--out", str(read_only / "data"), "--num-images", "2", "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Permission denied" in err and str(read_only / "data") in err
+    assert "Traceback" not in err
 
 
 def test_cli_unwritable_out_in_a_subprocess(tmp_path):
