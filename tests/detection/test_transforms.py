@@ -353,7 +353,7 @@ def test_to_float_and_normalize():
     (lambda: ColorJitter(hue=0.7), "hue"),
     (lambda: Normalize(0.5, 0.0), "std"),
     (lambda: Compose([1]), r"transforms\[0\]"),
-    (lambda: RandomCrop(4, generator="seed"), "rng"),
+    (lambda: RandomCrop(4, generator="seed"), "generator"),
 ])
 def test_bad_arguments(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
