@@ -62,7 +62,7 @@ ROI = dict(images=2, channels=256, size=32, boxes=512, output=7, sampling_ratio=
 MEMORY_LAYER = (8, 256, 16, 16, 256, 3, 1, 1)  # the largest layer (weights, FLOPs, columns)
 GROUPS = ("conv", "convt", "pool", "roi")
 THREADS = int(os.environ.get("DETSEG_BENCH_THREADS", "2"))  # set by the driver for its workers
-TARGETS = {  # (median ratio, max ratio) from issue 3
+TARGETS = {  # (median ratio, max ratio) the kernels are held to
     "conv": (1.3, 2.0),
     "convt": (1.3, None),
     "pool": (1.0, None),

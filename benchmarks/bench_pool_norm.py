@@ -41,7 +41,7 @@ CASES = {
     "nearest 2x 16,32,32,64": (16, 32, 32, 64),
     "bilinear 2x 16,32,32,64": (16, 32, 32, 64),
 }
-TARGETS = {"max_pool2d 2x2/2 16,64,64,32": 1.0}  # issue 3, against torch NCHW
+TARGETS = {"max_pool2d 2x2/2 16,64,64,32": 1.0}  # the target, against torch NCHW
 
 
 def layer_call(name, functional, x, weight, bias, running):
@@ -121,7 +121,7 @@ def report(samples, rounds, repeats, threads):
         line = (f"{name:<32} {1e3 * np.median(ours):8.2f} {1e3 * medians['nchw']:11.2f} "
                 f"{1e3 * medians['channels_last']:9.2f} {ratio:6.2f} {best:14.2f}")
         if name in TARGETS:
-            # Issue 3's target is against torch's default layout (bench_kernels measures
+            # The target is against torch's default layout (bench_kernels measures
             # the same); the ratio column is against the faster layout, a stricter bar.
             nchw = np.median(ours) / medians["nchw"]
             verdict = "met" if nchw <= TARGETS[name] else "MISSED"

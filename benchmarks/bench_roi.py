@@ -5,7 +5,7 @@ Run as a script::
     python benchmarks/bench_roi.py            # 5 rounds
     python benchmarks/bench_roi.py --quick    # 2 rounds, fewer repeats
 
-The case is issue 3's: 2 images × 32×32×256 (float32), 512 boxes, 7×7 bins,
+The case: 2 images × 32×32×256 (float32), 512 boxes, 7×7 bins,
 sampling ratio 2, boxes of 2-16 feature cells inside the map (spatial_scale 1).
 onnxruntime has only forward kernels (``RoiAlign`` opset 16 with
 ``output_half_pixel`` = ``aligned=False``, and ``MaxRoiPool``), so every row is
