@@ -79,7 +79,7 @@ def read_command(args):
         return 2
     try:
         reader = PlateReader.from_run(args.run, plate_threshold=args.threshold,
-                                      tta=True if args.tta else None)
+                                      tta=args.tta)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         print(f"plates read: {exc}", file=sys.stderr)
         return 2
@@ -129,8 +129,10 @@ def build_parser():
     reading.add_argument("--out", required=True, help="output directory")
     reading.add_argument("--threshold", type=float, default=None,
                          help="plate score threshold (default: the run's, chosen on validation)")
-    reading.add_argument("--tta", action="store_true",
-                         help="segment each crop with five one-pixel shifts (slower)")
+    reading.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                         help="segment each crop as the average of five one-pixel shifts "
+                              "(default: the run's setting, on unless reader.json says "
+                              "otherwise); --no-tta: one pass, about 4x less segmenter work")
     reading.add_argument("--quiet", action="store_true", help="print only the summary")
     report.build_parser(commands.add_parser("report", help="write the LaTeX report of a run"))
     compare.build_parser(commands.add_parser("compare", help="the lab's extra: both stages "

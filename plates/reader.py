@@ -63,7 +63,7 @@ CHECKPOINT = "best.npz"  # which checkpoint of each stage is read
 # plate found twice); max_plates: at most that many plates per photo (the best scores);
 # tta: the segmenter averages five one-pixel shifts of each crop
 # (plates.segmenter.predict: five times the work).
-DEFAULT_SETTINGS = {"plate_threshold": 0.5, "plate_nms": 0.3, "max_plates": 16, "tta": False}
+DEFAULT_SETTINGS = {"plate_threshold": 0.5, "plate_nms": 0.3, "max_plates": 16, "tta": True}
 
 
 # ============================================================================== images
