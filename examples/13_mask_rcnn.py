@@ -16,7 +16,9 @@ This tutorial:
 2. trains a short run (``python -m detection.train_rcnn --model mask_rcnn`` does the
    full one) and plots its five loss terms,
 3. shows the predicted 28x28 masks and the same masks pasted back into the image,
-4. evaluates box and mask COCO mAP.
+4. evaluates box and mask COCO mAP,
+5. ends the detection part with the lecture's proposal comparison: how many boxes each
+   detector of tutorials 07-13 scores per image, at our 256-px scenes.
 
 Run it with ``python examples/13_mask_rcnn.py`` (``--quick`` for a seconds-long run;
 ``--out DIR`` chooses where the dataset and figures go, ``out/`` by default;
@@ -36,9 +38,12 @@ import nn  # noqa: E402
 from detection.datasets.transforms import Compose, Normalize  # noqa: E402
 from detection.datasets.voc import VOCDataset  # noqa: E402
 from detection.mask_rcnn import paste_masks_in_image, project_masks_on_boxes  # noqa: E402
+from detection.retinanet import RetinaNet, RetinaNetConfig  # noqa: E402
+from detection.selective_search import selective_search  # noqa: E402
 from detection.train_rcnn import (MEAN, STD, LOSS_NAMES, MasksAsTargets,  # noqa: E402
                                   TrainConfig, evaluate, load_run, train_rcnn)
 from detection.visualize import draw_boxes, draw_masks, show_image  # noqa: E402
+from detection.yolo import YOLOConfig  # noqa: E402
 from tutorial import command_line, figure_writer, output_folder, plate_scenes  # noqa: E402
 
 # %% Configuration
@@ -176,3 +181,46 @@ save(figure, "13_detections.png")
 metrics = evaluation["metrics"]
 print(f"box mAP {metrics['map']:.3f}, mask mAP {metrics['segm']['map']:.3f} on "
       f"{len(with_masks)} val images")
+
+# %% 5. The lecture's proposal comparison
+# The slide "Proposal comparison" counts the boxes each detector scores per image:
+# R-CNN ~2k (selective search), YOLOv1 98 (7 x 7 cells x 2 boxes), SSD ~8-26k,
+# RetinaNet ~100k (anchors on five levels at 800 px). The same counts at our 256-px
+# scenes, computed from the models themselves: selective search's proposals of this
+# tutorial's example scene; the RPN's anchors and the proposals it keeps after NMS (the
+# run's test setting); YOLO's S x S x B boxes (S = 256 / 16); RetinaNet's anchors.
+# Accuracy and time of each, measured on the same test scenes, are in docs/results.md
+# ("The detectors compared", ``benchmarks/compare_detectors.py``).
+side = image.shape[0]
+found = selective_search(np.asarray(image), mode="fast")
+with nn.no_grad():
+    _, objectness, _ = trained(normalized[None])
+    retina_logits = RetinaNet(RetinaNetConfig(num_classes=2))(normalized[None])[0]
+yolo = YOLOConfig(num_classes=2)
+candidates = {
+    "R-CNN / Fast R-CNN\n(selective search)": len(found),
+    "Faster / Mask R-CNN\n(RPN anchors)": objectness.shape[1],
+    "Faster / Mask R-CNN\n(proposals after NMS)": trained.rpn.post_nms_top_n[1],
+    "YOLOv1\n(S x S x B)": (side // yolo.stride) ** 2 * yolo.boxes_per_cell,
+    "RetinaNet\n(anchors)": retina_logits.shape[1],
+}
+lecture = {"R-CNN / Fast R-CNN\n(selective search)": 2000, "YOLOv1\n(S x S x B)": 98,
+           "RetinaNet\n(anchors)": 100000}
+for name, count in candidates.items():
+    print(f"{name.replace(chr(10), ' '):45s} {count:7d} boxes per {side}-px image"
+          + (f" (lecture, at its image sizes: ~{lecture[name]})" if name in lecture else ""))
+figure = Figure(figsize=(9, 3.8))
+ax = figure.add_subplot()
+positions = np.arange(len(candidates))
+ax.bar(positions - 0.2, list(candidates.values()), 0.4, label=f"detseg, {side}-px scenes",
+       color="tab:blue")
+ax.bar([positions[list(candidates).index(n)] + 0.2 for n in lecture], list(lecture.values()),
+       0.4, label="the lecture's slide", color="tab:gray")
+ax.set_xticks(positions)
+ax.set_xticklabels(list(candidates), fontsize=7)
+ax.set_yscale("log")
+ax.set_ylabel("boxes scored per image")
+ax.legend(fontsize=8)
+ax.set_title("how many boxes each detector looks at", fontsize=10)
+figure.tight_layout()
+save(figure, "13_proposal_counts.png")
