@@ -44,6 +44,7 @@ from detection.boxes import box_iou, clip_boxes_to_image, generalized_box_iou_lo
 from detection.fpn import FeaturePyramidNetwork
 from detection.matcher import Matcher
 from detection.nms import batched_nms
+from detection.targets import check_detection_targets
 
 __all__ = ["RetinaNetConfig", "RetinaNet", "RetinaNetHead"]
 
@@ -272,29 +273,7 @@ class RetinaNet(Module):
     # --------------------------------------------------------------- training
     def _check_targets(self, targets):
         """``[(boxes (G, 4) float32, labels (G,) int64)]`` of valid targets, or a ValueError."""
-        if not isinstance(targets, (list, tuple)):
-            raise TypeError(f"targets must be a list of dicts, got {type(targets).__name__}")
-        k = self.config.num_classes
-        checked = []
-        for i, target in enumerate(targets):
-            if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
-                raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels'")
-            boxes = np.asarray(target["boxes"], np.float32)
-            labels = np.asarray(target["labels"])
-            if boxes.size == 0:
-                boxes = boxes.reshape(0, 4)
-            if boxes.ndim != 2 or boxes.shape[1] != 4:
-                raise ValueError(f"targets[{i}]['boxes'] must have shape (G, 4), got {boxes.shape}")
-            if not np.all(np.isfinite(boxes)):
-                raise ValueError(f"targets[{i}]['boxes'] holds non-finite coordinates")
-            if labels.shape != (boxes.shape[0],) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
-                raise ValueError(
-                    f"targets[{i}]['labels'] must be {boxes.shape[0]} integers, got {labels.dtype} {labels.shape}"
-                )
-            if labels.size and (labels.min() < 1 or labels.max() > k):
-                raise ValueError(f"targets[{i}]['labels'] must lie in 1..{k}, got {labels.tolist()}")
-            checked.append((boxes, labels.astype(np.int64)))
-        return checked
+        return check_detection_targets(targets, self.config.num_classes)
 
     def assign_targets(self, anchors, targets):
         """Match anchors to ground truth, image by image.

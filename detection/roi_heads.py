@@ -43,6 +43,7 @@ from detection.boxes import box_iou, clip_boxes_to_image
 from detection.nms import batched_nms
 from detection.rpn import check_box_list
 from detection.sampler import BalancedPositiveNegativeSampler
+from detection.targets import check_detection_targets
 
 __all__ = ["TwoMLPHead", "FastRCNNPredictor", "RoIHeads", "check_targets"]
 
@@ -58,27 +59,10 @@ def check_targets(targets, num_images, num_classes):
     Returns:
         list of tuple: ``(boxes ndarray[M, 4] float32, labels ndarray[M] int64)``.
     """
-    if not isinstance(targets, (list, tuple)):
-        raise TypeError(f"targets must be a list of dicts, got {type(targets).__name__}")
-    if len(targets) != num_images:
-        raise ValueError(f"got {num_images} images but {len(targets)} targets")
-    checked = []
-    for i, target in enumerate(targets):
-        if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
-            raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels'")
-        (boxes,) = check_box_list([target["boxes"]], 1, f"targets[{i}]['boxes']")
-        if np.any((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])):
-            raise ValueError(f"targets[{i}]['boxes'] must have positive widths and heights")
-        labels = np.asarray(target["labels"])
-        if labels.shape != (boxes.shape[0],) or (labels.size and not np.issubdtype(labels.dtype,
-                                                                                     np.integer)):
-            raise ValueError(f"targets[{i}]['labels'] must be {boxes.shape[0]} integers, "
-                             f"got {labels.dtype} {labels.shape}")
-        if labels.size and (labels.min() < 1 or labels.max() >= num_classes):
-            raise ValueError(f"targets[{i}]['labels'] must lie in 1..{num_classes - 1}, "
-                             f"got {labels.tolist()}")
-        checked.append((boxes, labels.astype(np.int64)))
-    return checked
+    return check_detection_targets(
+        targets, num_classes - 1, num_images, box_extent="positive",
+        read_boxes=lambda boxes, name: check_box_list([boxes], 1, name)[0],
+    )
 
 
 class TwoMLPHead(Module):

@@ -74,6 +74,7 @@ from nn import Module
 from detection.backbones import resnet_small
 from detection.boxes import clip_boxes_to_image
 from detection.nms import batched_nms
+from detection.targets import check_detection_targets
 
 __all__ = [
     "YOLOConfig", "YOLO", "YOLOTargets", "encode_targets", "assign_predictors", "yolo_loss",
@@ -280,32 +281,10 @@ class YOLOTargets:
 
 def _check_targets(targets, num_classes, num_images):
     """Boxes (G, 4) float64 and labels (G,) int64 of every image, concatenated, with image ids."""
-    if not isinstance(targets, (list, tuple)):
-        raise TypeError(f"targets must be a list of dicts, got {type(targets).__name__}")
-    if num_images is not None and len(targets) != num_images:
-        raise ValueError(f"got {num_images} images but {len(targets)} targets")
-    all_boxes, all_labels = [], []
-    for i, target in enumerate(targets):
-        if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
-            raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels'")
-        boxes = np.asarray(target["boxes"], np.float64)
-        labels = np.asarray(target["labels"])
-        if boxes.size == 0:
-            boxes = boxes.reshape(0, 4)
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"targets[{i}]['boxes'] must have shape (G, 4), got {boxes.shape}")
-        if not np.all(np.isfinite(boxes)):
-            raise ValueError(f"targets[{i}]['boxes'] holds non-finite coordinates")
-        if np.any((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])):
-            raise ValueError(f"targets[{i}]['boxes'] must be xyxy with x2 >= x1 and y2 >= y1")
-        if labels.shape != (boxes.shape[0],) or (labels.size and labels.dtype.kind not in "iu"):
-            raise ValueError(f"targets[{i}]['labels'] must be {boxes.shape[0]} integers, "
-                             f"got {labels.dtype} {labels.shape}")
-        if labels.size and (labels.min() < 1 or labels.max() > num_classes):
-            raise ValueError(f"targets[{i}]['labels'] must lie in 1..{num_classes}, "
-                             f"got {labels.tolist()}")
-        all_boxes.append(boxes)
-        all_labels.append(labels.astype(np.int64))
+    checked = check_detection_targets(targets, num_classes, num_images, box_extent="ordered",
+                                      dtype=np.float64)
+    all_boxes = [boxes for boxes, _ in checked]
+    all_labels = [labels for _, labels in checked]
     counts = np.array([len(b) for b in all_boxes], np.int64)
     boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4))
     labels = np.concatenate(all_labels) if all_labels else np.zeros(0, np.int64)
