@@ -1,5 +1,5 @@
 """Two rendered street scenes with their cars (label 1) and plates (label 2): the data the
-detectors' overfitting tests learn."""
+detectors' overfitting tests learn, and the loop they learn it with (``overfit``)."""
 import numpy as np
 
 from detection.training import MEAN, STD
@@ -29,3 +29,19 @@ def rendered_pair(seed, size=128, masks=False):
         images.append((image / np.float32(255) - np.float32(MEAN)) / np.float32(STD))
         targets.append(target)
     return np.stack(images).astype(np.float32), targets
+
+
+def overfit(model, optimizer, steps, *batch):
+    """``steps`` optimizer steps on ``model.loss(*batch)["loss"]``, always the same batch.
+
+    Returns:
+        tuple of float: the loss of the first step and that of the last.
+    """
+    first = None
+    for _ in range(steps):
+        losses = model.loss(*batch)
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+        first = first if first is not None else losses["loss"].item()
+    return first, losses["loss"].item()

@@ -5,7 +5,7 @@ import pytest
 import nn
 from detection.boxes import box_iou
 from detection.faster_rcnn import FastRCNN, FasterRCNN, FasterRCNNConfig, TopDownFeature
-from tests.detection.scenes import rendered_pair
+from tests.detection.scenes import overfit, rendered_pair
 
 
 def tiny_config(**overrides):
@@ -175,12 +175,8 @@ def test_faster_rcnn_overfits_two_images():
     model = FasterRCNN(FasterRCNNConfig(width_multiplier=0.5, feature_channels=32,
                                         representation_size=128))
     optimizer = nn.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    for _ in range(120):
-        losses = model.loss(images, targets)
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        optimizer.step()
-    assert losses["loss"].item() < 0.5
+    _, last = overfit(model, optimizer, 120, images, targets)
+    assert last < 0.5
     assert_found(model.predict(images), targets)
 
 
@@ -199,9 +195,5 @@ def test_fast_rcnn_overfits_two_images_from_proposals():
     model = FastRCNN(FasterRCNNConfig(width_multiplier=0.5, feature_channels=32,
                                       representation_size=128, box_bg_iou_low=0.0))
     optimizer = nn.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    for _ in range(100):
-        losses = model.loss(images, proposals, targets)
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        optimizer.step()
+    overfit(model, optimizer, 100, images, proposals, targets)
     assert_found(model.predict(images, proposals), targets)

@@ -5,7 +5,7 @@ import pytest
 import nn
 from detection.mask_rcnn import (MaskHead, MaskRCNN, MaskRCNNConfig, check_masks,
                                  paste_masks_in_image, project_masks_on_boxes)
-from tests.detection.scenes import rendered_pair
+from tests.detection.scenes import overfit, rendered_pair
 
 
 def tiny_config(**overrides):
@@ -210,11 +210,7 @@ def test_mask_rcnn_overfits_two_images():
     model = MaskRCNN(MaskRCNNConfig(width_multiplier=0.5, feature_channels=32,
                                     representation_size=128, mask_channels=32))
     optimizer = nn.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    for _ in range(150):
-        losses = model.loss(images, targets)
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        optimizer.step()
+    overfit(model, optimizer, 150, images, targets)
     predictions = model.predict(images)
     for p, t in zip(predictions, targets):
         for mask, label in zip(t["masks"], t["labels"]):

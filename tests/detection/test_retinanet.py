@@ -6,6 +6,7 @@ from detection.backbones import resnet18, resnet_small
 from detection.boxes import box_iou
 from detection.fpn import FeaturePyramidNetwork
 from detection.retinanet import RetinaNet, RetinaNetConfig
+from tests.detection.scenes import overfit
 
 
 def small_config(**overrides):
@@ -229,14 +230,8 @@ def test_tiny_training_run_overfits_two_images():
     images += rng.normal(0, 0.05, images.shape).astype(np.float32)
     model = RetinaNet(small_config(fpn_channels=16, width_multiplier=0.5))
     opt = nn.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(120):
-        losses = model.loss(images, targets)
-        opt.zero_grad()
-        losses["loss"].backward()
-        opt.step()
-        first = first if first is not None else losses["loss"].item()
-    assert losses["loss"].item() < 0.2 * first
+    first, last = overfit(model, opt, 120, images, targets)
+    assert last < 0.2 * first
     predictions = model.predict(images)
     for det, target in zip(predictions, targets):
         assert det["labels"][0] == target["labels"][0]

@@ -12,7 +12,7 @@ from detection.boxes import box_iou
 from detection.yolo import (
     YOLO, YOLOConfig, assign_predictors, decode_output, encode_targets, postprocess, yolo_loss,
 )
-from tests.detection.scenes import rendered_pair
+from tests.detection.scenes import overfit, rendered_pair
 
 
 # ------------------------------------------------------------------ loop reference
@@ -380,14 +380,8 @@ def test_yolo_overfits_two_images():
     nn.manual_seed(0)
     model = YOLO(YOLOConfig(width_multiplier=0.5, head_channels=32))
     optimizer = nn.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    first = None
-    for _ in range(150):
-        losses = model.loss(images, targets)
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        optimizer.step()
-        first = first if first is not None else losses["loss"].item()
-    assert losses["loss"].item() < 0.1 * first
+    first, last = overfit(model, optimizer, 150, images, targets)
+    assert last < 0.1 * first
     for p, t in zip(model.predict(images), targets):
         for box, label in zip(t["boxes"], t["labels"]):
             good = (p["labels"] == label) & (p["scores"] >= 0.5)
