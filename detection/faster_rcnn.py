@@ -187,6 +187,24 @@ class _SharedFeatures(Module):
         return self.neck(self.backbone(images)[self._first:])
 
 
+def _shared_features(config):
+    """The validated configuration (``FasterRCNNConfig()`` when None) and the shared
+    feature extractor it describes."""
+    config = (config or FasterRCNNConfig()).validate()
+    return config, _SharedFeatures(config)
+
+
+def _rpn(config, stride):
+    return RegionProposalNetwork(
+        config.feature_channels, stride, anchor_sizes=config.anchor_sizes,
+        aspect_ratios=config.aspect_ratios, fg_iou=config.rpn_fg_iou,
+        bg_iou=config.rpn_bg_iou, batch_size_per_image=config.rpn_batch_size_per_image,
+        positive_fraction=config.rpn_positive_fraction,
+        pre_nms_top_n=config.rpn_pre_nms_top_n, post_nms_top_n=config.rpn_post_nms_top_n,
+        nms_threshold=config.rpn_nms_threshold, smooth_l1_beta=config.smooth_l1_beta,
+    )
+
+
 def _roi_heads(config, channels, stride):
     return RoIHeads(
         channels, config.num_classes, 1.0 / stride, pooler=config.pooler,
@@ -212,19 +230,10 @@ class FasterRCNN(Module):
 
     def __init__(self, config=None):
         super().__init__()
-        config = (config or FasterRCNNConfig()).validate()
-        self.config = config
-        self.features = _SharedFeatures(config)
+        self.config, self.features = _shared_features(config)
         self.stride = self.features.stride
-        self.rpn = RegionProposalNetwork(
-            config.feature_channels, self.stride, anchor_sizes=config.anchor_sizes,
-            aspect_ratios=config.aspect_ratios, fg_iou=config.rpn_fg_iou,
-            bg_iou=config.rpn_bg_iou, batch_size_per_image=config.rpn_batch_size_per_image,
-            positive_fraction=config.rpn_positive_fraction,
-            pre_nms_top_n=config.rpn_pre_nms_top_n, post_nms_top_n=config.rpn_post_nms_top_n,
-            nms_threshold=config.rpn_nms_threshold, smooth_l1_beta=config.smooth_l1_beta,
-        )
-        self.roi_heads = _roi_heads(config, config.feature_channels, self.stride)
+        self.rpn = _rpn(self.config, self.stride)
+        self.roi_heads = _roi_heads(self.config, self.config.feature_channels, self.stride)
 
     def forward(self, images):
         """Shared features and RPN outputs.
@@ -310,11 +319,9 @@ class FastRCNN(Module):
 
     def __init__(self, config=None):
         super().__init__()
-        config = (config or FasterRCNNConfig()).validate()
-        self.config = config
-        self.features = _SharedFeatures(config)
+        self.config, self.features = _shared_features(config)
         self.stride = self.features.stride
-        self.roi_heads = _roi_heads(config, config.feature_channels, self.stride)
+        self.roi_heads = _roi_heads(self.config, self.config.feature_channels, self.stride)
 
     def forward(self, images, proposals):
         """Head outputs on the proposals.
