@@ -408,6 +408,23 @@ def sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=2.0, reduction="none")
 
 
 # ============================================================== regression
+def _save_difference(ctx, a, b, reduction):
+    """``d = a - b``, saved for the backward with the reduction."""
+    d = a - b
+    ctx.save_for_backward(d)
+    ctx.reduction = reduction
+    return d
+
+
+def _difference_grads(ctx, grad, local):
+    """Gradients of a loss of ``d = input - target`` whose per-element derivative
+    ``dloss/dd`` is ``local``: ``g · local`` for the input, ``-g · local`` for the target."""
+    (d,) = ctx.saved_tensors
+    gd = reduce_backward(grad, d.shape, d.dtype, ctx.reduction) * local
+    return (gd if ctx.needs_input_grad[0] else None,
+            -gd if ctx.needs_input_grad[1] else None)
+
+
 class SmoothL1Function(Function):
     """Huber-style smooth L1 (Girshick, 2015, "Fast R-CNN") on ``d = input - target``::
 
@@ -419,27 +436,23 @@ class SmoothL1Function(Function):
 
     @staticmethod
     def forward(ctx, a, b, beta=1.0, reduction="mean"):
-        d = a - b
+        d = _save_difference(ctx, a, b, reduction)
+        ctx.beta = beta
         ad = np.abs(d)
         if beta == 0:
             per = ad
         else:
             per = np.where(ad < beta, (0.5 / beta) * d * d, ad - 0.5 * beta)
-        ctx.save_for_backward(d)
-        ctx.beta, ctx.reduction = beta, reduction
         return reduce_forward(per.astype(a.dtype, copy=False), reduction)
 
     @staticmethod
     def backward(ctx, grad):
         (d,) = ctx.saved_tensors
-        g = reduce_backward(grad, d.shape, d.dtype, ctx.reduction)
         if ctx.beta == 0:
             local = np.sign(d)
         else:
             local = np.where(np.abs(d) < ctx.beta, d / d.dtype.type(ctx.beta), np.sign(d))
-        gd = g * local
-        return (gd if ctx.needs_input_grad[0] else None,
-                -gd if ctx.needs_input_grad[1] else None)
+        return _difference_grads(ctx, grad, local)
 
 
 class L1Function(Function):
@@ -447,17 +460,13 @@ class L1Function(Function):
 
     @staticmethod
     def forward(ctx, a, b, reduction="mean"):
-        d = a - b
-        ctx.save_for_backward(d)
-        ctx.reduction = reduction
+        d = _save_difference(ctx, a, b, reduction)
         return reduce_forward(np.abs(d), reduction)
 
     @staticmethod
     def backward(ctx, grad):
         (d,) = ctx.saved_tensors
-        gd = reduce_backward(grad, d.shape, d.dtype, ctx.reduction) * np.sign(d)
-        return (gd if ctx.needs_input_grad[0] else None,
-                -gd if ctx.needs_input_grad[1] else None)
+        return _difference_grads(ctx, grad, np.sign(d))
 
 
 class MSEFunction(Function):
@@ -465,17 +474,13 @@ class MSEFunction(Function):
 
     @staticmethod
     def forward(ctx, a, b, reduction="mean"):
-        d = a - b
-        ctx.save_for_backward(d)
-        ctx.reduction = reduction
+        d = _save_difference(ctx, a, b, reduction)
         return reduce_forward(d * d, reduction)
 
     @staticmethod
     def backward(ctx, grad):
         (d,) = ctx.saved_tensors
-        gd = reduce_backward(grad, d.shape, d.dtype, ctx.reduction) * (2 * d)
-        return (gd if ctx.needs_input_grad[0] else None,
-                -gd if ctx.needs_input_grad[1] else None)
+        return _difference_grads(ctx, grad, 2 * d)
 
 
 def _regression_args(input, target, reduction):
