@@ -174,11 +174,17 @@ def batch_norm_backward(grad, cache, needs_weight_grad=True, needs_bias_grad=Tru
     )
 
 
-def _empty_input_grads(grad, needs_input_grad):
-    """Zero gradients of ``(x, weight, bias)`` for an empty input (no statistics to use)."""
-    c = grad.shape[-1]
-    zeros = [np.zeros(c, grad.dtype) if need else None for need in needs_input_grad[1:]]
-    return (np.zeros_like(grad), *zeros)
+def _norm_input_grads(ctx, grad, kernel_backward):
+    """Gradients of ``(x, weight, bias)`` of a normalization Function from its backward
+    kernel (``batch_norm_backward``, ``group_norm_backward``) and ``ctx.cache``; zeros
+    for an empty input (``ctx.cache`` None: no statistics to use)."""
+    if ctx.cache is None:
+        c = grad.shape[-1]
+        zeros = [np.zeros(c, grad.dtype) if need else None for need in ctx.needs_input_grad[1:]]
+        return (np.zeros_like(grad), *zeros)
+    return kernel_backward(
+        grad, ctx.cache, ctx.needs_input_grad[1], ctx.needs_input_grad[2] and ctx.has_bias
+    )
 
 
 class BatchNormFunction(Function):
@@ -198,11 +204,7 @@ class BatchNormFunction(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if ctx.cache is None:
-            return _empty_input_grads(grad, ctx.needs_input_grad)
-        return batch_norm_backward(
-            grad, ctx.cache, ctx.needs_input_grad[1], ctx.needs_input_grad[2] and ctx.has_bias
-        )
+        return _norm_input_grads(ctx, grad, batch_norm_backward)
 
 
 def _check_channel_vector(value, name, channels, dtype):
@@ -390,11 +392,7 @@ class GroupNormFunction(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        if ctx.cache is None:
-            return _empty_input_grads(grad, ctx.needs_input_grad)
-        return group_norm_backward(
-            grad, ctx.cache, ctx.needs_input_grad[1], ctx.needs_input_grad[2] and ctx.has_bias
-        )
+        return _norm_input_grads(ctx, grad, group_norm_backward)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
