@@ -86,10 +86,15 @@ def _pads(padding):
     return tuple((p, p) for p in padding)
 
 
-def _conv_weight(rng, geometry):
-    """A random HWIO weight (kh, kw, C_in/groups, C_out) for a ``conv2d_geometries`` draw."""
+def _conv_inputs(geometry, seed):
+    """For a ``conv2d_geometries`` draw: a generator seeded with ``seed``, then from it a
+    random input x (N, H, W, C_in) and HWIO weight (kh, kw, C_in/groups, C_out), float64."""
     g = geometry
-    return rng.standard_normal(g["kernel_size"] + (g["shape"][3] // g["groups"], g["out_channels"]))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(g["shape"])
+    c_in = g["shape"][3]
+    weight = rng.standard_normal(g["kernel_size"] + (c_in // g["groups"], g["out_channels"]))
+    return rng, x, weight
 
 
 def _tolerance(dtype):
@@ -126,10 +131,8 @@ def test_conv2d_forward_matches_loop_reference(shape, c_out, kernel, stride, pad
 @settings(max_examples=30)
 @given(geometry=conv2d_geometries(), seed=st.integers(0, 2**31 - 1))
 def test_conv2d_hypothesis_geometries_match_loop_reference(geometry, seed):
-    rng = np.random.default_rng(seed)
     g = geometry
-    x = rng.standard_normal(g["shape"])
-    weight = _conv_weight(rng, g)
+    rng, x, weight = _conv_inputs(g, seed)
     bias = rng.standard_normal(g["out_channels"])
     y = F.conv2d(x, weight, bias, g["stride"], g["padding"], g["dilation"], g["groups"])
     expected = conv2d_reference(x, weight, bias, g["stride"], _pads(g["padding"]), g["dilation"],
@@ -273,10 +276,8 @@ def test_conv_transpose2d_output_size_gradcheck():
 @given(geometry=conv2d_geometries(), seed=st.integers(0, 2**31 - 1))
 def test_conv2d_gradients_match_loop_reference_transposes(geometry, seed):
     """dx of conv2d is the (reference) transposed conv of dy; dW and db by their sums."""
-    rng = np.random.default_rng(seed)
     g = geometry
-    x = rng.standard_normal(g["shape"])
-    weight = _conv_weight(rng, g)
+    rng, x, weight = _conv_inputs(g, seed)
     y, cache = conv2d_forward(x, weight, np.zeros(g["out_channels"]), g["stride"], g["padding"],
                               g["dilation"], g["groups"])
     dy = rng.standard_normal(y.shape)
@@ -315,10 +316,8 @@ def test_conv2d_gradients_match_loop_reference_transposes(geometry, seed):
 @given(geometry=conv2d_geometries(), seed=st.integers(0, 2**31 - 1))
 def test_conv2d_and_conv_transpose2d_are_adjoint(geometry, seed):
     """<conv2d(x, W), y> == <x, conv_transpose2d(y, W')> with W' = W with its last axes swapped."""
-    rng = np.random.default_rng(seed)
     g = geometry
-    x = rng.standard_normal(g["shape"])
-    weight = _conv_weight(rng, g)
+    rng, x, weight = _conv_inputs(g, seed)
     y = F.conv2d(x, weight, None, g["stride"], g["padding"], g["dilation"], g["groups"]).data
     probe = rng.standard_normal(y.shape)
     back = F.conv_transpose2d(probe, weight.transpose(0, 1, 3, 2), None, g["stride"], g["padding"],
@@ -393,10 +392,9 @@ def test_stride1_backward_from_the_columns_of_dy_matches_the_two_pass_backward(g
                                                                               dtype):
     """Stride 1: dx and dW from im2col(dy) alone (the training path, which keeps only the
     input) equal the backward from the kept columns of x (checked against loops above)."""
-    rng = np.random.default_rng(seed)
     g = geometry
-    x = rng.standard_normal(g["shape"]).astype(dtype)
-    weight = _conv_weight(rng, g).astype(dtype)
+    rng, x, weight = _conv_inputs(g, seed)
+    x, weight = x.astype(dtype), weight.astype(dtype)
     args = (g["stride"], g["padding"], g["dilation"], g["groups"])
     y, kept = conv2d_forward(x, weight, None, *args)
     dy = rng.standard_normal(y.shape).astype(dtype)
@@ -514,10 +512,8 @@ def test_conv_transpose2d_matches_torch(shape, c_out, kernel, stride, padding, o
 @given(geometry=conv2d_geometries(), seed=st.integers(0, 2**31 - 1))
 def test_conv2d_hypothesis_geometries_match_torch(geometry, seed):
     torch = require("torch")
-    rng = np.random.default_rng(seed)
     g = geometry
-    x = rng.standard_normal(g["shape"])
-    weight = _conv_weight(rng, g)
+    rng, x, weight = _conv_inputs(g, seed)
     xs, ws = nn.Tensor(x, requires_grad=True), nn.Tensor(weight, requires_grad=True)
     y = F.conv2d(xs, ws, None, g["stride"], g["padding"], g["dilation"], g["groups"])
     dy = rng.standard_normal(y.shape)

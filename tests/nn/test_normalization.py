@@ -56,6 +56,16 @@ def _grads(fn, x, weight, bias, grad_out):
     return [y.data] + [t.grad if t is not None else None for t in tensors]
 
 
+def _random_inputs(rng, shape, dtype, scale, shift, affine=True):
+    """x of ``shape`` (``scale · N(0, 1) + shift``) and per-channel weight and bias drawn
+    from N(0, 1) (None without ``affine``), in this order from ``rng``, of ``dtype``."""
+    c = shape[-1]
+    x = (rng.standard_normal(shape) * scale + shift).astype(dtype)
+    weight = rng.standard_normal(c).astype(dtype) if affine else None
+    bias = rng.standard_normal(c).astype(dtype) if affine else None
+    return x, weight, bias
+
+
 def _assert_all_close(ours, reference, tol):
     for a, b in zip(ours, reference):
         if b is None:
@@ -76,9 +86,7 @@ def test_batch_norm_matches_composed_reference(shape, seed, training, affine, dt
     if training and np.prod(shape[:3]) == 1:
         shape = (2,) + shape[1:]
     c = shape[-1]
-    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
-    weight = rng.standard_normal(c).astype(dtype) if affine else None
-    bias = rng.standard_normal(c).astype(dtype) if affine else None
+    x, weight, bias = _random_inputs(rng, shape, dtype, 3, 1, affine)
     running_mean = rng.standard_normal(c).astype(dtype)
     running_var = rng.uniform(0.5, 2, c).astype(dtype)
     grad_out = rng.standard_normal(shape).astype(dtype)
@@ -96,10 +104,7 @@ def test_group_norm_matches_composed_reference(shape, seed, groups, affine, dtyp
     shape = shape[:3] + (groups * shape[3],)
     if np.prod(shape) == groups:  # one value per group: rejected, as by PyTorch
         shape = (2,) + shape[1:]
-    c = shape[-1]
-    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
-    weight = rng.standard_normal(c).astype(dtype) if affine else None
-    bias = rng.standard_normal(c).astype(dtype) if affine else None
+    x, weight, bias = _random_inputs(rng, shape, dtype, 3, 1, affine)
     grad_out = rng.standard_normal(shape).astype(dtype)
     ours = _grads(lambda *a: F.group_norm(a[0], groups, a[1], a[2]), x, weight, bias, grad_out)
     reference = _grads(lambda *a: ref_group_norm(a[0], groups, a[1], a[2]), x, weight, bias,
@@ -258,6 +263,21 @@ def _nhwc(t):
     return np.moveaxis(t.detach().numpy(), 1, -1)
 
 
+def _assert_matches_torch(torch, torch_fn, ours, x, weight, bias, grad_out, dtype):
+    """``ours`` (output, dx, dweight, dbias of ``_grads``) equals ``torch_fn(x, weight, bias)``
+    of torch (NCHW) and its gradients for the output gradient ``grad_out``."""
+    tx = torch.tensor(_nchw(x), requires_grad=True)
+    tw, tb = torch.tensor(weight, requires_grad=True), torch.tensor(bias, requires_grad=True)
+    ty = torch_fn(tx, tw, tb)
+    ty.backward(torch.from_numpy(_nchw(grad_out)))
+    y, dx, dw, db = ours
+    tol = 2e-5 if dtype == np.float32 else 1e-10
+    assert np.allclose(y, _nhwc(ty), rtol=tol, atol=tol)
+    assert np.allclose(dx, _nhwc(tx.grad), rtol=tol, atol=tol * 10)
+    assert np.allclose(dw, tw.grad.numpy(), rtol=tol, atol=tol * 10)
+    assert np.allclose(db, tb.grad.numpy(), rtol=tol, atol=tol * 10)
+
+
 @pytest.mark.oracle
 @settings(max_examples=20)
 @given(shape=shapes, seed=st.integers(0, 2**31 - 1), training=st.booleans(), dtype=dtypes)
@@ -267,24 +287,19 @@ def test_batch_norm_matches_torch(shape, seed, training, dtype):
     if training and np.prod(shape[:3]) == 1:
         shape = (2,) + shape[1:]
     c = shape[-1]
-    x = (rng.standard_normal(shape) * 2 - 1).astype(dtype)
-    weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    x, weight, bias = _random_inputs(rng, shape, dtype, 2, -1)
     running_mean = rng.standard_normal(c).astype(dtype)
     running_var = rng.uniform(0.5, 2, c).astype(dtype)
     grad_out = rng.standard_normal(shape).astype(dtype)
     torch_running = [torch.from_numpy(running_mean.copy()), torch.from_numpy(running_var.copy())]
-    y, dx, dw, db = _grads(lambda *a: F.batch_norm(a[0], running_mean, running_var, a[1], a[2],
-                                                   training=training, momentum=0.3),
-                           x, weight, bias, grad_out)
-    tx = torch.tensor(_nchw(x), requires_grad=True)
-    tw, tb = torch.tensor(weight, requires_grad=True), torch.tensor(bias, requires_grad=True)
-    ty = torch.nn.functional.batch_norm(tx, *torch_running, tw, tb, training=training, momentum=0.3)
-    ty.backward(torch.from_numpy(_nchw(grad_out)))
+    ours = _grads(lambda *a: F.batch_norm(a[0], running_mean, running_var, a[1], a[2],
+                                          training=training, momentum=0.3),
+                  x, weight, bias, grad_out)
+    _assert_matches_torch(
+        torch, lambda tx, tw, tb: torch.nn.functional.batch_norm(
+            tx, *torch_running, tw, tb, training=training, momentum=0.3),
+        ours, x, weight, bias, grad_out, dtype)
     tol = 2e-5 if dtype == np.float32 else 1e-10
-    assert np.allclose(y, _nhwc(ty), rtol=tol, atol=tol)
-    assert np.allclose(dx, _nhwc(tx.grad), rtol=tol, atol=tol * 10)
-    assert np.allclose(dw, tw.grad.numpy(), rtol=tol, atol=tol * 10)
-    assert np.allclose(db, tb.grad.numpy(), rtol=tol, atol=tol * 10)
     assert np.allclose(running_mean, torch_running[0].numpy(), rtol=tol, atol=tol)
     assert np.allclose(running_var, torch_running[1].numpy(), rtol=tol, atol=tol)
 
@@ -301,21 +316,12 @@ def test_group_norm_matches_torch(shape, seed, groups, dtype):
         # A single value per group normalizes to 0 ± rounding amplified by 1/sqrt(eps);
         # PyTorch's fused x·scale + shift is 1e-5 off there, so give groups 2 values.
         shape = (shape[0], 2) + shape[2:]
-    c = shape[-1]
-    x = (rng.standard_normal(shape) * 2 - 1).astype(dtype)
-    weight, bias = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    x, weight, bias = _random_inputs(rng, shape, dtype, 2, -1)
     grad_out = rng.standard_normal(shape).astype(dtype)
-    y, dx, dw, db = _grads(lambda *a: F.group_norm(a[0], groups, a[1], a[2]), x, weight, bias,
-                           grad_out)
-    tx = torch.tensor(_nchw(x), requires_grad=True)
-    tw, tb = torch.tensor(weight, requires_grad=True), torch.tensor(bias, requires_grad=True)
-    ty = torch.nn.functional.group_norm(tx, groups, tw, tb)
-    ty.backward(torch.from_numpy(_nchw(grad_out)))
-    tol = 2e-5 if dtype == np.float32 else 1e-10
-    assert np.allclose(y, _nhwc(ty), rtol=tol, atol=tol)
-    assert np.allclose(dx, _nhwc(tx.grad), rtol=tol, atol=tol * 10)
-    assert np.allclose(dw, tw.grad.numpy(), rtol=tol, atol=tol * 10)
-    assert np.allclose(db, tb.grad.numpy(), rtol=tol, atol=tol * 10)
+    ours = _grads(lambda *a: F.group_norm(a[0], groups, a[1], a[2]), x, weight, bias, grad_out)
+    _assert_matches_torch(
+        torch, lambda tx, tw, tb: torch.nn.functional.group_norm(tx, groups, tw, tb),
+        ours, x, weight, bias, grad_out, dtype)
 
 
 @pytest.mark.oracle

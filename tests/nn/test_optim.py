@@ -206,14 +206,21 @@ def test_repr_lists_groups():
 
 
 # ------------------------------------------------------------ schedulers
-def _lrs(sched_factory, steps, base=0.1):
-    opt = optim.SGD(_params(), lr=base)
-    sched = sched_factory(opt)
+def _lr_trajectory(opt, sched, steps):
+    """The first group's lr before and after each of ``steps`` optimizer and scheduler
+    steps (ours or torch's: the same method names)."""
     out = [opt.param_groups[0]["lr"]]
     for _ in range(steps):
         opt.step()
         sched.step()
         out.append(opt.param_groups[0]["lr"])
+    return out
+
+
+def _lrs(sched_factory, steps, base=0.1):
+    opt = optim.SGD(_params(), lr=base)
+    sched = sched_factory(opt)
+    out = _lr_trajectory(opt, sched, steps)
     assert out[-1] == sched.get_last_lr()[0]
     return out
 
@@ -363,13 +370,7 @@ def test_schedulers_match_torch():
 
     def torch_lrs(factory, steps):
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-        s = factory(opt)
-        out = [opt.param_groups[0]["lr"]]
-        for _ in range(steps):
-            opt.step()
-            s.step()
-            out.append(opt.param_groups[0]["lr"])
-        return out
+        return _lr_trajectory(opt, factory(opt), steps)
 
     cases = [
         (lambda o: optim.StepLR(o, 3, 0.3), lambda o: sched.StepLR(o, 3, 0.3)),

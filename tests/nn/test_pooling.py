@@ -122,17 +122,30 @@ def _forward_backward(fn, x, grad_out, **kwargs):
     return y.data, t.grad
 
 
+def _random_pool(fn, geometry, seed, dtype, ties=False, **kwargs):
+    """A seeded input (``_values``) and output gradient for a ``pool2d_geometries`` draw,
+    and ``fn``'s output and input gradient on them.
+
+    Returns:
+        tuple: ``args`` (the geometry and ``kwargs`` as ``fn``'s keywords; avg pooling has
+        no dilation), ``x``, ``grad_out``, ``y``, ``dx``.
+    """
+    rng = np.random.default_rng(seed)
+    args = dict(_pool_args(geometry), **kwargs)
+    if fn is not F.max_pool2d:
+        del args["dilation"]
+    x = _values(rng, geometry["shape"], ties, dtype)
+    grad_out = rng.standard_normal(fn(x, **args).shape).astype(dtype)
+    y, dx = _forward_backward(fn, x, grad_out, **args)
+    return args, x, grad_out, y, dx
+
+
 # -------------------------------------------------- against loop references
 @settings(max_examples=40)
 @given(geometry=pool2d_geometries(), seed=st.integers(0, 2**31 - 1), ties=st.booleans(),
        dtype=st.sampled_from([np.float32, np.float64]))
 def test_max_pool2d_matches_loop_reference(geometry, seed, ties, dtype):
-    rng = np.random.default_rng(seed)
-    args = _pool_args(geometry)
-    x = _values(rng, geometry["shape"], ties, dtype)
-    y = F.max_pool2d(x, **args)
-    grad_out = rng.standard_normal(y.shape).astype(dtype)
-    y, dx = _forward_backward(F.max_pool2d, x, grad_out, **args)
+    args, x, grad_out, y, dx = _random_pool(F.max_pool2d, geometry, seed, dtype, ties)
     y_ref, dx_ref = ref_max_pool2d(x, grad_out, **args)
     assert y.dtype == dtype and dx.dtype == dtype
     assert np.array_equal(y, y_ref)
@@ -143,15 +156,9 @@ def test_max_pool2d_matches_loop_reference(geometry, seed, ties, dtype):
 @given(geometry=pool2d_geometries(max_dilation=1), seed=st.integers(0, 2**31 - 1),
        count_include_pad=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]))
 def test_avg_pool2d_matches_loop_reference(geometry, seed, count_include_pad, dtype):
-    rng = np.random.default_rng(seed)
-    args = _pool_args(geometry)
-    del args["dilation"]
-    x = rng.standard_normal(geometry["shape"]).astype(dtype)
-    y = F.avg_pool2d(x, count_include_pad=count_include_pad, **args)
-    grad_out = rng.standard_normal(y.shape).astype(dtype)
-    y, dx = _forward_backward(F.avg_pool2d, x, grad_out, count_include_pad=count_include_pad,
-                              **args)
-    y_ref, dx_ref = ref_avg_pool2d(x, grad_out, count_include_pad=count_include_pad, **args)
+    args, x, grad_out, y, dx = _random_pool(F.avg_pool2d, geometry, seed, dtype,
+                                            count_include_pad=count_include_pad)
+    y_ref, dx_ref = ref_avg_pool2d(x, grad_out, **args)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert y.dtype == dtype and dx.dtype == dtype
     assert np.allclose(y, y_ref, rtol=tol, atol=tol)
@@ -312,6 +319,14 @@ def _from_torch(t):
     return t.detach().numpy().transpose(0, 2, 3, 1)
 
 
+def _torch_forward_backward(torch, fn, x, grad_out, *args, **kwargs):
+    """Output and input gradient (NHWC ndarrays) of the torch function ``fn`` on ``x``."""
+    tx = _to_torch(torch, x)
+    ty = fn(tx, *args, **kwargs)
+    ty.backward(torch.from_numpy(np.ascontiguousarray(grad_out.transpose(0, 3, 1, 2))))
+    return _from_torch(ty), _from_torch(tx.grad)
+
+
 @pytest.mark.oracle
 @settings(max_examples=30)
 @given(geometry=pool2d_geometries(), seed=st.integers(0, 2**31 - 1), ties=st.booleans(),
@@ -322,17 +337,11 @@ def test_max_pool2d_matches_torch(geometry, seed, ties, dtype):
     # outside the input (memory of a neighbouring row); ours gives it no gradient
     # (test_max_pool2d_minus_infinity_and_all_padding_windows).
     assume(not _has_window_in_padding(geometry))
-    rng = np.random.default_rng(seed)
-    args = _pool_args(geometry)
-    x = _values(rng, geometry["shape"], ties, dtype)
-    y = F.max_pool2d(x, **args)
-    grad_out = rng.standard_normal(y.shape).astype(dtype)
-    y, dx = _forward_backward(F.max_pool2d, x, grad_out, **args)
-    tx = _to_torch(torch, x)
-    ty = torch.nn.functional.max_pool2d(tx, **args)
-    ty.backward(torch.from_numpy(np.ascontiguousarray(grad_out.transpose(0, 3, 1, 2))))
-    assert np.array_equal(y, _from_torch(ty))
-    assert np.allclose(dx, _from_torch(tx.grad), rtol=1e-5, atol=1e-6)
+    args, x, grad_out, y, dx = _random_pool(F.max_pool2d, geometry, seed, dtype, ties)
+    y_torch, dx_torch = _torch_forward_backward(torch, torch.nn.functional.max_pool2d, x,
+                                                grad_out, **args)
+    assert np.array_equal(y, y_torch)
+    assert np.allclose(dx, dx_torch, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.oracle
@@ -341,20 +350,13 @@ def test_max_pool2d_matches_torch(geometry, seed, ties, dtype):
        count_include_pad=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]))
 def test_avg_pool2d_matches_torch(geometry, seed, count_include_pad, dtype):
     torch = require("torch")
-    rng = np.random.default_rng(seed)
-    args = _pool_args(geometry)
-    del args["dilation"]
-    x = rng.standard_normal(geometry["shape"]).astype(dtype)
-    y = F.avg_pool2d(x, count_include_pad=count_include_pad, **args)
-    grad_out = rng.standard_normal(y.shape).astype(dtype)
-    y, dx = _forward_backward(F.avg_pool2d, x, grad_out, count_include_pad=count_include_pad,
-                              **args)
-    tx = _to_torch(torch, x)
-    ty = torch.nn.functional.avg_pool2d(tx, count_include_pad=count_include_pad, **args)
-    ty.backward(torch.from_numpy(np.ascontiguousarray(grad_out.transpose(0, 3, 1, 2))))
+    args, x, grad_out, y, dx = _random_pool(F.avg_pool2d, geometry, seed, dtype,
+                                            count_include_pad=count_include_pad)
+    y_torch, dx_torch = _torch_forward_backward(torch, torch.nn.functional.avg_pool2d, x,
+                                                grad_out, **args)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    assert np.allclose(y, _from_torch(ty), rtol=tol, atol=tol)
-    assert np.allclose(dx, _from_torch(tx.grad), rtol=tol, atol=tol)
+    assert np.allclose(y, y_torch, rtol=tol, atol=tol)
+    assert np.allclose(dx, dx_torch, rtol=tol, atol=tol)
 
 
 @pytest.mark.oracle
@@ -366,11 +368,10 @@ def test_adaptive_avg_pool2d_matches_torch(h, w, ho, wo, seed):
     x = rng.standard_normal((2, h, w, 3)).astype(np.float32)
     grad_out = rng.standard_normal((2, ho, wo, 3)).astype(np.float32)
     y, dx = _forward_backward(F.adaptive_avg_pool2d, x, grad_out, output_size=(ho, wo))
-    tx = _to_torch(torch, x)
-    ty = torch.nn.functional.adaptive_avg_pool2d(tx, (ho, wo))
-    ty.backward(torch.from_numpy(np.ascontiguousarray(grad_out.transpose(0, 3, 1, 2))))
-    assert np.allclose(y, _from_torch(ty), rtol=1e-5, atol=1e-5)
-    assert np.allclose(dx, _from_torch(tx.grad), rtol=1e-5, atol=1e-5)
+    y_torch, dx_torch = _torch_forward_backward(torch, torch.nn.functional.adaptive_avg_pool2d,
+                                                x, grad_out, (ho, wo))
+    assert np.allclose(y, y_torch, rtol=1e-5, atol=1e-5)
+    assert np.allclose(dx, dx_torch, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.oracle

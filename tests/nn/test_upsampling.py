@@ -99,27 +99,46 @@ def _forward_backward(x, grad_out, **kwargs):
     return y.data, t.grad
 
 
+def _random_resize(case, seed, dtype):
+    """A seeded input and output gradient for a ``resize_cases`` draw (the output size of
+    ``_expected_geometry``), and interpolate's output and input gradient on them.
+
+    Returns:
+        tuple: ``x``, ``grad_out``, ``y``, ``dx`` (ndarrays of ``dtype``).
+    """
+    shape, kwargs = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    out_size, _ = _expected_geometry(shape, kwargs)
+    grad_out = rng.standard_normal((shape[0],) + tuple(out_size) + (shape[3],)).astype(dtype)
+    y, dx = _forward_backward(x, grad_out, **kwargs)
+    return x, grad_out, y, dx
+
+
+def _assert_resized_like(y, dx, expected_y, expected_dx, mode, dtype):
+    """Output and input gradient equal the expected ones: nearest copies exactly,
+    bilinear within the dtype's rounding."""
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert y.shape == expected_y.shape
+    if mode == "bilinear":
+        assert np.allclose(y, expected_y, rtol=tol, atol=tol)
+    else:
+        assert np.array_equal(y, expected_y.astype(dtype))  # the same indices, exact copies
+    assert np.allclose(dx, expected_dx, rtol=tol, atol=tol)
+
+
 # ------------------------------------------------------ against the reference
 @settings(max_examples=60)
 @given(case=resize_cases(), seed=st.integers(0, 2**31 - 1),
        dtype=st.sampled_from([np.float32, np.float64]))
 def test_interpolate_matches_loop_reference(case, seed, dtype):
     shape, kwargs = case
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape).astype(dtype)
+    x, grad_out, y, dx = _random_resize(case, seed, dtype)
     out_size, scales = _expected_geometry(shape, kwargs)
-    grad_out = rng.standard_normal((shape[0],) + tuple(out_size) + (shape[3],)).astype(dtype)
-    y, dx = _forward_backward(x, grad_out, **kwargs)
     y_ref, dx_ref = ref_interpolate(x, grad_out, out_size, kwargs["mode"], scales,
                                     kwargs.get("align_corners"))
-    tol = 1e-5 if dtype == np.float32 else 1e-12
     assert y.dtype == dtype and dx.dtype == dtype
-    assert y.shape == y_ref.shape
-    if kwargs["mode"] == "bilinear":
-        assert np.allclose(y, y_ref, rtol=tol, atol=tol)
-    else:
-        assert np.array_equal(y, y_ref.astype(dtype))  # a pure copy: exact
-    assert np.allclose(dx, dx_ref, rtol=tol, atol=tol)
+    _assert_resized_like(y, dx, y_ref, dx_ref, kwargs["mode"], dtype)
 
 
 def test_hand_computed_values():
@@ -247,24 +266,14 @@ def test_upsample_module(rng):
        dtype=st.sampled_from([np.float32, np.float64]))
 def test_interpolate_matches_torch(case, seed, dtype):
     torch = require("torch")
-    shape, kwargs = case
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape).astype(dtype)
-    y = F.interpolate(x, **kwargs)
-    grad_out = rng.standard_normal(y.shape).astype(dtype)
-    y, dx = _forward_backward(x, grad_out, **kwargs)
+    _, kwargs = case
+    x, grad_out, y, dx = _random_resize(case, seed, dtype)
     tx = torch.tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), requires_grad=True)
     ty = torch.nn.functional.interpolate(tx, **kwargs)
     ty.backward(torch.from_numpy(np.ascontiguousarray(grad_out.transpose(0, 3, 1, 2))))
     expected_y = ty.detach().numpy().transpose(0, 2, 3, 1)
     expected_dx = tx.grad.numpy().transpose(0, 2, 3, 1)
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    assert y.shape == expected_y.shape
-    if kwargs["mode"] == "bilinear":
-        assert np.allclose(y, expected_y, rtol=tol, atol=tol)
-    else:
-        assert np.array_equal(y, expected_y)  # same indices, exact copies
-    assert np.allclose(dx, expected_dx, rtol=tol, atol=tol)
+    _assert_resized_like(y, dx, expected_y, expected_dx, kwargs["mode"], dtype)
 
 
 @pytest.mark.oracle
