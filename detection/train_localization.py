@@ -48,8 +48,8 @@ import numpy as np
 
 import nn
 from nn.engine import (Engine, ResumeError, TrainingInterrupted, add_training_arguments,
-                       command_errors, load_checkpoint, positive_float, positive_int,
-                       resume_command, set_threads)
+                       command_errors, load_checkpoint, parse_training_arguments,
+                       positive_float, positive_int, resume_command)
 from nn.io import atomic_write_text
 from detection.datasets.voc import VOCDataset, read_class_names
 from detection.localization import (BOX_ENCODINGS, Localizer, compute_features, crop_windows,
@@ -509,21 +509,12 @@ def build_parser():
 
 
 def _parse(parser, argv):
-    """Parse and check the command line (the engine's rules; ``--resume`` needs run.json)."""
-    args = parser.parse_args(argv)
-    if args.minutes is None and args.steps is None:
-        args.minutes = args.default_minutes
-    if os.path.isfile(args.out):
-        parser.error(f"--out {args.out} is a file; it must be a run directory")
-    if args.resume:
-        try:
-            _read_run(args.out)
-        except ResumeError as error:
-            parser.error(str(error))
-    elif os.path.isfile(os.path.join(args.out, RUN_FILE)):
+    """Parse and check the command line (the engine's rules; ``--resume`` needs run.json,
+    a new run an ``--out`` without one)."""
+    args = parse_training_arguments(parser, argv, KIND, read_run=_read_run)
+    if not args.resume and os.path.isfile(os.path.join(args.out, RUN_FILE)):
         parser.error(f"{args.out} already holds a localization run: continue it with "
                      f"--resume, or choose another --out")
-    set_threads(args.threads)
     return args
 
 

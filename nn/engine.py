@@ -807,13 +807,18 @@ def add_training_arguments(parser, minutes, threads=None):
     parser.set_defaults(default_minutes=float(minutes))
 
 
-def parse_training_arguments(parser, argv, kind):
+def parse_training_arguments(parser, argv, kind, read_run=None):
     """Parse and check the command line; set the thread count.
 
     ``--minutes`` defaults to the trainer's budget unless ``--steps`` is given alone.
     A usage error (bad value, ``--out`` an existing file, ``--resume`` without a
     ``last.npz`` of a ``kind`` run) prints a message and exits with status 2.
 
+    Args:
+        read_run (callable, optional): ``read_run(out)`` raises ``ResumeError`` when the
+            run directory ``out`` holds no run to continue, for a trainer that records its
+            run elsewhere than in ``last.npz`` (None: ``out/last.npz`` must be a
+            checkpoint of a ``kind`` run).
     Returns:
         argparse.Namespace
     """
@@ -824,7 +829,10 @@ def parse_training_arguments(parser, argv, kind):
         parser.error(f"--out {args.out} is a file; it must be a run directory")
     if args.resume:
         try:
-            load_checkpoint(os.path.join(args.out, LAST), kind)
+            if read_run is None:
+                load_checkpoint(os.path.join(args.out, LAST), kind)
+            else:
+                read_run(args.out)
         except ResumeError as error:
             parser.error(str(error))
     set_threads(args.threads)
