@@ -5,8 +5,10 @@ bar shows a given step (``interrupt_command``), checks the exit status 130 and t
 resume command printed last (``resume_arguments``), runs it (``run_command``) and
 compares the weights with those of an uninterrupted run (``assert_same_weights``,
 ``assert_same_run``).
-In this process, ``ctrl_c_at`` presses Ctrl-C during a given training step and
-``run_quick_detector`` runs a detection trainer's ``--quick`` command.
+In this process, ``ctrl_c_at`` presses Ctrl-C during a given training step,
+``run_quick_detector`` runs a detection trainer's ``--quick`` command and
+``usage_error`` a command that must refuse its arguments (``BAD_TRAINING_FLAGS``: bad
+values of the flags every trainer shares).
 """
 import json
 import os
@@ -17,11 +19,35 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "MPLBACKEND": "Agg"}
+
+# Bad values of the flags every trainer shares (``nn.engine.add_training_arguments``) and
+# what the usage error says: the flag tests of every trainer's command run them.
+BAD_TRAINING_FLAGS = [
+    (["--minutes", "0"], "--minutes: must be a finite number > 0"),
+    (["--minutes", "nan"], "--minutes: must be a finite number > 0"),
+    (["--steps", "0"], "--steps: must be an int >= 1"),
+    (["--seed", "-1"], "--seed: must be an int >= 0"),
+    (["--threads", "0"], "--threads: must be an int >= 1"),
+]
+
+
+def usage_error(main, argv, capsys):
+    """Run ``main(argv)`` in this process; asserts that it stops with a usage error (exit
+    status 2).
+
+    Returns:
+        str: what it printed on standard error.
+    """
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
 
 
 def interrupt_command(args, progress, timeout=120):

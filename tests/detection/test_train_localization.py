@@ -19,6 +19,7 @@ from detection.train_localization import (STAGES, TrainConfig, build_windows, lo
 from detection.datasets.voc import VOCDataset
 from nn.engine import ResumeError, TrainingInterrupted
 from plates.synthetic import generate_plate_dataset
+from tests.commands import BAD_TRAINING_FLAGS, usage_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ("plate",) + tuple(str(d) for d in range(10)) + ("char",)
@@ -118,9 +119,8 @@ def test_quick_command_end_to_end(plates, tmp_path, capsys):
         same = np.array_equal(value, localize[key])
         assert same != key.startswith("box_head."), key
     # A second run into the same directory is refused; --resume of a finished run works.
-    with pytest.raises(SystemExit) as exit_:
-        main(["--data", plates, "--out", str(out), "--quick", "--quiet"])
-    assert exit_.value.code == 2 and "--resume" in capsys.readouterr().err
+    assert "--resume" in usage_error(main, ["--data", plates, "--out", str(out), "--quick",
+                                            "--quiet"], capsys)
     assert main(["--data", plates, "--out", str(out), "--resume", "--quiet"]) == 0
 
 
@@ -163,29 +163,24 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(plates, tmp_path, monkey
 def test_resume_needs_a_run(plates, tmp_path, capsys):
     with pytest.raises(ResumeError, match="run.json"):
         train_localization(quick_config(plates, tmp_path / "nothing"), resume=True)
-    with pytest.raises(SystemExit) as exit_:
-        main(["--data", plates, "--out", str(tmp_path / "nothing"), "--resume"])
-    assert exit_.value.code == 2 and "holds no localization run" in capsys.readouterr().err
+    assert "holds no localization run" in usage_error(
+        main, ["--data", plates, "--out", str(tmp_path / "nothing"), "--resume"], capsys)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--minutes", "0"], "--minutes: must be a finite number > 0"),
-    (["--steps", "0"], "--steps: must be an int >= 1"),
+@pytest.mark.parametrize("flags, message", BAD_TRAINING_FLAGS + [
     (["--slots", "1"], "slots must be an int >= 2"),
     (["--window", "44"], "multiple of the stride 8"),
     (["--batch-size", "0"], "--batch-size: must be an int >= 1"),
 ])
 def test_bad_flags(plates, tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_:
-        main(["--data", plates, "--out", str(tmp_path / "run"), *flags])
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert message in usage_error(main, ["--data", plates, "--out", str(tmp_path / "run"), *flags],
+                                  capsys)
     assert not os.path.exists(tmp_path / "run")
 
 
 def test_missing_data_is_a_usage_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")])
-    assert exit_.value.code == 2 and "python -m plates.synthetic" in capsys.readouterr().err
+    assert "python -m plates.synthetic" in usage_error(
+        main, ["--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")], capsys)
 
 
 def _restore_sigint():

@@ -15,8 +15,8 @@ from detection.train_rcnn_svm import (ProposalsInterrupted, RegionBatches, Train
                                       compute_proposals, evaluate, load_model, load_split,
                                       main, train_rcnn_svm)
 from nn.engine import TrainingInterrupted
-from tests.commands import (assert_same_weights, ctrl_c_at, interrupt_command, resume_arguments,
-                            run_command)
+from tests.commands import (BAD_TRAINING_FLAGS, assert_same_weights, ctrl_c_at,
+                            interrupt_command, resume_arguments, run_command, usage_error)
 
 CLASSES = ("car", "plate")
 
@@ -75,28 +75,23 @@ def test_bad_train_config(overrides, message):
         TrainConfig(**overrides).validate()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--steps", "0"], "--steps"),
+@pytest.mark.parametrize("flags, message", BAD_TRAINING_FLAGS + [
     (["--workers", "0"], "--workers"),
     (["--proposals", "slow"], "--proposals"),
     (["--max-train-images", "-3"], "--max-train-images"),
-    (["--minutes", "nan"], "--minutes"),
     (["--resume"], "no checkpoint"),
 ])
 def test_bad_flags_are_usage_errors(tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_:
-        main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), *flags])
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    assert message in usage_error(main, ["--data", str(tmp_path), "--out", str(tmp_path / "run"),
+                                         *flags], capsys)
 
 
 def test_a_checkpoint_of_another_trainer_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     os.makedirs(out)
     nn.save({"engine": {"kind": "retinanet"}}, out / "last.npz")
-    with pytest.raises(SystemExit) as exit_:
-        main(["--data", str(tmp_path), "--out", str(out), "--resume"])
-    assert exit_.value.code == 2 and "'retinanet' run" in capsys.readouterr().err
+    assert "'retinanet' run" in usage_error(
+        main, ["--data", str(tmp_path), "--out", str(out), "--resume"], capsys)
 
 
 def test_a_saved_detector_loads_with_its_configuration(tmp_path):

@@ -14,7 +14,7 @@ from detection.retinanet import RetinaNet
 from detection.training import quick_config
 from detection.yolo import YOLO
 from nn.engine import ResumeError, TrainingInterrupted, saved_config
-from tests.commands import assert_same_run, ctrl_c_at
+from tests.commands import BAD_TRAINING_FLAGS, assert_same_run, ctrl_c_at, usage_error
 
 TRAINERS = {"retinanet": train_retinanet, "yolo": train_yolo, "faster_rcnn": train_rcnn}
 
@@ -62,25 +62,21 @@ def test_model_overrides_must_be_a_dict(kind):
 
 
 @pytest.mark.parametrize("kind", TRAINERS)
-@pytest.mark.parametrize("flags, message", [
-    (["--minutes", "0"], "--minutes: must be a finite number > 0"),
+@pytest.mark.parametrize("flags, message", BAD_TRAINING_FLAGS + [
     (["--lr", "nan"], "--lr: must be a finite number > 0"),
-    (["--steps", "0"], "--steps: must be an int >= 1"),
     (["--seed", "-2"], "--seed: must be an int >= 0"),
     (["--batch-size", "0"], "--batch-size: must be an int >= 1"),
 ])
 def test_bad_flags(kind, tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_:
-        TRAINERS[kind].main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
-                             *flags])
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert message in usage_error(TRAINERS[kind].main, [
+        "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *flags], capsys)
     assert not os.path.exists(tmp_path / "run")  # refused before any work
 
 
 def test_yolo_stride_flag(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        train_yolo.main(["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--stride", "8"])
-    assert exit_.value.code == 2 and "--stride: invalid choice" in capsys.readouterr().err
+    assert "--stride: invalid choice" in usage_error(
+        train_yolo.main, ["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--stride", "8"],
+        capsys)
 
 
 @pytest.mark.parametrize("kind, other", [("retinanet", "yolo"), ("yolo", "retinanet"),
@@ -93,10 +89,9 @@ def test_resume_needs_a_checkpoint_of_the_same_trainer(kind, other, tmp_path, ca
         train(config, resume=True)
     os.makedirs(tmp_path / "other")
     nn.save({"engine": {"kind": other}}, tmp_path / "other" / "last.npz")
-    with pytest.raises(SystemExit) as exit_:
-        module.main(["--data", str(tmp_path), "--out", str(tmp_path / "other"), "--resume"])
-    assert exit_.value.code == 2
-    assert f"a checkpoint of a '{other}' run, not of '{kind}'" in capsys.readouterr().err
+    error = usage_error(module.main, ["--data", str(tmp_path), "--out", str(tmp_path / "other"),
+                                      "--resume"], capsys)
+    assert f"a checkpoint of a '{other}' run, not of '{kind}'" in error
 
 
 def test_quick_settings_shrink_the_run_and_keep_smaller_limits():
