@@ -501,6 +501,31 @@ class _Comparison:
         return tqdm(total=len(calls) * count, desc=f"timing {task}", unit="call",
                     disable=not self.config.progress)
 
+    def _time_training(self, models, configs, trainer_step, batches, task, inference,
+                       **settings):
+        """Time the training steps of the networks, alternating, and gather the timing.
+
+        Args:
+            models, configs (dict): the networks and their training configurations, by name.
+            trainer_step (callable): ``(model, config) -> step(batch)``, one training step.
+            batches (list): the warm-up and timed batches.
+            task (str): what the progress bar says.
+            inference (dict): the inference times (ms) of each network.
+            **settings: recorded with the times (batch size, input size, ...).
+        Returns:
+            dict: medians ``step_ms`` and ``inference_ms`` per network, the samples, and
+            ``settings``.
+        """
+        warmup, repeats = self.timing["warmup"], self.timing["repeats"]
+        for model in models.values():
+            model.train()
+        steps = {name: trainer_step(models[name], configs[name]) for name in models}
+        with self._bar(steps, warmup + repeats, task) as bar:
+            step_times = _alternate(steps, batches, warmup, bar)
+        return {"step_ms": {k: float(np.median(v)) for k, v in step_times.items()},
+                "inference_ms": {k: float(np.median(v)) for k, v in inference.items()},
+                "step_samples": step_times, "inference_samples": inference, **settings}
+
     def _time_detectors(self, paths):
         warmup, repeats, count = (self.timing[k] for k in ("warmup", "repeats", "inference"))
         models, configs = {}, {}
@@ -534,16 +559,9 @@ class _Comparison:
                 optimizer.step()
             return step
 
-        for model in models.values():
-            model.train()
-        steps = {name: trainer_step(models[name], configs[name]) for name in models}
-        with self._bar(steps, warmup + repeats, "detector training steps") as bar:
-            step_times = _alternate(steps, batches, warmup, bar)
-        return {"step_ms": {k: float(np.median(v)) for k, v in step_times.items()},
-                "inference_ms": {k: float(np.median(v)) for k, v in inference.items()},
-                "step_samples": step_times, "inference_samples": inference,
-                "inference_unit": "image", "batch_size": base.batch_size,
-                "image_size": base.image_size}
+        return self._time_training(models, configs, trainer_step, batches,
+                                   "detector training steps", inference, inference_unit="image",
+                                   batch_size=base.batch_size, image_size=base.image_size)
 
     def _time_segmenters(self, paths):
         from plates.classes import IGNORE_INDEX
@@ -591,16 +609,10 @@ class _Comparison:
                 optimizer.step()
             return step
 
-        for model in models.values():
-            model.train()
-        steps = {name: trainer_step(models[name], configs[name]) for name in models}
-        with self._bar(steps, warmup + repeats, "segmenter training steps") as bar:
-            step_times = _alternate(steps, batches, warmup, bar)
-        return {"step_ms": {k: float(np.median(v)) for k, v in step_times.items()},
-                "inference_ms": {k: float(np.median(v)) for k, v in inference.items()},
-                "step_samples": step_times, "inference_samples": inference,
-                "inference_unit": f"batch of {INFERENCE_CROPS} crops",
-                "batch_size": base.batch_size, "crop_size": list(base.crop_size)}
+        return self._time_training(models, configs, trainer_step, batches,
+                                   "segmenter training steps", inference,
+                                   inference_unit=f"batch of {INFERENCE_CROPS} crops",
+                                   batch_size=base.batch_size, crop_size=list(base.crop_size))
 
     # ----------------------------------------------------------------------- the output
     def document(self):
