@@ -221,11 +221,18 @@ def segmenter_architecture(model, crop_size):
     return rows, _count(model)
 
 
-def _architecture_table(rows, total, caption):
+def _architecture_table(rows, total, caption, label=None):
     body = [(escape(part), layers, output, _int(params)) for part, layers, output, params in rows]
     body.append((r"\textbf{total}", "", "", rf"\textbf{{{_int(total)}}}"))
     return _table(["part", "layers", "output (H x W x C)", "parameters"], body, caption,
-                  align="lp{6.4cm}p{3.6cm}r")
+                  align="lp{6.4cm}p{3.6cm}r", label=label)
+
+
+def _training_parts(run, stage, rows, figures):
+    """A stage's training table (``rows`` of name and value) and its figures
+    (``figures``: the arguments of ``_figure`` after the run directory)."""
+    return ([_table(None, rows, f"Training of the {stage}.", align="lp{10cm}")]
+            + [_figure(run.dir, *figure) for figure in figures])
 
 
 # ================================================================================ sections
@@ -337,14 +344,25 @@ def _data(run):
                         _table(None, rows, "The run's data.")])
 
 
-def _detector_section(run):
-    parts = [r"\section{Stage one: plate detection (RetinaNet)}"]
-    metrics = run.detector
-    path = run.checkpoint("detector")
+def _stage_section(run, stage, title, what, describe):
+    """The section of a training stage (``"detector"``, ``"segmenter"``): ``title``, then
+    the parts ``describe(run, metrics, path)`` writes from the stage's metrics and best
+    checkpoint, or a note that ``what`` has not been run while either is missing."""
+    metrics, path = getattr(run, stage), run.checkpoint(stage)
     if metrics is None or path is None:
-        return "\n\n".join(parts + [_not_run("Detector training", run)])
+        return "\n\n".join([title, _not_run(what, run)])
+    return "\n\n".join([title] + describe(run, metrics, path))
+
+
+def _detector_section(run):
+    return _stage_section(run, "detector", r"\section{Stage one: plate detection (RetinaNet)}",
+                          "Detector training", _detector_parts)
+
+
+def _detector_parts(run, metrics, path):
     from detection.train_retinanet import load_run
 
+    parts = []
     model, _ = load_run(path)
     config, model_config = metrics["config"], metrics["model_config"]
     size = int(config["image_size"])
@@ -363,8 +381,8 @@ def _detector_section(run):
         "small and wide). Table~\\ref{tab:detector} gives the parts, their outputs on a "
         f"${size} \\times {size}$ input and their parameters, counted on the trained model.")
     parts.append(_architecture_table(rows, total, "The plate detector (RetinaNet), "
-                                     f"output shapes for a ${size}\\times{size}$ input.")
-                 .replace(r"\end{table}", "\\label{tab:detector}\n\\end{table}"))
+                                     f"output shapes for a ${size}\\times{size}$ input.",
+                                     label="tab:detector"))
     alpha, gamma = model_config["focal_alpha"], model_config["focal_gamma"]
     parts.append(
         "\\paragraph{Loss.} Anchors with IoU $\\geq$ "
@@ -405,23 +423,22 @@ def _detector_section(run):
             ("test mAP / AP50 (small copy)",
              f"{_num(test.get('map'))} / {_num(test.get('map_50'))}"),
             ("inference (batch 1)", escape(f"{metrics['inference_ms_per_image']:.0f} ms"))]
-    parts.append(_table(None, rows, "Training of the detector.", align="lp{10cm}"))
-    parts.append(_figure(run.dir, "detector/loss_curves.png",
-                         "Detector: training losses (moving mean) and validation AP."))
-    parts.append(_figure(run.dir, "detector/detections.png",
-                         "Detector: detections on validation scenes (small copy).",
-                         width=r"0.9\textwidth"))
-    return "\n\n".join(parts)
+    parts += _training_parts(run, "detector", rows, [
+        ("detector/loss_curves.png", "Detector: training losses (moving mean) and validation AP."),
+        ("detector/detections.png", "Detector: detections on validation scenes (small copy).",
+         r"0.9\textwidth")])
+    return parts
 
 
 def _segmenter_section(run):
-    parts = [r"\section{Stage two: digit segmentation (U-Net)}"]
-    metrics = run.segmenter
-    path = run.checkpoint("segmenter")
-    if metrics is None or path is None:
-        return "\n\n".join(parts + [_not_run("Segmenter training", run)])
+    return _stage_section(run, "segmenter", r"\section{Stage two: digit segmentation (U-Net)}",
+                          "Segmenter training", _segmenter_parts)
+
+
+def _segmenter_parts(run, metrics, path):
     from plates.train_segmenter import load_segmenter
 
+    parts = []
     model, config, _ = load_segmenter(path)
     rows, total = segmenter_architecture(model, config.crop_size)
     h, w = config.crop_size
@@ -434,8 +451,7 @@ def _segmenter_section(run):
         "context, the decoder restores the resolution and the skip connections bring back "
         "the fine strokes. Table~\\ref{tab:segmenter} is counted on the trained model.")
     parts.append(_architecture_table(rows, total, f"The digit segmenter (U-Net), output shapes "
-                                     f"for a ${h}\\times{w}$ crop.")
-                 .replace(r"\end{table}", "\\label{tab:segmenter}\n\\end{table}"))
+                                     f"for a ${h}\\times{w}$ crop.", label="tab:segmenter"))
     parts.append(
         "\\paragraph{Targets and loss.} A character's label is its \\emph{region}, the filled "
         "convex hull of its ink, area-voted into the crop, with a one-pixel gap kept to its "
@@ -466,14 +482,13 @@ def _segmenter_section(run):
              f"{_num((metrics.get('test') or {}).get('mean_iou'))} / "
              f"{_pct((metrics.get('test') or {}).get('read_exact'))}"
              + (" (5 shifted passes)" if config.tta else ""))]
-    parts.append(_table(None, rows, "Training of the segmenter.", align="lp{10cm}"))
-    parts.append(_figure(run.dir, "segmenter/loss_curve.png",
-                         "Segmenter: training loss and validation mean IoU / plates read."))
-    parts.append(_figure(run.dir, "segmenter/predictions.png",
-                         "Segmenter: test crops of true boxes, target and predicted class maps "
-                         "(digits coloured 0 red to 9 violet, other characters white).",
-                         width=r"0.75\textwidth"))
-    return "\n\n".join(parts)
+    parts += _training_parts(run, "segmenter", rows, [
+        ("segmenter/loss_curve.png",
+         "Segmenter: training loss and validation mean IoU / plates read."),
+        ("segmenter/predictions.png",
+         "Segmenter: test crops of true boxes, target and predicted class maps "
+         "(digits coloured 0 red to 9 violet, other characters white).", r"0.75\textwidth")])
+    return parts
 
 
 def _evaluation_section(run):
