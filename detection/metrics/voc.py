@@ -26,6 +26,7 @@ in score keep the input order (a stable sort).
 import numpy as np
 
 from detection.metrics.inputs import flatten_detections
+from detection.metrics.matching import pair_iou
 
 __all__ = ["voc_ap", "voc_evaluate"]
 
@@ -80,18 +81,6 @@ def _check_threshold(iou_threshold):
     return float(iou_threshold)
 
 
-def _plain_iou(a, b):
-    """Elementwise IoU of matching rows of two (P, 4) xyxy arrays; 0 without overlap."""
-    w = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
-    h = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
-    overlap = (w > 0) & (h > 0)
-    inter = np.where(overlap, w * h, 0.0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a + area_b - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=overlap)
-
-
 def voc_match(data, iou_threshold):
     """VOC matching of every detection, vectorized over images and classes.
 
@@ -118,7 +107,9 @@ def voc_match(data, iou_threshold):
     pair_det = np.repeat(np.arange(num_det), count)  # (P,)
     pair_start = np.cumsum(count) - count
     pair_gt = gt_order[first[pair_det] + np.arange(len(pair_det)) - pair_start[pair_det]]
-    iou = _plain_iou(data.det_boxes[order[pair_det]], data.gt_boxes[pair_gt])
+    # VOC has no crowd regions: every pair's IoU is the plain one.
+    iou = pair_iou(data.det_boxes[order[pair_det]], data.gt_boxes[pair_gt],
+                   np.zeros(len(pair_gt), bool))
 
     # Each detection's best ground truth: the highest IoU, the first one on ties.
     has_pairs = count > 0
