@@ -1,7 +1,8 @@
 """Training commands in a subprocess: interrupted with a real Ctrl-C, resumed, compared.
 
 A trainer's test starts ``python -m <trainer> ...``, sends SIGINT once the progress
-bar shows a given step (``interrupt_command``), checks the exit status 130 and the
+bar shows a given step (``interrupt_command``; ``start_command`` and ``ctrl_c_when``
+for another sign that the step is reached), checks the exit status 130 and the
 resume command printed last (``resume_arguments``), runs it (``run_command``) and
 compares the weights with those of an uninterrupted run (``assert_same_weights``,
 ``assert_same_run``).
@@ -50,6 +51,42 @@ def usage_error(main, argv, capsys):
     return capsys.readouterr().err
 
 
+def start_command(args, text=False):
+    """Start ``python *args`` from the repository root, its output piped (``str`` with
+    ``text``, else ``bytes``), SIGINT at Python's default (a background job starts with it
+    ignored).
+
+    Returns:
+        subprocess.Popen
+    """
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=text,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def ctrl_c_when(process, ready, timeout=120):
+    """Press Ctrl-C in a started command once ``ready(process)`` returns, and wait for its
+    end (it is killed if anything fails on the way).
+
+    Args:
+        process (subprocess.Popen): from ``start_command``.
+        ready (callable): process -> None, returns when the command is where SIGINT
+            should reach it (reading its output, or waiting for a file).
+        timeout (float): seconds the command may take to stop after the signal.
+    Returns:
+        tuple: the exit status (int), the rest of its standard output and of its
+        standard error.
+    """
+    try:
+        ready(process)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    return process.returncode, stdout, stderr
+
+
 def interrupt_command(args, progress, timeout=120):
     """Run ``python *args`` from the repository root and press Ctrl-C during the run.
 
@@ -61,20 +98,16 @@ def interrupt_command(args, progress, timeout=120):
     Returns:
         tuple: the exit status (int) and the whole standard error (str).
     """
-    process = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        seen = b""
-        while not re.search(progress, seen):
+    seen = []
+
+    def ready(process):
+        while not re.search(progress, b"".join(seen)):
             chunk = process.stderr.read1(256)
-            assert chunk, seen.decode(errors="replace")  # ended before the step
-            seen += chunk
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=timeout)
-    finally:
-        process.kill()
-    return process.returncode, (seen + stderr).decode(errors="replace")
+            assert chunk, b"".join(seen).decode(errors="replace")  # ended before the step
+            seen.append(chunk)
+
+    status, _, stderr = ctrl_c_when(start_command(args), ready, timeout)
+    return status, (b"".join(seen) + stderr).decode(errors="replace")
 
 
 def resume_arguments(stderr, module):

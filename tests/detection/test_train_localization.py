@@ -3,10 +3,7 @@
 command) and --resume equal to an uninterrupted run, flags."""
 import json
 import os
-import shlex
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -19,9 +16,9 @@ from detection.train_localization import (STAGES, TrainConfig, build_windows, lo
 from detection.datasets.voc import VOCDataset
 from nn.engine import ResumeError, TrainingInterrupted
 from plates.synthetic import generate_plate_dataset
-from tests.commands import BAD_TRAINING_FLAGS, usage_error
+from tests.commands import (BAD_TRAINING_FLAGS, ctrl_c_when, resume_arguments, run_command,
+                            start_command, usage_error)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ("plate",) + tuple(str(d) for d in range(10)) + ("char",)
 
 
@@ -183,38 +180,23 @@ def test_missing_data_is_a_usage_error(tmp_path, capsys):
         main, ["--data", str(tmp_path / "none"), "--out", str(tmp_path / "run")], capsys)
 
 
-def _restore_sigint():
-    """In the child: SIGINT as Python's default (a background job starts with it ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.slow
 def test_ctrl_c_in_the_command_and_the_printed_resume_command(plates, tmp_path):
     flags = ["--data", plates, "--quick", "--quiet", "--steps", "120", "--classes", *CLASSES]
-    command = [sys.executable, "-m", "detection.train_localization"]
+    command = ["-m", "detection.train_localization"]
     cut = tmp_path / "cut"
-    process = subprocess.Popen(command + flags + ["--out", str(cut)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=_restore_sigint)
-    try:
+
+    def classify_saved(process):
         deadline = time.monotonic() + 120
         while not (cut / "classify" / "last.npz").exists() and time.monotonic() < deadline \
                 and process.poll() is None:
             time.sleep(0.02)  # the classify stage's first evaluation (half way) is written
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
+
+    process = start_command(command + flags + ["--out", str(cut)], text=True)
+    status, _, stderr = ctrl_c_when(process, classify_saved)
+    assert status == 130, stderr
     assert "interrupted" in stderr and "Continue with" in stderr
     assert not (cut / "metrics.json").exists()
-    resume = shlex.split(stderr.strip().splitlines()[-1])
-    assert resume[:3] == ["python", "-m", "detection.train_localization"]
-    assert resume[-1] == "--resume"
-    resumed = subprocess.run([sys.executable, *resume[1:]], cwd=ROOT, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    whole = subprocess.run(command + flags + ["--out", str(tmp_path / "whole")], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr
+    run_command(resume_arguments(stderr, "detection.train_localization"), timeout=300)
+    run_command(command + flags + ["--out", str(tmp_path / "whole")], timeout=300)
     _assert_same_stages(tmp_path / "whole", cut)

@@ -15,7 +15,7 @@ import pytest
 import nn
 from nn.engine import (TIME_MARGIN, Engine, ResumeError, TrainingInterrupted, fit_total_steps,
                        load_checkpoint, refit_total_steps)
-from tests.commands import BAD_TRAINING_FLAGS, usage_error
+from tests.commands import BAD_TRAINING_FLAGS, ctrl_c_when, start_command, usage_error
 from tests.nn import tiny_trainer
 
 SCRIPT = tiny_trainer.__file__
@@ -292,26 +292,18 @@ def _run(args, **kwargs):
                           timeout=120, **kwargs)
 
 
-def _restore_sigint():
-    """In the child: SIGINT as Python's default (a background job starts with it ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_in_a_command_saves_and_prints_how_to_continue(tmp_path):
     data, out = str(tmp_path / "data"), str(tmp_path / "cut")
     args = ["--data", data, "--out", out, "--steps", "60", "--quiet", "--eval-every", "7"]
-    process = subprocess.Popen([sys.executable, SCRIPT, *args, "--sleep", "0.02",
-                                "--announce", "15"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, preexec_fn=_restore_sigint)
-    try:
+
+    def step_15(process):
         for line in process.stdout:  # wait until step 15 runs
             if line.strip() == "step 15":
                 break
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
+
+    process = start_command([SCRIPT, *args, "--sleep", "0.02", "--announce", "15"], text=True)
+    status, _, stderr = ctrl_c_when(process, step_15, timeout=60)
+    assert status == 130, stderr
     assert "interrupted" in stderr and "last.npz saved at step" in stderr
     stopped = nn.load(os.path.join(out, "last.npz"))["engine"]["step"]
     assert 15 <= stopped < 60
