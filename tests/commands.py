@@ -9,7 +9,8 @@ compares the weights with those of an uninterrupted run (``assert_same_weights``
 In this process, ``ctrl_c_at`` presses Ctrl-C during a given training step,
 ``run_quick_detector`` runs a detection trainer's ``--quick`` command and
 ``usage_error`` a command that must refuse its arguments (``BAD_TRAINING_FLAGS``: bad
-values of the flags every trainer shares).
+values of the flags every trainer shares; ``BAD_DETECTION_CONFIGS``: of the configuration
+fields every detection trainer has).
 """
 import json
 import os
@@ -35,6 +36,21 @@ BAD_TRAINING_FLAGS = [
     (["--steps", "0"], "--steps: must be an int >= 1"),
     (["--seed", "-1"], "--seed: must be an int >= 0"),
     (["--threads", "0"], "--threads: must be an int >= 1"),
+]
+
+
+# Bad values of the fields every detection trainer's ``TrainConfig`` has (the budget, the
+# image limits, the evaluation schedule, the classes) and what ``validate()``'s
+# ValueError says (a regular expression).
+BAD_DETECTION_CONFIGS = [
+    (dict(minutes=0), "minutes must be "),
+    (dict(steps=0), "steps must be a positive int"),
+    (dict(steps=None, minutes=None), "give minutes, steps or both"),
+    (dict(max_train_images=0), "max_train_images must be a positive int"),
+    (dict(max_val_images=0), "max_val_images must be a positive int"),
+    (dict(eval_at=(0.75, 0.5)), r"eval_at must be increasing fractions in \(0, 1\]"),
+    (dict(classes=("car", "car")), "classes must be distinct class names"),
+    (dict(classes="car"), "classes must be distinct class names"),
 ]
 
 

@@ -16,8 +16,8 @@ from detection.train_localization import (STAGES, TrainConfig, build_windows, lo
 from detection.datasets.voc import VOCDataset
 from nn.engine import ResumeError, TrainingInterrupted
 from plates.synthetic import generate_plate_dataset
-from tests.commands import (BAD_TRAINING_FLAGS, ctrl_c_when, resume_arguments, run_command,
-                            start_command, usage_error)
+from tests.commands import (BAD_DETECTION_CONFIGS, BAD_TRAINING_FLAGS, ctrl_c_when,
+                            resume_arguments, run_command, start_command, usage_error)
 
 CLASSES = ("plate",) + tuple(str(d) for d in range(10)) + ("char",)
 
@@ -43,16 +43,11 @@ def sigint_raises():
     signal.signal(signal.SIGINT, previous)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(minutes=0), "minutes"),
-    (dict(steps=0), "steps"),
-    (dict(steps=None, minutes=None), "minutes, steps"),
+@pytest.mark.parametrize("overrides, message", BAD_DETECTION_CONFIGS + [
     (dict(slots=1), "slots"),
     (dict(window=50), "multiple of the stride 8"),
     (dict(scale_range=(0.8, 2.0)), "scale_range"),
     (dict(encoding="xyxy"), "encoding"),
-    (dict(eval_at=(0.75, 0.5)), "eval_at"),
-    (dict(classes=("plate", "plate")), "classes"),
     (dict(classes=("plate", "1"), slot_classes=("2",)), "slot_classes"),
     (dict(model={"depth": 3}), "unknown Localizer arguments"),
 ])

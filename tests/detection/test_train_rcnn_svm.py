@@ -15,8 +15,9 @@ from detection.train_rcnn_svm import (ProposalsInterrupted, RegionBatches, Train
                                       compute_proposals, evaluate, load_model, load_split,
                                       main, train_rcnn_svm)
 from nn.engine import TrainingInterrupted
-from tests.commands import (BAD_TRAINING_FLAGS, assert_same_weights, ctrl_c_at,
-                            interrupt_command, resume_arguments, run_command, usage_error)
+from tests.commands import (BAD_DETECTION_CONFIGS, BAD_TRAINING_FLAGS, assert_same_weights,
+                            ctrl_c_at, interrupt_command, resume_arguments, run_command,
+                            usage_error)
 
 CLASSES = ("car", "plate")
 
@@ -51,17 +52,12 @@ def shapes(rng, count=4, size=48):
 
 
 # ------------------------------------------------------------------ configuration
-@pytest.mark.parametrize("overrides, message", [
-    (dict(steps=None, minutes=None), "minutes, steps"),
+@pytest.mark.parametrize("overrides, message", BAD_DETECTION_CONFIGS + [
     (dict(minutes=-1.0), "minutes"),
-    (dict(steps=0), "steps"),
-    (dict(max_train_images=0), "max_train_images"),
     (dict(batch_size=0), "batch_size"),
     (dict(workers=0), "workers"),
     (dict(proposals="slow"), "proposals"),
     (dict(positive_fraction=1.0), "positive_fraction"),
-    (dict(eval_at=(0.75, 0.5)), "eval_at"),
-    (dict(classes="car"), "classes"),
     (dict(lr=0.0), "lr"),
     (dict(final_lr_factor=2.0), "final_lr_factor"),
     (dict(clip_grad=-1.0), "clip_grad"),

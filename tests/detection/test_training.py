@@ -14,22 +14,18 @@ from detection.retinanet import RetinaNet
 from detection.training import quick_config
 from detection.yolo import YOLO
 from nn.engine import ResumeError, TrainingInterrupted, saved_config
-from tests.commands import BAD_TRAINING_FLAGS, assert_same_run, ctrl_c_at, usage_error
+from tests.commands import (BAD_DETECTION_CONFIGS, BAD_TRAINING_FLAGS, assert_same_run,
+                            ctrl_c_at, usage_error)
 
 TRAINERS = {"retinanet": train_retinanet, "yolo": train_yolo, "faster_rcnn": train_rcnn}
 
 
 @pytest.mark.parametrize("kind", TRAINERS)
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize("overrides, message", BAD_DETECTION_CONFIGS + [
     (dict(minutes=0), "minutes must be > 0"),
-    (dict(steps=0), "steps must be a positive int"),
-    (dict(steps=None, minutes=None), "give minutes, steps or both"),
-    (dict(max_val_images=0), "max_val_images must be a positive int"),
     (dict(batch_size=0), "batch_size must be a positive int"),
     (dict(lr=0.0), "need lr > 0"),
     (dict(min_scale=1.5, max_scale=1.0), "need 0 < min_scale <= max_scale"),
-    (dict(eval_at=(0.75, 0.5)), "eval_at must be increasing fractions"),
-    (dict(classes=("car", "car")), "classes must be distinct class names"),
     (dict(classes="plate"), "classes must be distinct class names"),
     (dict(model={"no_such_field": 3}), "model has unknown"),
 ])
