@@ -104,6 +104,15 @@ def _has_window_in_padding(geometry):
     return False
 
 
+# The draws of each pooling's two tests, against the loop reference and against torch.
+SEEDS = st.integers(0, 2**31 - 1)
+DTYPES = st.sampled_from([np.float32, np.float64])
+max_pool_cases = given(geometry=pool2d_geometries(), seed=SEEDS, ties=st.booleans(),
+                       dtype=DTYPES)
+avg_pool_cases = given(geometry=pool2d_geometries(max_dilation=1), seed=SEEDS,
+                       count_include_pad=st.booleans(), dtype=DTYPES)
+
+
 def _pool_args(geometry):
     return {k: v for k, v in geometry.items() if k != "shape"}
 
@@ -142,8 +151,7 @@ def _random_pool(fn, geometry, seed, dtype, ties=False, **kwargs):
 
 # -------------------------------------------------- against loop references
 @settings(max_examples=40)
-@given(geometry=pool2d_geometries(), seed=st.integers(0, 2**31 - 1), ties=st.booleans(),
-       dtype=st.sampled_from([np.float32, np.float64]))
+@max_pool_cases
 def test_max_pool2d_matches_loop_reference(geometry, seed, ties, dtype):
     args, x, grad_out, y, dx = _random_pool(F.max_pool2d, geometry, seed, dtype, ties)
     y_ref, dx_ref = ref_max_pool2d(x, grad_out, **args)
@@ -153,8 +161,7 @@ def test_max_pool2d_matches_loop_reference(geometry, seed, ties, dtype):
 
 
 @settings(max_examples=40)
-@given(geometry=pool2d_geometries(max_dilation=1), seed=st.integers(0, 2**31 - 1),
-       count_include_pad=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]))
+@avg_pool_cases
 def test_avg_pool2d_matches_loop_reference(geometry, seed, count_include_pad, dtype):
     args, x, grad_out, y, dx = _random_pool(F.avg_pool2d, geometry, seed, dtype,
                                             count_include_pad=count_include_pad)
@@ -329,8 +336,7 @@ def _torch_forward_backward(torch, fn, x, grad_out, *args, **kwargs):
 
 @pytest.mark.oracle
 @settings(max_examples=30)
-@given(geometry=pool2d_geometries(), seed=st.integers(0, 2**31 - 1), ties=st.booleans(),
-       dtype=st.sampled_from([np.float32, np.float64]))
+@max_pool_cases
 def test_max_pool2d_matches_torch(geometry, seed, ties, dtype):
     torch = require("torch")
     # PyTorch routes the gradient of a window lying wholly in the padding to an index
@@ -346,8 +352,7 @@ def test_max_pool2d_matches_torch(geometry, seed, ties, dtype):
 
 @pytest.mark.oracle
 @settings(max_examples=30)
-@given(geometry=pool2d_geometries(max_dilation=1), seed=st.integers(0, 2**31 - 1),
-       count_include_pad=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]))
+@avg_pool_cases
 def test_avg_pool2d_matches_torch(geometry, seed, count_include_pad, dtype):
     torch = require("torch")
     args, x, grad_out, y, dx = _random_pool(F.avg_pool2d, geometry, seed, dtype,

@@ -83,6 +83,11 @@ def resize_cases(draw):
     return (draw(st.integers(1, 2)), h, w, draw(st.integers(1, 3))), kwargs
 
 
+# The draws of interpolate's two tests, against the loop reference and against torch.
+resize_draws = given(case=resize_cases(), seed=st.integers(0, 2**31 - 1),
+                     dtype=st.sampled_from([np.float32, np.float64]))
+
+
 def _expected_geometry(shape, kwargs):
     """Output size and the scales the kernel sees, per PyTorch's Python wrapper."""
     if "size" in kwargs:
@@ -129,8 +134,7 @@ def _assert_resized_like(y, dx, expected_y, expected_dx, mode, dtype):
 
 # ------------------------------------------------------ against the reference
 @settings(max_examples=60)
-@given(case=resize_cases(), seed=st.integers(0, 2**31 - 1),
-       dtype=st.sampled_from([np.float32, np.float64]))
+@resize_draws
 def test_interpolate_matches_loop_reference(case, seed, dtype):
     shape, kwargs = case
     x, grad_out, y, dx = _random_resize(case, seed, dtype)
@@ -262,8 +266,7 @@ def test_upsample_module(rng):
 # ------------------------------------------------------------------ oracle
 @pytest.mark.oracle
 @settings(max_examples=60)
-@given(case=resize_cases(), seed=st.integers(0, 2**31 - 1),
-       dtype=st.sampled_from([np.float32, np.float64]))
+@resize_draws
 def test_interpolate_matches_torch(case, seed, dtype):
     torch = require("torch")
     _, kwargs = case
