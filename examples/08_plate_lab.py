@@ -51,7 +51,7 @@ args = parser.parse_args()
 
 OUT_DIR = os.path.join(args.out, "08_plate_lab")
 RUN_DIR = os.path.join(OUT_DIR, "run")
-NUM_IMAGES = 300  # the full lab renders 1500; a short run needs fewer
+NUM_IMAGES = 300  # the full lab renders 2500; a short run needs fewer
 os.makedirs(OUT_DIR, exist_ok=True)
 
 
@@ -64,7 +64,7 @@ def save(figure, name):
 
 # %% The short run
 # The whole lab at a small scale: scenes rendered at full resolution, a small copy for
-# the detector, RetinaNet (2/3 of the budget) and the U-Net (1/3) trained from random
+# the detector, RetinaNet (5/9 of the budget) and the U-Net (4/9) trained from random
 # weights, the plate threshold chosen on the validation scenes, the evaluation on the
 # test scenes and the report. A second start of this script continues (or reuses) it.
 config = LabConfig(out=RUN_DIR, num_images=NUM_IMAGES, minutes=args.minutes, quick=args.quick,

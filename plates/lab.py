@@ -27,12 +27,11 @@ report. ``run`` does all of it, stage by stage:
 The budget. ``--minutes`` is the training time of both stages together (default
 ``DEFAULT_MINUTES``: 10 minutes detector, 8 segmenter); rendering, loading and
 evaluating come on top, in proportion to the scenes. Measured on the project's 2-core
-machine under a load of 5-6 (other jobs), ``--minutes 3 --num-images 300``: rendering
-80 s (0.27 s a scene), the small copy 6 s, detector 128 s (120 s training), segmenter
-85 s (11 s reading its crops, 60 s training), evaluation 16 s (30 val + 30 test
-scenes), report 6 s: 5.3 minutes. Scaled to the default 1500 scenes: about 26 minutes
-under that load (rendering ~7, training 15, the rest ~4), about 20 on a quiet machine;
-the report's timing table has the figures of each run.
+machine (load about 1.5, nothing else running), the defaults: rendering 2500 scenes
+142 s, the small copy 22 s, detector 605 s (597 s training, 2296 steps), segmenter
+518 s (19 s reading its crops, 479 s training, 3101 steps), evaluation 47 s (250 val
++ 250 test scenes, five-shift segmentation), report and PDF a few seconds: 22.3
+minutes; the report's timing table has the figures of each run.
 
 Resuming. ``lab.json`` in the run directory holds the configuration and what each
 stage did (seconds, sessions). ``--resume`` continues with the saved configuration: a

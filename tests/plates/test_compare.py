@@ -77,8 +77,8 @@ def test_a_checkpoint_rebuilds_its_encoder(tmp_path):
 def test_run_configs_change_only_the_network_and_the_budget(tmp_path):
     lab = LabConfig(out=str(tmp_path / "run"))
     base = lab_train_configs(lab)
-    assert base["detector"].minutes == pytest.approx(10.0)  # the lab's 2/3 of 15 minutes
-    assert base["segmenter"].minutes == pytest.approx(5.0)
+    assert base["detector"].minutes == pytest.approx(10.0)  # the lab's 5/9 of 18 minutes
+    assert base["segmenter"].minutes == pytest.approx(8.0)
     assert base["detector"].backbone == "small" and base["segmenter"].encoder == "unet"
 
     def changed(a, b):
