@@ -226,16 +226,26 @@ def plot_recall(curves, path, images):
 
 # -------------------------------------------------------------------------- main
 def parse_runs(values):
+    """``{name: (kind, directory)}`` from ``KIND=DIR`` or ``KIND:LABEL=DIR`` arguments
+    (the label tells apart two runs of one kind, e.g. ``faster_rcnn:align=runs/x``)."""
     runs = {}
     for value in values:
-        kind, sep, path = value.partition("=")
+        name, sep, path = value.partition("=")
+        kind, _, label = name.partition(":")
         if not sep or kind not in KINDS:
-            raise SystemExit(f"--run must be KIND=DIR with KIND one of {', '.join(KINDS)}; "
-                             f"got {value!r}")
+            raise SystemExit(f"--run must be KIND=DIR or KIND:LABEL=DIR with KIND one of "
+                             f"{', '.join(KINDS)}; got {value!r}")
         if not os.path.isdir(path):
-            raise SystemExit(f"--run {kind}: {path} is not a directory")
-        runs[kind] = path
+            raise SystemExit(f"--run {name}: {path} is not a directory")
+        if name in runs:
+            raise SystemExit(f"--run {name} given twice (add :LABEL to tell them apart)")
+        runs[name] = (kind, path)
     return runs
+
+
+def title(name):
+    kind, _, label = name.partition(":")
+    return TITLES[kind] + (f" ({label})" if label else "")
 
 
 def markdown(rows, images, load):
@@ -244,7 +254,7 @@ def markdown(rows, images, load):
              "| model | candidates / image | train | inference / image (proposals / "
              "features / heads) | mAP | AP50 car / plate |",
              "|---|---|---|---|---|---|"]
-    for kind, row in rows.items():
+    for name, row in rows.items():
         t = row["timing_ms"]
         split = " / ".join("–" if np.isnan(t.get(s, np.nan)) else f"{t[s]:.0f}"
                            for s in ("proposals", "features", "heads"))
@@ -254,7 +264,7 @@ def markdown(rows, images, load):
         if train["proposal_minutes"]:
             text += f" (+{train['proposal_minutes']:.1f} min proposals)"
         ap = row["accuracy"]["ap50_per_class"]
-        lines.append(f"| {TITLES[kind]} | {row['candidates']:.0f} | {text} | "
+        lines.append(f"| {title(name)} | {row['candidates']:.0f} | {text} | "
                      f"{t['total']:.0f} ms ({split}) | {row['accuracy']['map']:.3f} | "
                      f"{ap.get('car', float('nan')):.3f} / {ap.get('plate', float('nan')):.3f} |")
     return "\n".join(lines) + "\n"
@@ -263,8 +273,9 @@ def markdown(rows, images, load):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the runs' VOC dataset")
-    parser.add_argument("--run", action="append", default=[], metavar="KIND=DIR",
-                        help=f"a run directory, KIND one of {', '.join(KINDS)} (repeat)")
+    parser.add_argument("--run", action="append", default=[], metavar="KIND[:LABEL]=DIR",
+                        help=f"a run directory, KIND one of {', '.join(KINDS)} (repeat; a "
+                             f"LABEL tells apart two runs of one kind)")
     parser.add_argument("--images", type=int, default=100, help="test scenes evaluated")
     parser.add_argument("--timed", type=int, default=20, help="scenes timed")
     parser.add_argument("--size", type=int, default=256, help="image side the runs use")
@@ -283,8 +294,13 @@ def main(argv=None):
         args.images, args.timed = min(args.images, 4), min(args.timed, 2)
     nn.set_num_threads(args.threads)
 
-    models = {kind: load(kind, path) for kind, path in runs.items()}
+    models = {name: load(kind, path) for name, (kind, path) in runs.items()}
+    kinds = {name: kind for name, (kind, _) in runs.items()}
     names = next(iter(models.values()))[1]
+    for name, (_, classes, _) in models.items():
+        if list(classes) != list(names):
+            raise SystemExit(f"--run {name} detects {classes}, the first run {names}: "
+                             f"compare runs of the same classes")
     size = (args.size, args.size)
     raw_set = VOCDataset(args.data, "test", classes=names, transforms=Resize(size))
     norm_set = VOCDataset(args.data, "test", classes=names,
@@ -312,35 +328,35 @@ def main(argv=None):
         for name, boxes in by_name.items():
             overlaps.setdefault(("selective search", name), []).append(
                 best_overlaps(boxes, proposals, RECALL_COUNTS))
-        if "faster_rcnn" in models:
-            rpn = rpn_proposals(models["faster_rcnn"][0], normalized)
+        first_rpn = next((n for n in runs if kinds[n] == "faster_rcnn"), None)
+        if first_rpn is not None:
+            rpn = rpn_proposals(models[first_rpn][0], normalized)
             for name, boxes in by_name.items():
                 overlaps.setdefault(("RPN", name), []).append(
                     best_overlaps(boxes, rpn, RECALL_COUNTS))
-        for kind, (model, _, _) in models.items():
-            prediction, seconds, found = run_model(kind, model, raw, normalized, proposals)
-            if kind in ("rcnn", "fast_rcnn"):
+        for name, (model, _, _) in models.items():
+            prediction, seconds, found = run_model(kinds[name], model, raw, normalized,
+                                                   proposals)
+            if kinds[name] in ("rcnn", "fast_rcnn"):
                 seconds["proposals"] = search_seconds[-1]
-            predictions[kind].append(prediction)
+            predictions[name].append(prediction)
             if i < args.timed:
-                stages[kind].append(seconds)
-            candidates[kind].append(found)
+                stages[name].append(seconds)
+            candidates[name].append(found)
         if i < args.timed:
             load_samples.append(os.getloadavg())
         print(f"\rscene {i + 1}/{count}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 
     rows = {}
-    for kind in KINDS:
-        if kind not in runs:
-            continue
-        timing = {stage: _median_ms([s[stage] for s in stages[kind] if stage in s])
+    for name in sorted(runs, key=lambda name: KINDS.index(kinds[name])):
+        timing = {stage: _median_ms([s[stage] for s in stages[name] if stage in s])
                   for stage in ("proposals", "features", "heads")}
-        timing["total"] = float(np.median([sum(s.values()) for s in stages[kind]]) * 1000)
-        rows[kind] = {"run": runs[kind], "candidates": float(np.mean(candidates[kind])),
+        timing["total"] = float(np.median([sum(s.values()) for s in stages[name]]) * 1000)
+        rows[name] = {"run": runs[name][1], "candidates": float(np.mean(candidates[name])),
                       "timing_ms": timing,
-                      "accuracy": evaluate(predictions[kind], targets, names),
-                      "training": training_summary(models[kind][2])}
+                      "accuracy": evaluate(predictions[name], targets, names),
+                      "training": training_summary(models[name][2])}
     machine_load = tuple(np.mean(load_samples, axis=0)) if load_samples else os.getloadavg()
     table = markdown(rows, count, machine_load)
     print(table)

@@ -56,7 +56,13 @@ def test_recall_table_counts_boxes_found_at_each_threshold(compare):
 
 
 def test_runs_must_be_kind_equals_an_existing_directory(compare, tmp_path):
-    assert compare.parse_runs([f"yolo={tmp_path}"]) == {"yolo": str(tmp_path)}
+    assert compare.parse_runs([f"yolo={tmp_path}"]) == {"yolo": ("yolo", str(tmp_path))}
+    assert compare.parse_runs([f"faster_rcnn={tmp_path}", f"faster_rcnn:align={tmp_path}"]) \
+        == {"faster_rcnn": ("faster_rcnn", str(tmp_path)),
+            "faster_rcnn:align": ("faster_rcnn", str(tmp_path))}
+    assert compare.title("faster_rcnn:align") == "Faster R-CNN (align)"
+    with pytest.raises(SystemExit, match="given twice"):
+        compare.parse_runs([f"yolo={tmp_path}", f"yolo={tmp_path}"])
     with pytest.raises(SystemExit, match="KIND=DIR"):
         compare.parse_runs([f"ssd={tmp_path}"])
     with pytest.raises(SystemExit, match="KIND=DIR"):
