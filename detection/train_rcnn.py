@@ -9,7 +9,8 @@ Command::
         [--resume] [--quick] [--quiet]
 
 - ``faster_rcnn`` (``detection.faster_rcnn.FasterRCNN``): RPN and Fast R-CNN head on a
-  shared map, trained jointly (approximate joint training);
+  shared map, trained jointly (approximate joint training), pooling with RoIAlign
+  (``--pooler pool`` for the paper's RoIPool; see ``model_config``);
 - ``fast_rcnn`` (``detection.faster_rcnn.FastRCNN``): the head on selective-search
   proposals (``detection.selective_search``), computed once per image at the training
   resolution before training (``--workers`` processes) and kept in
@@ -95,7 +96,12 @@ def model_config(detector, num_classes, backbone="small", quick=False, **overrid
     settings = dict(num_classes=num_classes + 1, backbone=backbone, box_bg_iou_low=0.0)
     if backbone == "resnet18":
         settings["width_multiplier"] = 0.5
-    if detector == "mask_rcnn":
+    # RoIAlign for Faster R-CNN too (the paper pooled with RoIPool): a plate is one or
+    # two cells of the stride-8 map, and RoIPool's rounding to the grid costs it. On the
+    # plate scenes, 15 minutes each on one core (commit 63110b4): val box mAP 0.783 and
+    # plate AP50 1.000 with RoIAlign against 0.630 and 0.936 with RoIPool. Fast R-CNN
+    # keeps its paper's RoIPool.
+    if detector in ("faster_rcnn", "mask_rcnn"):
         settings["pooler"] = "align"
     if quick:
         settings.update(width_multiplier=0.5, feature_channels=16, representation_size=32)
@@ -305,7 +311,8 @@ def build_parser():
                         help="the detector (default faster_rcnn)")
     parser.add_argument("--backbone", choices=("small", "resnet18"), default="small")
     parser.add_argument("--pooler", choices=("pool", "align"), default=None,
-                        help="RoIPool or RoIAlign (default: pool, align for mask_rcnn)")
+                        help="RoIPool or RoIAlign (default: align for faster_rcnn and mask_rcnn, "
+                             "pool for fast_rcnn)")
     add_proposal_arguments(parser, TrainConfig)  # --proposals and --workers: fast_rcnn's
     return parser
 

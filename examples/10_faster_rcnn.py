@@ -105,6 +105,10 @@ for ax, (name, grid) in zip(axes[2:], pooled.items()):
     ax.set_xticks([])
     ax.set_yticks([])
 save(figure, "10_roi_pooling.png")
+# The trained runs pool with RoIAlign: a plate covers one or two cells of this map, and
+# rounding its box to whole cells loses most of where it is. Measured on the plate
+# scenes, 15 minutes each on one core: plate AP50 1.000 with RoIAlign, 0.936 with
+# RoIPool (docs/results.md).
 
 # %% 2. Anchors: 3 scales x 3 aspect ratios at every location
 # The RPN's reference boxes: at each of the 32x32 cells, A = 9 anchors of square-root
