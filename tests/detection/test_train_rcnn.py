@@ -6,7 +6,7 @@ import pytest
 
 import nn
 from detection.faster_rcnn import FasterRCNN
-from detection.train_rcnn import TrainConfig, load_run, main, train_rcnn
+from detection.train_rcnn import TrainConfig, load_run, main, model_config, train_rcnn
 from nn.engine import TrainingInterrupted
 from tests.commands import assert_same_weights, ctrl_c_at
 
@@ -63,3 +63,12 @@ def test_fast_rcnn_quick_run_caches_its_proposals(plate_scenes, tmp_path):
     assert cached["boxes"].shape[1] == 4 and len(cached["counts"]) == 8 and cached["mode"] == "fast"
     again = train_rcnn(config)  # the cache is read, not recomputed
     assert again["proposal_seconds"]["train"] == 0
+
+
+def test_model_config_pools_with_roi_align_except_fast_rcnn():
+    assert model_config("faster_rcnn", 2).pooler == "align"
+    assert model_config("mask_rcnn", 2).pooler == "align"
+    assert model_config("fast_rcnn", 2).pooler == "pool"       # the paper's RoIPool
+    assert model_config("faster_rcnn", 2, pooler="pool").pooler == "pool"
+    assert model_config("faster_rcnn", 2).box_bg_iou_low == 0.0
+    assert model_config("faster_rcnn", 2).num_classes == 3     # background added
