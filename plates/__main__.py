@@ -132,7 +132,7 @@ def build_parser():
     reading.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                          help="segment each crop as the average of five one-pixel shifts "
                               "(default: the run's setting, on unless reader.json says "
-                              "otherwise); --no-tta: one pass, about 4x less segmenter work")
+                              "otherwise); --no-tta: one pass, a fifth of the segmenter's work")
     reading.add_argument("--quiet", action="store_true", help="print only the summary")
     report.build_parser(commands.add_parser("report", help="write the LaTeX report of a run"))
     compare.build_parser(commands.add_parser("compare", help="the lab's extra: both stages "

@@ -198,3 +198,20 @@ def test_the_detector_copy_scales_boxes_and_keeps_the_splits(tmp_path):
     assert labelled["labels"].tolist() == [1, 2] and labelled["difficult"].tolist() == [0, 1]
     names = [o["name"] for o in copy.annotation(0)["objects"]]
     assert names == ["car", "plate"]  # characters are not the detector's
+
+
+@pytest.mark.parametrize("flags, expected", [([], None), (["--tta"], True),
+                                             (["--no-tta"], False)])
+def test_read_command_passes_the_segmentation_passes_to_the_reader(tmp_path, monkeypatch,
+                                                                    capsys, flags, expected):
+    seen = {}
+
+    def from_run(run_dir, **settings):
+        seen.update(settings)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(reader_module.PlateReader, "from_run", staticmethod(from_run))
+    status = main(["read", "--run", str(tmp_path), "x.jpg", "--out", str(tmp_path / "out")]
+                  + flags)
+    assert status == 2 and "stop here" in capsys.readouterr().err
+    assert seen["tta"] is expected
