@@ -37,11 +37,13 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
 
 import nn                                                                   # noqa: E402
-from detection.boxes import box_iou                                         # noqa: E402
+from bench_selective_search import best_overlaps                           # noqa: E402
 from detection.datasets.transforms import Compose, Normalize, Resize       # noqa: E402
 from detection.datasets.voc import VOCDataset                              # noqa: E402
 from detection.metrics import mean_average_precision                       # noqa: E402
@@ -160,16 +162,6 @@ def training_summary(metrics):
 
 
 # ------------------------------------------------------------------------ recall
-def best_overlaps(truth, boxes, counts):
-    """Best IoU of each truth box with the first N boxes, per N: ndarray[len(counts), G]."""
-    if truth.shape[0] == 0:
-        return np.zeros((len(counts), 0))
-    if boxes.shape[0] == 0:
-        return np.zeros((len(counts), truth.shape[0]))
-    iou = box_iou(truth, np.asarray(boxes, np.float32))
-    return np.stack([iou[:, :n].max(axis=1) for n in counts])
-
-
 def rpn_proposals(model, normalized, keep=2000):
     """The RPN's proposals of one image ranked by objectness, up to ``keep`` after NMS."""
     rpn = model.rpn
