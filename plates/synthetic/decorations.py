@@ -35,7 +35,11 @@ COUNTRY_CODES = ("D", "F", "I", "NL", "B", "PL", "CZ", "A", "E", "P", "S", "H", 
 DEALER_TEXTS = ("AUTOHAUS", "TOYOTA", "HONDA", "AUTO 24", "MOTORS", "CAR CITY", "VINFAST",
                 "HYUNDAI", "FORD", "KIA MOTORS", "MAZDA", "AUTO CENTER", "SINCE 1987",
                 "PREMIUM CARS", "DEALER", "GARAGE 2000", "AUTO SERVICE")
-SEPARATOR_KINDS = ("dot", "dash", "emblem")
+# A decorative dash is not among them: drawn in a gap it is the same mark as the hyphen
+# of a text such as "LL-DDD-LL" (a character) once the plate is a few dozen pixels
+# tall, so no reader could tell which of the two a dash is. A separator dot sits at
+# mid-height, a full stop on the baseline: the height tells them apart.
+SEPARATOR_KINDS = ("dot", "emblem")
 STICKER_KINDS = ("round", "square")
 _STRIP_BLUE = (0, 51, 153)
 _STAR_YELLOW = (255, 204, 0)
@@ -147,8 +151,8 @@ def draw_strip(painter, rng, box, font_name):
 def draw_separator(painter, rng, kind, cell, centre_y, digit_height, ink, plate_colour):
     """A decorative separator in a gap of the text (no character: the text has a space).
 
-    Dots sit at mid-height and are smaller than a full stop; dashes are thinner than a
-    hyphen; an emblem is a small coloured seal with a ring.
+    Dots sit at mid-height (a full stop sits on the baseline) and are smaller than a
+    full stop; an emblem is a small coloured seal with a ring.
 
     Args:
         painter (Painter): the plate's painter.
@@ -160,16 +164,13 @@ def draw_separator(painter, rng, kind, cell, centre_y, digit_height, ink, plate_
         ink (tuple): character colour.
         plate_colour (tuple): plate colour.
     """
+    if kind not in SEPARATOR_KINDS:
+        raise ValueError(f"kind must be one of {SEPARATOR_KINDS}, got {kind!r}")
     left, right = cell
     cx, width = (left + right) / 2, right - left
     if kind == "dot":
         r = min(0.07 * digit_height, 0.3 * width)
         painter.ellipse((cx - r, centre_y - r, cx + r, centre_y + r), ink, "separator")
-    elif kind == "dash":
-        half_w = min(0.16 * digit_height, 0.4 * width)
-        half_h = max(0.025 * digit_height, 0.5)
-        painter.rect((cx - half_w, centre_y - half_h, cx + half_w, centre_y + half_h), ink,
-                     "separator")
     else:
         r = min(0.28 * digit_height, 0.45 * width)
         outer = _STICKER_COLOURS[int(rng.integers(len(_STICKER_COLOURS)))]

@@ -116,7 +116,7 @@ class PlateMix:
             narrow).
         sticker (float): a sticker at one end of a text row.
         screws (float): two screws or rivets where nothing else is drawn.
-        separator (float): a decorative dot, dash or emblem in each gap of the text
+        separator (float): a decorative dot or emblem in each gap of the text
             (only texts with a space have gaps).
         frame (float): a frame around the plate (part of the vehicle).
         frame_text (float): dealer text on the frame, given a frame.
@@ -424,7 +424,7 @@ def render_plate(rng, layout, font=None, mix=None, px_per_mm=PX_PER_MM):
     sticker_row = int(np.argmin([len(r) for r in rows]))
     sticker_size = 0.72 * digit_height
     sticker_side = "left" if rng.random() < 0.5 else "right"
-    separator_kind = decorations.SEPARATOR_KINDS[int(rng.integers(3))]
+    separator_kind = decorations.SEPARATOR_KINDS[int(rng.integers(len(decorations.SEPARATOR_KINDS)))]
     space = 0.9 if fired["separator"] and separator_kind == "emblem" else 0.5
     char_index = np.zeros((canvas_h, canvas_w), dtype=np.uint8)
     char_alpha = np.zeros((canvas_h, canvas_w), dtype=np.uint8)
@@ -444,6 +444,7 @@ def render_plate(rng, layout, font=None, mix=None, px_per_mm=PX_PER_MM):
         start = lo + (hi - lo - row_width) / 2
         row_height = digit_height * scale_y / stretch
         baseline = centre * height + row_height * (ascent - 0.5)     # the span centred
+        middles = []                     # vertical centres of the row's letters and digits
         for char, bitmap, left, top in glyphs:
             gh, gw = bitmap.shape
             # Keep the glyph on the plate (it always fits; this guards rounding).
@@ -456,7 +457,11 @@ def render_plate(rng, layout, font=None, mix=None, px_per_mm=PX_PER_MM):
             char_alpha[region][ink] = bitmap[ink]
             chars.append(char)
             occupied.append((x0, y0, x0 + gw, y0 + gh))
-        separators += [(start + a, start + b, centre * height, row_height) for a, b in gaps]
+            if char.isalnum():
+                middles.append(y0 + gh / 2)
+        # Separators float at the middle of the letters and digits (a full stop sits low).
+        middle = float(np.median(middles)) if middles else centre * height
+        separators += [(start + a, start + b, middle, row_height) for a, b in gaps]
 
     def shifted(box):
         return (box[0] + left_m, box[1] + top_m, box[2] + left_m, box[3] + top_m)

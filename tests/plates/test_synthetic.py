@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -624,6 +625,33 @@ def test_forced_decoration_is_drawn_where_no_character_is(feature):
         assert not np.any((plate.char_index > 0) & (plate.decoration > 0))
         assert set(np.unique(plate.char_index)) - {0} == set(range(1, len(plate.chars) + 1))
     assert drawn >= 8
+
+
+def test_separator_dots_float_at_mid_height_and_dashes_are_text():
+    """A decorative dot sits at the middle of its row's digits (a full stop sits on the
+    baseline); no decorative dash exists (it would be the text's hyphen)."""
+    from plates.synthetic import decorations
+
+    assert "dash" not in decorations.SEPARATOR_KINDS
+    with pytest.raises(ValueError, match="kind"):
+        decorations.draw_separator(None, None, "dash", (0, 4), 5, 10, (0, 0, 0), (255,) * 3)
+    checked = 0
+    for seed in range(40):
+        plate = plates.render_plate(np.random.default_rng(seed), "euro",
+                                    mix=plates.PlateMix.only("separator"), px_per_mm=0.8)
+        separator = plate.decoration == DECORATION_IDS["separator"]
+        if "separator" not in plate.features:
+            continue                                   # no gap in the text
+        chars = ndimage.find_objects(plate.char_index)   # one slice pair per character
+        middle = np.median([(rows.start + rows.stop - 1) / 2 for rows, _ in chars])
+        height = np.median([rows.stop - rows.start for rows, _ in chars])
+        blobs, count = ndimage.label(separator)
+        for rows, cols in ndimage.find_objects(blobs):
+            assert abs((rows.start + rows.stop - 1) / 2 - middle) < 0.1 * height, seed
+            if rows.stop - rows.start < 0.3 * height:  # a dot (an emblem is larger)
+                assert rows.stop - rows.start < 0.2 * height, seed
+                checked += 1
+    assert checked >= 5
 
 
 def test_frame_lies_outside_the_plate_and_carries_text():
