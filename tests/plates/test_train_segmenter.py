@@ -15,7 +15,8 @@ from plates.reading import text_to_class_text
 from plates.segmenter import CHARACTER_CLASSES, NUM_CLASSES, evaluate, predict
 from plates.segmenter_data import TrainPatches, augment_colors, load_crops, preprocess
 from plates.train_segmenter import (
-    BatchStream, TrainConfig, load_segmenter, main, quick_config, train_digit_segmenter,
+    BatchStream, TrainConfig, hard_pixel_weights, load_segmenter, main, quick_config,
+    train_digit_segmenter,
 )
 from segmentation.losses import segmentation_loss
 from segmentation.unet import UNet
@@ -268,6 +269,7 @@ def test_resume_without_a_checkpoint_and_bad_configs(tmp_path):
     (dict(lr=0), "lr"), (dict(noise=float("nan")), "noise"),
     (dict(final_lr_fraction=0), "final_lr_fraction"),
     (dict(final_lr_fraction=1.5), "final_lr_fraction"), (dict(minutes=-1), "minutes"),
+    (dict(hard_weight=-1), "hard_weight"),
 ])
 def test_bad_config_fields_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -469,3 +471,26 @@ def test_command_no_tta_evaluates_in_one_pass(plates, tmp_path, capsys):
     single = evaluate(model, crops["crops"], crops["masks"], crops["texts"],
                       min_area=config.read_min_area)
     assert metrics["test"]["read_exact"] == pytest.approx(single["read_exact"])
+
+
+def test_hard_pixel_weights_grow_with_the_error_and_skip_ignored_pixels():
+    """``1 + s (1 - p)^2`` with ``p`` the softmax probability of the true class."""
+    logits = np.zeros((1, 1, 4, 3), np.float32)
+    logits[0, 0, 0] = [20, 0, 0]                  # class 0 certain
+    logits[0, 0, 1] = [np.log(2), 0, 0]           # p(0) = 2/4 = 0.5
+    logits[0, 0, 2] = [0, 20, 0]                  # class 1 certain, the truth 0
+    masks = np.array([[[0, 0, 0, 255]]])
+    weights = hard_pixel_weights(logits, masks, 8.0, ignore_index=255)
+    assert weights.dtype == np.float32 and weights.shape == (1, 1, 4)
+    np.testing.assert_allclose(weights[0, 0], [1, 1 + 8 * 0.25, 9, 1], atol=1e-5)
+    np.testing.assert_array_equal(hard_pixel_weights(logits, masks, 0.0), np.ones((1, 1, 4)))
+
+
+def test_hard_pixel_weights_change_the_gradient_of_a_training_step(plates, tmp_path):
+    """With ``hard_weight`` the first step's loss differs (the weights enter the loss)."""
+    runs = []
+    for strength in (0.0, 20.0):
+        config = quick_config(data=plates, out=str(tmp_path / f"h{strength:g}"), steps=1,
+                              hard_weight=strength, progress=False)
+        runs.append(train_digit_segmenter(config)["final_train_loss"])
+    assert runs[0] != pytest.approx(runs[1], rel=1e-3)
