@@ -768,6 +768,12 @@ def _versus(name_a, value_a, name_b, value_b, unit=""):
     return f"{winner} higher by {abs(difference):.3f}{unit}"
 
 
+# Differences of the test metric below this are called level in ``summarize``: between
+# runs of one network that differ only in their seed, test mean IoU and mAP move by about
+# this much.
+LEVEL = 0.01
+
+
 def summarize(comparison):
     """What the numbers of ``comparison.json`` show, in sentences generated from them.
 
@@ -840,9 +846,16 @@ def summarize(comparison):
                                  + "; ".join(costs) + ".")
             if score(a) is not None and score(b) is not None and step and inference \
                     and not comparison.get("quick"):
-                if score(b) > score(a):
+                gain = score(b) - score(a)
+                if gain >= LEVEL:
                     verdict = (f"in the same time {short[big_name]} is the more accurate "
                                f"{task}, at {inference:.1f}x the inference cost")
+                elif gain > 0:
+                    verdict = (f"in the same time the two are level ({metric_name} "
+                               f"{gain:.3f} apart, under {LEVEL:g})"
+                               + (f"; {short[small_name]} costs {inference:.1f}x less at "
+                                  f"inference: it stays the lab's {task}" if inference > 1
+                                  else ""))
                 else:
                     verdict = (f"in the same time {short[small_name]} is as accurate or more, "
                                f"with {inference:.1f}x cheaper inference: it stays the "
