@@ -862,8 +862,7 @@ def summarize(comparison):
                                f"lab's {task}" if inference > 1 else
                                f"in the same time {short[small_name]} is as accurate or more")
                 sentences.append(f"So, on this machine, {verdict} (one seed per network: "
-                                 "differences of a few hundredths are within the spread "
-                                 "between runs).")
+                                 "a difference of a hundredth or two may be the seed's).")
         if sentences:
             out.append(" ".join(sentences))
     return out
