@@ -87,11 +87,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 import nn
-from nn.functional.activation import softmax_forward
 from nn._checks import (check_bool, check_in_range, check_int, check_non_negative, check_pair,
                        check_positive)
 from nn.engine import (LAST, Engine, ResumeError, add_training_arguments, command_errors,
                        load_checkpoint, parse_training_arguments, positive_float)
+from nn.functional.activation import softmax_forward
 from plates.classes import IGNORE_INDEX
 from plates.crops import CROP_PADDING, CROP_SIZE
 from plates.reading import text_to_class_text
@@ -130,10 +130,11 @@ class TrainConfig:
     (``separation_weights``), small characters up to ``small_weight``
     (``size_weights``) and the pixels the network gets wrong up to ``1 + hard_weight``
     (``hard_pixel_weights``; 0, the default, weighs none: on the lab's plates
-    ``hard_weight=10`` read no more, ``docs/results.md``); ``prior_init`` starts the head's bias at the log class
-    frequencies. ``minutes`` caps the training wall clock (None: no cap). Validation
-    every ``eval_every`` steps (and a ``last.npz`` checkpoint), plates read with
-    ``read_plate``'s noise filter at ``read_min_area`` pixels. Augmentation: window
+    ``hard_weight=10`` read no more, ``docs/results.md``); ``prior_init`` starts the
+    head's bias at the log class frequencies. ``minutes`` caps the training wall clock
+    (None: no cap). Validation every ``eval_every`` steps (and a ``last.npz``
+    checkpoint), plates read with ``read_plate``'s noise filter at ``read_min_area``
+    pixels. Augmentation: window
     shift (fraction of the plate box) and scale, color jitter strengths, noise.
     ``prefetch`` draws the next batch on a second thread while a step runs
     (``BatchStream``; the same numbers either way). ``tta``: the final evaluation of the
@@ -204,8 +205,8 @@ class TrainConfig:
                              f"({rule}) for the U-Net")
         check_in_range(self.small_weight, "small_weight", low=1)
         for name in ("crop_padding", "weight_decay", "dice_weight", "char_weight", "gap_weight",
-                     "hard_weight", "shift", "scale", "brightness", "contrast", "saturation", "channel_gain",
-                     "noise"):
+                     "hard_weight", "shift", "scale", "brightness", "contrast", "saturation",
+                     "channel_gain", "noise"):
             check_non_negative(getattr(self, name), name)
         check_positive(self.lr, "lr")
         if check_positive(self.final_lr_fraction, "final_lr_fraction") > 1:

@@ -424,7 +424,8 @@ def render_plate(rng, layout, font=None, mix=None, px_per_mm=PX_PER_MM):
     sticker_row = int(np.argmin([len(r) for r in rows]))
     sticker_size = 0.72 * digit_height
     sticker_side = "left" if rng.random() < 0.5 else "right"
-    separator_kind = decorations.SEPARATOR_KINDS[int(rng.integers(len(decorations.SEPARATOR_KINDS)))]
+    kinds = decorations.SEPARATOR_KINDS
+    separator_kind = kinds[int(rng.integers(len(kinds)))]
     space = 0.9 if fired["separator"] and separator_kind == "emblem" else 0.5
     char_index = np.zeros((canvas_h, canvas_w), dtype=np.uint8)
     char_alpha = np.zeros((canvas_h, canvas_w), dtype=np.uint8)
