@@ -91,7 +91,6 @@ from nn._checks import (check_bool, check_in_range, check_int, check_non_negativ
                        check_positive)
 from nn.engine import (LAST, Engine, ResumeError, add_training_arguments, command_errors,
                        load_checkpoint, parse_training_arguments, positive_float)
-from nn.functional.activation import softmax_forward
 from plates.classes import IGNORE_INDEX
 from plates.crops import CROP_PADDING, CROP_SIZE
 from plates.reading import text_to_class_text
@@ -100,9 +99,9 @@ from plates.segmenter_data import (TARGETS, TrainPatches, augment_colors, load_c
                                    preprocess)
 from segmentation.losses import segmentation_loss
 from segmentation.resnet_unet import ResNetUNet
-from segmentation.weights import separation_weights, size_weights
+from segmentation.weights import hard_pixel_weights, separation_weights, size_weights
 
-__all__ = ["KIND", "TrainConfig", "quick_config", "BatchStream", "hard_pixel_weights",
+__all__ = ["KIND", "TrainConfig", "quick_config", "BatchStream",
            "train_digit_segmenter", "load_segmenter", "main"]
 
 KIND = "digit-segmenter"  # the trainer's name in its checkpoints
@@ -366,32 +365,6 @@ def load_segmenter(path):
     model.load_state_dict(checkpoint["model"])
     model.eval()
     return model, config, checkpoint
-
-
-def hard_pixel_weights(logits, masks, strength, ignore_index=IGNORE_INDEX):
-    """Per-pixel loss weights ``1 + strength * (1 - p)^2``, ``p`` the predicted
-    probability of the pixel's true class (no gradient flows through them).
-
-    The pixels a network still gets wrong weigh up to ``1 + strength``; the ones it
-    has learned stay at 1. The focal loss (Lin et al., 2017) scales a pixel's cross
-    entropy by ``(1 - p)^2`` alone, which also silences every learned pixel; here the
-    plain cross entropy stays and the hard pixels come on top: a decorative dot beside
-    the characters, labelled background but read as a character, is a few pixels of a
-    crop and would otherwise cost almost nothing.
-
-    Args:
-        logits (ndarray[B, h, w, K]): the network's outputs for the batch.
-        masks (ndarray[B, h, w] int): true classes, ``ignore_index`` for none.
-        strength (float): the added weight of a pixel predicted with ``p = 0`` (>= 0).
-    Returns:
-        ndarray[B, h, w] float32 (1 on ignored pixels).
-    """
-    probs = softmax_forward(np.asarray(logits, np.float32), axis=-1)
-    target = np.where(masks == ignore_index, 0, masks)
-    p = np.take_along_axis(probs, target[..., None], axis=-1)[..., 0]
-    weights = 1 + np.float32(strength) * (1 - p) ** 2
-    weights[masks == ignore_index] = 1
-    return weights.astype(np.float32)
 
 
 def _saved_config(checkpoint, config):

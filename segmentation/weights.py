@@ -13,11 +13,16 @@ loss on those gaps, which are a tiny part of the image and would be learnt last.
   objects in their 3x3 neighbourhood, which is what is computed here.
 - ``size_weights``: each object's pixels weighted ``median area / its area`` so that
   a small object counts in the loss like a large one.
+- ``hard_pixel_weights``: the pixels the network still gets wrong weighted more, from
+  its own predictions (a milder focal loss).
 """
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["separate_instances", "separation_weights", "size_weights", "IGNORE_INDEX"]
+from nn.functional.activation import softmax_forward
+
+__all__ = ["separate_instances", "separation_weights", "size_weights", "hard_pixel_weights",
+           "IGNORE_INDEX"]
 
 IGNORE_INDEX = 255  # label-map value counted for no class
 
@@ -123,4 +128,41 @@ def size_weights(labels, max_weight=5.0, background=0, ignore_index=IGNORE_INDEX
     areas = np.bincount(blobs.ravel(), minlength=count + 1)[1:]  # (count,)
     per_blob = np.clip(np.median(areas) / areas, 1, max_weight).astype(np.float32)
     weights[is_object] = per_blob[blobs[is_object] - 1]
+    return weights
+
+
+def hard_pixel_weights(logits, labels, strength, ignore_index=IGNORE_INDEX):
+    """Per-pixel loss weights ``1 + strength * (1 - p)^2``, ``p`` the predicted
+    probability of the pixel's true class (no gradient flows through them).
+
+    The pixels a network still gets wrong weigh up to ``1 + strength``; the ones it
+    has learned stay at 1. The focal loss (Lin et al., 2017) scales a pixel's cross
+    entropy by ``(1 - p)^2`` alone, which also silences every learned pixel; here the
+    plain cross entropy stays and the hard pixels come on top: a small mark labelled
+    background but predicted as an object is a few pixels of an image and would
+    otherwise cost almost nothing.
+
+    Args:
+        logits (ndarray[N, H, W, K] float): the network's outputs for the batch.
+        labels (ndarray[N, H, W] int): true classes in ``0..K-1``, ``ignore_index`` for none.
+        strength (float): the added weight of a pixel predicted with ``p = 0`` (>= 0).
+
+    Returns:
+        ndarray[N, H, W] float32 (1 on ignored pixels).
+    """
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    if logits.ndim != 4:
+        raise ValueError(f"logits must be (N, H, W, K), got shape {logits.shape}")
+    if labels.shape != logits.shape[:3] or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer (N, H, W) = {logits.shape[:3]}, got "
+                         f"{labels.dtype} {labels.shape}")
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating)) \
+            or not np.isfinite(strength) or strength < 0:
+        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
+    ignored = labels == ignore_index
+    probs = softmax_forward(logits.astype(np.float32, copy=False), axis=-1)
+    p = np.take_along_axis(probs, np.where(ignored, 0, labels)[..., None], axis=-1)[..., 0]
+    weights = 1 + np.float32(strength) * (1 - p) ** 2
+    weights[ignored] = 1
     return weights

@@ -15,8 +15,7 @@ from plates.reading import text_to_class_text
 from plates.segmenter import CHARACTER_CLASSES, NUM_CLASSES, evaluate, predict
 from plates.segmenter_data import TrainPatches, augment_colors, load_crops, preprocess
 from plates.train_segmenter import (
-    BatchStream, TrainConfig, hard_pixel_weights, load_segmenter, main, quick_config,
-    train_digit_segmenter,
+    BatchStream, TrainConfig, load_segmenter, main, quick_config, train_digit_segmenter,
 )
 from segmentation.losses import segmentation_loss
 from segmentation.unet import UNet
@@ -471,19 +470,6 @@ def test_command_no_tta_evaluates_in_one_pass(plates, tmp_path, capsys):
     single = evaluate(model, crops["crops"], crops["masks"], crops["texts"],
                       min_area=config.read_min_area)
     assert metrics["test"]["read_exact"] == pytest.approx(single["read_exact"])
-
-
-def test_hard_pixel_weights_grow_with_the_error_and_skip_ignored_pixels():
-    """``1 + s (1 - p)^2`` with ``p`` the softmax probability of the true class."""
-    logits = np.zeros((1, 1, 4, 3), np.float32)
-    logits[0, 0, 0] = [20, 0, 0]                  # class 0 certain
-    logits[0, 0, 1] = [np.log(2), 0, 0]           # p(0) = 2/4 = 0.5
-    logits[0, 0, 2] = [0, 20, 0]                  # class 1 certain, the truth 0
-    masks = np.array([[[0, 0, 0, 255]]])
-    weights = hard_pixel_weights(logits, masks, 8.0, ignore_index=255)
-    assert weights.dtype == np.float32 and weights.shape == (1, 1, 4)
-    np.testing.assert_allclose(weights[0, 0], [1, 1 + 8 * 0.25, 9, 1], atol=1e-5)
-    np.testing.assert_array_equal(hard_pixel_weights(logits, masks, 0.0), np.ones((1, 1, 4)))
 
 
 def test_hard_pixel_weights_change_the_gradient_of_a_training_step(plates, tmp_path):

@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from segmentation.weights import IGNORE_INDEX, separate_instances, separation_weights, size_weights
+from segmentation.weights import (IGNORE_INDEX, hard_pixel_weights, separate_instances,
+                                  separation_weights, size_weights)
 
 
 # ------------------------------------------------------------------ separate_instances
@@ -112,3 +113,29 @@ def test_size_weights_lift_small_characters_to_the_median():
         size_weights(labels, max_weight=0.5)
     with pytest.raises(ValueError, match="labels"):
         size_weights(labels[0])
+
+
+def test_hard_pixel_weights_grow_with_the_error_and_skip_ignored_pixels():
+    """``1 + s (1 - p)^2`` with ``p`` the softmax probability of the true class."""
+    logits = np.zeros((1, 1, 4, 3), np.float32)
+    logits[0, 0, 0] = [20, 0, 0]                  # class 0 certain
+    logits[0, 0, 1] = [np.log(2), 0, 0]           # p(0) = 2/4 = 0.5
+    logits[0, 0, 2] = [0, 20, 0]                  # class 1 certain, the truth 0
+    masks = np.array([[[0, 0, 0, 255]]])
+    weights = hard_pixel_weights(logits, masks, 8.0, ignore_index=255)
+    assert weights.dtype == np.float32 and weights.shape == (1, 1, 4)
+    np.testing.assert_allclose(weights[0, 0], [1, 1 + 8 * 0.25, 9, 1], atol=1e-5)
+    np.testing.assert_array_equal(hard_pixel_weights(logits, masks, 0.0), np.ones((1, 1, 4)))
+
+
+@pytest.mark.parametrize("logits, labels, strength, message", [
+    (np.zeros((2, 3, 4)), np.zeros((2, 3), int), 1.0, "logits"),
+    (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 2), int), 1.0, "labels"),
+    (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3)), 1.0, "labels"),
+    (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3), int), -1.0, "strength"),
+    (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3), int), float("nan"), "strength"),
+    (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3), int), True, "strength"),
+])
+def test_hard_pixel_weights_bad_input_is_named(logits, labels, strength, message):
+    with pytest.raises(ValueError, match=message):
+        hard_pixel_weights(logits, labels, strength)
