@@ -134,7 +134,8 @@ class TrainConfig:
     (None: no cap). Validation every ``eval_every`` steps (and a ``last.npz``
     checkpoint), plates read with ``read_plate``'s noise filter at ``read_min_area``
     pixels. Augmentation: window
-    shift (fraction of the plate box) and scale, color jitter strengths, noise.
+    shift (fraction of the plate box), scale and ``stretch`` (the window's height alone,
+    ``TrainPatches.sample``), color jitter strengths, noise.
     ``prefetch`` draws the next batch on a second thread while a step runs
     (``BatchStream``; the same numbers either way). ``tta``: the final evaluation of the
     best checkpoint averages five one-pixel shifts of each crop (``predict``; the
@@ -173,6 +174,7 @@ class TrainConfig:
     read_min_area: int = 1
     shift: float = 0.06
     scale: float = 0.1
+    stretch: float = 0.0
     brightness: float = 0.2
     contrast: float = 0.4
     saturation: float = 0.5
@@ -204,8 +206,8 @@ class TrainConfig:
                              f"({rule}) for the U-Net")
         check_in_range(self.small_weight, "small_weight", low=1)
         for name in ("crop_padding", "weight_decay", "dice_weight", "char_weight", "gap_weight",
-                     "hard_weight", "shift", "scale", "brightness", "contrast", "saturation",
-                     "channel_gain", "noise"):
+                     "hard_weight", "shift", "scale", "stretch", "brightness", "contrast",
+                     "saturation", "channel_gain", "noise"):
             check_non_negative(getattr(self, name), name)
         check_positive(self.lr, "lr")
         if check_positive(self.final_lr_fraction, "final_lr_fraction") > 1:
@@ -285,7 +287,8 @@ class BatchStream:
             self.order, self.position = rng.permutation(len(self.train_set)), 0
         indices = self.order[self.position:self.position + config.batch_size]
         self.position += len(indices)
-        crops, masks = self.train_set.sample(indices, rng, config.shift, config.scale)
+        crops, masks = self.train_set.sample(indices, rng, config.shift, config.scale,
+                                             config.stretch)
         images = augment_colors(crops, rng, config.brightness, config.contrast,
                                 config.saturation, config.channel_gain, config.noise)
         pixel_weights = None

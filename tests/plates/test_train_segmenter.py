@@ -58,6 +58,44 @@ def test_unjittered_training_crops_are_the_test_time_crops(plates):
     assert set(np.unique(moved_masks)) <= {0, 255} | set(CHARACTER_CLASSES)
 
 
+def test_stretch_moves_the_window_of_boxes_taller_than_the_crop(plates):
+    """``stretch`` scales the box's height alone. The crop window keeps the crop's aspect
+    ratio (``crop_windows``): the window of a box narrower than the crop follows its
+    height and zooms, glyphs as much in width as in height; a wide box's window does
+    not change. ``stretch=0`` draws what a sampler without it draws."""
+    patches = TrainPatches(plates, "train")
+    everyone = np.arange(len(patches))
+    _, still = patches.sample(everyone, np.random.default_rng(0), shift=0, scale=0)
+    _, moved = patches.sample(everyone, np.random.default_rng(0), shift=0, scale=0,
+                              stretch=0.3)
+    _, same = patches.sample(everyone, np.random.default_rng(0), shift=0, scale=0, stretch=0.0)
+    np.testing.assert_array_equal(same, still)
+
+    def extent(masks, axis):  # rows (axis 2) or columns (axis 1) holding a character
+        return ((masks > 0) & (masks != 255)).any(axis=axis).sum(axis=1).astype(float)
+
+    # The height factor of each plate: the fourth draw of the sampler.
+    factor = 1.3 ** np.random.default_rng(0).uniform(-1, 1, size=(len(patches), 4))[:, 3]
+    boxes = np.asarray(patches.boxes, float)
+    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    crop_aspect = patches.size[1] / patches.size[0]
+    # The window follows the height when it or the stretched height sets it (margin 5%).
+    follows = crop_aspect * height * np.maximum(factor, 1) > 1.05 * width
+    fixed = crop_aspect * height * np.maximum(factor, 1) < 0.95 * width
+    assert follows.any() and fixed.any()
+    changed = (moved != still).any(axis=(1, 2))
+    assert changed[follows].all() and not changed[fixed].any()
+    zoom_x = extent(moved, 1)[changed] / extent(still, 1)[changed]
+    zoom_y = extent(moved, 2)[changed] / extent(still, 2)[changed]
+    np.testing.assert_allclose(zoom_x, zoom_y, atol=0.15)  # a zoom, not a distortion
+    assert np.abs(zoom_x - 1).max() > 0.05
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="stretch"):
+            patches.sample(everyone, np.random.default_rng(0), stretch=bad)
+    with pytest.raises(ValueError, match="stretch"):
+        _tiny_config(plates, "unused", stretch=-1)
+
+
 def test_reading_in_worker_processes_gives_the_same_plates(plates, capsys):
     one = load_crops(plates, "val")
     two = load_crops(plates, "val", workers=2, progress=True)
