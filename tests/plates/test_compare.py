@@ -53,7 +53,7 @@ def test_the_segmenter_config_builds_a_resnet18_unet():
 def test_bad_encoder_settings(fields, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**fields)
-    TrainConfig(crop_size=(36, 120))  # the plain U-Net of depth 3 needs a multiple of 4 only
+    TrainConfig(crop_size=(36, 120), depth=3)  # the plain U-Net of depth 3: a multiple of 4
 
 
 def test_a_checkpoint_rebuilds_its_encoder(tmp_path):
@@ -77,8 +77,8 @@ def test_a_checkpoint_rebuilds_its_encoder(tmp_path):
 def test_run_configs_change_only_the_network_and_the_budget(tmp_path):
     lab = LabConfig(out=str(tmp_path / "run"))
     base = lab_train_configs(lab)
-    assert base["detector"].minutes == pytest.approx(10.0)  # the lab's 5/9 of 18 minutes
-    assert base["segmenter"].minutes == pytest.approx(8.0)
+    assert base["detector"].minutes == pytest.approx(8.0)  # the lab's 8/19 of 19 minutes
+    assert base["segmenter"].minutes == pytest.approx(11.0)
     assert base["detector"].backbone == "small" and base["segmenter"].encoder == "unet"
 
     def changed(a, b):
