@@ -772,6 +772,8 @@ def _versus(name_a, value_a, name_b, value_b, unit=""):
 # runs of one network that differ only in their seed, test mean IoU and mAP move by about
 # this much.
 LEVEL = 0.01
+# Inference costs within this ratio of each other are called about the same.
+COST_LEVEL = 1.1
 
 
 def summarize(comparison):
@@ -850,17 +852,22 @@ def summarize(comparison):
                 if gain >= LEVEL:
                     verdict = (f"in the same time {short[big_name]} is the more accurate "
                                f"{task}, at {inference:.1f}x the inference cost")
-                elif gain > 0:
-                    verdict = (f"in the same time the two are level ({metric_name} "
-                               f"{gain:.3f} apart, under {LEVEL:g})"
-                               + (f"; {short[small_name]} costs {inference:.1f}x less at "
-                                  f"inference: it stays the lab's {task}" if inference > 1
-                                  else ""))
+                elif gain <= -LEVEL:
+                    verdict = (f"in the same time {short[small_name]} is the more accurate "
+                               f"{task}" + (f", with {inference:.1f}x cheaper inference"
+                                            if inference >= COST_LEVEL else "")
+                               + f": it stays the lab's {task}")
                 else:
-                    verdict = (f"in the same time {short[small_name]} is as accurate or more, "
-                               f"with {inference:.1f}x cheaper inference: it stays the "
-                               f"lab's {task}" if inference > 1 else
-                               f"in the same time {short[small_name]} is as accurate or more")
+                    verdict = (f"in the same time the two are level ({metric_name} "
+                               f"{abs(gain):.3f} apart, under {LEVEL:g})")
+                    if inference >= COST_LEVEL:
+                        verdict += (f"; {short[small_name]} costs {inference:.1f}x less at "
+                                    f"inference: it stays the lab's {task}")
+                    elif inference <= 1 / COST_LEVEL:
+                        verdict += (f"; {short[big_name]} costs {1 / inference:.1f}x less at "
+                                    "inference")
+                    else:
+                        verdict += ", at about the same inference cost"
                 sentences.append(f"So, on this machine, {verdict} (one seed per network: "
                                  "a difference of a hundredth or two may be the seed's).")
         if sentences:

@@ -194,8 +194,8 @@ def test_the_summary_is_written_from_the_numbers():
     assert "4.8x the parameters (3,150,000 against 650,000)" in text  # 3.15 M / 0.65 M
     assert "a training step 2.4x as long (1392 against 580 ms)" in text
     assert "inference 2.5x as long (63 against 25 ms per image)" in text  # 63 / 25 = 2.52
-    assert "the small backbone is as accurate or more, with 2.5x cheaper inference: it stays " \
-           "the lab's detector" in text
+    assert "the small backbone is the more accurate detector, with 2.5x cheaper inference: " \
+           "it stays the lab's detector" in text
     # The segmenter: the ResNet-18 U-Net wins in the same time; no steps rows yet.
     assert "U-Net, ResNet-18 encoder x0.25 reaches test mean IoU 0.930, 83.0% of the plates " \
            "read in 390 steps" in text
@@ -206,10 +206,27 @@ def test_the_summary_is_written_from_the_numbers():
     # Other numbers, other words.
     tie = " ".join(summarize(_comparison((0.7, 0.7, 0.7, 0.7))))
     assert "equal to 3 decimals" in tie
+    assert "the two are level (test mAP 0.000 apart, under 0.01); the small backbone costs " \
+           "2.5x less at inference: it stays the lab's detector" in tie
     level = " ".join(summarize(_comparison((0.700, 0.706, 0.7, 0.7))))
     assert "in the same time the two are level (test mAP 0.006 apart, under 0.01); the " \
            "small backbone costs 2.5x less at inference: it stays the lab's detector" in level
     assert "ResNet-18 is the more accurate detector" not in level
+    # Level the other way round, at the same inference cost: no "cheaper", no winner.
+    same = _comparison((0.703, 0.702, 0.7, 0.7))
+    for row in same["rows"]:
+        if row["task"] == "detector" and row["model"] == "resnet18":
+            row["inference_ms"] = 25.5  # 1.02x the small backbone's 25 ms
+    same_cost = " ".join(summarize(same))
+    assert "the two are level (test mAP 0.001 apart, under 0.01), at about the same " \
+           "inference cost (one seed" in same_cost
+    assert "cheaper" not in same_cost.split("Segmenter,")[0]
+    assert "it stays the lab's detector" not in same_cost
+    # Level, the ResNet-18 network the cheaper one to run.
+    for row in same["rows"]:
+        if row["task"] == "detector" and row["model"] == "resnet18":
+            row["inference_ms"] = 12.5
+    assert "; ResNet-18 costs 2.0x less at inference (one seed" in " ".join(summarize(same))
     smoke = summarize(_comparison(quick=True))
     assert smoke[0].startswith("A smoke comparison") and not any("So, on this machine" in s
                                                                  for s in smoke)
