@@ -63,12 +63,13 @@ finished rows are kept, an interrupted training continues from its ``last.npz``;
 networks) and few timing repeats: seconds, for tests; it checks the machinery, not
 accuracy.
 
-Duration of the default comparison of a default lab run (18 minutes: detector 10,
-segmenter 8): the ResNet-18 detector trains 10 minutes, then as many steps as the
-small one took (about 2.4x its 10 minutes), the ResNet-18 U-Net 8 minutes, then the
-U-Net's steps (about 2x its 8 minutes), plus loading, evaluation and timing: about 75
-minutes on the 2-core machine (more when a lab run stopped by the clock before its
-schedule ended: its small network is then trained again for the step pair).
+Duration of the default comparison of a default lab run (19 minutes: detector 8,
+segmenter 11): the ResNet-18 detector trains 8 minutes, then as many steps as the
+small one took (about 2.1x its 8 minutes), the ResNet-18 U-Net 11 minutes, then the
+U-Net's steps (about as long: the two networks' steps cost about the same), plus
+loading, evaluation and timing: 48 minutes on the 2-core machine (more when a lab run
+stopped by the clock before its schedule ended: its small network is then trained
+again for the step pair).
 ``--tasks detector`` then ``--resume --tasks segmenter`` runs one stage at a time.
 """
 import argparse

@@ -27,10 +27,10 @@ report. ``run`` does all of it, stage by stage:
 The budget. ``--minutes`` is the training time of both stages together (default
 ``DEFAULT_MINUTES``: 8 minutes detector, 11 segmenter); rendering, loading and
 evaluating come on top, in proportion to the scenes. Measured on the project's 2-core
-machine (load about 1.5, nothing else running), the defaults: rendering 2500 scenes
-142 s, the small copy 22 s, detector 605 s (597 s training, 2296 steps), segmenter
-518 s (19 s reading its crops, 479 s training, 3101 steps), evaluation 47 s (250 val
-+ 250 test scenes, five-shift segmentation), report and PDF a few seconds: 22.3
+machine (load about 1.7, nothing else running), the defaults: rendering 2500 scenes
+123 s, the small copy 24 s, detector 484 s (476 s training, 1977 steps), segmenter
+707 s (16 s reading its crops, 657 s training, 2090 steps), evaluation 70 s (250 val
++ 250 test scenes, five-shift segmentation), report and PDF a few seconds: 23.5
 minutes; the report's timing table has the figures of each run.
 
 Resuming. ``lab.json`` in the run directory holds the configuration and what each

@@ -317,5 +317,3 @@ def preprocess(crops):
     mean = x.mean(axis=(1, 2, 3), keepdims=True)  # (B, 1, 1, 1)
     std = x.std(axis=(1, 2, 3), keepdims=True)
     return (x - mean) / np.maximum(std, 1e-3 * max(float(np.abs(x).max()), 1e-6))
-
-

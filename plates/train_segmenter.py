@@ -95,7 +95,7 @@ import numpy as np
 
 import nn
 from nn._checks import (check_bool, check_in_range, check_int, check_non_negative, check_pair,
-                       check_positive)
+                        check_positive)
 from nn.engine import (LAST, Engine, ResumeError, add_training_arguments, command_errors,
                        load_checkpoint, parse_training_arguments, positive_float)
 from plates.classes import IGNORE_INDEX
@@ -334,7 +334,7 @@ class BatchStream:
                              "'order' and 'rng'")
         order = np.asarray(state["order"])
         if order.dtype.kind not in "iu" or not np.array_equal(np.sort(order),
-                                                               np.arange(len(self.train_set))):
+                                                              np.arange(len(self.train_set))):
             raise ValueError(f"BatchStream state: order must be a permutation of the "
                              f"{len(self.train_set)} plates")
         for name, high in (("epoch", None), ("position", len(order))):

@@ -163,7 +163,7 @@ def _weights(path):
 
 
 def test_resume_after_ctrl_c_equals_the_uninterrupted_run(plates, tmp_path, monkeypatch,
-                                                         sigint_raises):
+                                                          sigint_raises):
     import plates.train_segmenter as train_module
 
     full = train_digit_segmenter(_tiny_config(plates, tmp_path / "full"))
