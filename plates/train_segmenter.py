@@ -67,9 +67,11 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
   step of base 16 and depth 3). The smaller U-Net underfits: it reads as many training
   plates as test plates. On the lab's scenes, crops of the detector's boxes: base 16 /
   depth 3 reads 86.4% of the test plates after 3217 steps, base 24 / depth 3 87.0% after
-  2500, base 16 / depth 4 88.2% after 2800, base 24 / depth 4 90.2% after 2200. The
-  fourth level sees the whole plate height: the deeper networks lose less to a loose
-  or shifted box than the wider one (``docs/results.md``).
+  2500, base 16 / depth 4 88.2% after 2800, base 24 / depth 4 90.2% after 2200 (one
+  seed each, the same detector). The fourth level sees the whole plate height: the
+  deeper networks lose less to a loose or shifted box than the wider one. The default
+  lab run with it reads 87.6% (its 8-minute detector misses more plates, and runs of one
+  recipe spread by about two points; ``docs/results.md``).
 - **Input standardization per crop** (zero mean, unit variance): plates come in
   every color and exposure; what matters is the contrast of the glyphs.
 - **Schedule:** Adam, linear warm-up then cosine decay to the last step
