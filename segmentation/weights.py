@@ -19,6 +19,7 @@ loss on those gaps, which are a tiny part of the image and would be learnt last.
 import numpy as np
 from scipy import ndimage
 
+from nn._checks import check_non_negative
 from nn.functional.activation import softmax_forward
 
 __all__ = ["separate_instances", "separation_weights", "size_weights", "hard_pixel_weights",
@@ -157,10 +158,11 @@ def hard_pixel_weights(logits, labels, strength, ignore_index=IGNORE_INDEX):
     if labels.shape != logits.shape[:3] or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integer (N, H, W) = {logits.shape[:3]}, got "
                          f"{labels.dtype} {labels.shape}")
-    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating)) \
-            or not np.isfinite(strength) or strength < 0:
-        raise ValueError(f"strength must be a finite number >= 0, got {strength!r}")
+    strength = check_non_negative(strength, "strength")
     ignored = labels == ignore_index
+    if np.any(~ignored & ((labels < 0) | (labels >= logits.shape[-1]))):
+        raise ValueError(f"labels must be in [0, {logits.shape[-1]}) or "
+                         f"ignore_index={ignore_index}")
     probs = softmax_forward(logits.astype(np.float32, copy=False), axis=-1)
     p = np.take_along_axis(probs, np.where(ignored, 0, labels)[..., None], axis=-1)[..., 0]
     weights = 1 + np.float32(strength) * (1 - p) ** 2

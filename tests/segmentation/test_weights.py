@@ -132,6 +132,7 @@ def test_hard_pixel_weights_grow_with_the_error_and_skip_ignored_pixels():
     (np.zeros((2, 3, 4)), np.zeros((2, 3), int), 1.0, "logits"),
     (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 2), int), 1.0, "labels"),
     (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3)), 1.0, "labels"),
+    (np.zeros((1, 2, 3, 4)), np.full((1, 2, 3), 4), 1.0, "labels must be in"),
     (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3), int), -1.0, "strength"),
     (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3), int), float("nan"), "strength"),
     (np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3), int), True, "strength"),
