@@ -86,7 +86,9 @@ def save(fig, axes, name, dpi=80):
 # Every image comes from its own seeded generator, so a seed gives byte-identical
 # files. The generator writes Pascal VOC: JPEGImages, Annotations (XML boxes),
 # SegmentationClass (pixel = class id), SegmentationObject (pixel = object index)
-# and ImageSets/Main/{train,val,test}.txt.
+# and ImageSets/Main/{train,val,test}.txt; beside them, SegmentationDecoration says
+# where the plates' strips, stickers, screws, separators and frames are (none of them a
+# character: the digit segmenter's training weighs the marks among them).
 start = time.perf_counter()
 stats = generate_plate_dataset(DATA_DIR, NUM_IMAGES, seed=SEED, image_size=IMAGE_SIZE,
                                workers=1, splits=(0.5, 0.25, 0.25), progress=False)

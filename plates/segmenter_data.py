@@ -23,13 +23,20 @@ from nn._checks import check_non_negative
 from plates.classes import segmenter_label
 from plates.crops import CROP_PADDING, CROP_SIZE, crop_plates, crop_windows, plate_texts
 from plates.synthetic import generate_plate_dataset
-from plates.targets import character_regions, crop_region_labels
+from plates.synthetic.decorations import DECORATION_IDS
+from plates.synthetic.generate import DECORATION_FOLDER
+from plates.targets import character_regions, crop_coverage, crop_region_labels
 
-__all__ = ["prepare_data", "TARGETS", "LABEL_SAMPLES", "LABEL_COVERAGE", "load_crops",
-           "TrainPatches", "augment_colors", "preprocess"]
+__all__ = ["prepare_data", "TARGETS", "LABEL_SAMPLES", "LABEL_COVERAGE", "MARK_DECORATIONS",
+           "decoration_path", "read_marks", "load_crops", "TrainPatches", "augment_colors",
+           "preprocess"]
 
 TARGETS = ("regions", "ink")  # what a character's label covers (plates.targets)
 LABEL_SAMPLES, LABEL_COVERAGE = 4, 0.5  # area vote of the labels: 4x4 sub-pixels, half covered
+# The plate decorations that are marks a segmenter may take for characters: a
+# separator dot looks like a full stop, a strip's country code and dealer text are
+# letters, a screw or sticker a blob (a frame is a border, not among them).
+MARK_DECORATIONS = ("strip", "sticker", "screw", "separator", "frame_text")
 
 
 def prepare_data(config):
@@ -57,14 +64,38 @@ def _check_workers(workers):
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
 
 
+def decoration_path(instance_mask_path):
+    """The decoration mask beside a scene's instance mask: ``<root>/SegmentationDecoration/
+    <id>.png`` (``plates.synthetic.generate.write_decoration_mask``; same id, same root)."""
+    folder, name = os.path.split(os.fspath(instance_mask_path))
+    return os.path.join(os.path.dirname(folder), DECORATION_FOLDER, name)
+
+
+def read_marks(instance_mask_path, shape):
+    """Where a scene's plates carry marks that are not characters (``MARK_DECORATIONS``).
+
+    Returns:
+        ndarray[H, W] bool, or None when the dataset has no decoration mask of the scene
+        (datasets written without them, other VOC sets).
+    """
+    path = decoration_path(instance_mask_path)
+    if not os.path.isfile(path):
+        return None
+    decoration = read_label_map(path)
+    if decoration.shape != tuple(shape):
+        raise ValueError(f"{path} has shape {decoration.shape}, its scene {tuple(shape)}")
+    return np.isin(decoration, [DECORATION_IDS[name] for name in MARK_DECORATIONS])
+
+
 def _read_plate_image(record, objects, targets):
-    """One image's plates: ``(image, regions, class_of, plates)``, or None without plates.
+    """One image's plates: ``(image, regions, class_of, plates, marks)``, or None without
+    plates.
 
     ``image`` ndarray[H, W, 3] uint8, ``regions`` ndarray[H, W] int32
     (``plates.targets.character_regions``: 0 or the instance id of a character;
     with ``targets="ink"`` the ink alone), ``class_of`` ndarray[G + 1] int64 (class id of
-    each instance id, 0 for what is not a character) and ``plates``, a list of
-    ``(box ndarray[4], text)``.
+    each instance id, 0 for what is not a character), ``plates``, a list of
+    ``(box ndarray[4], text)``, and ``marks`` (``read_marks``: ndarray[H, W] bool or None).
     """
     plates = plate_texts(objects)
     if not plates:
@@ -90,7 +121,9 @@ def _read_plate_image(record, objects, targets):
             character_regions(window, character_ids) if targets == "regions"
             else np.where(np.isin(window, character_ids), window, 0))
     boxes = [np.asarray(objects[i]["bbox"], np.float64) for i, _ in plates]
-    return image, regions, class_of, [(box, text) for box, (_, text) in zip(boxes, plates)]
+    marks = read_marks(record["instance_mask_path"], image.shape[:2])
+    return (image, regions, class_of, [(box, text) for box, (_, text) in zip(boxes, plates)],
+            marks)
 
 
 def _run_on_image(task):
@@ -101,7 +134,7 @@ def _run_on_image(task):
 
 
 def _map_plate_images(root, split, targets, work, params, workers=1, progress=False):
-    """``work(image, regions, class_of, plates, **params)`` for every image with plates.
+    """``work(image, regions, class_of, plates, marks, **params)`` for every image with plates.
 
     Reading and decoding the images and building the character regions is most of the
     time, so with ``workers > 1`` it runs in that many processes (the results, small
@@ -135,7 +168,7 @@ def _map_plate_images(root, split, targets, work, params, workers=1, progress=Fa
         bar.close()
 
 
-def _image_crops(image, regions, class_of, plates, size, padding):
+def _image_crops(image, regions, class_of, plates, marks, size, padding):
     """One image's plates as test crops: ``(crops, masks, texts)`` (see ``load_crops``)."""
     boxes = np.stack([box for box, _ in plates])  # (K, 4)
     crops, _, windows = crop_plates(image, boxes, size, padding)
@@ -175,11 +208,12 @@ def load_crops(root, split, size=CROP_SIZE, padding=CROP_PADDING, targets="regio
             "texts": texts}
 
 
-def _image_patches(image, regions, class_of, plates, size, padding, context):
-    """One image's plates as ``(patch, patch_regions, class_of, box, text)`` tuples.
+def _image_patches(image, regions, class_of, plates, marks, size, padding, context):
+    """One image's plates as ``(patch, patch_regions, class_of, box, text, patch_marks)``.
 
     A patch is the crop window grown by ``context`` around the plate (clipped to the
-    image); ``box`` is the plate box in the patch's coordinates.
+    image); ``box`` is the plate box in the patch's coordinates; ``patch_marks`` the
+    same part of ``marks`` (None without).
     """
     boxes = np.stack([box for box, _ in plates])  # (K, 4)
     windows = crop_windows(boxes, size, padding).astype(np.float64)
@@ -192,7 +226,8 @@ def _image_patches(image, regions, class_of, plates, size, padding, context):
         x2 = int(np.ceil(min(centre[k, 0] + half[k, 0], width)))
         y2 = int(np.ceil(min(centre[k, 1] + half[k, 1], height)))
         patches.append((image[y1:y2, x1:x2].copy(), regions[y1:y2, x1:x2].copy(), class_of,
-                        box - [x1, y1, x1, y1], text))
+                        box - [x1, y1, x1, y1], text,
+                        None if marks is None else marks[y1:y2, x1:x2].copy()))
     return patches
 
 
@@ -223,20 +258,27 @@ class TrainPatches:
                  targets="regions", workers=1, progress=False):
         self.size, self.padding = tuple(size), float(padding)
         self.patches, self.patch_regions, self.class_of, self.boxes, self.texts = [], [], [], [], []
+        self.patch_marks = []
         params = {"size": self.size, "padding": self.padding, "context": float(context)}
         for image_patches in _map_plate_images(root, split, targets, _image_patches, params,
                                                workers, progress):
-            for patch, patch_regions, class_of, box, text in image_patches:
+            for patch, patch_regions, class_of, box, text, patch_marks in image_patches:
                 self.patches.append(patch)
                 self.patch_regions.append(patch_regions)
                 self.class_of.append(class_of)
                 self.boxes.append(box)
                 self.texts.append(text)
+                self.patch_marks.append(patch_marks)
 
     def __len__(self):
         return len(self.patches)
 
-    def sample(self, indices, rng, shift=0.06, scale=0.1, stretch=0.0):
+    @property
+    def has_marks(self):
+        """bool: every plate's scene has a decoration mask (``read_marks``)."""
+        return all(marks is not None for marks in self.patch_marks)
+
+    def sample(self, indices, rng, shift=0.06, scale=0.1, stretch=0.0, return_marks=False):
         """Crops of the plates ``indices`` from randomly moved windows.
 
         Args:
@@ -247,8 +289,12 @@ class TrainPatches:
             scale (float): box scaled by ``(1 + scale)**u``, ``u`` uniform in [-1, 1].
             stretch (float): box height scaled again by ``(1 + stretch)**v``, ``v``
                 uniform in [-1, 1] (changes the box's aspect ratio; 0 keeps it).
+            return_marks (bool): also return the share of each crop pixel covered by the
+                plate's marks that are not characters (``read_marks``,
+                ``plates.targets.crop_coverage``; 0 where the scene has no decoration mask).
         Returns:
-            tuple: crops ndarray[B, h, w, 3] uint8 and masks ndarray[B, h, w] uint8.
+            tuple: crops ndarray[B, h, w, 3] uint8 and masks ndarray[B, h, w] uint8, and
+            with ``return_marks`` marks ndarray[B, h, w] float32 in [0, 1].
         """
         count = len(indices)
         for name, value in (("shift", shift), ("scale", scale), ("stretch", stretch)):
@@ -259,6 +305,7 @@ class TrainPatches:
         h, w = self.size
         crops = np.empty((count, h, w, 3), np.uint8)
         masks = np.empty((count, h, w), np.uint8)
+        marks = np.zeros((count, h, w), np.float32) if return_marks else None
         for row, index in enumerate(indices):
             x1, y1, x2, y2 = self.boxes[index]
             bw, bh = x2 - x1, y2 - y1
@@ -272,6 +319,11 @@ class TrainPatches:
             crops[row] = crop[0]
             masks[row] = crop_region_labels(self.patch_regions[index], self.class_of[index],
                                             window, self.size, LABEL_SAMPLES, LABEL_COVERAGE)[0]
+            if return_marks and self.patch_marks[index] is not None:
+                marks[row] = crop_coverage(self.patch_marks[index], window, self.size,
+                                           LABEL_SAMPLES)[0]
+        if return_marks:
+            return crops, masks, marks
         return crops, masks
 
 

@@ -53,7 +53,7 @@ from plates.classes import IGNORE_INDEX
 from plates.crops import _check_size, _sample_positions
 from segmentation.weights import separate_instances
 
-__all__ = ["character_regions", "crop_region_labels"]
+__all__ = ["character_regions", "crop_region_labels", "crop_coverage"]
 
 # A pixel centre counts as inside a hull up to this slack (pixel units), so that the
 # centres of the ink pixels themselves, which lie strictly inside, are never lost to
@@ -212,3 +212,42 @@ def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=
     return labels
 
 
+def crop_coverage(mask, windows, size, samples=4):
+    """The share of each crop pixel that a boolean image mask covers (area by sub-pixels).
+
+    The crop geometry of ``crop_region_labels``: crop pixel ``(i, j)`` of a window
+    covers ``samples²`` sub-pixel centres, each reads the mask at its nearest pixel
+    (outside the image: not covered); the share is the fraction that read True.
+
+    Args:
+        mask (ndarray[H, W] bool): e.g. where a scene's plate decorations are.
+        windows (ndarray[K, 4]): xyxy crop windows in image pixels (``crop_windows``).
+        size (tuple[int, int]): crop ``(h, w)``.
+        samples (int): sub-pixels per axis.
+
+    Returns:
+        ndarray[K, h, w] float32 in [0, 1].
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.dtype != bool:
+        raise ValueError(f"mask must be a 2-D bool array, got {mask.dtype} {mask.shape}")
+    windows = np.asarray(windows, dtype=np.float64)
+    if windows.ndim != 2 or windows.shape[1] != 4 or not np.isfinite(windows).all() \
+            or (windows[:, 2:] <= windows[:, :2]).any():
+        raise ValueError(f"windows must be (K, 4) finite xyxy boxes with x2 > x1 and y2 > y1, "
+                         f"got shape {windows.shape}")
+    height, width = _check_size(size)
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"samples must be a positive int, got {samples!r}")
+    count, s = len(windows), int(samples)
+    if count == 0:
+        return np.zeros((0, height, width), np.float32)
+    image_h, image_w = mask.shape
+    ys, xs = _sample_positions(windows, height * s, width * s)  # (K, h·s), (K, w·s)
+    rows, cols = np.floor(ys).astype(np.intp), np.floor(xs).astype(np.intp)
+    inside = (((rows >= 0) & (rows < image_h))[:, :, None]
+              & ((cols >= 0) & (cols < image_w))[:, None, :])
+    hits = mask[rows.clip(0, image_h - 1)[:, :, None], cols.clip(0, image_w - 1)[:, None, :]]
+    hits = hits & inside  # (K, h·s, w·s)
+    share = hits.reshape(count, height, s, width, s).mean(axis=(2, 4), dtype=np.float32)
+    return share.astype(np.float32)

@@ -91,6 +91,7 @@ import dataclasses
 import os
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -106,6 +107,7 @@ from plates.reading import text_to_class_text
 from plates.segmenter import build_model, class_colors, class_weights, evaluate
 from plates.segmenter_data import (TARGETS, TrainPatches, augment_colors, load_crops, prepare_data,
                                    preprocess)
+from plates.synthetic.generate import DECORATION_FOLDER
 from segmentation.losses import segmentation_loss
 from segmentation.resnet_unet import ResNetUNet
 from segmentation.weights import hard_pixel_weights, separation_weights, size_weights
@@ -138,7 +140,11 @@ class TrainConfig:
     (``separation_weights``), small characters up to ``small_weight``
     (``size_weights``) and the pixels the network gets wrong up to ``1 + hard_weight``
     (``hard_pixel_weights``; 0, the default, weighs none: on the lab's plates
-    ``hard_weight=10`` read no more, ``docs/results.md``); ``prior_init`` starts the
+    ``hard_weight=10`` read no more, ``docs/results.md``), the background under the
+    plates' marks that are not characters (separator dots, screws, stickers, strips,
+    dealer text: ``segmenter_data.MARK_DECORATIONS``) up to ``1 + decoration_weight``
+    (by the share of the pixel they cover; needs the dataset's decoration masks);
+    ``prior_init`` starts the
     head's bias at the log class frequencies. ``minutes`` caps the training wall clock
     (None: no cap). Validation every ``eval_every`` steps (and a ``last.npz``
     checkpoint), plates read with ``read_plate``'s noise filter at ``read_min_area``
@@ -177,6 +183,7 @@ class TrainConfig:
     gap_weight: float = 10.0
     small_weight: float = 1.0
     hard_weight: float = 0.0
+    decoration_weight: float = 0.0
     prior_init: bool = True
     minutes: float = 5.0
     eval_every: int = 100
@@ -215,8 +222,8 @@ class TrainConfig:
                              f"({rule}) for the U-Net")
         check_in_range(self.small_weight, "small_weight", low=1)
         for name in ("crop_padding", "weight_decay", "dice_weight", "char_weight", "gap_weight",
-                     "hard_weight", "shift", "scale", "stretch", "brightness", "contrast",
-                     "saturation", "channel_gain", "noise"):
+                     "hard_weight", "decoration_weight", "shift", "scale", "stretch",
+                     "brightness", "contrast", "saturation", "channel_gain", "noise"):
             check_non_negative(getattr(self, name), name)
         check_positive(self.lr, "lr")
         if check_positive(self.final_lr_fraction, "final_lr_fraction") > 1:
@@ -296,8 +303,10 @@ class BatchStream:
             self.order, self.position = rng.permutation(len(self.train_set)), 0
         indices = self.order[self.position:self.position + config.batch_size]
         self.position += len(indices)
-        crops, masks = self.train_set.sample(indices, rng, config.shift, config.scale,
-                                             config.stretch)
+        marking = config.decoration_weight > 0
+        drawn = self.train_set.sample(indices, rng, config.shift, config.scale, config.stretch,
+                                      return_marks=marking)
+        crops, masks = drawn[:2]
         images = augment_colors(crops, rng, config.brightness, config.contrast,
                                 config.saturation, config.channel_gain, config.noise)
         pixel_weights = None
@@ -306,6 +315,9 @@ class BatchStream:
         if config.small_weight != 1:  # (gaps are background, small characters are not)
             small = size_weights(masks, config.small_weight)
             pixel_weights = small if pixel_weights is None else pixel_weights * small
+        if marking:  # background covered by a plate's marks (a dot, a screw, a strip...)
+            marks = 1 + config.decoration_weight * drawn[2] * (masks == 0)
+            pixel_weights = marks if pixel_weights is None else pixel_weights * marks
         return preprocess(images), masks.astype(np.int64), pixel_weights
 
     def __iter__(self):
@@ -429,6 +441,10 @@ def train_digit_segmenter(config, resume=False):
                      workers=config.data_workers, progress=config.progress)
     if len(train_set) == 0 or len(val["texts"]) == 0:
         raise ValueError(f"{config.data!r} has no plates in its train or val split")
+    if config.decoration_weight > 0 and not train_set.has_marks:
+        warnings.warn(f"{config.data!r} has no decoration masks ({DECORATION_FOLDER}/, written "
+                      f"by plates.synthetic.generate_plate_dataset): decoration_weight "
+                      f"{config.decoration_weight:g} weighs nothing", stacklevel=2)
     load_seconds = time.perf_counter() - start
 
     model = build_model(config)

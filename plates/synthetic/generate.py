@@ -21,13 +21,17 @@ bounded by ``MAX_IMAGES``.
 """
 import errno
 import glob
+import io
 import multiprocessing
 import os
 import time
 from numbers import Integral, Real
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
+
+from nn.io import atomic_write_bytes
 
 from plates.synthetic import fonts
 from plates.synthetic.plates import PlateMix
@@ -35,14 +39,18 @@ from plates.synthetic.scene import check_image_size, render_scene
 from detection.datasets.voc import write_class_names, write_image_sets, write_voc_example
 from plates.classes import PLATE_CLASSES
 
-__all__ = ["SPLIT_NAMES", "MAX_IMAGES", "OutputDirectoryError", "image_rng", "split_ids",
-           "prepare_output_dir", "generate_plate_dataset"]
+__all__ = ["SPLIT_NAMES", "MAX_IMAGES", "DECORATION_FOLDER", "OutputDirectoryError", "image_rng",
+           "split_ids", "prepare_output_dir", "write_decoration_mask", "generate_plate_dataset"]
 
 SPLIT_NAMES = ("train", "val", "test")
+# Where each scene's decoration mask is written (``write_decoration_mask``): not a VOC
+# folder, VOC readers pass it by.
+DECORATION_FOLDER = "SegmentationDecoration"
 # A bound on one run: 10 million images of 256 px are ~0.3 TB and a day of two cores.
 MAX_IMAGES = 10_000_000
 _IMAGE_STREAM, _SPLIT_STREAM = 0, 1
-_FOLDERS = ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject")
+_FOLDERS = ("JPEGImages", "Annotations", "SegmentationClass", "SegmentationObject",
+            DECORATION_FOLDER)
 _LIST_FOLDERS = ("ImageSets/Main", "ImageSets/Segmentation")
 
 
@@ -155,14 +163,38 @@ def _check_arguments(out_dir, num_images, seed, image_size, workers, splits, ima
 def _generate_one(task):
     """Render and write one example (runs in a worker). Returns its statistics."""
     root, image_id, seed, index, image_size, image_format, jpeg_quality, plate_mix = task
-    image, objects, class_mask, instance_mask = render_scene(image_rng(seed, index), image_size,
-                                                             plate_mix=plate_mix)
+    image, objects, class_mask, instance_mask, decoration = render_scene(
+        image_rng(seed, index), image_size, plate_mix=plate_mix, decorations=True)
+    write_decoration_mask(root, image_id, decoration)  # before the XML, written last
     write_voc_example(root, image_id, image, objects, class_mask=class_mask,
                       instance_mask=instance_mask, image_format=image_format,
                       jpeg_quality=jpeg_quality)
     names = [obj["name"] for obj in objects]
     return {"cars": names.count("car"), "plates": names.count("plate"),
             "characters": len(names) - names.count("car") - names.count("plate")}
+
+
+def write_decoration_mask(root, image_id, decoration):
+    """Write ``DECORATION_FOLDER/<image_id>.png`` atomically: a greyscale PNG of the
+    scene's decoration ids (``plates.synthetic.decorations.DECORATION_IDS``, 0 none).
+
+    The plates' strips, stickers, screws, separators, frames and dealer text are not
+    characters; the mask says where they are, so a trainer can weigh them
+    (``plates.train_segmenter.TrainConfig.decoration_weight``).
+
+    Args:
+        root (str | os.PathLike): dataset root (the folder must exist).
+        image_id (str): the example's id.
+        decoration (ndarray[H, W] uint8): ``render_scene(..., decorations=True)``'s mask.
+    """
+    decoration = np.asarray(decoration)
+    if decoration.ndim != 2 or decoration.dtype != np.uint8:
+        raise ValueError(f"decoration must be a 2-D uint8 array, got {decoration.dtype} "
+                         f"{decoration.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(decoration).save(buffer, format="PNG")
+    atomic_write_bytes(os.path.join(os.fspath(root), DECORATION_FOLDER, f"{image_id}.png"),
+                       buffer.getvalue())
 
 
 def _remove_temporaries(root):
@@ -183,6 +215,8 @@ def generate_plate_dataset(out_dir, num_images, seed, image_size=256, workers=1,
     Layout (see ``detection.datasets.voc``): ``JPEGImages/<id>.jpg``,
     ``Annotations/<id>.xml``, ``SegmentationClass/<id>.png``,
     ``SegmentationObject/<id>.png``, ``ImageSets/{Main,Segmentation}/{train,val,test}.txt``,
+    ``SegmentationDecoration/<id>.png`` (where the plates' decorations are,
+    ``write_decoration_mask``),
     ``labels.txt`` (the class names, ``plates.classes.PLATE_CLASSES``);
     ids are ``000000``, ``000001``, ... (at least 6 digits).
 

@@ -442,7 +442,11 @@ def test_dataset_layout_and_round_trip(dataset):
     assert listed == ids
     assert read_image_set(root, "train", folder="Segmentation") == read_image_set(root, "train")
     for index, image_id in enumerate(ids):
-        _, objects, class_mask, instance_mask = render_scene(image_rng(11, index), SIZE)
+        _, objects, class_mask, instance_mask, decoration = render_scene(
+            image_rng(11, index), SIZE, decorations=True)
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(root / "SegmentationDecoration" / f"{image_id}.png")),
+            decoration)
         annotation = read_voc_annotation(root / "Annotations" / f"{image_id}.xml")
         assert [o["name"] for o in annotation["objects"]] == [o["name"] for o in objects]
         assert [o["bbox"] for o in annotation["objects"]] == [
@@ -463,7 +467,7 @@ def test_same_seed_same_bytes_any_worker_count(dataset, tmp_path):
     generate_plate_dataset(tmp_path / "b", 6, seed=11, image_size=SIZE, progress=False)
     generate_plate_dataset(tmp_path / "c", 6, seed=11, image_size=SIZE, workers=2, progress=False)
     reference = _tree(root)
-    assert len(reference) == 6 * 4 + 6 + 1  # four files per image, six split lists, labels.txt
+    assert len(reference) == 6 * 5 + 6 + 1  # five files per image, six split lists, labels.txt
     assert _tree(tmp_path / "b") == reference
     assert _tree(tmp_path / "c") == reference
     generate_plate_dataset(tmp_path / "d", 6, seed=12, image_size=SIZE, progress=False)
@@ -525,7 +529,7 @@ def test_interrupted_run_leaves_no_partial_files(tmp_path, monkeypatch):
     for name in annotations:                          # a complete XML means a complete example
         stem = os.path.splitext(os.path.basename(name))[0]
         for folder, ext in (("JPEGImages", ".jpg"), ("SegmentationClass", ".png"),
-                            ("SegmentationObject", ".png")):
+                            ("SegmentationObject", ".png"), ("SegmentationDecoration", ".png")):
             assert os.path.join(folder, stem + ext) in files
 
 
@@ -878,7 +882,9 @@ def test_prepare_output_dir_errors_name_the_folder(tmp_path):
         generate.prepare_output_dir(blocker)
     generate.prepare_output_dir(tmp_path / "fine")
     assert sorted(os.listdir(tmp_path / "fine")) == ["Annotations", "JPEGImages",
-                                                     "SegmentationClass", "SegmentationObject"]
+                                                     "SegmentationClass",
+                                                     "SegmentationDecoration",
+                                                     "SegmentationObject"]
     (tmp_path / "fine" / "ImageSets").write_text("x")
     with pytest.raises(generate.OutputDirectoryError, match="ImageSets"):
         generate.prepare_output_dir(tmp_path / "fine")

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plates.classes import IGNORE_INDEX
-from plates.targets import character_regions, crop_region_labels
+from plates.targets import character_regions, crop_coverage, crop_region_labels
 from segmentation.weights import separate_instances
 
 
@@ -188,3 +188,36 @@ def test_crop_region_labels_errors(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         crop_region_labels(**args)
+
+
+def test_crop_coverage_is_the_covered_share_of_each_crop_pixel():
+    mask = np.zeros((4, 6), bool)
+    mask[1:3, 0:2] = True
+    mask[0, 5] = True
+    # One crop pixel per image pixel: the mask itself.
+    share = crop_coverage(mask, [[0, 0, 6, 4]], (4, 6))
+    assert share.dtype == np.float32 and share.shape == (1, 4, 6)
+    np.testing.assert_array_equal(share[0], mask)
+    # Half the resolution: each crop pixel covers 2x2 image pixels.
+    half = crop_coverage(mask, [[0, 0, 6, 4]], (2, 3), samples=2)
+    np.testing.assert_allclose(half[0], [[0.5, 0, 0.25], [0.5, 0, 0]])
+    # Outside the image nothing is covered; a window on the right half sees one pixel.
+    outside = crop_coverage(mask, [[-6, 0, 6, 4], [3, 0, 6, 4]], (4, 12), samples=1)
+    assert not outside[0, :, :6].any()
+    np.testing.assert_array_equal(outside[0, :, 6:], mask)
+    assert outside[1].sum() == pytest.approx(4.0)  # pixel (0, 5) spans 4 columns 0.25 px wide
+    assert crop_coverage(mask, np.zeros((0, 4)), (2, 3)).shape == (0, 2, 3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mask=np.zeros((2, 2), np.uint8)), "mask"),
+    (dict(mask=np.zeros(4, bool)), "mask"),
+    (dict(windows=np.array([[0, 0, 0, 4]])), "windows"),
+    (dict(size=(0, 3)), "size"),
+    (dict(samples=0), "samples"),
+])
+def test_crop_coverage_errors(kwargs, match):
+    args = dict(mask=np.zeros((2, 2), bool), windows=np.array([[0, 0, 2, 2]]), size=(2, 2))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        crop_coverage(**args)

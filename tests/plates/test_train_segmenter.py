@@ -2,18 +2,25 @@
 read-exactly evaluation and the command end to end."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import nn
+from detection.datasets.voc import VOCDataset
 from nn.engine import ResumeError, TrainingInterrupted
 from plates.synthetic import generate_plate_dataset
 from plates.reading import text_to_class_text
 from plates.segmenter import CHARACTER_CLASSES, NUM_CLASSES, evaluate, predict
-from plates.segmenter_data import TrainPatches, augment_colors, load_crops, preprocess
+from plates.crops import crop_windows, plate_texts
+from plates.segmenter_data import (MARK_DECORATIONS, TrainPatches, augment_colors,
+                                   decoration_path, load_crops, preprocess, read_marks)
+from plates.synthetic.decorations import DECORATION_IDS
+from plates.targets import crop_coverage
 from plates.train_segmenter import (
     BatchStream, TrainConfig, load_segmenter, main, quick_config, train_digit_segmenter,
 )
@@ -94,6 +101,71 @@ def test_stretch_moves_the_window_of_boxes_taller_than_the_crop(plates):
             patches.sample(everyone, np.random.default_rng(0), stretch=bad)
     with pytest.raises(ValueError, match="stretch"):
         _tiny_config(plates, "unused", stretch=-1)
+
+
+def test_marks_follow_the_training_crops(plates, tmp_path):
+    """``return_marks`` adds the share of each crop pixel under a plate's marks (the
+    scene's decoration mask cut with the crop's window) and changes no other draw."""
+    patches = TrainPatches(plates, "train")
+    assert patches.has_marks
+    everyone = np.arange(len(patches))
+    crops, masks = patches.sample(everyone, np.random.default_rng(4))
+    same_crops, same_masks, marks = patches.sample(everyone, np.random.default_rng(4),
+                                                   return_marks=True)
+    np.testing.assert_array_equal(same_crops, crops)
+    np.testing.assert_array_equal(same_masks, masks)
+    assert marks.shape == masks.shape and marks.dtype == np.float32
+    assert marks.min() >= 0 and marks.max() <= 1 and (marks > 0).any()
+    # Marks are drawn where no character is; only a crop pixel on the edge of a
+    # character's region (area-voted) can be partly under one.
+    on_characters = marks[(masks > 0) & (masks != 255)].sum()
+    assert on_characters < 0.1 * marks.sum(), (on_characters, marks.sum())
+    # Unjittered, the marks are the scene's, cut with the test-time window. Patch 0 is
+    # the first plate of the first scene with plates.
+    voc = VOCDataset(plates, "train", return_instance_masks=True)
+    first = next(i for i in range(len(voc)) if plate_texts(voc.annotation(i)["objects"]))
+    record, objects = voc._records[first], voc.annotation(first)["objects"]
+    scene_marks = read_marks(record["instance_mask_path"], (record["height"], record["width"]))
+    decoration = np.asarray(Image.open(decoration_path(record["instance_mask_path"])))
+    np.testing.assert_array_equal(
+        scene_marks, np.isin(decoration, [DECORATION_IDS[n] for n in MARK_DECORATIONS]))
+    box = np.asarray([objects[plate_texts(objects)[0][0]]["bbox"]], np.float64)
+    expected = crop_coverage(scene_marks, crop_windows(box, patches.size, patches.padding),
+                             patches.size, 4)
+    _, _, still = patches.sample([0], np.random.default_rng(0), shift=0, scale=0,
+                                 return_marks=True)
+    assert np.abs(still - expected).mean() < 0.01
+    # A dataset without decoration masks: no marks, and training says the weight is idle.
+    bare = tmp_path / "bare"
+    shutil.copytree(plates, bare)
+    shutil.rmtree(bare / "SegmentationDecoration")
+    assert read_marks(decoration_path(bare / "SegmentationObject" / "x.png"), (2, 2)) is None
+    unmarked = TrainPatches(str(bare), "train")
+    assert not unmarked.has_marks
+    assert not unmarked.sample(everyone, np.random.default_rng(4), return_marks=True)[2].any()
+    with pytest.warns(UserWarning, match="decoration masks"):
+        train_digit_segmenter(_tiny_config(str(bare), tmp_path / "run", steps=1,
+                                           decoration_weight=5))
+    with pytest.raises(ValueError, match="shape"):
+        read_marks(record["instance_mask_path"], (3, 3))
+
+
+def test_decoration_weight_weighs_the_background_under_the_marks(plates):
+    config = _tiny_config(plates, "unused", gap_weight=1.0, decoration_weight=6.0,
+                          batch_size=len(TrainPatches(plates, "train")))
+    patches = TrainPatches(plates, "train", config.crop_size, config.crop_padding)
+    stream = BatchStream(patches, config, np.random.default_rng(2), prefetch=False)
+    _, masks, weights = next(stream)
+    plain = BatchStream(patches, _tiny_config(plates, "unused", gap_weight=1.0,
+                                              batch_size=config.batch_size),
+                        np.random.default_rng(2), prefetch=False)
+    _, plain_masks, plain_weights = next(plain)
+    np.testing.assert_array_equal(masks, plain_masks)  # the same batch
+    assert plain_weights is None
+    share = (weights - 1) / 6  # the marks' share: multiples of 1/16 (4x4 sub-pixels)
+    np.testing.assert_allclose(share * 16, np.round(share * 16), atol=1e-4)
+    assert share.min() >= 0 and share.max() <= 1 and (share > 0).any()
+    assert (weights[masks != 0] == 1).all()
 
 
 def test_reading_in_worker_processes_gives_the_same_plates(plates, capsys):
@@ -306,7 +378,7 @@ def test_resume_without_a_checkpoint_and_bad_configs(tmp_path):
     (dict(lr=0), "lr"), (dict(noise=float("nan")), "noise"),
     (dict(final_lr_fraction=0), "final_lr_fraction"),
     (dict(final_lr_fraction=1.5), "final_lr_fraction"), (dict(minutes=-1), "minutes"),
-    (dict(hard_weight=-1), "hard_weight"),
+    (dict(hard_weight=-1), "hard_weight"), (dict(decoration_weight=-2), "decoration_weight"),
 ])
 def test_bad_config_fields_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
