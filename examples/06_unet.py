@@ -144,6 +144,39 @@ figure.tight_layout()
 save_figure(figure, os.path.join(OUT_DIR, "06_labels.png"))
 print(f"wrote {OUT_DIR}/06_labels.png")
 
+# %% 1c. Marks that are not characters
+# A plate carries marks that are not characters: the separator dots of "AB·1234·CD",
+# screws, stickers, the national strip with its country code, a dealer's text on the
+# frame. At 40x120 a separator dot is a blob of 2 pixels, a full stop one of 3: the same
+# kind of mark, and a full stop or a hyphen is on most plates, a dot on about 3% of
+# them. A network that learns "a small blob in a gap is a character" is right most of
+# the time and reads "AB·1234·CD" as "AB#1234#CD". The generator records where it drew
+# each decoration (SegmentationDecoration/<id>.png), and the loss weighs the background
+# under the marks up to 1 + decoration_weight, by the share of the pixel they cover
+# (here on top of the gap weights).
+marked = [i for i, marks in enumerate(train_patches.patch_marks)
+          if marks is not None and marks.any()]
+marked = sorted(marked, key=lambda i: -train_patches.patch_marks[i].sum())[:4]
+if marked and config.decoration_weight:
+    crops, masks, marks = train_patches.sample(marked, rng, shift=0, scale=0, return_marks=True)
+    weights = separation_weights(masks, config.gap_weight) * (
+        1 + config.decoration_weight * marks * (masks == 0))
+    figure = Figure(figsize=(10, 1.3 * len(marked)))
+    axes = figure.subplots(len(marked), 3, squeeze=False)
+    for row in range(len(marked)):
+        for ax, image, title in zip(axes[row], (crops[row], COLORS[masks[row]], weights[row]),
+                                    ("crop", "its class map", "loss weight (gaps, marks)")):
+            ax.imshow(image, interpolation="nearest", cmap="magma", vmin=0,
+                      vmax=float(weights.max()))
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    figure.tight_layout()
+    save_figure(figure, os.path.join(OUT_DIR, "06_marks.png"))
+    print(f"{len(marked)} plates with marks, background under them weighted up to "
+          f"{1 + config.decoration_weight:g}; wrote {OUT_DIR}/06_marks.png")
+else:
+    print("no training plate with marks here (or decoration_weight 0): nothing to show")
+
 # %% 2. The network: encoder, decoder, skip connections
 # Each encoder level is two 3x3 convolutions (BatchNorm, ReLU); a 2x2 max pooling halves
 # the resolution and the next level doubles the channels. The decoder goes back up with

@@ -65,7 +65,7 @@ def save(figure, name):
 # %% The short run
 # The whole lab at a small scale: scenes rendered at full resolution, a small copy for
 # the detector, RetinaNet and the U-Net trained from random weights (half of the budget
-# each: in a few minutes the detector needs more than the lab's 8/19 share to find the
+# each: in a few minutes the detector needs more than the lab's 9/19.5 share to find the
 # plates), the plate threshold chosen on the validation scenes, the evaluation on the
 # test scenes and the report. A second start of this script continues (or reuses) it.
 config = LabConfig(out=RUN_DIR, num_images=NUM_IMAGES, minutes=args.minutes, detector_share=0.5,

@@ -463,7 +463,12 @@ def _segmenter_parts(run, metrics, path):
         "\\frac{2 \\sum_i p_{ik} y_{ik} + 1}{\\sum_i p_{ik} + \\sum_i y_{ik} + 1}\\Big),\n"
         "\\end{equation*}\n"
         f"with the character classes weighted $w = {config.char_weight:g}$ and the gap "
-        f"pixels $v = {config.gap_weight:g}$; pixels outside the image are ignored. The head's "
+        f"pixels $v = {config.gap_weight:g}$"
+        + (f"; the background under a plate's marks that are not characters (separator dots, "
+           f"screws, stickers, the national strip, dealer text: the generator's decoration "
+           f"masks) weighs up to $v = {1 + config.decoration_weight:g}$, by the share of the "
+           f"pixel they cover" if config.decoration_weight else "")
+        + "; pixels outside the image are ignored. The head's "
         "bias starts at the log class frequencies.")
     rows = [("optimizer", escape(f"Adam, lr {config.lr:g}, weight decay {config.weight_decay:g}")),
             ("schedule", escape(f"warm-up {config.warmup_steps} steps, cosine to "

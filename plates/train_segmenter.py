@@ -183,7 +183,7 @@ class TrainConfig:
     gap_weight: float = 10.0
     small_weight: float = 1.0
     hard_weight: float = 0.0
-    decoration_weight: float = 0.0
+    decoration_weight: float = 10.0
     prior_init: bool = True
     minutes: float = 5.0
     eval_every: int = 100
@@ -263,8 +263,8 @@ class BatchStream:
 
     A batch is the next ``batch_size`` plates of the epoch's random order, cropped from
     randomly moved windows (``TrainPatches.sample``), color-jittered
-    (``augment_colors``), standardized (``preprocess``), with its labels and the gap
-    weights of the loss. Drawing it takes about a sixth of a training step (40 x 120,
+    (``augment_colors``), standardized (``preprocess``), with its labels and the pixel
+    weights of the loss (gaps, small characters, the background under the marks). Drawing it takes about a sixth of a training step (40 x 120,
     batch 12); with ``prefetch`` the next batch is drawn on a second thread while the
     network trains on this one (NumPy releases the GIL in its loops). The stream has no
     end: ``next(stream)`` starts a new epoch (a new order) when one is used up.

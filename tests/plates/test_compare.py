@@ -77,8 +77,8 @@ def test_a_checkpoint_rebuilds_its_encoder(tmp_path):
 def test_run_configs_change_only_the_network_and_the_budget(tmp_path):
     lab = LabConfig(out=str(tmp_path / "run"))
     base = lab_train_configs(lab)
-    assert base["detector"].minutes == pytest.approx(8.0)  # the lab's 8/19 of 19 minutes
-    assert base["segmenter"].minutes == pytest.approx(11.0)
+    assert base["detector"].minutes == pytest.approx(9.0)  # the lab's 9/19.5 of 19.5 minutes
+    assert base["segmenter"].minutes == pytest.approx(10.5)
     assert base["detector"].backbone == "small" and base["segmenter"].encoder == "unet"
 
     def changed(a, b):

@@ -157,6 +157,7 @@ def test_decoration_weight_weighs_the_background_under_the_marks(plates):
     stream = BatchStream(patches, config, np.random.default_rng(2), prefetch=False)
     _, masks, weights = next(stream)
     plain = BatchStream(patches, _tiny_config(plates, "unused", gap_weight=1.0,
+                                              decoration_weight=0.0,
                                               batch_size=config.batch_size),
                         np.random.default_rng(2), prefetch=False)
     _, plain_masks, plain_weights = next(plain)
@@ -270,7 +271,7 @@ def test_prefetching_changes_no_number(plates, tmp_path):
 
 
 def test_a_batch_stream_checkpoints_the_cursor_before_its_prefetched_batch(plates):
-    config = _tiny_config(plates, "unused")
+    config = _tiny_config(plates, "unused", decoration_weight=0.0)
     patches = TrainPatches(plates, "train", config.crop_size, config.crop_padding)
     stream = BatchStream(patches, config, np.random.default_rng(5))
     try:
