@@ -503,11 +503,16 @@ def _evaluation_section(run):
         return "\n\n".join(parts + [_not_run("The end-to-end evaluation", run)])
     settings = results["settings"]
     chosen = (run.reader or {}).get("val") or {}
+    beta = chosen.get("beta", 1.0)  # a reader.json without it was chosen by F1
+    beta = float(beta) if _finite(beta) else 1.0
     parts.append(
         f"The {results['images']} test scenes go through the reader exactly as a photo "
         "would (\\texttt{plates.evaluate}). Plates are reported from a detector score of "
-        f"{_num(settings['plate_threshold'])}, the threshold of best F1 of plate detection "
-        f"on the validation scenes (F1 {_num(chosen.get('f1'))}, precision "
+        f"{_num(settings['plate_threshold'])}, the threshold of best "
+        f"F$_{{{beta:g}}}$ of plate detection"
+        + (f" (recall weighs {beta:g} times as much as precision: a missed plate is a plate "
+           "not read)" if beta != 1 else "")
+        + f" on the validation scenes (F1 {_num(chosen.get('f1'))}, precision "
         f"{_num(chosen.get('precision'))}, recall {_num(chosen.get('recall'))}); the "
         "segmenter "
         + ("averages five one-pixel shifts of each crop." if settings.get("tta")

@@ -269,6 +269,7 @@ class TrainPatches:
                 self.boxes.append(box)
                 self.texts.append(text)
                 self.patch_marks.append(patch_marks)
+        self._marked = [marks is not None and bool(marks.any()) for marks in self.patch_marks]
 
     def __len__(self):
         return len(self.patches)
@@ -319,7 +320,7 @@ class TrainPatches:
             crops[row] = crop[0]
             masks[row] = crop_region_labels(self.patch_regions[index], self.class_of[index],
                                             window, self.size, LABEL_SAMPLES, LABEL_COVERAGE)[0]
-            if return_marks and self.patch_marks[index] is not None:
+            if return_marks and self._marked[index]:  # most plates carry no mark
                 marks[row] = crop_coverage(self.patch_marks[index], window, self.size,
                                            LABEL_SAMPLES)[0]
         if return_marks:

@@ -12,7 +12,7 @@ from detection.metrics.matching import match_group_reference
 from plates import evaluate as evaluate_module
 from plates.classes import PLATE_CLASSES
 from plates.crops import crop_windows
-from plates.evaluate import (CATEGORIES, attribute_error, choose_plate_threshold,
+from plates.evaluate import (CATEGORIES, PLATE_BETA, attribute_error, choose_plate_threshold,
                              evaluate_reader, match_boxes, scene_truth, score_reading,
                              write_evaluation)
 from plates.reader import Plate, PlateReader, Reading, read_characters
@@ -187,7 +187,7 @@ class PerfectReader:
         return perfect_reading(image, self.truth, self.drop)
 
 
-def test_the_threshold_of_best_f1_on_validation(hand_dataset):
+def test_the_threshold_of_best_f_beta_on_validation(hand_dataset):
     root, _, objects, instance = hand_dataset
     truth = scene_truth(objects, instance, CLASSES)
 
@@ -202,11 +202,33 @@ def test_the_threshold_of_best_f1_on_validation(hand_dataset):
                     "scores": np.array([0.9, 0.8, 0.85, 0.3, 0.88, 0.95], np.float32),
                     "labels": np.array([2, 2, 2, 2, 2, 1])}
 
-    chosen = choose_plate_threshold(Scored(truth), root, "val")
+    chosen = choose_plate_threshold(Scored(truth), root, "val", beta=1)
     # from 0.8: 2 true of 3 reported, recall 1: F1 0.8 (from 0.9: 1 of 1, recall 0.5: 0.667)
     assert chosen["plate_threshold"] == pytest.approx(0.8)
     assert chosen["f1"] == pytest.approx(0.8) and chosen["recall"] == 1.0
+    assert chosen["f_beta"] == pytest.approx(0.8) and chosen["beta"] == 1.0
     assert chosen["precision"] == pytest.approx(2 / 3) and chosen["plates"] == 2
+
+    class Late(PerfectReader):
+        def detect(self, image):  # plate 1 at 0.9, two false ones at 0.7 and 0.6, plate 2 at 0.5
+            boxes = np.concatenate([truth["plate_boxes"][:1], [[250, 10, 300, 30],
+                                                               [250, 40, 300, 60]],
+                                    truth["plate_boxes"][1:2]])
+            return {"boxes": boxes.astype(np.float32),
+                    "scores": np.array([0.9, 0.7, 0.6, 0.5], np.float32),
+                    "labels": np.array([2, 2, 2, 2])}
+
+    # F1 ties (0.9: P 1, R 0.5; 0.5: P 0.5, R 1; both 2/3) and takes the higher cut;
+    # F2 = 5PR / (4P + R) weighs recall: 0.556 at 0.9, 0.833 at 0.5.
+    by_f1 = choose_plate_threshold(Late(truth), root, "val", beta=1.0)
+    assert by_f1["plate_threshold"] == pytest.approx(0.9) and by_f1["f1"] == pytest.approx(2 / 3)
+    by_f2 = choose_plate_threshold(Late(truth), root, "val")  # PLATE_BETA, 2
+    assert by_f2["beta"] == PLATE_BETA == 2.0
+    assert by_f2["plate_threshold"] == pytest.approx(0.5) and by_f2["recall"] == 1.0
+    assert by_f2["f_beta"] == pytest.approx(5 / 6) and by_f2["f1"] == pytest.approx(2 / 3)
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="beta"):
+            choose_plate_threshold(Late(truth), root, "val", beta=bad)
 
 
 def test_evaluation_of_a_perfect_and_of_a_missing_reader(hand_dataset, tmp_path, monkeypatch):
