@@ -55,7 +55,8 @@ from plates.targets import character_regions, crop_region_labels
 from segmentation.metrics import ConfusionMatrix
 
 __all__ = ["MATCH_IOU", "TIGHT_IOU", "CHAR_IOU", "WIDTH_BINS", "CATEGORIES", "scene_truth",
-           "match_boxes", "attribute_error", "score_reading", "PLATE_BETA", "choose_plate_threshold",
+           "match_boxes", "attribute_error", "score_reading", "PLATE_BETA",
+           "choose_plate_threshold",
            "evaluate_reader",
            "write_evaluation", "EVALUATION_FILE"]
 

@@ -19,8 +19,9 @@ report. ``run`` does all of it, stage by stage:
    1024-px frames, the rest of ``--minutes`` (its crops are read before its clock
    starts).
 5. ``evaluate``: the reader's plate threshold chosen on the validation scenes
-   (``reader.json``: the best F2, recall weighing twice, ``plates.evaluate.PLATE_BETA``), then ``plates.evaluate`` on the held-out test scenes, with
-   figures; three test scenes drawn as ``read`` draws them.
+   (``reader.json``: the best F2, recall weighing twice, ``plates.evaluate.PLATE_BETA``),
+   then ``plates.evaluate`` on the held-out test scenes, with figures; three test scenes
+   drawn as ``read`` draws them.
 6. ``report``: ``metrics.json``, ``Report.7.Detection.Segmentation.tex`` and its PDF
    (``plates.report``).
 
