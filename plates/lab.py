@@ -28,11 +28,11 @@ report. ``run`` does all of it, stage by stage:
 The budget. ``--minutes`` is the training time of both stages together (default
 ``DEFAULT_MINUTES``: 9 minutes detector, 10.5 segmenter); rendering, loading and
 evaluating come on top, in proportion to the scenes. Measured on the project's 2-core
-machine (load about 1.7, nothing else running), the defaults: rendering 2500 scenes
-123 s, the small copy 24 s, detector 484 s (476 s training, 1977 steps), segmenter
-707 s (16 s reading its crops, 657 s training, 2090 steps), evaluation 70 s (250 val
-+ 250 test scenes, five-shift segmentation), report and PDF a few seconds: 23.5
-minutes; the report's timing table has the figures of each run.
+machine (load 1.3-1.7, nothing else running), the defaults: rendering 2500 scenes and
+their decoration masks 144 s, the small copy 24 s, detector 543 s (535 s training,
+2092 steps), segmenter 684 s (21 s reading its crops, 629 s training, 1803 steps),
+evaluation 72 s (250 val + 250 test scenes, five-shift segmentation), report and PDF a
+few seconds: 24.5 minutes; the report's timing table has the figures of each run.
 
 Resuming. ``lab.json`` in the run directory holds the configuration and what each
 stage did (seconds, sessions). ``--resume`` continues with the saved configuration: a
