@@ -69,9 +69,10 @@ Choices (measured on the synthetic plates, see ``docs/results.md``):
   depth 3 reads 86.4% of the test plates after 3217 steps, base 24 / depth 3 87.0% after
   2500, base 16 / depth 4 88.2% after 2800, base 24 / depth 4 90.2% after 2200 (one
   seed each, the same detector). The fourth level sees the whole plate height: the
-  deeper networks lose less to a loose or shifted box than the wider one. The default
-  lab run with it reads 87.6% (its 8-minute detector misses more plates, and runs of one
-  recipe spread by about two points; ``docs/results.md``).
+  deeper networks lose less to a loose or shifted box than the wider one. Runs of one
+  recipe spread by about two points; the default lab run (10.5 minutes, 1803 steps,
+  the marks weighted) reads 90.5% of the test plates on the true boxes and 90.2% end
+  to end (``docs/results.md``).
 - **The background under a plate's marks weighted** (``decoration_weight = 10``: up to
   11x where a separator dot, screw, sticker, strip or dealer text covers the pixel;
   the generator writes where it drew them). A separator dot between the groups of a
