@@ -63,13 +63,13 @@ finished rows are kept, an interrupted training continues from its ``last.npz``;
 networks) and few timing repeats: seconds, for tests; it checks the machinery, not
 accuracy.
 
-Duration of the default comparison of a default lab run (19 minutes: detector 8,
-segmenter 11): the ResNet-18 detector trains 8 minutes, then as many steps as the
-small one took (about 2.1x its 8 minutes), the ResNet-18 U-Net 11 minutes, then the
+Duration of the default comparison of a default lab run (19.5 minutes: detector 9,
+segmenter 10.5): the ResNet-18 detector trains 9 minutes, then as many steps as the
+small one took (about 2.2x its 9 minutes), the ResNet-18 U-Net 10.5 minutes, then the
 U-Net's steps (about as long: the two networks' steps cost about the same), plus
-loading, evaluation and timing: 48 minutes on the 2-core machine (more when a lab run
-stopped by the clock before its schedule ended: its small network is then trained
-again for the step pair).
+loading, evaluation and timing: about 54 minutes on the 2-core machine, 65 when the
+lab's U-Net stopped by the clock before its schedule ended (it is then trained again
+for the step pair), as in the run of ``docs/results.md``.
 ``--tasks detector`` then ``--resume --tasks segmenter`` runs one stage at a time.
 """
 import argparse
