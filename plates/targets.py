@@ -134,6 +134,33 @@ def character_regions(instance_map, character_ids):
     return regions
 
 
+def _check_crop_geometry(windows, size, samples):
+    """Checked ``(windows ndarray[K, 4] float64, h, w, samples)`` of crop windows."""
+    windows = np.asarray(windows, dtype=np.float64)
+    if windows.ndim != 2 or windows.shape[1] != 4 or not np.isfinite(windows).all() \
+            or (windows[:, 2:] <= windows[:, :2]).any():
+        raise ValueError(f"windows must be (K, 4) finite xyxy boxes with x2 > x1 and y2 > y1, "
+                         f"got shape {windows.shape}")
+    height, width = _check_size(size)
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise ValueError(f"samples must be a positive int, got {samples!r}")
+    return windows, height, width, int(samples)
+
+
+def _subpixel_read(image_map, windows, height, width, s):
+    """``image_map`` read at the sub-pixel centres of crops ``s`` times finer than
+    ``(height, width)``: ndarray[K, height·s, width·s], 0 (False) outside the image."""
+    image_h, image_w = image_map.shape
+    # Sub-pixel centres: (K, h·s) rows and (K, w·s) columns in image pixels.
+    ys, xs = _sample_positions(windows, height * s, width * s)
+    rows, cols = np.floor(ys).astype(np.intp), np.floor(xs).astype(np.intp)
+    inside = (((rows >= 0) & (rows < image_h))[:, :, None]
+              & ((cols >= 0) & (cols < image_w))[:, None, :])
+    values = image_map[rows.clip(0, image_h - 1)[:, :, None],
+                       cols.clip(0, image_w - 1)[:, None, :]]
+    return np.where(inside, values, 0).astype(image_map.dtype, copy=False)
+
+
 def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=0.5):
     """Class maps of crop windows, by area vote over sub-pixels, characters separated.
 
@@ -164,30 +191,15 @@ def crop_region_labels(region_map, class_of, windows, size, samples=4, coverage=
             or class_of.size <= region_map.max(initial=0):
         raise ValueError(f"class_of must be a 1-D integer array longer than the largest id "
                          f"{region_map.max(initial=0)}, got {class_of.dtype} {class_of.shape}")
-    windows = np.asarray(windows, dtype=np.float64)
-    if windows.ndim != 2 or windows.shape[1] != 4 or not np.isfinite(windows).all() \
-            or (windows[:, 2:] <= windows[:, :2]).any():
-        raise ValueError(f"windows must be (K, 4) finite xyxy boxes with x2 > x1 and y2 > y1, "
-                         f"got shape {windows.shape}")
-    height, width = _check_size(size)
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise ValueError(f"samples must be a positive int, got {samples!r}")
+    windows, height, width, s = _check_crop_geometry(windows, size, samples)
     if not 0 < coverage <= 1:
         raise ValueError(f"coverage must be in (0, 1], got {coverage!r}")
-    count, s = len(windows), int(samples)
+    count = len(windows)
     image_h, image_w = region_map.shape
     if count == 0:
         return np.zeros((0, height, width), dtype=np.uint8)
 
-    # Sub-pixel centres: (K, h·s) rows and (K, w·s) columns in image pixels, the
-    # sample positions of a crop s times finer.
-    ys, xs = _sample_positions(windows, height * s, width * s)
-    rows, cols = np.floor(ys).astype(np.intp), np.floor(xs).astype(np.intp)
-    inside = (((rows >= 0) & (rows < image_h))[:, :, None]
-              & ((cols >= 0) & (cols < image_w))[:, None, :])
-    ids = region_map[rows.clip(0, image_h - 1)[:, :, None],
-                     cols.clip(0, image_w - 1)[:, None, :]]
-    ids = np.where(inside, ids, 0)  # (K, h·s, w·s): outside the image is no character
+    ids = _subpixel_read(region_map, windows, height, width, s)  # outside: 0, no character
     votes = ids.reshape(count, height, s, width, s).transpose(0, 1, 3, 2, 4)
     votes = votes.reshape(count * height * width, s * s)  # (K·h·w, s²) ids per crop pixel
     # Votes per (pixel, id) with one bincount; argmax takes the first maximum, i.e. the
@@ -231,23 +243,9 @@ def crop_coverage(mask, windows, size, samples=4):
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.dtype != bool:
         raise ValueError(f"mask must be a 2-D bool array, got {mask.dtype} {mask.shape}")
-    windows = np.asarray(windows, dtype=np.float64)
-    if windows.ndim != 2 or windows.shape[1] != 4 or not np.isfinite(windows).all() \
-            or (windows[:, 2:] <= windows[:, :2]).any():
-        raise ValueError(f"windows must be (K, 4) finite xyxy boxes with x2 > x1 and y2 > y1, "
-                         f"got shape {windows.shape}")
-    height, width = _check_size(size)
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise ValueError(f"samples must be a positive int, got {samples!r}")
-    count, s = len(windows), int(samples)
+    windows, height, width, s = _check_crop_geometry(windows, size, samples)
+    count = len(windows)
     if count == 0:
         return np.zeros((0, height, width), np.float32)
-    image_h, image_w = mask.shape
-    ys, xs = _sample_positions(windows, height * s, width * s)  # (K, h·s), (K, w·s)
-    rows, cols = np.floor(ys).astype(np.intp), np.floor(xs).astype(np.intp)
-    inside = (((rows >= 0) & (rows < image_h))[:, :, None]
-              & ((cols >= 0) & (cols < image_w))[:, None, :])
-    hits = mask[rows.clip(0, image_h - 1)[:, :, None], cols.clip(0, image_w - 1)[:, None, :]]
-    hits = hits & inside  # (K, h·s, w·s)
-    share = hits.reshape(count, height, s, width, s).mean(axis=(2, 4), dtype=np.float32)
-    return share.astype(np.float32)
+    hits = _subpixel_read(mask, windows, height, width, s)  # (K, h·s, w·s), outside False
+    return hits.reshape(count, height, s, width, s).mean(axis=(2, 4), dtype=np.float32)
